@@ -1,0 +1,26 @@
+"""vlmkit: images into vision-language models, local or cloud."""
+
+from vlmkit.errors import (
+    ImageError,
+    ImageFetchError,
+    ImageFormatMismatchError,
+    ImageSourceError,
+    ImageTooLargeError,
+    InvalidImageError,
+    UnsupportedImageError,
+    VlmkitError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ImageError",
+    "ImageFetchError",
+    "ImageFormatMismatchError",
+    "ImageSourceError",
+    "ImageTooLargeError",
+    "InvalidImageError",
+    "UnsupportedImageError",
+    "VlmkitError",
+    "__version__",
+]

@@ -1,0 +1,56 @@
+"""vlmkit's one error hierarchy.
+
+Every error vlmkit raises on purpose is a :class:`VlmkitError`. Each message says what was wrong and
+what to do about it. ``status_code`` is the HTTP status the server answers with for that error, so
+bad input is a 4xx everywhere and never a 500.
+"""
+
+from __future__ import annotations
+
+
+class VlmkitError(Exception):
+    """Base class of every error vlmkit raises on purpose."""
+
+    status_code: int = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+# --- images -------------------------------------------------------------------------------------
+
+
+class ImageError(VlmkitError):
+    """Something is wrong with an image the caller handed in: always the caller's to fix."""
+
+    status_code = 400
+
+
+class ImageSourceError(ImageError):
+    """The thing handed in as an image is not a file, URL or image data vlmkit can read."""
+
+
+class UnsupportedImageError(ImageError):
+    """The bytes are not an image format vlmkit reads (SVG, PDF, text, unknown data)."""
+
+
+class ImageFormatMismatchError(ImageError):
+    """A declared MIME type (``format=``) disagrees with what the bytes really are."""
+
+    def __init__(self, message: str, *, declared: str, actual: str) -> None:
+        super().__init__(message)
+        self.declared = declared
+        self.actual = actual
+
+
+class InvalidImageError(ImageError):
+    """The data starts like an image but is truncated or corrupt."""
+
+
+class ImageTooLargeError(ImageError):
+    """The image is over a pixel or byte limit and cannot be brought under it."""
+
+
+class ImageFetchError(ImageError):
+    """An image URL was refused (unsafe address, too large, too slow) or could not be fetched."""
