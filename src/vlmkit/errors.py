@@ -18,13 +18,27 @@ class VlmkitError(Exception):
         self.message = message
 
 
+    def add_location(self, location: str) -> None:
+        """Prefix the message with where in a request the error was found, e.g. ``messages[2].content[1]``."""
+        self.message = f"{location}: {self.message}"
+        self.args = (self.message, *self.args[1:])
+
+
+class BadRequestError(VlmkitError):
+    """The caller's input is wrong (a bad image, a malformed message): always the caller's to fix."""
+
+    status_code = 400
+
+
+class InvalidMessageError(BadRequestError):
+    """A chat message or content part is malformed."""
+
+
 # --- images -------------------------------------------------------------------------------------
 
 
-class ImageError(VlmkitError):
-    """Something is wrong with an image the caller handed in: always the caller's to fix."""
-
-    status_code = 400
+class ImageError(BadRequestError):
+    """Something is wrong with an image the caller handed in."""
 
 
 class ImageSourceError(ImageError):

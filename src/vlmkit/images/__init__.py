@@ -1,1 +1,44 @@
-"""The image input layer: sources, sniffing, validation, policies, rendering, safe fetching, token estimates."""
+"""The image input layer: sources, sniffing, validation, policies, rendering, safe fetching, token estimates.
+
+Whatever a user hands in as an image becomes an :class:`ImageHandle` (sniffed from its bytes and
+validated from its header), and ``handle.render(policy)`` gives bytes that a target accepts.
+"""
+
+from vlmkit.images.handle import ImageHandle
+from vlmkit.images.policy import (
+    ANTHROPIC,
+    BEDROCK,
+    GEMINI,
+    LLAMA_CPP,
+    OLLAMA,
+    OPENAI,
+    POLICIES,
+    ImagePolicy,
+)
+from vlmkit.images.probe import DEFAULT_MAX_PIXELS
+from vlmkit.images.render import RenderedImage, render, render_cache
+from vlmkit.images.sniff import ImageFormat, sniff_format
+from vlmkit.images.source import aprepare_image, image_from_bytes, prepare_image
+from vlmkit.images.tokens import estimate_image_tokens
+
+__all__ = [
+    "ANTHROPIC",
+    "BEDROCK",
+    "DEFAULT_MAX_PIXELS",
+    "GEMINI",
+    "LLAMA_CPP",
+    "OLLAMA",
+    "OPENAI",
+    "POLICIES",
+    "ImageFormat",
+    "ImageHandle",
+    "ImagePolicy",
+    "RenderedImage",
+    "aprepare_image",
+    "estimate_image_tokens",
+    "image_from_bytes",
+    "prepare_image",
+    "render",
+    "render_cache",
+    "sniff_format",
+]

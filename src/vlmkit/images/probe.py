@@ -1,0 +1,153 @@
+"""Reading an image's header and checking its structure, without decoding its pixels."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from functools import cache
+
+from PIL import Image
+
+from vlmkit.errors import ImageTooLargeError, InvalidImageError
+from vlmkit.images.sniff import ImageFormat
+
+DEFAULT_MAX_PIXELS = 100_000_000
+"""Images with more pixels than this are refused from their header (decompression bombs)."""
+
+_EXIF_ORIENTATION = 0x0112
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    width: int
+    height: int
+    frames: int
+    orientation: int
+    """EXIF orientation, 1 (upright) to 8."""
+    mode: str
+    """Pillow's pixel mode of the stored image, e.g. ``RGB``, ``RGBA``, ``CMYK``."""
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """Width and height as the image is meant to be seen (EXIF orientation applied)."""
+        return (self.height, self.width) if self.orientation in (5, 6, 7, 8) else (self.width, self.height)
+
+
+@cache
+def register_plugins() -> None:
+    """Teach Pillow to read HEIC/HEIF (AVIF is built into Pillow >= 11.3). Done once, on first need."""
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+
+
+def open_image(data: bytes, fmt: ImageFormat) -> Image.Image:
+    """Open ``data`` lazily with Pillow (reads the header only)."""
+    if fmt in (ImageFormat.HEIC, ImageFormat.HEIF):
+        register_plugins()
+    return Image.open(io.BytesIO(data), formats=[_PILLOW_FORMAT[fmt]])
+
+
+_PILLOW_FORMAT = {
+    ImageFormat.JPEG: "JPEG",
+    ImageFormat.PNG: "PNG",
+    ImageFormat.WEBP: "WEBP",
+    ImageFormat.GIF: "GIF",
+    ImageFormat.BMP: "BMP",
+    ImageFormat.TIFF: "TIFF",
+    ImageFormat.HEIC: "HEIF",
+    ImageFormat.HEIF: "HEIF",
+    ImageFormat.AVIF: "AVIF",
+}
+
+
+def probe(data: bytes, fmt: ImageFormat, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
+    """Header facts of ``data`` (already sniffed as ``fmt``), refusing truncated files and bombs.
+
+    No pixel buffer is allocated: the pixel limit is checked from the header alone.
+    """
+    check_structure(data, fmt)
+    what = fmt.name
+    try:
+        with open_image(data, fmt) as im:
+            width, height = im.size
+            if width <= 0 or height <= 0:
+                raise InvalidImageError(f"the {what} header gives an empty size {width}x{height}")
+            if width * height > max_pixels:
+                raise _too_large(what, width, height, max_pixels)
+            frames = int(getattr(im, "n_frames", 1))
+            orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1))
+            mode = im.mode
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(
+            f"the {what} image is over Pillow's decompression-bomb limit ({exc}); "
+            "it is refused before any pixels are decoded"
+        ) from None
+    except InvalidImageError:
+        raise
+    except ImageTooLargeError:
+        raise
+    except Exception as exc:  # Pillow's parsers raise many types on malformed headers.
+        raise InvalidImageError(
+            f"the data starts like a {what} image but its header cannot be read ({exc}); "
+            f"the file is corrupt or not really a {what}"
+        ) from None
+    if orientation not in range(1, 9):
+        orientation = 1
+    return ImageInfo(width, height, max(frames, 1), orientation, mode)
+
+
+def _too_large(what: str, width: int, height: int, max_pixels: int) -> ImageTooLargeError:
+    return ImageTooLargeError(
+        f"the {what} image is {width}x{height} = {width * height:,} pixels, over the limit of "
+        f"{max_pixels:,}; it is refused before decoding. Downscale it first, or raise max_pixels "
+        "if you trust the source"
+    )
+
+
+def check_structure(data: bytes, fmt: ImageFormat) -> None:
+    """Cheap checks that the file is complete, so a truncated image is never sent on as it is."""
+    what = fmt.name
+    if fmt is ImageFormat.JPEG:
+        sos = _jpeg_scan_start(data)
+        if sos < 0:
+            raise InvalidImageError(f"the {what} data has no image scan: it is truncated or corrupt")
+        if data.rfind(b"\xff\xd9") < sos:
+            raise InvalidImageError(f"the {what} data ends before its end-of-image marker: it is truncated")
+    elif fmt is ImageFormat.PNG:
+        last_idat = data.rfind(b"IDAT")
+        if last_idat < 0 or data.rfind(b"IEND") < last_idat:
+            raise InvalidImageError(f"the {what} data ends before its IEND chunk: it is truncated")
+    elif fmt is ImageFormat.GIF:
+        if not data[-1024:].rstrip(b"\x00").endswith(b";"):
+            raise InvalidImageError(f"the {what} data ends without its trailer: it is truncated")
+    elif fmt is ImageFormat.WEBP:
+        declared = int.from_bytes(data[4:8], "little") + 8
+        if len(data) < declared:
+            raise InvalidImageError(
+                f"the {what} data is {len(data)} bytes but its header says {declared}: it is truncated"
+            )
+    elif fmt is ImageFormat.BMP:
+        declared = int.from_bytes(data[2:6], "little")
+        offset = int.from_bytes(data[10:14], "little")
+        if len(data) <= offset or (declared and len(data) < declared):
+            raise InvalidImageError(f"the {what} data is shorter than its header says: it is truncated")
+
+
+def _jpeg_scan_start(data: bytes) -> int:
+    """Offset of the first start-of-scan marker, walking the marker segments; -1 if none."""
+    pos, end = 2, len(data)
+    while pos + 4 <= end:
+        if data[pos] != 0xFF:
+            return -1
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xDA:
+            return pos
+        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:
+            pos += 2
+            continue
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+    return -1

@@ -1,0 +1,246 @@
+"""Rendering an image for a target: the original bytes when they are acceptable, else the least change.
+
+The ladder, from cheapest to most lossy: pass the bytes through; re-encode (other format, first frame,
+EXIF orientation baked in); downscale to the policy's size (JPEG decoded at reduced scale); lower the
+JPEG/WebP quality until the byte limit is met; downscale further. Results are cached by
+``(identifier, policy)`` within a memory budget, so each image is encoded once per target.
+"""
+
+from __future__ import annotations
+
+import binascii
+import io
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from PIL import Image, ImageOps
+
+from vlmkit.errors import ImageTooLargeError, InvalidImageError
+from vlmkit.images.policy import ImagePolicy, base64_length
+from vlmkit.images.probe import open_image
+from vlmkit.images.sniff import ImageFormat
+
+if TYPE_CHECKING:
+    from vlmkit.images.handle import ImageHandle
+
+
+@dataclass(frozen=True)
+class RenderedImage:
+    """Image bytes ready for one target, with their (true) MIME type."""
+
+    data: bytes
+    mime_type: str
+    width: int
+    height: int
+    identifier: str
+    """The identifier of the source image this was rendered from."""
+    changed: bool
+    """False when the original bytes passed through untouched."""
+
+    @cached_property
+    def base64(self) -> str:
+        """The data as base64 (computed once)."""
+        return binascii.b2a_base64(self.data, newline=False).decode("ascii")
+
+    @cached_property
+    def data_url(self) -> str:
+        """The data as a ``data:`` URL (computed once)."""
+        return f"data:{self.mime_type};base64,{self.base64}"
+
+
+class RenderCache:
+    """A thread-safe LRU of rendered images, bounded by an estimate of the memory they hold."""
+
+    def __init__(self, max_bytes: int = 256 * 1024 * 1024) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[tuple[str, ImagePolicy], RenderedImage] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def _weight(item: RenderedImage) -> int:
+        # the bytes (shared with the handle when unchanged) plus room for their base64 and data URL
+        own = len(item.data) if item.changed else 0
+        return own + 2 * base64_length(len(item.data))
+
+    def get(self, key: tuple[str, ImagePolicy]) -> RenderedImage | None:
+        with self._lock:
+            item = self._entries.get(key)
+            if item is None:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return item
+
+    def put(self, key: tuple[str, ImagePolicy], item: RenderedImage) -> None:
+        weight = self._weight(item)
+        if weight > self.max_bytes:
+            return
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._size -= self._weight(old)
+            self._entries[key] = item
+            self._size += weight
+            while self._size > self.max_bytes:
+                _, evicted = self._entries.popitem(last=False)
+                self._size -= self._weight(evicted)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._size = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+render_cache = RenderCache()
+"""The process-wide cache that :func:`render` uses."""
+
+
+def render(handle: ImageHandle, policy: ImagePolicy) -> RenderedImage:
+    """Bytes of ``handle`` that satisfy ``policy``, changing as little as possible (cached)."""
+    key = (handle.identifier, policy)
+    hit = render_cache.get(key)
+    if hit is not None:
+        return hit
+    result = _render(handle, policy)
+    render_cache.put(key, result)
+    return result
+
+
+def needs_change(handle: ImageHandle, policy: ImagePolicy) -> list[str]:
+    """Why ``handle``'s original bytes would not do for ``policy`` (empty when they would)."""
+    fmt = handle.format
+    reasons = []
+    if fmt is None or not policy.accepts_format(fmt):
+        reasons.append(f"{policy.name} does not accept {handle.mime_type}")
+    if handle.animated and not policy.animated:
+        reasons.append(f"{policy.name} does not accept animation")
+    if handle.orientation != 1 and not policy.applies_exif_orientation:
+        reasons.append("EXIF orientation must be applied")
+    if policy.modes is not None and handle.mode not in policy.modes:
+        reasons.append(f"{policy.name} does not decode {handle.mode} pixels")
+    if handle.width is not None and handle.height is not None:
+        if not policy.fits_size(handle.width, handle.height):
+            reasons.append(f"{handle.width}x{handle.height} is over {policy.name}'s size limits")
+    if handle.size_bytes is not None and not policy.fits_bytes(handle.size_bytes):
+        reasons.append(f"{handle.size_bytes:,} bytes is over {policy.name}'s byte limits")
+    return reasons
+
+
+def _render(handle: ImageHandle, policy: ImagePolicy) -> RenderedImage:
+    data = handle.data
+    assert handle.width is not None and handle.height is not None and handle.format is not None
+    if not needs_change(handle, policy):
+        return RenderedImage(data, handle.mime_type or "", handle.width, handle.height, handle.identifier, False)
+    scale = policy.scale_for(handle.width, handle.height)
+    target = (max(1, round(handle.width * scale)), max(1, round(handle.height * scale)))
+    image = _decode(handle, target)
+    if image.size != target:
+        image = image.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    out, mime = _encode_within(image, handle.format, policy, handle.name)
+    return RenderedImage(out, mime, image.width, image.height, handle.identifier, True)
+
+
+def _decode(handle: ImageHandle, target: tuple[int, int]) -> Image.Image:
+    """Decode the first frame, upright, at no less than ``target`` (JPEG decodes at reduced scale)."""
+    assert handle.format is not None
+    try:
+        with open_image(handle.data, handle.format) as im:
+            if handle.format is ImageFormat.JPEG and im.mode in ("RGB", "L"):
+                stored = target[::-1] if handle.orientation in (5, 6, 7, 8) else target
+                im.draft(im.mode, stored)
+            im.seek(0)
+            im.load()
+            upright = ImageOps.exif_transpose(im) if handle.orientation != 1 else im.copy()
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
+        raise InvalidImageError(
+            f"the image {handle.name!r} ({handle.mime_type}) cannot be decoded ({exc}); "
+            "the file is truncated or corrupt"
+        ) from None
+    return upright
+
+
+def _has_alpha(im: Image.Image) -> bool:
+    return im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info)
+
+
+def _output_format(source: ImageFormat, alpha: bool, policy: ImagePolicy) -> ImageFormat:
+    if source in (ImageFormat.JPEG, ImageFormat.PNG, ImageFormat.WEBP) and policy.accepts_format(source):
+        return source
+    order = (
+        (ImageFormat.PNG, ImageFormat.WEBP, ImageFormat.JPEG)
+        if alpha
+        else (ImageFormat.JPEG, ImageFormat.PNG, ImageFormat.WEBP)
+    )
+    for fmt in order:
+        if policy.accepts_format(fmt):
+            return fmt
+    raise ImageTooLargeError(f"{policy.name} accepts none of JPEG, PNG or WebP; vlmkit cannot encode for it")
+
+
+def _encode_within(
+    image: Image.Image, source: ImageFormat, policy: ImagePolicy, name: str
+) -> tuple[bytes, str]:
+    """Encode ``image`` to meet the byte limits: switch to a lossy format, lower quality, then shrink."""
+    alpha = _has_alpha(image)
+    fmt = _output_format(source, alpha, policy)
+    quality = policy.jpeg_quality
+    for _ in range(16):
+        out = _encode(image, fmt, quality)
+        if policy.fits_bytes(len(out)):
+            return out, fmt.mime_type
+        lossy = ImageFormat.WEBP if alpha else ImageFormat.JPEG
+        if fmt is ImageFormat.PNG and policy.accepts_format(lossy):
+            fmt = lossy
+        elif fmt is not ImageFormat.PNG and quality > 55:
+            quality -= 15
+        elif min(image.size) > 16:
+            image = image.resize(
+                (max(1, image.width * 3 // 4), max(1, image.height * 3 // 4)), Image.Resampling.LANCZOS
+            )
+        else:
+            break
+    raise ImageTooLargeError(
+        f"the image {name!r} cannot be brought under {policy.name}'s byte limit "
+        f"(max_bytes={policy.max_bytes}, max_base64_bytes={policy.max_base64_bytes})"
+    )
+
+
+def _encode(image: Image.Image, fmt: ImageFormat, quality: int) -> bytes:
+    buf = io.BytesIO()
+    if fmt is ImageFormat.JPEG:
+        _flatten(image).save(buf, format="JPEG", quality=quality)
+    elif fmt is ImageFormat.WEBP:
+        im = image if image.mode in ("RGB", "RGBA") else image.convert("RGBA" if _has_alpha(image) else "RGB")
+        im.save(buf, format="WEBP", quality=quality, method=4)
+    else:
+        im = image if image.mode in ("1", "L", "LA", "P", "RGB", "RGBA") else _to_8bit(image)
+        im.save(buf, format="PNG", compress_level=6)
+    return buf.getvalue()
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    if image.mode.startswith("I"):
+        return image.point(lambda v: v / 256).convert("L")
+    return image.convert("RGBA" if _has_alpha(image) else "RGB")
+
+
+def _flatten(image: Image.Image) -> Image.Image:
+    """RGB or L pixels for JPEG: alpha is composited onto white, other modes converted."""
+    if image.mode in ("RGB", "L"):
+        return image
+    if _has_alpha(image):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return _to_8bit(image) if image.mode.startswith("I") else image.convert("RGB")

@@ -1,0 +1,278 @@
+"""``prepare_image``: whatever a user hands in as an image, turned into a validated ``ImageHandle``."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import mimetypes
+import os
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Union
+
+from PIL import Image
+
+from vlmkit.errors import (
+    ImageFormatMismatchError,
+    ImageSourceError,
+    UnsupportedImageError,
+)
+from vlmkit.images.handle import ImageHandle, content_identifier
+from vlmkit.images.probe import DEFAULT_MAX_PIXELS, probe
+from vlmkit.images.sniff import ImageFormat, describe_non_image, sniff_format
+
+if TYPE_CHECKING:
+    from vlmkit.images.fetch import FetchOptions
+
+ImageSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, Image.Image, ImageHandle, Any]
+"""Anything :func:`prepare_image` takes: a path, URL, image bytes, binary file object, PIL image or handle."""
+
+REFERENCE_SCHEMES = ("gs://", "s3://")
+
+
+def prepare_image(
+    src: ImageSource,
+    name: str | None = None,
+    *,
+    format: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    fetch: FetchOptions | None = None,
+) -> ImageHandle:
+    """Read, sniff and validate an image, returning a handle for it.
+
+    ``src`` is a filesystem path, image bytes (bytes are always data, never a path), a binary file
+    object, a ``PIL.Image.Image``, or a URL: ``http(s)://`` (fetched safely, see ``fetch``),
+    ``data:``, ``file://``; ``gs://`` and ``s3://`` URIs are kept as references.
+    ``format`` declares a MIME type: it must agree with what the bytes are.
+    """
+    if isinstance(src, ImageHandle):
+        return src
+    if isinstance(src, str) and _is_http(src):
+        from vlmkit.images.fetch import fetch_image
+
+        fetched = fetch_image(src, fetch)
+        return image_from_bytes(
+            fetched.data, name or _url_name(fetched.url), format=format, max_pixels=max_pixels, source=src
+        )
+    if isinstance(src, str) and src.startswith(REFERENCE_SCHEMES):
+        return reference_handle(src, name=name, format=format)
+    data, default_name, source = read_source(src)
+    return image_from_bytes(data, name or default_name, format=format, max_pixels=max_pixels, source=source)
+
+
+async def aprepare_image(
+    src: ImageSource,
+    name: str | None = None,
+    *,
+    format: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    fetch: FetchOptions | None = None,
+) -> ImageHandle:
+    """:func:`prepare_image` for async code: network, file reads and header parsing run off the loop."""
+    import anyio.to_thread
+
+    if isinstance(src, str) and _is_http(src):
+        from vlmkit.images.fetch import afetch_image
+
+        fetched = await afetch_image(src, fetch)
+        return await anyio.to_thread.run_sync(
+            lambda: image_from_bytes(
+                fetched.data, name or _url_name(fetched.url), format=format, max_pixels=max_pixels, source=src
+            )
+        )
+    return await anyio.to_thread.run_sync(
+        lambda: prepare_image(src, name, format=format, max_pixels=max_pixels, fetch=fetch)
+    )
+
+
+def image_from_bytes(
+    data: bytes,
+    name: str | None = None,
+    *,
+    format: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    source: str | None = None,
+) -> ImageHandle:
+    """Sniff and validate image bytes: the type comes from the bytes, never from a label."""
+    declared = _declared_format(format)
+    fmt = sniff_format(data)
+    if fmt is None:
+        found = describe_non_image(data)
+        where = f" {name!r}" if name else ""
+        raise UnsupportedImageError(
+            f"the image{where} is not an image vlmkit reads: found {found}. "
+            "Supported: JPEG, PNG, WebP, GIF, BMP, TIFF, HEIC/HEIF, AVIF"
+        )
+    if declared is not None and not _same_format(declared, fmt):
+        raise ImageFormatMismatchError(
+            f"format={format!r} was declared but the bytes are {fmt.mime_type}; "
+            f"drop format= to use the real type, or pass the right file",
+            declared=declared.mime_type,
+            actual=fmt.mime_type,
+        )
+    info = probe(data, fmt, max_pixels=max_pixels)
+    width, height = info.display_size
+    identifier = content_identifier(data)
+    return ImageHandle(
+        identifier=identifier,
+        name=name or f"image-{identifier[:12]}{_extension(fmt)}",
+        mime_type=fmt.mime_type,
+        size_bytes=len(data),
+        width=width,
+        height=height,
+        frames=info.frames,
+        orientation=info.orientation,
+        mode=info.mode,
+        source=source,
+        _data=data,
+    )
+
+
+def reference_handle(uri: str, *, name: str | None = None, format: str | None = None) -> ImageHandle:
+    """A handle for a ``gs://``/``s3://`` URI: no bytes, so ``format`` (or the extension) is taken as given."""
+    if not uri.startswith(REFERENCE_SCHEMES):
+        raise ImageSourceError(f"{uri!r} is not a gs:// or s3:// reference")
+    declared = _declared_format(format)
+    if declared is None:
+        guessed = mimetypes.guess_type(uri)[0]
+        declared = ImageFormat.from_mime(guessed) if guessed else None
+    return ImageHandle(
+        identifier=content_identifier(uri.encode()),
+        name=name or _url_name(uri),
+        mime_type=declared.mime_type if declared else None,
+        size_bytes=None,
+        width=None,
+        height=None,
+        source=uri,
+    )
+
+
+def read_source(src: ImageSource) -> tuple[bytes, str | None, str | None]:
+    """The bytes of a local source, a default name, and the URI it came from (if any)."""
+    if isinstance(src, bytes):
+        return src, None, None
+    if isinstance(src, (bytearray, memoryview)):
+        return bytes(src), None, None
+    if isinstance(src, Image.Image):
+        return _encode_pil(src), None, None
+    if isinstance(src, str):
+        return _read_string(src)
+    if isinstance(src, os.PathLike):
+        path = Path(os.fspath(src))
+        return _read_file(path), path.name, None
+    if callable(getattr(src, "read", None)):
+        return _read_fileobj(src)
+    raise ImageSourceError(
+        f"cannot make an image from a {type(src).__name__}; pass a path, a URL, image bytes, "
+        "a binary file object or a PIL image"
+    )
+
+
+def _read_string(src: str) -> tuple[bytes, str | None, str | None]:
+    if src.startswith("data:"):
+        return _decode_data_url(src), None, None
+    if src.startswith("file://"):
+        parsed = urllib.parse.urlparse(src)
+        path = Path(urllib.request.url2pathname(parsed.path))
+        return _read_file(path), path.name, src
+    path = Path(src).expanduser()
+    if len(src) < 4096 and path.is_file():
+        return _read_file(path), path.name, None
+    raise ImageSourceError(_not_a_source_message(src))
+
+
+def _not_a_source_message(src: str) -> str:
+    shown = src if len(src) <= 80 else src[:77] + "..."
+    if "://" in src[:16]:
+        scheme = src.split("://", 1)[0]
+        return (
+            f"{shown!r} uses the scheme {scheme}://, which vlmkit does not read; "
+            "use http(s)://, data:, file://, gs://, s3:// or a local path"
+        )
+    if len(src) > 200 and _looks_like_base64(src):
+        return (
+            f"the string {shown!r} is neither an existing file nor a URL. It looks like base64: pass it "
+            "as a data URL ('data:image/png;base64,...') or decode it to bytes first"
+        )
+    return f"{shown!r} is neither an existing file nor a URL (looked for the file in {os.getcwd()})"
+
+
+def _looks_like_base64(text: str) -> bool:
+    sample = text[:400].rstrip("=")
+    return all(ch.isalnum() or ch in "+/_-" for ch in sample)
+
+
+def _decode_data_url(url: str) -> bytes:
+    header, sep, payload = url.partition(",")
+    if not sep:
+        raise ImageSourceError("the data URL has no ',' between its header and its data")
+    if header.endswith(";base64"):
+        try:
+            return base64.b64decode(payload.strip(), validate=False)
+        except (binascii.Error, ValueError) as exc:
+            raise ImageSourceError(f"the data URL's base64 data is invalid ({exc})") from None
+    return urllib.parse.unquote_to_bytes(payload)
+
+
+def _read_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ImageSourceError(f"no such image file: {str(path)!r}") from None
+    except IsADirectoryError:
+        raise ImageSourceError(f"{str(path)!r} is a directory, not an image file") from None
+    except OSError as exc:
+        raise ImageSourceError(f"cannot read the image file {str(path)!r}: {exc.strerror or exc}") from None
+
+
+def _read_fileobj(obj: Any) -> tuple[bytes, str | None, str | None]:
+    data = obj.read()
+    name = getattr(obj, "name", None)
+    name = os.path.basename(name) if isinstance(name, str) else None
+    if isinstance(data, str):
+        raise ImageSourceError(
+            "the file object was opened in text mode and returned str; open the image with 'rb'"
+        )
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ImageSourceError(f"the file object's read() returned {type(data).__name__}, not bytes")
+    return bytes(data), name, None
+
+
+def _encode_pil(image: Image.Image) -> bytes:
+    """A PIL image as PNG bytes (lossless); rendering re-encodes it smaller where a target needs it."""
+    buf = io.BytesIO()
+    im = image if image.mode in ("1", "L", "LA", "P", "RGB", "RGBA", "I;16") else image.convert("RGBA")
+    im.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def _declared_format(format: str | None) -> ImageFormat | None:
+    if format is None:
+        return None
+    declared = ImageFormat.from_mime(format)
+    if declared is None:
+        raise UnsupportedImageError(
+            f"format={format!r} is not an image type vlmkit reads; use a MIME type such as "
+            "'image/jpeg', 'image/png', 'image/webp', 'image/gif', 'image/heic' or 'image/avif'"
+        )
+    return declared
+
+
+def _same_format(declared: ImageFormat, actual: ImageFormat) -> bool:
+    heif_family = {ImageFormat.HEIC, ImageFormat.HEIF}
+    return declared is actual or (declared in heif_family and actual in heif_family)
+
+
+def _is_http(src: str) -> bool:
+    return src[:8].lower().startswith(("http://", "https://"))
+
+
+def _url_name(url: str) -> str | None:
+    tail = urllib.parse.urlparse(url).path.rsplit("/", 1)[-1]
+    return urllib.parse.unquote(tail) or None
+
+
+def _extension(fmt: ImageFormat) -> str:
+    return {ImageFormat.JPEG: ".jpg", ImageFormat.TIFF: ".tiff"}.get(fmt, "." + fmt.name.lower())
