@@ -17,7 +17,6 @@ class VlmkitError(Exception):
         super().__init__(message)
         self.message = message
 
-
     def add_location(self, location: str) -> None:
         """Prefix the message with where in a request the error was found, e.g. ``messages[2].content[1]``."""
         self.message = f"{location}: {self.message}"

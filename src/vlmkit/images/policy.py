@@ -107,9 +107,7 @@ ANTHROPIC = ImagePolicy(
 # down to fit 3072 x 3072 before tiling.
 GEMINI = ImagePolicy(
     name="gemini",
-    formats=frozenset(
-        {ImageFormat.JPEG, ImageFormat.PNG, ImageFormat.WEBP, ImageFormat.HEIC, ImageFormat.HEIF}
-    ),
+    formats=frozenset({ImageFormat.JPEG, ImageFormat.PNG, ImageFormat.WEBP, ImageFormat.HEIC, ImageFormat.HEIF}),
     max_long_edge=3072,
     max_base64_bytes=20 * MB,
 )
@@ -140,6 +138,4 @@ LLAMA_CPP = ImagePolicy(
     modes=frozenset({"1", "L", "LA", "P", "RGB", "RGBA", "I;16"}),
 )
 
-POLICIES: dict[str, ImagePolicy] = {
-    p.name: p for p in (OPENAI, ANTHROPIC, GEMINI, BEDROCK, OLLAMA, LLAMA_CPP)
-}
+POLICIES: dict[str, ImagePolicy] = {p.name: p for p in (OPENAI, ANTHROPIC, GEMINI, BEDROCK, OLLAMA, LLAMA_CPP)}

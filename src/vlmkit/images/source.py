@@ -140,7 +140,7 @@ def reference_handle(uri: str, *, name: str | None = None, format: str | None = 
         declared = ImageFormat.from_mime(guessed) if guessed else None
     return ImageHandle(
         identifier=content_identifier(uri.encode()),
-        name=name or _url_name(uri),
+        name=name or _url_name(uri) or uri,
         mime_type=declared.mime_type if declared else None,
         size_bytes=None,
         width=None,
@@ -232,9 +232,7 @@ def _read_fileobj(obj: Any) -> tuple[bytes, str | None, str | None]:
     name = getattr(obj, "name", None)
     name = os.path.basename(name) if isinstance(name, str) else None
     if isinstance(data, str):
-        raise ImageSourceError(
-            "the file object was opened in text mode and returned str; open the image with 'rb'"
-        )
+        raise ImageSourceError("the file object was opened in text mode and returned str; open the image with 'rb'")
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ImageSourceError(f"the file object's read() returned {type(data).__name__}, not bytes")
     return bytes(data), name, None
