@@ -10,6 +10,7 @@ from vlmkit.errors import (
     UnsupportedImageError,
     VlmkitError,
 )
+from vlmkit.providers import acompletion, completion, supports_vision
 
 __version__ = "0.1.0"
 
@@ -23,4 +24,7 @@ __all__ = [
     "UnsupportedImageError",
     "VlmkitError",
     "__version__",
+    "acompletion",
+    "completion",
+    "supports_vision",
 ]
