@@ -145,8 +145,7 @@ def _render(handle: ImageHandle, policy: ImagePolicy | None) -> RenderedImage:
     assert handle.width is not None and handle.height is not None and handle.format is not None
     if policy is None or not needs_change(handle, policy):
         return RenderedImage(data, handle.mime_type or "", handle.width, handle.height, handle.identifier, False)
-    scale = policy.scale_for(handle.width, handle.height)
-    target = (max(1, round(handle.width * scale)), max(1, round(handle.height * scale)))
+    target = policy.target_size(handle.width, handle.height)
     image = _decode(handle, target)
     if image.size != target:
         image = image.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
@@ -177,12 +176,14 @@ def _has_alpha(im: Image.Image) -> bool:
     return im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info)
 
 
-def _output_format(source: ImageFormat, alpha: bool, policy: ImagePolicy) -> ImageFormat:
+def _output_format(source: ImageFormat, image: Image.Image, policy: ImagePolicy) -> ImageFormat:
+    """The source format where accepted; else PNG for alpha and palette art (GIF), JPEG for the rest."""
     if source in (ImageFormat.JPEG, ImageFormat.PNG, ImageFormat.WEBP) and policy.accepts_format(source):
         return source
+    lossless_first = _has_alpha(image) or source is ImageFormat.GIF or image.mode in ("P", "1")
     order = (
         (ImageFormat.PNG, ImageFormat.WEBP, ImageFormat.JPEG)
-        if alpha
+        if lossless_first
         else (ImageFormat.JPEG, ImageFormat.PNG, ImageFormat.WEBP)
     )
     for fmt in order:
@@ -194,7 +195,7 @@ def _output_format(source: ImageFormat, alpha: bool, policy: ImagePolicy) -> Ima
 def _encode_within(image: Image.Image, source: ImageFormat, policy: ImagePolicy, name: str) -> tuple[bytes, str]:
     """Encode ``image`` to meet the byte limits: switch to a lossy format, lower quality, then shrink."""
     alpha = _has_alpha(image)
-    fmt = _output_format(source, alpha, policy)
+    fmt = _output_format(source, image, policy)
     quality = policy.jpeg_quality
     for _ in range(16):
         out = _encode(image, fmt, quality)

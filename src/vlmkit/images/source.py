@@ -178,9 +178,16 @@ def _read_string(src: str) -> tuple[bytes, str | None, str | None]:
         path = Path(urllib.request.url2pathname(parsed.path))
         return _read_file(path), path.name, src
     path = Path(src).expanduser()
-    if len(src) < 4096 and path.is_file():
+    if _is_file(path):
         return _read_file(path), path.name, None
     raise ImageSourceError(_not_a_source_message(src))
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # a name too long for the OS, or with a NUL in it
+        return False
 
 
 def _not_a_source_message(src: str) -> str:
