@@ -117,7 +117,7 @@ def test_directory_and_wrong_types(tmp_path: Path) -> None:
         prepare_image(tmp_path / "nope.png")
     with pytest.raises(ImageSourceError, match="cannot make an image from a int"):
         prepare_image(42)
-    with (HOPPER.open("r", encoding="latin-1") as text_file, pytest.raises(ImageSourceError, match="text mode")):
+    with HOPPER.open("r", encoding="latin-1") as text_file, pytest.raises(ImageSourceError, match="text mode"):
         prepare_image(text_file)
 
 
