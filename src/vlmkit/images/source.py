@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import binascii
 import io
 import mimetypes
@@ -12,6 +11,7 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
+import pybase64
 from PIL import Image
 
 from vlmkit.errors import (
@@ -217,7 +217,7 @@ def _decode_data_url(url: str) -> bytes:
         raise ImageSourceError("the data URL has no ',' between its header and its data")
     if header.endswith(";base64"):
         try:
-            return base64.b64decode(payload.strip(), validate=False)
+            return pybase64.b64decode(payload.strip(), validate=False)
         except (binascii.Error, ValueError) as exc:
             raise ImageSourceError(f"the data URL's base64 data is invalid ({exc})") from None
     return urllib.parse.unquote_to_bytes(payload)
