@@ -150,8 +150,11 @@ def _follow(
         return None
     where = target.shown()
     if status not in _REDIRECTS:
-        phrase = http.HTTPStatus(status).phrase if status in http.HTTPStatus._value2member_map_ else ""
-        raise ImageFetchError(f"could not fetch {where}: the server answered {status} {phrase}".rstrip())
+        try:
+            status_line = f"{status} {http.HTTPStatus(status).phrase}"
+        except ValueError:
+            status_line = str(status)
+        raise ImageFetchError(f"could not fetch {where}: the server answered {status_line}")
     location = _header(headers, b"location")
     if location is None:
         raise ImageFetchError(f"could not fetch {where}: the server answered {status} with no Location")
@@ -388,9 +391,6 @@ class _AsyncPinnedBackend(httpcore.AsyncNetworkBackend):
         socket_options: Any = None,
     ) -> httpcore.AsyncNetworkStream:
         return await self._inner.connect_tcp(self._address, port, timeout, local_address, socket_options)
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
 
 
 async def _aget(

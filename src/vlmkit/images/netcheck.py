@@ -59,6 +59,13 @@ def _parse_allow_hosts(allow_hosts: frozenset[str]) -> tuple[frozenset[str], tup
     return frozenset(names), tuple(networks)
 
 
+def _literal(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(normalize_host(host))
+    except ValueError:
+        return None
+
+
 def embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
     """The IPv4 address an IPv6 address stands for (mapped, compatible, NAT64, 6to4), if any."""
     if isinstance(ip, ipaddress.IPv4Address):
@@ -111,7 +118,7 @@ def check_address(ip: IPAddress, host: str, options: FetchOptions) -> None:
     names, networks = _parse_allow_hosts(options.allow_hosts)
     inner = embedded_ipv4(ip)
     candidates = [ip] if inner is None else [ip, inner]
-    what = f"{host} is" if normalize_host(host) == str(ip) else f"{host} resolves to {ip}, which is"
+    what = f"{host} is" if _literal(host) == ip else f"{host} resolves to {ip}, which is"
 
     if normalize_host(host) in names:
         return
