@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from vlmkit.errors import ImageFetchError
 from vlmkit.images import fetch as fetch_module
 from vlmkit.images.fetch import FetchedImage, FetchOptions, afetch_image, check_address, fetch_image
+from vlmkit.images.source import aprepare_image, prepare_image
 
 IMAGE = (Path(__file__).resolve().parents[3] / "shared" / "images" / "grace_hopper.jpg").read_bytes()
 ALLOW = FetchOptions(allow_hosts=frozenset({"127.0.0.1"}))
@@ -263,9 +264,7 @@ def test_too_many_redirects(kind: str, server: Server) -> None:
 
 def test_no_redirects_at_all(server: Server) -> None:
     with pytest.raises(ImageFetchError, match="more than 0 redirects"):
-        fetch_image(
-            redirect_to(server, "/grace.jpg"), FetchOptions(allow_hosts=ALLOW.allow_hosts, max_redirects=0)
-        )
+        fetch_image(redirect_to(server, "/grace.jpg"), FetchOptions(allow_hosts=ALLOW.allow_hosts, max_redirects=0))
     assert server.paths == ["/redirect?to=%2Fgrace.jpg"]
 
 
@@ -404,9 +403,7 @@ def test_the_total_timeout_covers_name_resolution(kind: str, monkeypatch: pytest
 
 
 def test_a_host_name_on_the_allow_list_allows_its_addresses() -> None:
-    with pytest.raises(
-        ImageFetchError, match=r"printer\.lan resolves to 192\.168\.1\.20, which is a private"
-    ):
+    with pytest.raises(ImageFetchError, match=r"printer\.lan resolves to 192\.168\.1\.20, which is a private"):
         check_address(ipaddress.ip_address("192.168.1.20"), "printer.lan", FetchOptions())
     check_address(
         ipaddress.ip_address("192.168.1.20"),
@@ -436,17 +433,13 @@ def _test_pki(name: str) -> tuple[bytes, bytes, bytes]:
             .not_valid_after(now + datetime.timedelta(hours=1))
             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False
-            )
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False)
         )
         if ca:
             usage = x509.KeyUsage(False, False, False, False, False, True, True, False, False)
             builder = builder.add_extension(usage, critical=True)
         else:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName([x509.DNSName(subject)]), critical=False
-            )
+            builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(subject)]), critical=False)
             builder = builder.add_extension(
                 x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
             )
@@ -461,9 +454,7 @@ def _test_pki(name: str) -> tuple[bytes, bytes, bytes]:
 
 
 @pytest.fixture
-def tls_server(
-    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_dns: FakeDNS
-) -> Iterator[Server]:
+def tls_server(server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_dns: FakeDNS) -> Iterator[Server]:
     """An https server for images.test on 127.0.0.1, trusted through a test CA; redirects to ``server``."""
     ca_pem, cert_pem, key_pem = _test_pki("images.test")
     client = ssl.create_default_context(cadata=ca_pem.decode())
@@ -482,9 +473,7 @@ def tls_server(
 
 
 @both
-def test_https_verifies_the_host_name_while_connecting_to_the_checked_address(
-    kind: str, tls_server: Server
-) -> None:
+def test_https_verifies_the_host_name_while_connecting_to_the_checked_address(kind: str, tls_server: Server) -> None:
     url = f"https://images.test:{tls_server.port}/grace.jpg"
     assert run_fetch(kind, url, ALLOW).data == IMAGE
     with pytest.raises(ImageFetchError, match="CERTIFICATE_VERIFY_FAILED"):  # cert is not for 127.0.0.1
@@ -493,9 +482,7 @@ def test_https_verifies_the_host_name_while_connecting_to_the_checked_address(
 
 @both
 def test_an_https_to_http_downgrade_is_refused(kind: str, tls_server: Server, server: Server) -> None:
-    start = f"https://images.test:{tls_server.port}/redirect?to=" + urllib.parse.quote(
-        server.url("/grace.jpg")
-    )
+    start = f"https://images.test:{tls_server.port}/redirect?to=" + urllib.parse.quote(server.url("/grace.jpg"))
     with pytest.raises(ImageFetchError) as err:
         run_fetch(kind, start, ALLOW)
     assert err.value.message == (
@@ -564,14 +551,10 @@ def test_check_address_refuses(address: str, why: str) -> None:
     ip = ipaddress.ip_address(address)
     with pytest.raises(ImageFetchError) as err:
         check_address(ip, address, FetchOptions())
-    assert err.value.message.startswith(
-        f"{address} is {why}; vlmkit does not fetch loopback, private, link-local"
-    )
+    assert err.value.message.startswith(f"{address} is {why}; vlmkit does not fetch loopback, private, link-local")
     with pytest.raises(ImageFetchError) as err:
         check_address(ip, "images.test", FetchOptions())
-    assert err.value.message.startswith(
-        f"images.test resolves to {ip}, which is {why}; vlmkit does not fetch"
-    )
+    assert err.value.message.startswith(f"images.test resolves to {ip}, which is {why}; vlmkit does not fetch")
 
 
 @pytest.mark.parametrize("address", ALLOWED)
@@ -658,3 +641,24 @@ def test_arbitrary_strings_only_ever_give_an_image_fetch_error(url: str) -> None
         mp.setattr(fetch_module, "_resolve", resolve)
         with pytest.raises(ImageFetchError):
             fetch_image(url)
+
+
+# --- prepare_image over URLs ---------------------------------------------------------------------
+
+
+def test_prepare_image_fetches_a_url_and_sniffs_the_bytes(server: Server) -> None:
+    handle = prepare_image(server.url("/grace.jpg"), fetch=ALLOW)
+    assert (handle.mime_type, handle.width, handle.height) == ("image/jpeg", 512, 600)
+    assert handle.name == "grace.jpg" and handle.source == server.url("/grace.jpg")
+    assert handle.identifier == prepare_image(IMAGE).identifier
+
+
+async def test_aprepare_image_fetches_off_the_loop(server: Server) -> None:
+    handle = await aprepare_image(server.url("/grace.jpg"), fetch=ALLOW)
+    assert handle.identifier == prepare_image(IMAGE).identifier
+
+
+def test_prepare_image_refuses_loopback_by_default(server: Server) -> None:
+    with pytest.raises(ImageFetchError, match="is a loopback address"):
+        prepare_image(server.url("/grace.jpg"))
+    assert server.httpd.connections == []

@@ -142,9 +142,7 @@ def _header(headers: Headers, name: bytes) -> str | None:
     return next((v.decode("latin-1") for k, v in headers if k.lower() == name), None)
 
 
-def _follow(
-    target: _Target, status: int, headers: Headers, redirects: int, opts: FetchOptions
-) -> _Target | None:
+def _follow(target: _Target, status: int, headers: Headers, redirects: int, opts: FetchOptions) -> _Target | None:
     """After a hop's status line: None to read this body, the next target to follow, or an error."""
     if 200 <= status < 300:
         return None
@@ -159,15 +157,11 @@ def _follow(
     if location is None:
         raise ImageFetchError(f"could not fetch {where}: the server answered {status} with no Location")
     if redirects >= opts.max_redirects:
-        raise ImageFetchError(
-            f"refused {where}: more than {opts.max_redirects} redirects (FetchOptions.max_redirects)"
-        )
+        raise ImageFetchError(f"refused {where}: more than {opts.max_redirects} redirects (FetchOptions.max_redirects)")
     try:
         next_url = str(target.url.join(location))
     except (httpx.InvalidURL, ValueError, UnicodeError) as exc:
-        raise ImageFetchError(
-            f"could not fetch {where}: bad redirect Location {location!r} ({exc})"
-        ) from None
+        raise ImageFetchError(f"could not fetch {where}: bad redirect Location {location!r} ({exc})") from None
     following = _target(next_url, opts, asked=target.asked)
     if target.url.scheme == "https" and following.url.scheme == "http":
         raise ImageFetchError(
@@ -236,9 +230,7 @@ def _lookup(target: _Target) -> list[IPAddress]:
     try:
         found = _resolve(target.host, target.port)
     except _LOOKUP_ERRORS as exc:
-        raise ImageFetchError(
-            f"could not fetch {target.shown()}: cannot resolve {target.host} ({exc})"
-        ) from None
+        raise ImageFetchError(f"could not fetch {target.shown()}: cannot resolve {target.host} ({exc})") from None
     if not found:
         raise ImageFetchError(f"could not fetch {target.shown()}: {target.host} has no addresses")
     return found
@@ -335,9 +327,7 @@ def _get(
     failure: Exception | None = None
     for address in addresses:  # next address only when connecting failed
         backend = _PinnedBackend(address, deadline)
-        pool = httpcore.ConnectionPool(
-            ssl_context=_ssl_context(), max_keepalive_connections=0, network_backend=backend
-        )
+        pool = httpcore.ConnectionPool(ssl_context=_ssl_context(), max_keepalive_connections=0, network_backend=backend)
         try:
             with pool, pool.stream(**_request(target, opts, deadline)) as response:
                 following = _follow(target, response.status, response.headers, redirects, opts)
