@@ -8,7 +8,6 @@ JPEG/WebP quality until the byte limit is met; downscale further. Results are ca
 
 from __future__ import annotations
 
-import binascii
 import io
 import threading
 from collections import OrderedDict
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
 
+import pybase64
 from PIL import Image, ImageOps
 
 from vlmkit.errors import ImageTooLargeError, InvalidImageError
@@ -43,12 +43,28 @@ class RenderedImage:
     @cached_property
     def base64(self) -> str:
         """The data as base64 (computed once)."""
-        return binascii.b2a_base64(self.data, newline=False).decode("ascii")
+        return _base64("", self.data)
 
     @cached_property
     def data_url(self) -> str:
         """The data as a ``data:`` URL (computed once)."""
-        return f"data:{self.mime_type};base64,{self.base64}"
+        return _base64(f"data:{self.mime_type};base64,", self.data)
+
+
+_BASE64_CHUNK = 3 * 32 * 1024
+"""Bytes encoded per step: a multiple of 3 (no padding between chunks), small enough to reuse heap memory."""
+
+
+def _base64(prefix: str, data: bytes) -> str:
+    """``prefix`` + base64 of ``data``, built with one large allocation (SIMD base64 where the CPU has it).
+
+    Encoding in chunks and joining once avoids a second multi-megabyte string (a full copy, and
+    fresh pages to fault in) that ``prefix + b64encode(data)`` would make.
+    """
+    view = memoryview(data)
+    parts = [prefix]
+    parts.extend(pybase64.b64encode_as_string(view[i : i + _BASE64_CHUNK]) for i in range(0, len(view), _BASE64_CHUNK))
+    return "".join(parts)
 
 
 class RenderCache:
@@ -145,8 +161,7 @@ def _render(handle: ImageHandle, policy: ImagePolicy | None) -> RenderedImage:
     assert handle.width is not None and handle.height is not None and handle.format is not None
     if policy is None or not needs_change(handle, policy):
         return RenderedImage(data, handle.mime_type or "", handle.width, handle.height, handle.identifier, False)
-    scale = policy.scale_for(handle.width, handle.height)
-    target = (max(1, round(handle.width * scale)), max(1, round(handle.height * scale)))
+    target = policy.target_size(handle.width, handle.height)
     image = _decode(handle, target)
     if image.size != target:
         image = image.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
@@ -177,12 +192,14 @@ def _has_alpha(im: Image.Image) -> bool:
     return im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info)
 
 
-def _output_format(source: ImageFormat, alpha: bool, policy: ImagePolicy) -> ImageFormat:
+def _output_format(source: ImageFormat, image: Image.Image, policy: ImagePolicy) -> ImageFormat:
+    """The source format where accepted; else PNG for alpha and palette art (GIF), JPEG for the rest."""
     if source in (ImageFormat.JPEG, ImageFormat.PNG, ImageFormat.WEBP) and policy.accepts_format(source):
         return source
+    lossless_first = _has_alpha(image) or source is ImageFormat.GIF or image.mode in ("P", "1")
     order = (
         (ImageFormat.PNG, ImageFormat.WEBP, ImageFormat.JPEG)
-        if alpha
+        if lossless_first
         else (ImageFormat.JPEG, ImageFormat.PNG, ImageFormat.WEBP)
     )
     for fmt in order:
@@ -194,7 +211,7 @@ def _output_format(source: ImageFormat, alpha: bool, policy: ImagePolicy) -> Ima
 def _encode_within(image: Image.Image, source: ImageFormat, policy: ImagePolicy, name: str) -> tuple[bytes, str]:
     """Encode ``image`` to meet the byte limits: switch to a lossy format, lower quality, then shrink."""
     alpha = _has_alpha(image)
-    fmt = _output_format(source, alpha, policy)
+    fmt = _output_format(source, image, policy)
     quality = policy.jpeg_quality
     for _ in range(16):
         out = _encode(image, fmt, quality)
