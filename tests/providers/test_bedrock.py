@@ -133,7 +133,10 @@ def test_s3_uri_goes_as_s3_location(wire: Builder) -> None:
     msg = image_message("s3://bucket/cat.png", format="image/png")
     _, _, body = wire(f"bedrock/{MODEL}", msg, aws_bucket_owner="123456789012", **CREDS)
     assert body["messages"][0]["content"][1] == {
-        "image": {"format": "png", "source": {"s3Location": {"uri": "s3://bucket/cat.png", "bucketOwner": "123456789012"}}}
+        "image": {
+            "format": "png",
+            "source": {"s3Location": {"uri": "s3://bucket/cat.png", "bucketOwner": "123456789012"}},
+        }
     }
     validate(body)
     with pytest.raises(BadRequestError) as err:
@@ -145,7 +148,11 @@ def test_s3_uri_goes_as_s3_location(wire: Builder) -> None:
 
 
 def test_consecutive_turns_are_merged_and_stream_endpoint(wire: Builder) -> None:
-    messages = [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}, {"role": "assistant", "content": "c"}]
+    messages = [
+        {"role": "user", "content": "a"},
+        {"role": "user", "content": "b"},
+        {"role": "assistant", "content": "c"},
+    ]
     url, headers, body = wire(f"bedrock/us.{MODEL}", messages, stream=True, **CREDS)
     assert url.endswith(f"/model/us.{MODEL.replace(':', '%3A')}/converse-stream")
     assert headers["Accept"] == "application/vnd.amazon.eventstream"

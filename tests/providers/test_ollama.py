@@ -55,7 +55,9 @@ def test_json_mode() -> None:
     from vlmkit.providers import ollama
     from vlmkit.providers.call import _start
 
-    _, req, _ = _start("ollama/llava", HELLO, False, None, None, None, None, {"response_format": {"type": "json_object"}})
+    _, req, _ = _start(
+        "ollama/llava", HELLO, False, None, None, None, None, {"response_format": {"type": "json_object"}}
+    )
     cfg, _, _ = _start("ollama/llava", HELLO, False, None, None, None, None, {})
     assert ollama.build_request(req, cfg).json["format"] == "json"
 

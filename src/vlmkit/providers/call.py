@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 from vlmkit.errors import BadRequestError, ProviderError, VlmkitError
 from vlmkit.images import aprepare_image, prepare_image
@@ -41,6 +41,46 @@ PROVIDER_OPTIONS = frozenset(
     }
 )
 _IGNORED = frozenset({"stream_options", "n"})
+
+
+@overload
+def completion(
+    model: str,
+    messages: Any,
+    *,
+    stream: Literal[False] = False,
+    api_base: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    timeout: float | None = None,
+    max_retries: int | None = None,
+    fetch: FetchOptions | None = None,
+    extra_headers: Mapping[str, str] | None = None,
+    extra_body: Mapping[str, Any] | None = None,
+    transport: Transport | None = None,
+    retry: RetryPolicy | None = None,
+    **params: Any,
+) -> ChatCompletion: ...
+
+
+@overload
+def completion(
+    model: str,
+    messages: Any,
+    *,
+    stream: Literal[True],
+    api_base: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    timeout: float | None = None,
+    max_retries: int | None = None,
+    fetch: FetchOptions | None = None,
+    extra_headers: Mapping[str, str] | None = None,
+    extra_body: Mapping[str, Any] | None = None,
+    transport: Transport | None = None,
+    retry: RetryPolicy | None = None,
+    **params: Any,
+) -> CompletionStream: ...
 
 
 def completion(
@@ -84,6 +124,46 @@ def completion(
     if stream:
         return CompletionStream(response, mod.stream_parser(req, cfg), mod.STREAM_FORMAT, cfg.provider)
     return mod.parse_response(_json(response.content, cfg.provider), req, cfg)
+
+
+@overload
+async def acompletion(
+    model: str,
+    messages: Any,
+    *,
+    stream: Literal[False] = False,
+    api_base: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    timeout: float | None = None,
+    max_retries: int | None = None,
+    fetch: FetchOptions | None = None,
+    extra_headers: Mapping[str, str] | None = None,
+    extra_body: Mapping[str, Any] | None = None,
+    transport: Transport | None = None,
+    retry: RetryPolicy | None = None,
+    **params: Any,
+) -> ChatCompletion: ...
+
+
+@overload
+async def acompletion(
+    model: str,
+    messages: Any,
+    *,
+    stream: Literal[True],
+    api_base: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    timeout: float | None = None,
+    max_retries: int | None = None,
+    fetch: FetchOptions | None = None,
+    extra_headers: Mapping[str, str] | None = None,
+    extra_body: Mapping[str, Any] | None = None,
+    transport: Transport | None = None,
+    retry: RetryPolicy | None = None,
+    **params: Any,
+) -> AsyncCompletionStream: ...
 
 
 async def acompletion(
