@@ -173,3 +173,31 @@ def test_llama_cpp_server_serves_the_generated_test_model(llama_server: str, sam
     stream = completion("llama_cpp/vlmkit-test-vlm", messages, api_base=llama_server, max_tokens=4, stream=True)
     chunks = list(stream)
     assert chunks and all(c.object == "chat.completion.chunk" for c in chunks)
+
+
+# --- local/KEY: the embedded engine ----------------------------------------------------------------
+
+
+def test_local_models_go_to_the_embedded_engine(tmp_path: Path, samples: Samples) -> None:
+    synthetic = pytest.importorskip("vlmkit.engine.synthetic", reason="the engine is not merged here")
+    from vlmkit.engine import Engine
+
+    from vlmkit.providers import local
+
+    model, mmproj = synthetic.write_test_model(tmp_path)
+    engine = Engine()
+    engine.register("test-vlm", model, mmproj)
+    local.set_engine(engine)
+    try:
+        messages = [{"role": "user", "content": [
+            {"type": "text", "text": "Describe."},
+            {"type": "image_url", "image_url": data_url(samples.jpeg, "image/jpeg")},
+        ]}]  # fmt: skip
+        response = completion("local/test-vlm", messages, max_tokens=4, temperature=0)
+        assert response.provider == "local" and response.usage.completion_tokens <= 4
+        assert response.choices[0].finish_reason in ("stop", "length")
+        chunks = list(completion("local/test-vlm", messages, max_tokens=3, stream=True))
+        assert chunks[-1].choices[0].finish_reason in ("stop", "length") and chunks[-1].usage is not None
+    finally:
+        local.set_engine(None)
+        engine.close()

@@ -111,12 +111,12 @@ def completion(
     image or part is a ``BadRequestError`` naming ``messages[i].content[j]``.
     """
     cfg, req, mod = _start(model, messages, stream, api_base or base_url, api_key, extra_headers, extra_body, params)
+    for image in _urls_to_fetch(req, cfg):
+        _replace_image(req, image, _fetched(image, fetch))
     if cfg.kind == "local":
         from vlmkit.providers import local
 
         return cast(ChatCompletion | CompletionStream, local.completion(req, cfg))
-    for image in _urls_to_fetch(req, cfg):
-        _replace_image(req, image, _fetched(image, fetch))
     url, headers, body = _wire(mod, req, cfg)
     sender = transport or default_transport()
     policy = _retry(retry, max_retries)
@@ -191,10 +191,6 @@ async def acompletion(
         cfg, req, mod = await anyio.to_thread.run_sync(lambda: _start(*args))
     else:
         cfg, req, mod = _start(*args)
-    if cfg.kind == "local":
-        from vlmkit.providers import local
-
-        return cast(ChatCompletion | AsyncCompletionStream, await local.acompletion(req, cfg))
     to_fetch = _urls_to_fetch(req, cfg)
     if to_fetch:
         import asyncio
@@ -202,6 +198,10 @@ async def acompletion(
         handles = await asyncio.gather(*(_afetched(image, fetch) for image in to_fetch))
         for image, handle in zip(to_fetch, handles, strict=True):
             _replace_image(req, image, handle)
+    if cfg.kind == "local":
+        from vlmkit.providers import local
+
+        return cast(ChatCompletion | AsyncCompletionStream, await local.acompletion(req, cfg))
     if req.images:
         url, headers, body = await anyio.to_thread.run_sync(lambda: _wire(mod, req, cfg))
     else:
