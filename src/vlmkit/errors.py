@@ -13,14 +13,18 @@ class VlmkitError(Exception):
 
     status_code: int = 500
 
+    location: str | None = None
+    """Where in a request the error was found, e.g. ``messages[2].content[1]``."""
+
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+        self.detail = message
 
-
-    def add_location(self, location: str) -> None:
-        """Prefix the message with where in a request the error was found, e.g. ``messages[2].content[1]``."""
-        self.message = f"{location}: {self.message}"
+    def add_location(self, outer: str) -> None:
+        """Record that the error happened inside ``outer`` (called from the innermost level outwards)."""
+        self.location = f"{outer}.{self.location}" if self.location else outer
+        self.message = f"{self.location}: {self.detail}"
         self.args = (self.message, *self.args[1:])
 
 

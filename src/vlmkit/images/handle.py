@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -65,8 +66,11 @@ class ImageHandle:
             )
         return self._data
 
-    def render(self, policy: ImagePolicy) -> RenderedImage:
-        """Bytes that satisfy ``policy``, changing as little as possible (cached)."""
+    def render(self, policy: ImagePolicy | None) -> RenderedImage:
+        """Bytes that satisfy ``policy``, changing as little as possible (cached).
+
+        ``None`` gives the original bytes, whose base64 and data URL are then computed once.
+        """
         from vlmkit.images.render import render
 
         return render(self, policy)
@@ -102,15 +106,7 @@ class ImageHandle:
             raise ImageSourceError(f"the serialised image {name!r} has invalid base64 data") from None
         handle = prepare_image(data, name=name)
         if handle.identifier != identifier:
-            raise ImageSourceError(
-                f"the serialised image {name!r} does not match its identifier: its data was changed"
-            )
+            raise ImageSourceError(f"the serialised image {name!r} does not match its identifier: its data was changed")
         if obj.get("source"):
-            handle = _with_source(handle, obj["source"])
+            handle = dataclasses.replace(handle, source=obj["source"])
         return handle
-
-
-def _with_source(handle: ImageHandle, source: str) -> ImageHandle:
-    from dataclasses import replace
-
-    return replace(handle, source=source)

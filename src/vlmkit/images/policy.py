@@ -73,6 +73,13 @@ class ImagePolicy:
             scale = min(scale, (self.max_pixels / (width * height)) ** 0.5)
         return scale
 
+    def target_size(self, width: int, height: int) -> tuple[int, int]:
+        """``width`` x ``height`` scaled down (aspect kept, rounded down) to fit every dimension limit."""
+        scale = self.scale_for(width, height)
+        if scale >= 1.0:
+            return width, height
+        return max(1, int(width * scale)), max(1, int(height * scale))
+
 
 def base64_length(size: int) -> int:
     """Length of the base64 encoding of ``size`` bytes (with padding, no newlines)."""
@@ -92,14 +99,15 @@ OPENAI = ImagePolicy(
 
 # Anthropic: JPEG, PNG, GIF, WebP; 8000 x 8000 at most, 5 MB per image (of the base64 form).
 # Images over 1568 px on the long edge or about 1.15 megapixels are downscaled by the API itself,
-# at a cost in latency, so we send that size.
+# at a cost in latency, so we send that size. The documented largest sizes that are not resized
+# (1092x1092, 951x1268, 896x1344, 819x1456, 784x1568) set the pixel limit at 784 x 1568.
 ANTHROPIC = ImagePolicy(
     name="anthropic",
     formats=_WEB,
     max_width=8000,
     max_height=8000,
     max_long_edge=1568,
-    max_pixels=1_150_000,
+    max_pixels=784 * 1568,
     max_base64_bytes=5 * MB,
 )
 
@@ -107,9 +115,7 @@ ANTHROPIC = ImagePolicy(
 # down to fit 3072 x 3072 before tiling.
 GEMINI = ImagePolicy(
     name="gemini",
-    formats=frozenset(
-        {ImageFormat.JPEG, ImageFormat.PNG, ImageFormat.WEBP, ImageFormat.HEIC, ImageFormat.HEIF}
-    ),
+    formats=frozenset({ImageFormat.JPEG, ImageFormat.PNG, ImageFormat.WEBP, ImageFormat.HEIC, ImageFormat.HEIF}),
     max_long_edge=3072,
     max_base64_bytes=20 * MB,
 )
@@ -140,6 +146,4 @@ LLAMA_CPP = ImagePolicy(
     modes=frozenset({"1", "L", "LA", "P", "RGB", "RGBA", "I;16"}),
 )
 
-POLICIES: dict[str, ImagePolicy] = {
-    p.name: p for p in (OPENAI, ANTHROPIC, GEMINI, BEDROCK, OLLAMA, LLAMA_CPP)
-}
+POLICIES: dict[str, ImagePolicy] = {p.name: p for p in (OPENAI, ANTHROPIC, GEMINI, BEDROCK, OLLAMA, LLAMA_CPP)}

@@ -56,7 +56,7 @@ class RenderCache:
 
     def __init__(self, max_bytes: int = 256 * 1024 * 1024) -> None:
         self.max_bytes = max_bytes
-        self._entries: OrderedDict[tuple[str, ImagePolicy], RenderedImage] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, ImagePolicy | None], RenderedImage] = OrderedDict()
         self._size = 0
         self._lock = threading.Lock()
         self.hits = 0
@@ -68,7 +68,7 @@ class RenderCache:
         own = len(item.data) if item.changed else 0
         return own + 2 * base64_length(len(item.data))
 
-    def get(self, key: tuple[str, ImagePolicy]) -> RenderedImage | None:
+    def get(self, key: tuple[str, ImagePolicy | None]) -> RenderedImage | None:
         with self._lock:
             item = self._entries.get(key)
             if item is None:
@@ -78,7 +78,7 @@ class RenderCache:
             self.hits += 1
             return item
 
-    def put(self, key: tuple[str, ImagePolicy], item: RenderedImage) -> None:
+    def put(self, key: tuple[str, ImagePolicy | None], item: RenderedImage) -> None:
         weight = self._weight(item)
         if weight > self.max_bytes:
             return
@@ -105,8 +105,11 @@ render_cache = RenderCache()
 """The process-wide cache that :func:`render` uses."""
 
 
-def render(handle: ImageHandle, policy: ImagePolicy) -> RenderedImage:
-    """Bytes of ``handle`` that satisfy ``policy``, changing as little as possible (cached)."""
+def render(handle: ImageHandle, policy: ImagePolicy | None) -> RenderedImage:
+    """Bytes of ``handle`` that satisfy ``policy``, changing as little as possible (cached).
+
+    ``policy=None`` gives the original bytes (with their base64 and data URL cached too).
+    """
     key = (handle.identifier, policy)
     hit = render_cache.get(key)
     if hit is not None:
@@ -116,10 +119,12 @@ def render(handle: ImageHandle, policy: ImagePolicy) -> RenderedImage:
     return result
 
 
-def needs_change(handle: ImageHandle, policy: ImagePolicy) -> list[str]:
+def needs_change(handle: ImageHandle, policy: ImagePolicy | None) -> list[str]:
     """Why ``handle``'s original bytes would not do for ``policy`` (empty when they would)."""
     fmt = handle.format
-    reasons = []
+    reasons: list[str] = []
+    if policy is None:
+        return reasons
     if fmt is None or not policy.accepts_format(fmt):
         reasons.append(f"{policy.name} does not accept {handle.mime_type}")
     if handle.animated and not policy.animated:
@@ -128,21 +133,19 @@ def needs_change(handle: ImageHandle, policy: ImagePolicy) -> list[str]:
         reasons.append("EXIF orientation must be applied")
     if policy.modes is not None and handle.mode not in policy.modes:
         reasons.append(f"{policy.name} does not decode {handle.mode} pixels")
-    if handle.width is not None and handle.height is not None:
-        if not policy.fits_size(handle.width, handle.height):
-            reasons.append(f"{handle.width}x{handle.height} is over {policy.name}'s size limits")
+    if handle.width is not None and handle.height is not None and not policy.fits_size(handle.width, handle.height):
+        reasons.append(f"{handle.width}x{handle.height} is over {policy.name}'s size limits")
     if handle.size_bytes is not None and not policy.fits_bytes(handle.size_bytes):
         reasons.append(f"{handle.size_bytes:,} bytes is over {policy.name}'s byte limits")
     return reasons
 
 
-def _render(handle: ImageHandle, policy: ImagePolicy) -> RenderedImage:
+def _render(handle: ImageHandle, policy: ImagePolicy | None) -> RenderedImage:
     data = handle.data
     assert handle.width is not None and handle.height is not None and handle.format is not None
-    if not needs_change(handle, policy):
+    if policy is None or not needs_change(handle, policy):
         return RenderedImage(data, handle.mime_type or "", handle.width, handle.height, handle.identifier, False)
-    scale = policy.scale_for(handle.width, handle.height)
-    target = (max(1, round(handle.width * scale)), max(1, round(handle.height * scale)))
+    target = policy.target_size(handle.width, handle.height)
     image = _decode(handle, target)
     if image.size != target:
         image = image.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
@@ -173,12 +176,14 @@ def _has_alpha(im: Image.Image) -> bool:
     return im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info)
 
 
-def _output_format(source: ImageFormat, alpha: bool, policy: ImagePolicy) -> ImageFormat:
+def _output_format(source: ImageFormat, image: Image.Image, policy: ImagePolicy) -> ImageFormat:
+    """The source format where accepted; else PNG for alpha and palette art (GIF), JPEG for the rest."""
     if source in (ImageFormat.JPEG, ImageFormat.PNG, ImageFormat.WEBP) and policy.accepts_format(source):
         return source
+    lossless_first = _has_alpha(image) or source is ImageFormat.GIF or image.mode in ("P", "1")
     order = (
         (ImageFormat.PNG, ImageFormat.WEBP, ImageFormat.JPEG)
-        if alpha
+        if lossless_first
         else (ImageFormat.JPEG, ImageFormat.PNG, ImageFormat.WEBP)
     )
     for fmt in order:
@@ -187,12 +192,10 @@ def _output_format(source: ImageFormat, alpha: bool, policy: ImagePolicy) -> Ima
     raise ImageTooLargeError(f"{policy.name} accepts none of JPEG, PNG or WebP; vlmkit cannot encode for it")
 
 
-def _encode_within(
-    image: Image.Image, source: ImageFormat, policy: ImagePolicy, name: str
-) -> tuple[bytes, str]:
+def _encode_within(image: Image.Image, source: ImageFormat, policy: ImagePolicy, name: str) -> tuple[bytes, str]:
     """Encode ``image`` to meet the byte limits: switch to a lossy format, lower quality, then shrink."""
     alpha = _has_alpha(image)
-    fmt = _output_format(source, alpha, policy)
+    fmt = _output_format(source, image, policy)
     quality = policy.jpeg_quality
     for _ in range(16):
         out = _encode(image, fmt, quality)

@@ -140,7 +140,7 @@ def reference_handle(uri: str, *, name: str | None = None, format: str | None = 
         declared = ImageFormat.from_mime(guessed) if guessed else None
     return ImageHandle(
         identifier=content_identifier(uri.encode()),
-        name=name or _url_name(uri),
+        name=name or _url_name(uri) or uri,
         mime_type=declared.mime_type if declared else None,
         size_bytes=None,
         width=None,
@@ -178,9 +178,16 @@ def _read_string(src: str) -> tuple[bytes, str | None, str | None]:
         path = Path(urllib.request.url2pathname(parsed.path))
         return _read_file(path), path.name, src
     path = Path(src).expanduser()
-    if len(src) < 4096 and path.is_file():
+    if _is_file(path):
         return _read_file(path), path.name, None
     raise ImageSourceError(_not_a_source_message(src))
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # a name too long for the OS, or with a NUL in it
+        return False
 
 
 def _not_a_source_message(src: str) -> str:
@@ -232,9 +239,7 @@ def _read_fileobj(obj: Any) -> tuple[bytes, str | None, str | None]:
     name = getattr(obj, "name", None)
     name = os.path.basename(name) if isinstance(name, str) else None
     if isinstance(data, str):
-        raise ImageSourceError(
-            "the file object was opened in text mode and returned str; open the image with 'rb'"
-        )
+        raise ImageSourceError("the file object was opened in text mode and returned str; open the image with 'rb'")
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ImageSourceError(f"the file object's read() returned {type(data).__name__}, not bytes")
     return bytes(data), name, None

@@ -44,8 +44,7 @@ def openai_tokens(width: int, height: int, detail: Detail = "auto") -> int:
 
 
 def anthropic_tokens(width: int, height: int, detail: Detail = "auto") -> int:
-    scale = ANTHROPIC.scale_for(width, height)
-    w, h = max(1, round(width * scale)), max(1, round(height * scale))
+    w, h = ANTHROPIC.target_size(width, height)
     return math.ceil(w * h / 750)
 
 
