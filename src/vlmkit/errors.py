@@ -147,3 +147,18 @@ class ContextLengthError(PredictionError):
     """The prompt alone does not fit in the model's context window."""
 
     status_code = 400
+
+
+# --- client -------------------------------------------------------------------------------------
+
+
+class ClientError(VlmkitError):
+    """The SDK client was used in a way it cannot serve (closed, configured too late)."""
+
+
+class ClientClosedError(ClientError):
+    """A client (or a model handle from it) was used after the client was closed."""
+
+
+class DefaultClientAlreadyCreatedError(ClientError):
+    """``configure_default_client`` was called after the default client was already in use."""
