@@ -21,6 +21,8 @@ from vlmkit.prediction import PredictionConfig, PredictionFragment, PredictionRe
 
 KEY = "qwen2-vl-2b-instruct"
 CONTEXT_LENGTH = 1024
+LOAD = {"cpuThreads": 1}
+"""How tests load models: one thread each, as the test machines have two cores shared with other work."""
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ class Generated:
 
 
 @pytest.fixture(scope="session")
-def test_models(tmp_path_factory: pytest.TempPathFactory) -> Generated:
+def generated(tmp_path_factory: pytest.TempPathFactory) -> Generated:
     from vlmkit.engine.store import write_manifest
     from vlmkit.engine.synthetic import TEST_TEXT, TEST_VISION, write_mmproj, write_test_text_model, write_text_model
 
@@ -58,9 +60,9 @@ def photo() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_default_client(test_models: Generated, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _fresh_default_client(generated: Generated, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Each test starts without a default client, with VLMKIT_HOME pointing at the test models."""
-    monkeypatch.setenv("VLMKIT_HOME", str(test_models.home))
+    monkeypatch.setenv("VLMKIT_HOME", str(generated.home))
     _reset_default_client()
     yield
     _reset_default_client()

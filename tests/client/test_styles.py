@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import vlmkit as vk
-from tests.client.conftest import KEY, Generated
+from tests.client.conftest import KEY, LOAD, Generated
 
 ENDED = {vk.StopReason.EOS_FOUND, vk.StopReason.CONTEXT_LENGTH_REACHED, vk.StopReason.MAX_PREDICTED_TOKENS_REACHED}
 
@@ -25,8 +25,9 @@ def check(prediction: vk.PredictionResult, *, images: int = 1) -> None:
     assert prediction.model_info.vision
 
 
-def test_convenience_api(test_models: Generated, photo: Path) -> None:
-    vk.configure_default_client(models_dir=test_models.models_dir)  # the test model, "downloaded" as KEY
+def test_convenience_api(generated: Generated, photo: Path) -> None:
+    vk.configure_default_client(models_dir=generated.models_dir)  # the test model, "downloaded" as KEY
+    vk.llm(KEY, config=LOAD)  # loaded with one thread; the example's vk.llm(...) then finds it loaded
 
     image_handle = vk.prepare_image(str(photo))
     model = vk.llm("qwen2-vl-2b-instruct")
@@ -52,10 +53,11 @@ def test_convenience_prepare_image_sources(photo: Path, source: str) -> None:
     assert handle.identifier == vk.prepare_image(photo.read_bytes()).identifier
 
 
-def test_scoped_resource_api(test_models: Generated, photo: Path) -> None:
+def test_scoped_resource_api(generated: Generated, photo: Path) -> None:
     chat = vk.Chat()
     with vk.Client() as client:
-        client.llm.register("qwen2-vl-2b-instruct", test_models.model, test_models.mmproj)
+        client.llm.register("qwen2-vl-2b-instruct", generated.model, generated.mmproj)
+        client.llm.model(KEY, config=LOAD)
         image_handle = client.files.prepare_image(str(photo))
         chat.add_user_message("Describe this image please", images=[image_handle])
 
@@ -69,9 +71,10 @@ def test_scoped_resource_api(test_models: Generated, photo: Path) -> None:
         model.respond(chat)
 
 
-async def test_asynchronous_api(test_models: Generated, photo: Path) -> None:
+async def test_asynchronous_api(generated: Generated, photo: Path) -> None:
     chat = vk.Chat()
-    async with vk.AsyncClient(models_dir=test_models.models_dir) as client:
+    async with vk.AsyncClient(models_dir=generated.models_dir) as client:
+        await client.llm.model(KEY, config=LOAD)
         image_handle = await client.files.prepare_image(str(photo))
         chat.add_user_message("Describe this image please", images=[image_handle])
 
