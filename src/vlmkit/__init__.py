@@ -47,7 +47,7 @@ from vlmkit.errors import (
     UnsupportedImageError,
     VlmkitError,
 )
-from vlmkit.images import ImageHandle
+from vlmkit.images import ImageHandle, ImagePolicy, RenderedImage, aprepare_image, estimate_image_tokens
 from vlmkit.prediction import (
     ModelInfo,
     PredictionConfig,
@@ -75,6 +75,7 @@ __all__ = [
     "ImageFetchError",
     "ImageFormatMismatchError",
     "ImageHandle",
+    "ImagePolicy",
     "ImageSourceError",
     "ImageTooLargeError",
     "InvalidImageError",
@@ -93,11 +94,14 @@ __all__ = [
     "PredictionStream",
     "PredictionTimeoutError",
     "QueueFullError",
+    "RenderedImage",
     "StopReason",
     "UnsupportedImageError",
     "VlmkitError",
     "__version__",
+    "aprepare_image",
     "configure_default_client",
+    "estimate_image_tokens",
     "get_default_client",
     "list_downloaded_models",
     "list_loaded_models",
