@@ -69,17 +69,66 @@ def get(
 
 def _download(repo: str, filename: str, directory: Path, *, endpoint: str | None, progress: bool,
               token: str | bool | None) -> Path:
-    from huggingface_hub import hf_hub_download
+    """Fetch one file into ``directory``, resuming a partial one left by an earlier attempt.
 
-    kwargs: dict[str, Any] = {}
-    if not progress:
-        kwargs["tqdm_class"] = _SilentTqdm
+    The bytes go to ``.partial/<filename>.incomplete`` (kept across runs, so a later call resumes
+    with an HTTP range request) and are moved to the final name only once complete and of the size
+    the hub announced.
+    """
+    import httpx
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.utils import build_hf_headers
+
+    final = directory / filename
+    if final.exists():
+        return final
+    url = hf_hub_url(repo, filename, endpoint=endpoint or _endpoint())
     try:
-        path = hf_hub_download(repo, filename, local_dir=str(directory), endpoint=endpoint or _endpoint(),
-                               token=token, **kwargs)
+        meta = get_hf_file_metadata(url, token=token)
+        partial_dir = directory / ".partial"
+        partial_dir.mkdir(exist_ok=True)
+        partial = partial_dir / (filename.replace("/", "--") + ".incomplete")
+        have = partial.stat().st_size if partial.exists() else 0
+        if meta.size is not None and have > meta.size:
+            partial.unlink()
+            have = 0
+        headers = build_hf_headers(token=token)
+        if have:
+            headers["Range"] = f"bytes={have}-"
+        bar = _progress_bar(filename, meta.size, have, progress)
+        try:
+            with httpx.stream("GET", meta.location, headers=headers, follow_redirects=True,
+                              timeout=httpx.Timeout(30.0, connect=10.0)) as response:
+                if response.status_code == 416 and have:  # already complete
+                    pass
+                else:
+                    response.raise_for_status()
+                    mode = "ab" if have and response.status_code == 206 else "wb"
+                    with open(partial, mode) as out:
+                        for block in response.iter_bytes():
+                            out.write(block)
+                            bar.update(len(block))
+        finally:
+            bar.close()
+        size = partial.stat().st_size
+        if meta.size is not None and size != meta.size:
+            raise ModelDownloadError(
+                f"{repo}/{filename}: got {size} of {meta.size} bytes; run the same command again to resume"
+            )
+        partial.replace(final)
+    except (ModelDownloadError, ModelNotFoundError):
+        raise
     except Exception as exc:
         raise _translate(exc, repo, filename, directory) from exc
-    return Path(path)
+    return final
+
+
+def _progress_bar(name: str, total: int | None, initial: int, show: bool) -> Any:
+    if not show:
+        return _SilentTqdm()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=name)
 
 
 def _pick_files(repo: str, explicit: str | None, endpoint: str | None, token: str | bool | None) -> tuple[str, str | None]:
@@ -164,9 +213,15 @@ def _translate(exc: BaseException, repo: str, filename: str | None, directory: P
             f"cannot reach the Hugging Face hub ({where}) to download {what}: {_root_message(exc)}. "
             f"Nothing was written at the final path; `vlmkit get` resumes when the hub is reachable. {local_hint}"
         )
-    if isinstance(exc, EntryNotFoundError):
+    if isinstance(exc, EntryNotFoundError) or _status(exc) == 404:
         return ModelNotFoundError(f"{repo} has no file {filename!r} on the Hugging Face hub")
     return ModelDownloadError(f"downloading {what} failed: {_root_message(exc)}. {local_hint}")
+
+
+def _status(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    code = getattr(response, "status_code", None)
+    return code if isinstance(code, int) else None
 
 
 def _is_connection_error(exc: BaseException) -> bool:
