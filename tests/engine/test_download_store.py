@@ -107,8 +107,16 @@ def hub(tiny_model: tuple[Path, Path]) -> Iterator[Hub]:
 
 
 def test_catalog_has_the_issue_models() -> None:
-    for key in ("smolvlm-256m", "smolvlm-500m", "smolvlm2-2.2b-instruct", "qwen2-vl-2b-instruct",
-                "qwen2.5-vl-3b-instruct", "gemma-3-4b-it", "moondream2", "llava-1.5-7b"):
+    for key in (
+        "smolvlm-256m",
+        "smolvlm-500m",
+        "smolvlm2-2.2b-instruct",
+        "qwen2-vl-2b-instruct",
+        "qwen2.5-vl-3b-instruct",
+        "gemma-3-4b-it",
+        "moondream2",
+        "llava-1.5-7b",
+    ):
         entry = lookup(key)
         assert entry is not None and entry.repo.count("/") == 1 and entry.model.endswith(".gguf")
         assert entry.mmproj and entry.mmproj.endswith(".gguf") and entry.context_length >= 2048

@@ -21,8 +21,9 @@ def _blocking_call(engine: Engine, started: threading.Event, release: threading.
         started.set()
         release.wait(10)
 
-    t = threading.Thread(target=engine.respond, args=("tiny", "hold the model", LONG),
-                         kwargs={"on_fragment": on_fragment})
+    t = threading.Thread(
+        target=engine.respond, args=("tiny", "hold the model", LONG), kwargs={"on_fragment": on_fragment}
+    )
     t.start()
     assert started.wait(10)
     return t
@@ -85,7 +86,8 @@ def test_callers_queue_in_order_and_a_full_queue_says_so(tiny_model: tuple[Path,
             t = threading.Thread(target=queued, args=(name,))
             t.start()
             waiters.append(t)
-            _wait_for(lambda n=len(waiters): lm.queue.waiting == n)
+            expected = len(waiters)
+            _wait_for(lambda expected=expected: lm.queue.waiting == expected)  # type: ignore[misc]
 
         with pytest.raises(QueueFullError) as err:
             engine.respond("tiny", "third", PredictionConfig(max_tokens=2))

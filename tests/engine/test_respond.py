@@ -18,7 +18,9 @@ from vlmkit.prediction import PredictionConfig, PredictionFragment, StopReason
 GREEDY = PredictionConfig(temperature=0, max_tokens=6)
 
 
-def test_respond_with_image_gives_content_stats_and_model_info(engine: Engine, image_chat: Any, hopper: ImageHandle) -> None:
+def test_respond_with_image_gives_content_stats_and_model_info(
+    engine: Engine, image_chat: Any, hopper: ImageHandle
+) -> None:
     fragments: list[PredictionFragment] = []
     result = engine.respond("tiny", image_chat(hopper), GREEDY, on_fragment=fragments.append)
 
@@ -40,7 +42,9 @@ def test_string_prompt_and_text_only_chat(engine: Engine) -> None:
     assert result.stats.images_encoded == 0 and result.stats.predicted_tokens == 6
 
 
-def test_follow_up_turn_reuses_prefix_and_does_not_reencode(engine: Engine, image_chat: Any, hopper: ImageHandle) -> None:
+def test_follow_up_turn_reuses_prefix_and_does_not_reencode(
+    engine: Engine, image_chat: Any, hopper: ImageHandle
+) -> None:
     chat = image_chat(hopper)
     first = engine.respond("tiny", chat, GREEDY)
     chat.add_assistant_response(first)
@@ -71,7 +75,9 @@ def test_same_image_twice_in_one_prompt_is_encoded_once(engine: Engine, hopper: 
     assert result.stats.images_encoded == 1
 
 
-def test_identical_request_twice_reuses_all_but_the_last_token(engine: Engine, image_chat: Any, hopper: ImageHandle) -> None:
+def test_identical_request_twice_reuses_all_but_the_last_token(
+    engine: Engine, image_chat: Any, hopper: ImageHandle
+) -> None:
     chat = image_chat(hopper)
     a = engine.respond("tiny", chat, GREEDY)
     b = engine.respond("tiny", chat, GREEDY)
@@ -124,7 +130,9 @@ def test_image_to_text_only_model_names_the_model(engine: Engine, image_chat: An
     assert err.value.status_code == 400
 
 
-def test_prompt_longer_than_context_is_a_clear_error(engine: Engine, image_chat: Any, tiny_model, hopper: ImageHandle) -> None:
+def test_prompt_longer_than_context_is_a_clear_error(
+    engine: Engine, image_chat: Any, tiny_model, hopper: ImageHandle
+) -> None:
     from vlmkit.engine import LoadOptions
 
     info = engine.load(tiny_model[0], key="tiny-small", options=LoadOptions(context_length=256))

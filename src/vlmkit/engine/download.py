@@ -67,8 +67,9 @@ def get(
     return found
 
 
-def _download(repo: str, filename: str, directory: Path, *, endpoint: str | None, progress: bool,
-              token: str | bool | None) -> Path:
+def _download(
+    repo: str, filename: str, directory: Path, *, endpoint: str | None, progress: bool, token: str | bool | None
+) -> Path:
     """Fetch one file into ``directory``, resuming a partial one left by an earlier attempt.
 
     The bytes go to ``.partial/<filename>.incomplete`` (kept across runs, so a later call resumes
@@ -77,7 +78,7 @@ def _download(repo: str, filename: str, directory: Path, *, endpoint: str | None
     """
     import httpx
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
-    from huggingface_hub.utils import build_hf_headers
+    from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
 
     final = directory / filename
     if final.exists():
@@ -97,8 +98,9 @@ def _download(repo: str, filename: str, directory: Path, *, endpoint: str | None
             headers["Range"] = f"bytes={have}-"
         bar = _progress_bar(filename, meta.size, have, progress)
         try:
-            with httpx.stream("GET", meta.location, headers=headers, follow_redirects=True,
-                              timeout=httpx.Timeout(30.0, connect=10.0)) as response:
+            with httpx.stream(
+                "GET", meta.location, headers=headers, follow_redirects=True, timeout=httpx.Timeout(30.0, connect=10.0)
+            ) as response:
                 if response.status_code == 416 and have:  # already complete
                     pass
                 else:
@@ -126,12 +128,14 @@ def _download(repo: str, filename: str, directory: Path, *, endpoint: str | None
 def _progress_bar(name: str, total: int | None, initial: int, show: bool) -> Any:
     if not show:
         return _SilentTqdm()
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
     return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=name)
 
 
-def _pick_files(repo: str, explicit: str | None, endpoint: str | None, token: str | bool | None) -> tuple[str, str | None]:
+def _pick_files(
+    repo: str, explicit: str | None, endpoint: str | None, token: str | bool | None
+) -> tuple[str, str | None]:
     from huggingface_hub import HfApi
 
     try:
