@@ -48,6 +48,13 @@ def model_files() -> tuple[Path, Path]:
     return write_smolvlm_256m(MODELS)
 
 
+def user_with_image(text: str, url: str) -> dict[str, Any]:
+    return {
+        "role": "user",
+        "content": [{"type": "text", "text": text}, {"type": "image_url", "image_url": {"url": url}}],
+    }
+
+
 def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -104,9 +111,7 @@ def run_handler(model: Path, mmproj: Path, image: Path, flash: bool) -> dict[str
         verbose=False,
     )
     url = "data:image/jpeg;base64," + base64.b64encode(image.read_bytes()).decode()
-    messages: list[dict[str, Any]] = [
-        {"role": "user", "content": [{"type": "text", "text": FIRST}, {"type": "image_url", "image_url": {"url": url}}]}
-    ]
+    messages: list[dict[str, Any]] = [user_with_image(FIRST, url)]
 
     def turn(msgs: list[dict[str, Any]]) -> tuple[float, float, str]:
         t0 = time.perf_counter()
