@@ -278,9 +278,9 @@ def main() -> None:
     print(
         f"\nmedians of {args.runs} runs; image {args.image.name}; {THREADS} threads; temperature 0; {MAX_TOKENS} tokens"
     )
-    print(
-        "| engine | first turn TTFT (s) | follow-up TTFT (s) | new chat, same image TTFT (s) | decode (tok/s) | peak RSS (MB) |"
-    )
+    header = ["engine", "first turn TTFT (s)", "follow-up TTFT (s)", "new chat, same image TTFT (s)"]
+    header += ["decode (tok/s)", "peak RSS (MB)"]
+    print("| " + " | ".join(header) + " |")
     print("|---|---|---|---|---|---|")
     for name, runs in results.items():
         med = {c: statistics.median(r[c] for r in runs) for c in cols}
