@@ -90,8 +90,8 @@ def test_animation_becomes_its_first_frame(chelsea: Image.Image, fmt: str) -> No
     assert handle.animated
     out = handle.render(OPENAI)
     assert out.changed and out.mime_type in ("image/png", "image/webp")
-    r, g, b = decoded(out.data).convert("RGB").getpixel((10, 10))
-    assert r > 200 and b < 50
+    red, _, blue = decoded(out.data).convert("RGB").getpixel((10, 10))
+    assert red > 200 and blue < 50
     assert prepare_image(out.data).frames == 1
     assert handle.render(OPENAI.replace(animated=True)).data is handle.data
 
@@ -106,8 +106,8 @@ def test_exif_orientation_is_baked_in(chelsea: Image.Image) -> None:
     im = decoded(out.data)
     assert im.size == (chelsea.height, chelsea.width)
     assert (out.width, out.height) == im.size
-    r, g, b = im.convert("RGB").getpixel((im.width - 10, 10))  # rotated 90° clockwise: now top-right
-    assert r > 200 and g < 60
+    red, green, _ = im.convert("RGB").getpixel((im.width - 10, 10))  # rotated 90° clockwise: now top-right
+    assert red > 200 and green < 60
     assert "Orientation" not in str(im.getexif().get(0x0112, ""))
     assert prepare_image(out.data).orientation == 1
 

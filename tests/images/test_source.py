@@ -117,7 +117,7 @@ def test_directory_and_wrong_types(tmp_path: Path) -> None:
         prepare_image(tmp_path / "nope.png")
     with pytest.raises(ImageSourceError, match="cannot make an image from a int"):
         prepare_image(42)
-    with (HOPPER.open("r", encoding="latin-1") as text_file, pytest.raises(ImageSourceError, match="text mode")):
+    with HOPPER.open("r", encoding="latin-1") as text_file, pytest.raises(ImageSourceError, match="text mode"):
         prepare_image(text_file)
 
 
@@ -199,3 +199,18 @@ def test_tampered_serialised_handle_is_refused(hopper_bytes: bytes, chelsea: Ima
 async def test_async_prepare_matches_sync(hopper_bytes: bytes) -> None:
     handle = await aprepare_image(HOPPER)
     assert handle.identifier == prepare_image(hopper_bytes).identifier
+
+
+def test_png_exif_orientation_is_read_without_decoding(chelsea: Image.Image) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    handle = prepare_image(encode(chelsea, "PNG", exif=exif))
+    assert handle.orientation == 8
+    assert (handle.width, handle.height) == (chelsea.height, chelsea.width)
+
+
+def test_top_level_prepare_image_is_the_same_function() -> None:
+    import vlmkit
+
+    assert vlmkit.prepare_image is prepare_image
+    assert vlmkit.prepare_image(HOPPER).name == "grace_hopper.jpg"

@@ -4,6 +4,7 @@ Whatever a user hands in as an image becomes an :class:`ImageHandle` (sniffed fr
 validated from its header), and ``handle.render(policy)`` gives bytes that a target accepts.
 """
 
+from vlmkit.images.fetch import FetchedImage, FetchOptions, afetch_image, fetch_image
 from vlmkit.images.handle import ImageHandle
 from vlmkit.images.policy import (
     ANTHROPIC,
@@ -30,12 +31,16 @@ __all__ = [
     "OLLAMA",
     "OPENAI",
     "POLICIES",
+    "FetchOptions",
+    "FetchedImage",
     "ImageFormat",
     "ImageHandle",
     "ImagePolicy",
     "RenderedImage",
+    "afetch_image",
     "aprepare_image",
     "estimate_image_tokens",
+    "fetch_image",
     "image_from_bytes",
     "prepare_image",
     "render",

@@ -76,7 +76,7 @@ def probe(data: bytes, fmt: ImageFormat, *, max_pixels: int = DEFAULT_MAX_PIXELS
             if width * height > max_pixels:
                 raise _too_large(what, width, height, max_pixels)
             frames = int(getattr(im, "n_frames", 1))
-            orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1))
+            orientation = _orientation(im, data, fmt)
             mode = im.mode
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(
@@ -95,6 +95,21 @@ def probe(data: bytes, fmt: ImageFormat, *, max_pixels: int = DEFAULT_MAX_PIXELS
     if orientation not in range(1, 9):
         orientation = 1
     return ImageInfo(width, height, max(frames, 1), orientation, mode)
+
+
+def _orientation(im: Image.Image, data: bytes, fmt: ImageFormat) -> int:
+    """The EXIF orientation tag, read without decoding pixels."""
+    if fmt is ImageFormat.PNG and "exif" not in im.info:
+        # Pillow's PNG getexif() decodes the whole image to look for an eXIf chunk after the pixels;
+        # find the chunk ourselves instead.
+        at = data.find(b"eXIf")
+        if at < 4:
+            return 1
+        size = int.from_bytes(data[at - 4 : at], "big")
+        exif = Image.Exif()
+        exif.load(data[at + 4 : at + 4 + size])
+        return int(exif.get(_EXIF_ORIENTATION, 1))
+    return int(im.getexif().get(_EXIF_ORIENTATION, 1))
 
 
 def _too_large(what: str, width: int, height: int, max_pixels: int) -> ImageTooLargeError:

@@ -1,0 +1,104 @@
+"""The ``vlmkit`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from vlmkit.errors import VlmkitError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    try:
+        code: int = args.run(args)
+    except VlmkitError as exc:
+        print(f"vlmkit: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vlmkit", description="Images into vision-language models.")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    image = commands.add_parser("image", help="look at an image the way vlmkit sees it")
+    image_commands = image.add_subparsers(title="image commands", metavar="COMMAND")
+    inspect = image_commands.add_parser(
+        "inspect", help="sniff and validate an image; show what each target would be sent"
+    )
+    inspect.add_argument("source", help="a file path or an http(s)://, data:, file:// URL")
+    inspect.add_argument(
+        "--target", action="append", help="only these targets (openai, anthropic, gemini, bedrock, ollama, llama.cpp)"
+    )
+    inspect.add_argument("--allow-host", action="append", default=[], help="let URLs reach this private/loopback host")
+    inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
+    inspect.set_defaults(run=_image_inspect)
+    return parser
+
+
+def _image_inspect(args: argparse.Namespace) -> int:
+    from vlmkit.images import POLICIES, estimate_image_tokens, prepare_image
+    from vlmkit.images.render import needs_change
+
+    fetch = None
+    if args.allow_host:
+        from vlmkit.images.fetch import FetchOptions
+
+        fetch = FetchOptions(allow_hosts=frozenset(args.allow_host))
+    handle = prepare_image(args.source, fetch=fetch)
+    names = args.target or list(POLICIES)
+    unknown = [n for n in names if n not in POLICIES]
+    if unknown:
+        raise VlmkitError(f"unknown target {unknown[0]!r}; known: {', '.join(POLICIES)}")
+    targets: dict[str, Any] = {}
+    for name in names:
+        policy = POLICIES[name]
+        reasons = needs_change(handle, policy)
+        out = handle.render(policy)
+        targets[name] = {
+            "sent_as": "original bytes" if not out.changed else "re-encoded",
+            "why": reasons,
+            "mime_type": out.mime_type,
+            "width": out.width,
+            "height": out.height,
+            "bytes": len(out.data),
+        }
+    tokens = {t: estimate_image_tokens(handle, t) for t in ("openai", "anthropic", "gemini")}
+    report = {
+        "name": handle.name,
+        "identifier": handle.identifier,
+        "mime_type": handle.mime_type,
+        "width": handle.width,
+        "height": handle.height,
+        "frames": handle.frames,
+        "exif_orientation": handle.orientation,
+        "mode": handle.mode,
+        "bytes": handle.size_bytes,
+        "tokens": tokens,
+        "targets": targets,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"{handle.name}: {handle.mime_type}, {handle.width}x{handle.height}, {handle.size_bytes:,} bytes")
+    print(f"  identifier   {handle.identifier}")
+    print(f"  frames {handle.frames}, EXIF orientation {handle.orientation}, pixels {handle.mode}")
+    print("  tokens       " + ", ".join(f"{k} {v}" for k, v in tokens.items()))
+    for name, t in targets.items():
+        line = f"  {name:<12} {t['sent_as']}: {t['mime_type']} {t['width']}x{t['height']}, {t['bytes']:,} bytes"
+        print(line + (f" ({'; '.join(t['why'])})" if t["why"] else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
