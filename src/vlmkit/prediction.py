@@ -10,9 +10,9 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
-Detail = Union[Literal["low", "high", "auto"], int]
+Detail = Literal["low", "high", "auto"] | int
 
 DETAIL_NAMES = ("low", "high", "auto")
 
@@ -126,8 +126,7 @@ def json_schema_of(response_format: Any) -> dict[str, Any] | None:
         if isinstance(result, dict):
             return result
     raise TypeError(
-        "response_format must be a JSON schema dict or a pydantic model class, "
-        f"got {type(response_format).__name__}"
+        f"response_format must be a JSON schema dict or a pydantic model class, got {type(response_format).__name__}"
     )
 
 

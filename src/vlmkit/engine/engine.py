@@ -83,7 +83,7 @@ class Engine:
         *,
         mmproj: str | Path | None = None,
         key: str | None = None,
-        ttl: float | None | Any = ...,
+        ttl: float | Any | None = ...,
         options: LoadOptions | None = None,
     ) -> ModelInfo:
         """Load ``model`` (a key, ``repo/name``, a .gguf path or a directory) unless it already is.
@@ -177,7 +177,11 @@ class Engine:
         try:
             lm.touch()
             return predict.run(
-                lm, _as_chat(chat), config, emit=on_fragment, on_first_token=on_first_token,
+                lm,
+                _as_chat(chat),
+                config,
+                emit=on_fragment,
+                on_first_token=on_first_token,
                 should_stop=lambda: token.cancelled,
             )
         finally:
@@ -271,7 +275,11 @@ class PredictionStream:
         def work() -> None:
             try:
                 self._result = engine.respond(
-                    model, chat, config, on_fragment=self._items.put, cancel=self._token,
+                    model,
+                    chat,
+                    config,
+                    on_fragment=self._items.put,
+                    cancel=self._token,
                     queue_timeout=queue_timeout,
                 )
             except BaseException as exc:

@@ -63,8 +63,16 @@ def _fields(path: str | Path, keys: set[str]) -> dict[str, Any]:
 
 def read_model_meta(path: str | Path) -> ModelMeta:
     arch_key = "general.architecture"
-    first = _fields(path, {arch_key, "general.name", "tokenizer.chat_template",
-                           "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id"})
+    first = _fields(
+        path,
+        {
+            arch_key,
+            "general.name",
+            "tokenizer.chat_template",
+            "tokenizer.ggml.bos_token_id",
+            "tokenizer.ggml.eos_token_id",
+        },
+    )
     arch = str(first.get(arch_key, "unknown"))
     ctx = first.get(f"{arch}.context_length")
     return ModelMeta(
@@ -79,11 +87,21 @@ def read_model_meta(path: str | Path) -> ModelMeta:
 
 
 def read_mmproj_meta(path: str | Path) -> MmprojMeta:
-    f = _fields(path, {"general.architecture", "clip.has_vision_encoder", "clip.has_audio_encoder",
-                       "clip.projector_type", "clip.vision.projector_type"})
+    f = _fields(
+        path,
+        {
+            "general.architecture",
+            "clip.has_vision_encoder",
+            "clip.has_audio_encoder",
+            "clip.projector_type",
+            "clip.vision.projector_type",
+        },
+    )
     if f.get("general.architecture") != "clip":
-        raise ModelLoadError(f"{path} is not a vision projector (mmproj) file: its architecture is "
-                             f"{f.get('general.architecture')!r}, not 'clip'")
+        raise ModelLoadError(
+            f"{path} is not a vision projector (mmproj) file: its architecture is "
+            f"{f.get('general.architecture')!r}, not 'clip'"
+        )
     proj = f.get("clip.projector_type") or f.get("clip.vision.projector_type")
     return MmprojMeta(
         projector_type=str(proj) if proj else None,

@@ -8,6 +8,7 @@ embeddings, trim the KV cache, sample a token, turn a token into bytes. It keeps
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 from collections.abc import Sequence
@@ -276,7 +277,8 @@ class NativeModel:
             raise PredictionError(f"image encoding failed ({rc}): {native.recent_errors() or 'no details'}")
         ptr = M.mtmd_get_output_embd(self._mctx)
         n = chunk.n_tokens * self.n_embd
-        return np.ctypeslib.as_array(ptr, shape=(n,)).copy()
+        out: np.ndarray = np.ctypeslib.as_array(ptr, shape=(n,)).copy()
+        return out
 
     def decode_image(self, chunk: Chunk, embd: np.ndarray, n_past: int) -> int:
         """Evaluate an image chunk's embeddings at ``n_past``; returns the new n_past."""
@@ -284,8 +286,16 @@ class NativeModel:
         embd = np.ascontiguousarray(embd, dtype=np.float32)
         ptr = embd.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
         rc = M.mtmd_helper_decode_image_chunk(
-            self._mctx, self._ctx, chunk.image, ptr, n_past, 0, self.batch_size,
-            ctypes.byref(self._n_past_ref), M.mtmd_helper_post_decode_callback(), None,
+            self._mctx,
+            self._ctx,
+            chunk.image,
+            ptr,
+            n_past,
+            0,
+            self.batch_size,
+            ctypes.byref(self._n_past_ref),
+            M.mtmd_helper_post_decode_callback(),
+            None,
         )
         if rc != 0:
             raise PredictionError(f"decoding image embeddings failed ({rc}): {native.recent_errors() or 'no details'}")
@@ -366,7 +376,5 @@ class NativeModel:
         return self._ctx is None
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self.close()
-        except Exception:
-            pass

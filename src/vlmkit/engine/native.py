@@ -45,12 +45,16 @@ def clear_recent_errors() -> None:
     _recent_errors.clear()
 
 
+def _is_initialised() -> bool:
+    return _initialised
+
+
 def _init(llama_cpp: Any) -> None:
     global _initialised
     if _initialised:
         return
     with _lock:
-        if _initialised:
+        if _is_initialised():  # another thread got here first
             return
         import llama_cpp.mtmd_cpp as mtmd_cpp
 

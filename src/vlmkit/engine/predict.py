@@ -152,7 +152,7 @@ def _tokenize(lm: LoadedModel, text: str, images: Sequence[Any], cfg: Prediction
         changed = False
         for index, tokens in over.items():
             part_cap = images[index].detail if isinstance(images[index].detail, int) else cap
-            edge = shrink_edge(inputs[index], tokens, part_cap)
+            edge = shrink_edge(inputs[index], tokens, part_cap) if part_cap is not None else None
             if edge is not None:
                 edges[index] = edge
                 changed = True

@@ -31,8 +31,9 @@ def resolve_model(spec: str, *, mmproj: str | Path | None = None, models_dir: st
         if not is_gguf(path):
             raise ModelLoadError(f"{path} is not a GGUF file")
         if read_model_meta(path).is_projector:
-            raise ModelLoadError(f"{path} is a vision projector (mmproj); pass the language model's GGUF, "
-                                 "and this file as mmproj")
+            raise ModelLoadError(
+                f"{path} is a vision projector (mmproj); pass the language model's GGUF, and this file as mmproj"
+            )
         return ModelFiles(key=path.stem, model=path, mmproj=mm or _sibling_mmproj(path.parent, exclude=path))
     if path.is_dir():
         ggufs = sorted(p for p in path.glob("*.gguf") if "mmproj" not in p.name.lower())
@@ -43,8 +44,11 @@ def resolve_model(spec: str, *, mmproj: str | Path | None = None, models_dir: st
     stored = store.find(entry.key if entry else spec, models_dir)
     if stored is not None:
         return ModelFiles(key=stored.key, model=stored.model, mmproj=mm or stored.mmproj)
-    hint = (f"run `vlmkit get {entry.key if entry else spec}` first"
-            if entry or "/" in spec else "use a catalog key, `repo/name`, or a path to a .gguf file")
+    hint = (
+        f"run `vlmkit get {entry.key if entry else spec}` first"
+        if entry or "/" in spec
+        else "use a catalog key, `repo/name`, or a path to a .gguf file"
+    )
     raise ModelNotFoundError(f"model {spec!r} is not downloaded or found as a file; {hint}")
 
 

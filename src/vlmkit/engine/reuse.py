@@ -17,7 +17,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -44,8 +44,8 @@ class Evaluator(Protocol):
     n_ctx: int
 
     def decode_tokens(self, tokens: Sequence[int], n_past: int, *, want_logits: bool = True) -> int: ...
-    def encode_image(self, chunk: ChunkLike) -> np.ndarray: ...  # type: ignore[misc]
-    def decode_image(self, chunk: ChunkLike, embd: np.ndarray, n_past: int) -> int: ...  # type: ignore[misc]
+    def encode_image(self, chunk: Any) -> np.ndarray: ...
+    def decode_image(self, chunk: Any, embd: np.ndarray, n_past: int) -> int: ...
     def trim(self, n_past: int) -> bool: ...
     def clear(self) -> None: ...
 

@@ -94,10 +94,16 @@ def list_downloaded(root: str | Path | None = None) -> list[ModelListing]:
             vision = stored.mmproj is not None and read_mmproj_meta(stored.mmproj).vision
         except ModelLoadError:
             continue
-        out.append(ModelListing(
-            key=stored.key, size_bytes=stored.size_bytes, vision=vision, architecture=meta.architecture,
-            context_length=meta.context_length, path=str(stored.directory),
-        ))
+        out.append(
+            ModelListing(
+                key=stored.key,
+                size_bytes=stored.size_bytes,
+                vision=vision,
+                architecture=meta.architecture,
+                context_length=meta.context_length,
+                path=str(stored.directory),
+            )
+        )
     return out
 
 
