@@ -103,7 +103,13 @@ def test_remote_host_is_not_there_yet() -> None:
 
 def test_one_hierarchy() -> None:
     for error in (
-        vk.ModelNotFoundError, vk.ModelCapabilityError, vk.ImageError, vk.PredictionTimeoutError,
-        vk.PredictionCancelledError, vk.InvalidMessageError, vk.ClientClosedError, vk.DefaultClientAlreadyCreatedError,
+        vk.ModelNotFoundError,
+        vk.ModelCapabilityError,
+        vk.ImageError,
+        vk.PredictionTimeoutError,
+        vk.PredictionCancelledError,
+        vk.InvalidMessageError,
+        vk.ClientClosedError,
+        vk.DefaultClientAlreadyCreatedError,
     ):
         assert issubclass(error, vk.VlmkitError)

@@ -100,8 +100,14 @@ class Silent(LocalBackend):
         return vk.ModelInfo(key, "", None, "llama", 1024, vision=True, size_bytes=0)
 
     def respond(
-        self, key: str, chat: vk.Chat, config: vk.PredictionConfig, *,
-        on_fragment: FragmentCallback, on_first_token: Callable[[], None], cancel: CancelToken,
+        self,
+        key: str,
+        chat: vk.Chat,
+        config: vk.PredictionConfig,
+        *,
+        on_fragment: FragmentCallback,
+        on_first_token: Callable[[], None],
+        cancel: CancelToken,
     ) -> vk.PredictionResult:
         cancel.on_cancel(self.cancelled.set)
         self.cancelled.wait(20)

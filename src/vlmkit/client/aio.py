@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from vlmkit.engine import LoadOptions, ModelListing
+    from vlmkit.images.fetch import FetchOptions
 
 
 class AsyncClient:
@@ -113,5 +114,8 @@ class AsyncFilesNamespace:
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
 
-    async def prepare_image(self, src: Any, name: str | None = None) -> ImageHandle:
-        return await asyncio.to_thread(self._client._open_backend().prepare_image, src, name)
+    async def prepare_image(
+        self, src: Any, name: str | None = None, *, format: str | None = None, fetch: FetchOptions | None = None
+    ) -> ImageHandle:
+        backend = self._client._open_backend()
+        return await asyncio.to_thread(lambda: backend.prepare_image(src, name, format=format, fetch=fetch))

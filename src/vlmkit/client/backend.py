@@ -22,6 +22,7 @@ from vlmkit.prediction import ModelInfo, PredictionConfig, PredictionFragment, P
 
 if TYPE_CHECKING:
     from vlmkit.engine import Engine, LoadOptions, ModelListing
+    from vlmkit.images.fetch import FetchOptions
 
 FragmentCallback = Callable[[PredictionFragment], None]
 
@@ -77,7 +78,9 @@ class Backend(Protocol):
         """Make local model files answer to ``key``."""
         ...
 
-    def prepare_image(self, src: Any, name: str | None) -> ImageHandle:
+    def prepare_image(
+        self, src: Any, name: str | None, *, format: str | None = None, fetch: FetchOptions | None = None
+    ) -> ImageHandle:
         """An image handle the backend can use (a remote backend may upload it)."""
         ...
 
@@ -139,10 +142,12 @@ class LocalBackend:
     def register(self, key: str, model_path: str | Path, mmproj_path: str | Path | None) -> None:
         self.engine.register(key, model_path, mmproj_path)
 
-    def prepare_image(self, src: Any, name: str | None) -> ImageHandle:
+    def prepare_image(
+        self, src: Any, name: str | None, *, format: str | None = None, fetch: FetchOptions | None = None
+    ) -> ImageHandle:
         from vlmkit.images import prepare_image
 
-        return prepare_image(src, name)
+        return prepare_image(src, name, format=format, fetch=fetch)
 
     def respond(
         self,
@@ -161,9 +166,7 @@ class LocalBackend:
             self._reload(key)
         stop = EngineCancel()
         cancel.on_cancel(stop.cancel)
-        return engine.respond(
-            key, chat, config, on_fragment=on_fragment, on_first_token=on_first_token, cancel=stop
-        )
+        return engine.respond(key, chat, config, on_fragment=on_fragment, on_first_token=on_first_token, cancel=stop)
 
     def close(self) -> None:
         with self._lock:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from vlmkit.engine import LoadOptions, ModelListing
+    from vlmkit.images.fetch import FetchOptions
 
 _lock = threading.Lock()
 _client: Client | None = None
@@ -65,9 +66,14 @@ def llm(
     return get_default_client().llm.model(key, ttl=ttl, config=config)
 
 
-def prepare_image(src: Any, name: str | None = None) -> ImageHandle:
-    """A file path, bytes, a binary file object, a URL or a PIL image, as a handle for ``Chat``."""
-    return get_default_client().files.prepare_image(src, name)
+def prepare_image(
+    src: Any, name: str | None = None, *, format: str | None = None, fetch: FetchOptions | None = None
+) -> ImageHandle:
+    """A file path, bytes, a binary file object, a URL or a PIL image, as a handle for ``Chat``.
+
+    Through the default client, so that a remote client can upload it; see ``vlmkit.images.prepare_image``.
+    """
+    return get_default_client().files.prepare_image(src, name, format=format, fetch=fetch)
 
 
 def list_downloaded_models() -> list[ModelListing]:

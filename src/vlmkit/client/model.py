@@ -57,8 +57,11 @@ class LLM:
         schema; the result's ``parsed`` then holds it parsed (a pydantic instance for a class).
         """
         stream = self.respond_stream(
-            history, config=config, response_format=response_format,
-            on_prediction_fragment=on_prediction_fragment, on_first_token=on_first_token,
+            history,
+            config=config,
+            response_format=response_format,
+            on_prediction_fragment=on_prediction_fragment,
+            on_first_token=on_first_token,
         )
         return stream.result()
 
@@ -74,8 +77,11 @@ class LLM:
         """Start answering; iterate the stream for fragments, then ``stream.result()``."""
         work = _work(self._client._open_backend(), self.identifier, history, config, response_format)
         return PredictionStream(
-            work, model=self.identifier, timeout=self._client.timeout,
-            on_prediction_fragment=on_prediction_fragment, on_first_token=on_first_token,
+            work,
+            model=self.identifier,
+            timeout=self._client.timeout,
+            on_prediction_fragment=on_prediction_fragment,
+            on_first_token=on_first_token,
         )
 
     def get_info(self) -> ModelInfo:
@@ -115,8 +121,11 @@ class AsyncLLM:
     ) -> PredictionResult:
         """Answer a chat without blocking the event loop. Cancelling the awaiting task stops it."""
         stream = await self.respond_stream(
-            history, config=config, response_format=response_format,
-            on_prediction_fragment=on_prediction_fragment, on_first_token=on_first_token,
+            history,
+            config=config,
+            response_format=response_format,
+            on_prediction_fragment=on_prediction_fragment,
+            on_first_token=on_first_token,
         )
         return await stream.wait_for_result()
 
@@ -132,8 +141,10 @@ class AsyncLLM:
         """Start answering; ``async for`` the stream, then ``stream.result()``. Callbacks run on the loop."""
         work = _work(self._client._open_backend(), self.identifier, history, config, response_format)
         return AsyncPredictionStream(
-            work, model=self.identifier,
-            on_prediction_fragment=on_prediction_fragment, on_first_token=on_first_token,
+            work,
+            model=self.identifier,
+            on_prediction_fragment=on_prediction_fragment,
+            on_first_token=on_first_token,
         )
 
     async def get_info(self) -> ModelInfo:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from vlmkit.engine import LoadOptions, ModelListing
+    from vlmkit.images.fetch import FetchOptions
 
 DEFAULT_TIMEOUT = 60.0
 """Seconds a sync call waits for the next fragment before it gives up (``None``: forever)."""
@@ -124,6 +125,11 @@ class FilesNamespace:
     def __init__(self, client: Client) -> None:
         self._client = client
 
-    def prepare_image(self, src: Any, name: str | None = None) -> ImageHandle:
-        """A file path, bytes, a binary file object, a URL or a PIL image, as a handle for ``Chat``."""
-        return self._client._open_backend().prepare_image(src, name)
+    def prepare_image(
+        self, src: Any, name: str | None = None, *, format: str | None = None, fetch: FetchOptions | None = None
+    ) -> ImageHandle:
+        """A file path, bytes, a binary file object, a URL or a PIL image, as a handle for ``Chat``.
+
+        ``format`` declares a MIME type the bytes must agree with; ``fetch`` sets how URLs are fetched.
+        """
+        return self._client._open_backend().prepare_image(src, name, format=format, fetch=fetch)
