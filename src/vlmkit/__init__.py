@@ -43,6 +43,7 @@ from vlmkit.errors import (
     PredictionCancelledError,
     PredictionError,
     PredictionTimeoutError,
+    ProviderError,
     QueueFullError,
     UnsupportedImageError,
     VlmkitError,
@@ -56,6 +57,7 @@ from vlmkit.prediction import (
     PredictionStats,
     StopReason,
 )
+from vlmkit.providers import acompletion, completion, supports_vision
 
 __version__ = "0.1.0"
 
@@ -93,13 +95,16 @@ __all__ = [
     "PredictionStats",
     "PredictionStream",
     "PredictionTimeoutError",
+    "ProviderError",
     "QueueFullError",
     "RenderedImage",
     "StopReason",
     "UnsupportedImageError",
     "VlmkitError",
     "__version__",
+    "acompletion",
     "aprepare_image",
+    "completion",
     "configure_default_client",
     "estimate_image_tokens",
     "get_default_client",
@@ -107,4 +112,5 @@ __all__ = [
     "list_loaded_models",
     "llm",
     "prepare_image",
+    "supports_vision",
 ]
