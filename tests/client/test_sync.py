@@ -225,3 +225,13 @@ def test_idle_ttl_unloads_and_the_handle_loads_again(client: vk.Client) -> None:
     assert client.llm.list_loaded() == []  # unloaded by the engine after its idle TTL
     result = model.respond("hi", config=SHORT)  # the handle loads it again
     assert result.stats.predicted_tokens > 0 and result.model_info is not None and result.model_info.key == KEY
+
+
+def test_closing_the_client_cancels_its_predictions(generated: Generated, chat: vk.Chat) -> None:
+    backend = HeldBackend(KEY, models_dir=generated.models_dir)
+    client = vk.Client(backend=backend)
+    stream = client.llm.model(KEY, config=LOAD).respond_stream(chat)
+    next(stream)  # generating, held after its first fragment
+    client.close()  # cancels the prediction, then unloads the model
+    assert stream.result().stats.stop_reason is vk.StopReason.USER_STOPPED
+    assert backend.list_loaded() == []
