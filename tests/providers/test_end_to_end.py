@@ -181,7 +181,6 @@ def test_llama_cpp_server_serves_the_generated_test_model(llama_server: str, sam
 def test_local_models_go_to_the_embedded_engine(tmp_path: Path, samples: Samples) -> None:
     synthetic = pytest.importorskip("vlmkit.engine.synthetic", reason="the engine is not merged here")
     from vlmkit.engine import Engine
-
     from vlmkit.providers import local
 
     model, mmproj = synthetic.write_test_model(tmp_path)
