@@ -47,6 +47,20 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
     inspect.set_defaults(run=_image_inspect)
 
+    get = commands.add_parser("get", help="download a model (catalog key, hub repo/name, or local .gguf)")
+    get.add_argument("key", help="e.g. smolvlm-256m, qwen2-vl-2b-instruct, ggml-org/SmolVLM-256M-Instruct-GGUF")
+    get.add_argument("--mmproj", help="the vision projector .gguf, with a local model file")
+    get.add_argument("--endpoint", help="a Hugging Face hub mirror (default: HF_ENDPOINT or the hub)")
+    get.set_defaults(run=_get)
+
+    ls = commands.add_parser("ls", help="list downloaded models")
+    ls.add_argument("--catalog", action="store_true", help="list the catalog's keys instead")
+    ls.set_defaults(run=_ls)
+
+    rm = commands.add_parser("rm", help="delete a downloaded model")
+    rm.add_argument("key")
+    rm.set_defaults(run=_rm)
+
     describe = commands.add_parser("describe", help="describe an image with a vision model, streaming the answer")
     describe.add_argument("image", help="an image file path or URL")
     describe.add_argument("--prompt", default=None, help='what to ask (default: "Describe this image.")')
@@ -59,6 +73,39 @@ def _parser() -> argparse.ArgumentParser:
     _model_arguments(chat)
     chat.set_defaults(run=_chat)
     return parser
+
+
+def _get(args: argparse.Namespace) -> int:
+    from vlmkit.engine.download import get
+
+    stored = get(args.key, mmproj=args.mmproj, endpoint=args.endpoint, progress=sys.stderr.isatty())
+    print(f"{stored.key}: {stored.directory} ({stored.size_bytes / 1e6:,.1f} MB)")
+    return 0
+
+
+def _ls(args: argparse.Namespace) -> int:
+    from vlmkit.engine import catalog, list_downloaded
+
+    if args.catalog:
+        for entry in catalog().values():
+            print(f"{entry.key:<28} {entry.repo}")
+        return 0
+    models = list_downloaded()
+    if not models:
+        print("no models downloaded; `vlmkit ls --catalog` lists what `vlmkit get KEY` can fetch")
+        return 0
+    print(f"{'KEY':<28} {'SIZE':>10}  {'VISION':<6}  {'ARCH':<12}  CONTEXT")
+    for m in models:
+        vision, arch, context = "yes" if m.vision else "no", m.architecture or "?", m.context_length or "?"
+        print(f"{m.key:<28} {m.size_bytes / 1e6:>8.1f}MB  {vision:<6}  {arch:<12}  {context}")
+    return 0
+
+
+def _rm(args: argparse.Namespace) -> int:
+    from vlmkit.engine import remove
+
+    print(f"removed {remove(args.key)}")
+    return 0
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:

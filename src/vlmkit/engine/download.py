@@ -36,6 +36,8 @@ def get(
     listed and a sensible quantisation is picked; ``repo/name:file.gguf`` names one), or a local
     .gguf path (with ``mmproj=`` for its projector), which is copied into the store.
     """
+    if key == DEMO_KEY:
+        return _write_demo(models_dir)
     local = Path(key).expanduser()
     if local.is_file():
         return _adopt(local, Path(mmproj).expanduser() if mmproj else None, models_dir)
@@ -161,6 +163,26 @@ def _pick_files(
         return (0 if "q8_0" in low else 1 if "f16" in low else 2, name)
 
     return sorted(models, key=rank)[0], (sorted(mmprojs, key=mm_rank)[0] if mmprojs else None)
+
+
+DEMO_KEY = "tiny-random-vlm"
+"""A few hundred KB vision model with random weights, written locally: it checks an install end to end
+(image rendering, encoding, evaluation, sampling) with no download, but says nothing meaningful."""
+
+
+def _write_demo(models_dir: str | Path | None) -> store.StoredModel:
+    from vlmkit.engine.synthetic import write_test_model
+
+    existing = store.find(DEMO_KEY, models_dir)
+    if existing is not None:
+        return existing
+    directory = store.models_dir(models_dir) / store.dir_name(DEMO_KEY)
+    directory.mkdir(parents=True, exist_ok=True)
+    model, mmproj = write_test_model(directory)
+    store.write_manifest(directory, DEMO_KEY, model.name, mmproj.name, None)
+    found = store.find(DEMO_KEY, models_dir)
+    assert found is not None
+    return found
 
 
 def _adopt(model: Path, mmproj: Path | None, models_dir: str | Path | None) -> store.StoredModel:
