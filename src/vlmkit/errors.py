@@ -38,6 +38,13 @@ class InvalidMessageError(BadRequestError):
     """A chat message or content part is malformed."""
 
 
+class InvalidSettingError(BadRequestError, ValueError):
+    """A prediction or load setting is out of range, of the wrong type, or unknown.
+
+    Also a ``ValueError``, so code that validates settings the usual Python way still catches it.
+    """
+
+
 # --- images -------------------------------------------------------------------------------------
 
 
@@ -87,7 +94,7 @@ class ModelNotFoundError(ModelError):
     status_code = 404
 
 
-class ModelCapabilityError(ModelError):
+class ModelCapabilityError(ModelError, BadRequestError):
     """The model cannot do what was asked (an image sent to a text-only model)."""
 
     status_code = 400
@@ -143,8 +150,14 @@ class PredictionTimeoutError(PredictionError):
     status_code = 504
 
 
-class ContextLengthError(PredictionError):
+class ContextLengthError(PredictionError, BadRequestError):
     """The prompt alone does not fit in the model's context window."""
+
+    status_code = 400
+
+
+class ChatTemplateError(PredictionError, BadRequestError):
+    """The model's chat template refused the chat (e.g. roles that do not alternate)."""
 
     status_code = 400
 

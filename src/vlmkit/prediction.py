@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Literal
 
+from vlmkit.errors import InvalidSettingError
+
 Detail = Literal["low", "high", "auto"] | int
 
 DETAIL_NAMES = ("low", "high", "auto")
@@ -59,22 +61,22 @@ class PredictionConfig:
         else:
             object.__setattr__(self, "stop", tuple(self.stop))
         if self.temperature is not None and self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+            raise InvalidSettingError(f"temperature must be >= 0, got {self.temperature}")
         if self.max_tokens is not None and self.max_tokens < 0:
-            raise ValueError(f"max_tokens must be >= 0 (or None for no limit), got {self.max_tokens}")
+            raise InvalidSettingError(f"max_tokens must be >= 0 (or None for no limit), got {self.max_tokens}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+            raise InvalidSettingError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.min_p is not None and not 0 <= self.min_p <= 1:
-            raise ValueError(f"min_p must be in [0, 1], got {self.min_p}")
+            raise InvalidSettingError(f"min_p must be in [0, 1], got {self.min_p}")
         if self.cpu_threads is not None and self.cpu_threads < 1:
-            raise ValueError(f"cpu_threads must be >= 1, got {self.cpu_threads}")
+            raise InvalidSettingError(f"cpu_threads must be >= 1, got {self.cpu_threads}")
         d = self.detail
         if d is not None and not (
             (isinstance(d, str) and d in DETAIL_NAMES) or (isinstance(d, int) and not isinstance(d, bool))
         ):
-            raise ValueError(f"detail must be 'low', 'high', 'auto' or a positive token count, got {d!r}")
+            raise InvalidSettingError(f"detail must be 'low', 'high', 'auto' or a positive token count, got {d!r}")
         if isinstance(d, int) and d < 1:
-            raise ValueError(f"detail as a token cap must be >= 1, got {d}")
+            raise InvalidSettingError(f"detail as a token cap must be >= 1, got {d}")
 
     def merged(self, other: PredictionConfig | None) -> PredictionConfig:
         """This config with every field that ``other`` sets (not ``None``/empty) taking precedence."""
@@ -99,7 +101,7 @@ class PredictionConfig:
             elif name == "stop_strings":
                 name = "stop"
             if name not in names:
-                raise ValueError(f"unknown prediction setting {key!r}; known: {', '.join(sorted(names))}")
+                raise InvalidSettingError(f"unknown prediction setting {key!r}; known: {', '.join(sorted(names))}")
             kwargs[name] = value
         return cls(**kwargs)
 
@@ -125,7 +127,7 @@ def json_schema_of(response_format: Any) -> dict[str, Any] | None:
         result = schema()
         if isinstance(result, dict):
             return result
-    raise TypeError(
+    raise InvalidSettingError(
         f"response_format must be a JSON schema dict or a pydantic model class, got {type(response_format).__name__}"
     )
 

@@ -9,6 +9,7 @@ import pytest
 
 import vlmkit as vk
 from tests.client.conftest import KEY, LOAD, Generated
+from vlmkit.errors import InvalidSettingError
 
 
 @pytest.fixture()
@@ -71,11 +72,13 @@ def test_not_an_image(client: vk.Client) -> None:
 
 def test_bad_prediction_settings(client: vk.Client) -> None:
     model = client.llm.model(KEY, config=LOAD)
-    with pytest.raises(ValueError, match="unknown prediction setting 'maxTokenz'"):
+    with pytest.raises(InvalidSettingError, match="unknown prediction setting 'maxTokenz'"):
         model.respond("hi", config={"maxTokenz": 4})
-    with pytest.raises(TypeError, match="response_format must be a JSON schema dict or a pydantic model class"):
+    with pytest.raises(
+        InvalidSettingError, match="response_format must be a JSON schema dict or a pydantic model class"
+    ):
         model.respond("hi", response_format=42)
-    with pytest.raises(ValueError, match="unknown load setting 'ctx'"):
+    with pytest.raises(InvalidSettingError, match="unknown load setting 'ctx'"):
         client.llm.model(KEY, config={"ctx": 4})
 
 

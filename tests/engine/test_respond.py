@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from vlmkit.chat import Chat
+from vlmkit.chat import Chat, ImagePart
 from vlmkit.engine import Engine
 from vlmkit.errors import ContextLengthError, ModelCapabilityError, ModelNotFoundError, PredictionError
 from vlmkit.images import ImageHandle
@@ -174,3 +174,30 @@ def test_chat_template_refusal_is_a_prediction_error(engine: Engine) -> None:
     assert isinstance(engine.respond("tiny", chat, GREEDY).content, str)  # empty chat: still a prompt
     with pytest.raises(PredictionError):
         engine.respond("tiny", "x", PredictionConfig(response_format={"type": "object", "properties": 3}))
+
+
+def test_a_chat_the_template_refuses_is_a_bad_request(hopper: ImageHandle) -> None:
+    from vlmkit.engine.prompt import compile_template
+    from vlmkit.errors import BadRequestError, ChatTemplateError
+
+    strict = compile_template(
+        "{% for m in messages %}{% if m.role == 'assistant' and loop.first %}"
+        "{{ raise_exception('Conversation must start with a user message') }}{% endif %}"
+        "{{ m.content }}{% endfor %}",
+        "<s>",
+        "</s>",
+    )
+    chat = Chat()
+    chat.add_assistant_response("hello")
+    with pytest.raises(ChatTemplateError, match="refused this chat: Conversation must start with a user") as info:
+        strict.render(chat, "<__media__>")
+    assert isinstance(info.value, BadRequestError) and info.value.status_code == 400
+
+    users_only = compile_template(
+        "{% for m in messages %}{% if m.role == 'user' %}{{ m.content }}{% endif %}{% endfor %}", "<s>", "</s>"
+    )
+    chat = Chat("look")
+    chat.messages[0].content.append(ImagePart(hopper))
+    chat.add_user_message("what is it?")
+    with pytest.raises(ChatTemplateError, match=r"dropped images \(0 of 1 kept\); put images in user messages"):
+        users_only.render(chat, "<__media__>")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from vlmkit.chat import Chat
+from vlmkit.errors import ClientError, InvalidSettingError
 from vlmkit.images import ImageHandle
 from vlmkit.prediction import ModelInfo, PredictionConfig, PredictionFragment, PredictionResult
 
@@ -259,7 +260,6 @@ def make_backend(host: str | None, *, models_dir: str | Path | None = None) -> B
     """The backend for ``Client(host)``: the embedded engine when ``host`` is None, and the providers."""
     if host is None:
         return Router(LocalBackend(models_dir=models_dir))
-    from vlmkit.errors import ClientError
 
     raise ClientError(
         f"cannot reach a vlmkit server at {host!r}: the remote backend is not part of this version yet; "
@@ -276,7 +276,7 @@ def load_options(config: LoadOptions | Mapping[str, Any] | None) -> LoadOptions 
     if isinstance(config, LoadOptions):
         return config
     if not isinstance(config, Mapping):
-        raise TypeError(f"a load config must be LoadOptions or a dict, not {type(config).__name__}")
+        raise InvalidSettingError(f"a load config must be LoadOptions or a dict, not {type(config).__name__}")
     import dataclasses
 
     names = {f.name for f in dataclasses.fields(LoadOptions)}
@@ -284,6 +284,6 @@ def load_options(config: LoadOptions | Mapping[str, Any] | None) -> LoadOptions 
     for key, value in config.items():
         name = re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
         if name not in names:
-            raise ValueError(f"unknown load setting {key!r}; known: {', '.join(sorted(names))}")
+            raise InvalidSettingError(f"unknown load setting {key!r}; known: {', '.join(sorted(names))}")
         kwargs[name] = value
     return LoadOptions(**kwargs)

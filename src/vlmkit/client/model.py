@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from vlmkit.chat import Chat
 from vlmkit.client.backend import Backend, CancelToken, FragmentCallback
 from vlmkit.client.stream import AsyncPredictionStream, PredictionStream, Work
-from vlmkit.errors import ModelNotFoundError
+from vlmkit.errors import InvalidSettingError, ModelNotFoundError
 from vlmkit.prediction import ModelInfo, PredictionConfig, PredictionResult
 
 if TYPE_CHECKING:
@@ -179,7 +179,7 @@ def prediction_config(config: ConfigInput, response_format: Any) -> PredictionCo
     elif isinstance(config, Mapping):
         cfg = PredictionConfig.from_dict(config)
     else:
-        raise TypeError(f"config must be a PredictionConfig or a dict, not {type(config).__name__}")
+        raise InvalidSettingError(f"config must be a PredictionConfig or a dict, not {type(config).__name__}")
     if response_format is not None:
         cfg = dataclasses.replace(cfg, response_format=response_format)
     if cfg.response_format is not None:

@@ -15,6 +15,7 @@ from functools import lru_cache
 from typing import Any
 
 from vlmkit.chat import Chat, ChatMessage, ImagePart, TextPart
+from vlmkit.errors import ChatTemplateError
 
 # Used when a GGUF carries no chat template.
 FALLBACK_TEMPLATE = (
@@ -82,13 +83,9 @@ class ChatTemplate:
         try:
             text = self._render(shaped)
         except Exception as exc:  # a template's raise_exception, or a template bug
-            from vlmkit.errors import PredictionError
-
-            raise PredictionError(f"the model's chat template refused this chat: {exc}") from exc
+            raise ChatTemplateError(f"the model's chat template refused this chat: {exc}") from exc
         if text.count(marker) != len(images):
-            from vlmkit.errors import PredictionError
-
-            raise PredictionError(
+            raise ChatTemplateError(
                 f"the model's chat template dropped images ({text.count(marker)} of {len(images)} kept); "
                 "put images in user messages"
             )
