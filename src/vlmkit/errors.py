@@ -72,3 +72,78 @@ class ImageTooLargeError(ImageError):
 
 class ImageFetchError(ImageError):
     """An image URL was refused (unsafe address, too large, too slow) or could not be fetched."""
+
+
+# --- models and engine --------------------------------------------------------------------------
+
+
+class ModelError(VlmkitError):
+    """Something about a model: finding it, fetching it, loading it or running it."""
+
+
+class ModelNotFoundError(ModelError):
+    """No model answers to that key, repository or path."""
+
+    status_code = 404
+
+
+class ModelCapabilityError(ModelError):
+    """The model cannot do what was asked (an image sent to a text-only model)."""
+
+    status_code = 400
+
+    def __init__(self, message: str, *, model: str) -> None:
+        super().__init__(message)
+        self.model = model
+
+
+class ModelLoadError(ModelError):
+    """The model files exist but llama.cpp could not load them."""
+
+    status_code = 500
+
+
+class ModelDownloadError(ModelError):
+    """A model file could not be downloaded; nothing half-written was left behind."""
+
+    status_code = 502
+
+
+class HubUnreachableError(ModelDownloadError):
+    """The Hugging Face hub cannot be reached (offline, firewall, DNS)."""
+
+    status_code = 503
+
+
+class PredictionError(VlmkitError):
+    """A prediction failed while it ran."""
+
+    status_code = 500
+
+
+class QueueFullError(PredictionError):
+    """Too many callers are already waiting for this model."""
+
+    status_code = 429
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PredictionCancelledError(PredictionError):
+    """The prediction was cancelled before it could finish."""
+
+    status_code = 499
+
+
+class PredictionTimeoutError(PredictionError):
+    """The prediction took longer than its deadline."""
+
+    status_code = 504
+
+
+class ContextLengthError(PredictionError):
+    """The prompt alone does not fit in the model's context window."""
+
+    status_code = 400

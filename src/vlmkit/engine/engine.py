@@ -1,0 +1,320 @@
+"""The embedded engine: loads vision-language models in-process and answers chats about images.
+
+>>> engine = Engine()
+>>> engine.load("smolvlm-256m")                       # a downloaded catalog key, or a .gguf path
+>>> result = engine.respond("smolvlm-256m", chat, PredictionConfig(max_tokens=64))
+
+One loaded model serves one prediction at a time; concurrent callers queue in order (bounded).
+Models unload after an idle TTL (default one hour). A follow-up turn reuses the evaluated prefix
+and a new chat about a known image reuses its embeddings (see :mod:`vlmkit.engine.reuse`).
+"""
+
+from __future__ import annotations
+
+import queue as _queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from vlmkit.chat import Chat, ChatMessage
+from vlmkit.engine import predict
+from vlmkit.engine.loaded import LoadedModel
+from vlmkit.engine.model import LoadOptions
+from vlmkit.engine.resolve import ModelFiles, resolve_model
+from vlmkit.engine.reuse import DEFAULT_EMBEDDING_CACHE_BYTES
+from vlmkit.errors import ModelNotFoundError
+from vlmkit.prediction import ModelInfo, PredictionConfig, PredictionFragment, PredictionResult
+
+DEFAULT_TTL = 3600.0
+DEFAULT_MAX_QUEUE = 16
+
+ChatInput = Chat | Sequence[ChatMessage] | str
+
+
+class CancelToken:
+    """Set it from any thread to stop a prediction (queued or running) at the next token."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+
+class Engine:
+    """Loads models and runs predictions. Thread-safe; one prediction at a time per model."""
+
+    def __init__(
+        self,
+        *,
+        models_dir: str | Path | None = None,
+        default_ttl: float | None = DEFAULT_TTL,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        embedding_cache_bytes: int = DEFAULT_EMBEDDING_CACHE_BYTES,
+    ) -> None:
+        self.models_dir = Path(models_dir) if models_dir is not None else None
+        self.default_ttl = default_ttl
+        self.max_queue = max_queue
+        self.embedding_cache_bytes = embedding_cache_bytes
+        self._loaded: dict[str, LoadedModel] = {}
+        self._registered: dict[str, ModelFiles] = {}
+        self._lock = threading.RLock()
+        self._load_locks: dict[str, threading.Lock] = {}
+        self._janitor_wake = threading.Event()
+        self._closed = False
+        self._janitor = threading.Thread(target=self._janitor_loop, name="vlmkit-engine-ttl", daemon=True)
+        self._janitor.start()
+
+    # --- models ---------------------------------------------------------------------------------
+
+    def register(self, key: str, model_path: str | Path, mmproj_path: str | Path | None = None) -> None:
+        """Make local files answer to ``key`` (e.g. a generated test model standing in for a real one)."""
+        files = resolve_model(str(model_path), mmproj=mmproj_path, models_dir=self.models_dir)
+        self._registered[key] = ModelFiles(key=key, model=files.model, mmproj=files.mmproj)
+
+    def load(
+        self,
+        model: str | Path,
+        *,
+        mmproj: str | Path | None = None,
+        key: str | None = None,
+        ttl: float | Any | None = ...,
+        options: LoadOptions | None = None,
+    ) -> ModelInfo:
+        """Load ``model`` (a key, ``repo/name``, a .gguf path or a directory) unless it already is.
+
+        ``ttl`` is the idle time in seconds before it unloads (``None``: never; default: the engine's).
+        """
+        files = self._files(str(model), mmproj)
+        name = key or files.key
+        with self._lock:
+            lm = self._loaded.get(name)
+            if lm is not None:
+                return lm.info
+            load_lock = self._load_locks.setdefault(name, threading.Lock())
+        with load_lock:  # two callers loading one model: the second waits and reuses it
+            with self._lock:
+                lm = self._loaded.get(name)
+                if lm is not None:
+                    return lm.info
+            lm = LoadedModel.load(
+                name,
+                files.model,
+                files.mmproj,
+                options or LoadOptions(),
+                ttl=self.default_ttl if ttl is ... else ttl,
+                max_queue=self.max_queue,
+                embedding_cache_bytes=self.embedding_cache_bytes,
+            )
+            with self._lock:
+                self._loaded[name] = lm
+        self._janitor_wake.set()
+        return lm.info
+
+    def unload(self, key: str) -> bool:
+        """Unload a model (after its running prediction, if any). False if it was not loaded."""
+        with self._lock:
+            lm = self._loaded.get(key)
+        if lm is None:
+            return False
+        lm.queue.acquire(what=f"model {key!r}")
+        try:
+            with self._lock:
+                if self._loaded.get(key) is lm:
+                    del self._loaded[key]
+            lm.close()
+        finally:
+            lm.queue.release()
+        return True
+
+    def unload_all(self) -> None:
+        for key in list(self._loaded):
+            self.unload(key)
+
+    def list_loaded(self) -> list[ModelInfo]:
+        with self._lock:
+            return [lm.info for lm in self._loaded.values()]
+
+    def is_loaded(self, key: str) -> bool:
+        return key in self._loaded
+
+    def get_info(self, key: str) -> ModelInfo:
+        lm = self._loaded.get(key)
+        if lm is None:
+            raise ModelNotFoundError(f"model {key!r} is not loaded; loaded: {', '.join(self._loaded) or 'none'}")
+        return lm.info
+
+    # --- predictions ----------------------------------------------------------------------------
+
+    def respond(
+        self,
+        model: str,
+        chat: ChatInput,
+        config: PredictionConfig | None = None,
+        *,
+        on_fragment: Callable[[PredictionFragment], None] | None = None,
+        on_first_token: Callable[[], None] | None = None,
+        cancel: CancelToken | None = None,
+        queue_timeout: float | None = None,
+    ) -> PredictionResult:
+        """Answer ``chat`` with ``model`` (loaded on demand). Blocks; fragments go to ``on_fragment``.
+
+        A cancelled prediction returns what it had, with stop reason ``userStopped``; one cancelled
+        while still queued raises :class:`~vlmkit.errors.PredictionCancelledError`.
+        """
+        token = cancel or CancelToken()
+        while True:
+            lm = self._get(model)
+            lm.queue.acquire(timeout=queue_timeout, should_stop=lambda: token.cancelled, what=f"model {lm.key!r}")
+            if not lm.native.closed:
+                break
+            lm.queue.release()  # it was unloaded while we waited: load it again
+        try:
+            lm.touch()
+            return predict.run(
+                lm,
+                _as_chat(chat),
+                config,
+                emit=on_fragment,
+                on_first_token=on_first_token,
+                should_stop=lambda: token.cancelled,
+            )
+        finally:
+            lm.touch()
+            lm.queue.release()
+
+    def respond_stream(
+        self,
+        model: str,
+        chat: ChatInput,
+        config: PredictionConfig | None = None,
+        *,
+        queue_timeout: float | None = None,
+    ) -> PredictionStream:
+        """Like :meth:`respond`, but returns an iterator of fragments (the work runs on a thread)."""
+        return PredictionStream(self, model, chat, config, queue_timeout=queue_timeout)
+
+    # --- lifetime -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._closed = True
+        self._janitor_wake.set()
+        self.unload_all()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- internals ------------------------------------------------------------------------------
+
+    def _files(self, model: str, mmproj: str | Path | None) -> ModelFiles:
+        if mmproj is None and model in self._registered:
+            return self._registered[model]
+        return resolve_model(model, mmproj=mmproj, models_dir=self.models_dir)
+
+    def _get(self, model: str) -> LoadedModel:
+        lm = self._loaded.get(model)
+        if lm is None:
+            self.load(model)
+            lm = self._loaded.get(model)
+            if lm is None:
+                for candidate in self._loaded.values():  # loaded under a resolved name
+                    if candidate.key == self._files(model, None).key:
+                        return candidate
+                raise ModelNotFoundError(f"model {model!r} could not be loaded")
+        return lm
+
+    def _janitor_loop(self) -> None:
+        while not self._closed:
+            wait = 60.0
+            for key, lm in list(self._loaded.items()):
+                if lm.ttl is None:
+                    continue
+                left = lm.ttl - lm.idle_for()
+                if left <= 0 and lm.queue.try_acquire():
+                    try:
+                        with self._lock:
+                            if self._loaded.get(key) is lm:
+                                del self._loaded[key]
+                        lm.close()
+                    finally:
+                        lm.queue.release()
+                else:
+                    wait = min(wait, max(0.05, left))
+            self._janitor_wake.wait(wait)
+            self._janitor_wake.clear()
+
+
+class PredictionStream:
+    """Iterate for fragments; ``result()`` gives the final :class:`PredictionResult`; ``cancel()`` stops it."""
+
+    _DONE = object()
+
+    def __init__(
+        self,
+        engine: Engine,
+        model: str,
+        chat: ChatInput,
+        config: PredictionConfig | None,
+        *,
+        queue_timeout: float | None,
+    ) -> None:
+        self._token = CancelToken()
+        self._items: _queue.Queue[Any] = _queue.Queue()
+        self._result: PredictionResult | None = None
+        self._error: BaseException | None = None
+        self._done = threading.Event()
+
+        def work() -> None:
+            try:
+                self._result = engine.respond(
+                    model,
+                    chat,
+                    config,
+                    on_fragment=self._items.put,
+                    cancel=self._token,
+                    queue_timeout=queue_timeout,
+                )
+            except BaseException as exc:
+                self._error = exc
+            finally:
+                self._done.set()
+                self._items.put(self._DONE)
+
+        self._thread = threading.Thread(target=work, name="vlmkit-prediction", daemon=True)
+        self._thread.start()
+
+    def __iter__(self) -> Iterator[PredictionFragment]:
+        while True:
+            item = self._items.get()
+            if item is self._DONE:
+                break
+            yield item
+        if self._error is not None:
+            raise self._error
+
+    def cancel(self) -> None:
+        self._token.cancel()
+
+    def result(self, timeout: float | None = None) -> PredictionResult:
+        if not self._done.wait(timeout):
+            raise TimeoutError("the prediction has not finished yet")
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+
+def _as_chat(chat: ChatInput) -> Chat | Sequence[ChatMessage]:
+    if isinstance(chat, str):
+        c = Chat()
+        c.add_user_message(chat)
+        return c
+    return chat

@@ -1,0 +1,97 @@
+"""A model the engine has loaded: native handles, what its KV cache holds, its caches and its turn queue."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vlmkit.engine.gguf_meta import read_model_meta
+from vlmkit.engine.model import LoadOptions, NativeModel
+from vlmkit.engine.prompt import ChatTemplate, compile_template
+from vlmkit.engine.queue import TurnQueue
+from vlmkit.engine.reuse import DEFAULT_EMBEDDING_CACHE_BYTES, EmbeddingCache, PrefixState
+from vlmkit.prediction import ModelInfo
+
+
+@dataclass
+class LoadedModel:
+    key: str
+    native: NativeModel
+    template: ChatTemplate
+    info: ModelInfo
+    ttl: float | None
+    queue: TurnQueue
+    state: PrefixState = field(default_factory=PrefixState)
+    embeddings: EmbeddingCache = field(default_factory=EmbeddingCache)
+    last_used: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def load(
+        cls,
+        key: str,
+        model_path: Path,
+        mmproj_path: Path | None,
+        options: LoadOptions,
+        *,
+        ttl: float | None,
+        max_queue: int,
+        embedding_cache_bytes: int = DEFAULT_EMBEDDING_CACHE_BYTES,
+    ) -> LoadedModel:
+        meta = read_model_meta(model_path)
+        native = NativeModel(model_path, mmproj_path, options)
+        bos = _token_text(native, meta.bos_token_id)
+        eos = _token_text(native, meta.eos_token_id)
+        template = compile_template(native.chat_template() or meta.chat_template, bos, eos)
+        info = ModelInfo(
+            key=key,
+            path=str(model_path),
+            mmproj_path=str(mmproj_path) if mmproj_path else None,
+            architecture=meta.architecture,
+            context_length=native.n_ctx,
+            vision=native.vision,
+            size_bytes=model_path.stat().st_size + (mmproj_path.stat().st_size if mmproj_path else 0),
+            projector_type=_projector(mmproj_path),
+            n_params=None,
+        )
+        return cls(
+            key=key,
+            native=native,
+            template=template,
+            info=info,
+            ttl=ttl,
+            queue=TurnQueue(max_queue),
+            embeddings=EmbeddingCache(embedding_cache_bytes),
+        )
+
+    def close(self) -> None:
+        self.state.reset()
+        self.embeddings.clear()
+        self.native.close()
+
+    def touch(self) -> None:
+        self.last_used = time.monotonic()
+
+    def idle_for(self) -> float:
+        return time.monotonic() - self.last_used
+
+
+def _token_text(native: NativeModel, token: int | None) -> str:
+    if token is None or token < 0:
+        return ""
+    try:
+        import ctypes
+
+        buf = ctypes.create_string_buffer(256)
+        n = native._L.llama_token_to_piece(native._vocab, token, buf, len(buf), 0, True)
+        return buf.raw[: max(0, n)].decode("utf-8", errors="replace")
+    except Exception:
+        return ""
+
+
+def _projector(mmproj_path: Path | None) -> str | None:
+    if mmproj_path is None:
+        return None
+    from vlmkit.engine.gguf_meta import read_mmproj_meta
+
+    return read_mmproj_meta(mmproj_path).projector_type

@@ -1,0 +1,104 @@
+"""Turn a :class:`~vlmkit.chat.Chat` into the prompt text a model expects, via its own chat template.
+
+Images become mtmd's media marker inside the text, where the template puts the message's text;
+mtmd later replaces each marker with the model's image tokens (and its begin/end tokens). Some
+templates iterate over typed content parts, others concatenate a string: which one a template is
+gets probed once, and the messages are shaped to match.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from vlmkit.chat import Chat, ChatMessage, ImagePart, TextPart
+
+# Used when a GGUF carries no chat template.
+FALLBACK_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+_PROBE = "vlmkit-probe-4f1c"
+
+
+@dataclass(frozen=True)
+class Prompt:
+    text: str
+    images: list[ImagePart]
+
+
+class ChatTemplate:
+    """A compiled Jinja chat template (sandboxed), with the model's BOS/EOS strings."""
+
+    def __init__(self, source: str | None, *, bos_token: str = "", eos_token: str = "") -> None:
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        env.globals["raise_exception"] = _raise
+        env.globals["strftime_now"] = lambda fmt: datetime.datetime.now().strftime(fmt)
+        self.source = source or FALLBACK_TEMPLATE
+        self._template = env.from_string(self.source)
+        self.bos_token = bos_token
+        self.eos_token = eos_token
+        self.typed_content = self._probe_typed_content()
+
+    def _render(self, messages: list[dict[str, Any]]) -> str:
+        return str(
+            self._template.render(
+                messages=messages,
+                add_generation_prompt=True,
+                bos_token=self.bos_token,
+                eos_token=self.eos_token,
+            )
+        )
+
+    def _probe_typed_content(self) -> bool:
+        try:
+            out = self._render([{"role": "user", "content": [{"type": "text", "text": _PROBE}]}])
+        except Exception:
+            return False
+        return _PROBE in out
+
+    def render(self, chat: Chat | Sequence[ChatMessage], marker: str) -> Prompt:
+        messages = chat.messages if isinstance(chat, Chat) else list(chat)
+        images: list[ImagePart] = []
+        shaped: list[dict[str, Any]] = []
+        for msg in messages:
+            parts: list[dict[str, Any]] = []
+            for part in msg.content:
+                if isinstance(part, TextPart):
+                    parts.append({"type": "text", "text": part.text})
+                elif isinstance(part, ImagePart):
+                    images.append(part)
+                    parts.append({"type": "text", "text": marker})
+            if self.typed_content:
+                shaped.append({"role": msg.role, "content": parts or [{"type": "text", "text": ""}]})
+            else:
+                shaped.append({"role": msg.role, "content": "".join(p["text"] for p in parts)})
+        try:
+            text = self._render(shaped)
+        except Exception as exc:  # a template's raise_exception, or a template bug
+            from vlmkit.errors import PredictionError
+
+            raise PredictionError(f"the model's chat template refused this chat: {exc}") from exc
+        if text.count(marker) != len(images):
+            from vlmkit.errors import PredictionError
+
+            raise PredictionError(
+                f"the model's chat template dropped images ({text.count(marker)} of {len(images)} kept); "
+                "put images in user messages"
+            )
+        return Prompt(text=text, images=images)
+
+
+@lru_cache(maxsize=16)
+def compile_template(source: str | None, bos_token: str, eos_token: str) -> ChatTemplate:
+    return ChatTemplate(source, bos_token=bos_token, eos_token=eos_token)
+
+
+def _raise(message: str) -> None:
+    raise ValueError(message)

@@ -1,0 +1,379 @@
+"""Write vision-language models with random weights but real architectures, as GGUF files.
+
+Model weights cannot be downloaded on every machine (CI, air-gapped boxes), yet the engine must be
+tested on the real path: load, tokenize, encode an image, evaluate, sample, detokenize. These
+writers produce such models with the ``gguf`` package:
+
+- :func:`write_test_model`: a llama-architecture text model of a few hundred KB with a byte-level
+  BPE tokenizer and a ChatML template, and an mmproj with the LLaVA "mlp" projector;
+- :func:`write_smolvlm_256m`: SmolVLM-256M-Instruct's exact dimensions (text Q8_0, idefics3
+  projector), for benchmarks.
+
+Random weights never emit end-of-sequence on purpose: use these for structure, not for words.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+# SmolVLM-Instruct's own template (from its tokenizer_config.json).
+SMOLVLM_TEMPLATE = (
+    "<|im_start|>{% for message in messages %}{{message['role'] | capitalize}}"
+    "{% if message['content'][0]['type'] == 'image' %}{{':'}}{% else %}{{': '}}{% endif %}"
+    "{% for line in message['content'] %}{% if line['type'] == 'text' %}{{line['text']}}"
+    "{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}<end_of_utterance>\n"
+    "{% endfor %}{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class TextSpec:
+    n_embd: int
+    n_layer: int
+    n_head: int
+    n_head_kv: int
+    n_ff: int
+    n_vocab: int
+    context_length: int
+    rope_theta: float
+    chat_template: str
+    special_tokens: tuple[str, ...]
+    eos: str
+    bos: str | None = None
+    tokenizer_pre: str = "default"
+    quant: str = "F32"  # F32, F16 or Q8_0 for the 2-D weight matrices
+    name: str = "vlmkit-synthetic"
+    extra_tokens: tuple[str, ...] = ()  # normal (non-special) multi-byte tokens, GPT-2 byte form
+
+
+@dataclass(frozen=True)
+class VisionSpec:
+    projector: str  # "mlp" or "idefics3"
+    image_size: int
+    patch_size: int
+    n_embd: int
+    n_ff: int
+    n_layer: int
+    n_head: int
+    projection_dim: int
+    scale_factor: int = 1
+    preproc_image_size: int | None = None
+    class_embedding: bool = False
+    quant: str = "F32"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+TEST_TEXT = TextSpec(
+    n_embd=64,
+    n_layer=2,
+    n_head=4,
+    n_head_kv=2,
+    n_ff=128,
+    n_vocab=0,  # just the byte tokens, merges and specials
+    context_length=4096,
+    rope_theta=10000.0,
+    chat_template=CHATML_TEMPLATE,
+    special_tokens=("<|im_start|>", "<|im_end|>", "<|endoftext|>"),
+    eos="<|im_end|>",
+    name="vlmkit-test-vlm",
+)
+
+TEST_VISION = VisionSpec(
+    projector="mlp",
+    image_size=32,
+    patch_size=8,  # 4 x 4 = 16 image tokens
+    n_embd=32,
+    n_ff=64,
+    n_layer=2,
+    n_head=2,
+    projection_dim=64,
+    class_embedding=True,
+)
+
+_ROWS_COLS = tuple(f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7))
+
+SMOLVLM_256M_TEXT = TextSpec(
+    n_embd=576,
+    n_layer=30,
+    n_head=9,
+    n_head_kv=3,
+    n_ff=1536,
+    n_vocab=49280,
+    context_length=8192,
+    rope_theta=100000.0,
+    chat_template=SMOLVLM_TEMPLATE,
+    special_tokens=(
+        "<|endoftext|>",
+        "<|im_start|>",
+        "<|im_end|>",
+        "<fake_token_around_image>",
+        "<image>",
+        "<global-img>",
+        "<end_of_utterance>",
+        *_ROWS_COLS,
+    ),
+    eos="<end_of_utterance>",
+    bos="<|im_start|>",
+    tokenizer_pre="smollm",
+    quant="Q8_0",
+    name="SmolVLM-256M-Instruct (synthetic)",
+    extra_tokens=("ĊĊ",),  # "\n\n" as one token, which mtmd's idefics3 path looks up
+)
+
+SMOLVLM_256M_VISION = VisionSpec(
+    projector="idefics3",
+    image_size=512,
+    patch_size=16,
+    n_embd=768,
+    n_ff=3072,
+    n_layer=12,
+    n_head=12,
+    projection_dim=576,
+    scale_factor=4,
+    preproc_image_size=512,
+    quant="F16",
+)
+
+
+def write_test_model(directory: str | Path) -> tuple[Path, Path]:
+    """Write the tiny test VLM; returns ``(model_path, mmproj_path)``. Deterministic."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    model = d / "vlmkit-test-vlm.gguf"
+    mmproj = d / "mmproj-vlmkit-test-vlm.gguf"
+    write_text_model(model, TEST_TEXT, seed=1)
+    write_mmproj(mmproj, TEST_VISION, seed=2)
+    return model, mmproj
+
+
+def write_test_text_model(directory: str | Path) -> Path:
+    """The tiny test model's text half alone: a model without vision support."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / "vlmkit-test-text.gguf"
+    write_text_model(path, TEST_TEXT, seed=1)
+    return path
+
+
+def write_smolvlm_256m(directory: str | Path) -> tuple[Path, Path]:
+    """Write a model with SmolVLM-256M-Instruct's dimensions; returns ``(model_path, mmproj_path)``."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    model = d / "SmolVLM-256M-Instruct-synthetic-Q8_0.gguf"
+    mmproj = d / "mmproj-SmolVLM-256M-Instruct-synthetic-f16.gguf"
+    if not model.exists():
+        write_text_model(model, SMOLVLM_256M_TEXT, seed=1)
+    if not mmproj.exists():
+        write_mmproj(mmproj, SMOLVLM_256M_VISION, seed=2)
+    return model, mmproj
+
+
+# --- tokenizer ----------------------------------------------------------------------------------
+
+
+def byte_unicode_table() -> list[str]:
+    """GPT-2's reversible byte -> printable character table, as byte-level BPE vocabularies store it."""
+    printable = list(range(ord("!"), ord("~") + 1))
+    printable += list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    table: dict[int, str] = {b: chr(b) for b in printable}
+    n = 0
+    for b in range(256):
+        if b not in table:
+            table[b] = chr(256 + n)
+            n += 1
+    return [table[b] for b in range(256)]
+
+
+_COMMON_MERGES = (
+    ("Ġ", "t"),
+    ("h", "e"),
+    ("i", "n"),
+    ("Ġ", "a"),
+    ("e", "r"),
+    ("o", "n"),
+    ("Ġt", "he"),
+    ("Ċ", "Ċ"),
+)
+
+
+def _vocabulary(spec: TextSpec) -> tuple[list[str], list[int], list[str]]:
+    tokens = byte_unicode_table()
+    types = [1] * len(tokens)  # normal
+    merges: list[str] = []
+    for a, b in _COMMON_MERGES:
+        merged = a + b
+        merges.append(f"{a} {b}")
+        if merged not in tokens:
+            tokens.append(merged)
+            types.append(1)
+    for extra in spec.extra_tokens:
+        if extra not in tokens:
+            tokens.append(extra)
+            types.append(1)
+    for special in spec.special_tokens:
+        tokens.append(special)
+        types.append(3)  # control
+    filler = spec.n_vocab - len(tokens)
+    for i in range(max(0, filler)):
+        tokens.append(f"<|unused_{i}|>")
+        types.append(5)  # unused
+    return tokens, types, merges
+
+
+# --- writers ------------------------------------------------------------------------------------
+
+
+def _add_matrix(writer: Any, name: str, array: np.ndarray, quant: str) -> None:
+    import gguf
+
+    if quant == "Q8_0" and array.ndim == 2 and array.shape[-1] % 32 == 0:
+        q = gguf.quants.quantize(array.astype(np.float32), gguf.GGMLQuantizationType.Q8_0)
+        writer.add_tensor(name, q, raw_shape=array.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+    elif quant in ("F16", "Q8_0") and array.ndim >= 2:
+        writer.add_tensor(name, array.astype(np.float16))
+    else:
+        writer.add_tensor(name, array.astype(np.float32))
+
+
+def write_text_model(path: str | Path, spec: TextSpec, *, seed: int = 0) -> None:
+    """Write a llama-architecture text model with random weights."""
+    import gguf
+
+    rng = np.random.default_rng(seed)
+    tokens, types, merges = _vocabulary(spec)
+    n_vocab = len(tokens)
+    head_dim = spec.n_embd // spec.n_head
+    n_kv = head_dim * spec.n_head_kv
+
+    tmp = Path(str(path) + ".part")
+    writer = gguf.GGUFWriter(str(tmp), "llama")
+    writer.add_name(spec.name)
+    writer.add_context_length(spec.context_length)
+    writer.add_embedding_length(spec.n_embd)
+    writer.add_block_count(spec.n_layer)
+    writer.add_feed_forward_length(spec.n_ff)
+    writer.add_head_count(spec.n_head)
+    writer.add_head_count_kv(spec.n_head_kv)
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_rope_freq_base(spec.rope_theta)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_vocab_size(n_vocab)
+    writer.add_file_type(7 if spec.quant == "Q8_0" else (1 if spec.quant == "F16" else 0))
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(spec.tokenizer_pre)
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    writer.add_token_merges(merges)
+    writer.add_eos_token_id(tokens.index(spec.eos))
+    if spec.bos is not None:
+        writer.add_bos_token_id(tokens.index(spec.bos))
+    writer.add_add_bos_token(False)
+    writer.add_chat_template(spec.chat_template)
+
+    def rand(*shape: int, scale: float = 0.02) -> np.ndarray:
+        return (rng.standard_normal(shape, dtype=np.float32) * scale).astype(np.float32)
+
+    # numpy shapes are (rows, cols) = (out, in); GGUF reverses them into ne
+    writer.add_tensor("token_embd.weight", rand(n_vocab, spec.n_embd).astype(np.float32))
+    writer.add_tensor("output_norm.weight", np.ones(spec.n_embd, dtype=np.float32))
+    for i in range(spec.n_layer):
+        p = f"blk.{i}."
+        writer.add_tensor(p + "attn_norm.weight", np.ones(spec.n_embd, dtype=np.float32))
+        _add_matrix(writer, p + "attn_q.weight", rand(spec.n_embd, spec.n_embd), spec.quant)
+        _add_matrix(writer, p + "attn_k.weight", rand(n_kv, spec.n_embd), spec.quant)
+        _add_matrix(writer, p + "attn_v.weight", rand(n_kv, spec.n_embd), spec.quant)
+        _add_matrix(writer, p + "attn_output.weight", rand(spec.n_embd, spec.n_embd), spec.quant)
+        writer.add_tensor(p + "ffn_norm.weight", np.ones(spec.n_embd, dtype=np.float32))
+        _add_matrix(writer, p + "ffn_gate.weight", rand(spec.n_ff, spec.n_embd), spec.quant)
+        _add_matrix(writer, p + "ffn_up.weight", rand(spec.n_ff, spec.n_embd), spec.quant)
+        _add_matrix(writer, p + "ffn_down.weight", rand(spec.n_embd, spec.n_ff), spec.quant)
+    _finish(writer, tmp, Path(path))
+
+
+def write_mmproj(path: str | Path, spec: VisionSpec, *, seed: int = 0) -> None:
+    """Write a CLIP/SigLIP-style vision encoder with an "mlp" or "idefics3" projector."""
+    import gguf
+
+    rng = np.random.default_rng(seed)
+    e, ff, ps = spec.n_embd, spec.n_ff, spec.patch_size
+
+    def rand(*shape: int, scale: float = 0.02) -> np.ndarray:
+        return (rng.standard_normal(shape, dtype=np.float32) * scale).astype(np.float32)
+
+    tmp = Path(str(path) + ".part")
+    writer = gguf.GGUFWriter(str(tmp), "clip")
+    writer.add_name(f"vlmkit synthetic {spec.projector} projector")
+    writer.add_file_type(1 if spec.quant == "F16" else 0)
+    writer.add_bool("clip.has_vision_encoder", True)
+    writer.add_string("clip.projector_type", spec.projector)
+    writer.add_uint32("clip.vision.image_size", spec.image_size)
+    writer.add_uint32("clip.vision.patch_size", ps)
+    writer.add_uint32("clip.vision.embedding_length", e)
+    writer.add_uint32("clip.vision.feed_forward_length", ff)
+    writer.add_uint32("clip.vision.block_count", spec.n_layer)
+    writer.add_uint32("clip.vision.projection_dim", spec.projection_dim)
+    writer.add_uint32("clip.vision.attention.head_count", spec.n_head)
+    writer.add_float32("clip.vision.attention.layer_norm_epsilon", 1e-6)
+    writer.add_array("clip.vision.image_mean", [0.5, 0.5, 0.5])
+    writer.add_array("clip.vision.image_std", [0.5, 0.5, 0.5])
+    writer.add_bool("clip.use_gelu", True)
+    if spec.projector == "idefics3":
+        writer.add_uint32("clip.vision.projector.scale_factor", spec.scale_factor)
+        if spec.preproc_image_size:
+            writer.add_uint32("clip.vision.preproc_image_size", spec.preproc_image_size)
+
+    n_patches = (spec.image_size // ps) ** 2
+    n_pos = n_patches + (1 if spec.class_embedding else 0)
+    writer.add_tensor("v.patch_embd.weight", rand(e, 3, ps, ps).astype(np.float16))
+    writer.add_tensor("v.patch_embd.bias", np.zeros(e, dtype=np.float32))
+    writer.add_tensor("v.position_embd.weight", rand(n_pos, e).astype(np.float32))
+    if spec.class_embedding:
+        writer.add_tensor("v.class_embd", rand(e))
+    for i in range(spec.n_layer):
+        p = f"v.blk.{i}."
+        for name in ("attn_q", "attn_k", "attn_v", "attn_out"):
+            _add_matrix(writer, p + name + ".weight", rand(e, e), spec.quant)
+            writer.add_tensor(p + name + ".bias", np.zeros(e, dtype=np.float32))
+        for ln in ("ln1", "ln2"):
+            writer.add_tensor(p + ln + ".weight", np.ones(e, dtype=np.float32))
+            writer.add_tensor(p + ln + ".bias", np.zeros(e, dtype=np.float32))
+        _add_matrix(writer, p + "ffn_up.weight", rand(ff, e), spec.quant)
+        writer.add_tensor(p + "ffn_up.bias", np.zeros(ff, dtype=np.float32))
+        _add_matrix(writer, p + "ffn_down.weight", rand(e, ff), spec.quant)
+        writer.add_tensor(p + "ffn_down.bias", np.zeros(e, dtype=np.float32))
+    writer.add_tensor("v.post_ln.weight", np.ones(e, dtype=np.float32))
+    writer.add_tensor("v.post_ln.bias", np.zeros(e, dtype=np.float32))
+
+    if spec.projector == "mlp":
+        d = spec.projection_dim
+        _add_matrix(writer, "mm.0.weight", rand(d, e), spec.quant)
+        writer.add_tensor("mm.0.bias", np.zeros(d, dtype=np.float32))
+        _add_matrix(writer, "mm.2.weight", rand(d, d), spec.quant)
+        writer.add_tensor("mm.2.bias", np.zeros(d, dtype=np.float32))
+    elif spec.projector == "idefics3":
+        merged = e * spec.scale_factor * spec.scale_factor
+        _add_matrix(writer, "mm.model.fc.weight", rand(spec.projection_dim, merged), spec.quant)
+    else:
+        raise ValueError(f"unsupported projector {spec.projector!r}")
+    _finish(writer, tmp, Path(path))
+
+
+def _finish(writer: Any, tmp: Path, final: Path) -> None:
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    tmp.replace(final)

@@ -1,0 +1,138 @@
+"""One prediction at a time per model: FIFO queue, bounded; cancellation; streaming; idle unload."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vlmkit.engine import CancelToken, Engine
+from vlmkit.errors import PredictionCancelledError, PredictionTimeoutError, QueueFullError
+from vlmkit.prediction import PredictionConfig, PredictionFragment, PredictionResult, StopReason
+
+LONG = PredictionConfig(temperature=0, max_tokens=200)
+
+
+def _blocking_call(engine: Engine, started: threading.Event, release: threading.Event) -> threading.Thread:
+    def on_fragment(_: PredictionFragment) -> None:
+        started.set()
+        release.wait(10)
+
+    t = threading.Thread(
+        target=engine.respond, args=("tiny", "hold the model", LONG), kwargs={"on_fragment": on_fragment}
+    )
+    t.start()
+    assert started.wait(10)
+    return t
+
+
+def _wait_for(cond: Any, timeout: float = 5.0) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, "condition not met in time"
+        time.sleep(0.01)
+
+
+def test_cancel_while_generating_returns_user_stopped(engine: Engine) -> None:
+    token = CancelToken()
+    seen: list[PredictionFragment] = []
+
+    def on_fragment(f: PredictionFragment) -> None:
+        seen.append(f)
+        if len(seen) == 3:
+            token.cancel()
+
+    result = engine.respond("tiny", "Talk", LONG, on_fragment=on_fragment, cancel=token)
+    assert result.stats.stop_reason is StopReason.USER_STOPPED
+    assert result.stats.predicted_tokens == 3
+
+
+def test_stream_yields_fragments_then_the_result(engine: Engine) -> None:
+    stream = engine.respond_stream("tiny", "Talk", PredictionConfig(temperature=0, max_tokens=5))
+    fragments = list(stream)
+    result = stream.result()
+    assert isinstance(result, PredictionResult)
+    assert "".join(f.content for f in fragments) == result.content
+    assert result.stats.predicted_tokens == 5
+
+
+def test_stream_can_be_cancelled(engine: Engine) -> None:
+    stream = engine.respond_stream("tiny", "Talk", PredictionConfig(temperature=0, max_tokens=3000))
+    for _ in stream:
+        stream.cancel()
+    assert stream.result().stats.stop_reason is StopReason.USER_STOPPED
+    assert stream.result().stats.predicted_tokens < 3000
+
+
+def test_callers_queue_in_order_and_a_full_queue_says_so(tiny_model: tuple[Path, Path]) -> None:
+    engine = Engine(default_ttl=None, max_queue=2)
+    engine.register("tiny", *tiny_model)
+    engine.load("tiny")
+    order: list[str] = []
+    started, release = threading.Event(), threading.Event()
+    lm = engine._loaded["tiny"]
+    try:
+        holder = _blocking_call(engine, started, release)
+
+        def queued(name: str) -> None:
+            engine.respond("tiny", name, PredictionConfig(temperature=0, max_tokens=2))
+            order.append(name)
+
+        waiters = []
+        for name in ("first", "second"):
+            t = threading.Thread(target=queued, args=(name,))
+            t.start()
+            waiters.append(t)
+            expected = len(waiters)
+            _wait_for(lambda expected=expected: lm.queue.waiting == expected)  # type: ignore[misc]
+
+        with pytest.raises(QueueFullError) as err:
+            engine.respond("tiny", "third", PredictionConfig(max_tokens=2))
+        assert err.value.status_code == 429 and err.value.retry_after > 0
+        assert "2 requests are already waiting" in str(err.value)
+
+        release.set()
+        holder.join(10)
+        for t in waiters:
+            t.join(10)
+        assert order == ["first", "second"]
+    finally:
+        release.set()
+        engine.close()
+
+
+def test_cancel_and_timeout_while_queued(engine: Engine) -> None:
+    started, release = threading.Event(), threading.Event()
+    holder = _blocking_call(engine, started, release)
+    try:
+        token = CancelToken()
+        threading.Timer(0.1, token.cancel).start()
+        with pytest.raises(PredictionCancelledError, match="waiting in the queue"):
+            engine.respond("tiny", "queued", LONG, cancel=token)
+        with pytest.raises(PredictionTimeoutError) as err:
+            engine.respond("tiny", "queued", LONG, queue_timeout=0.1)
+        assert err.value.status_code == 504
+    finally:
+        release.set()
+        holder.join(10)
+    assert engine.respond("tiny", "free again", PredictionConfig(max_tokens=1)).stats.predicted_tokens == 1
+
+
+def test_unload_then_respond_loads_again(engine: Engine) -> None:
+    engine.load("tiny")
+    assert engine.unload("tiny") and not engine.is_loaded("tiny")
+    assert not engine.unload("tiny")
+    assert engine.respond("tiny", "hi", PredictionConfig(max_tokens=1)).stats.predicted_tokens == 1
+    assert [i.key for i in engine.list_loaded()] == ["tiny"]
+
+
+def test_idle_ttl_unloads(tiny_model: tuple[Path, Path]) -> None:
+    with Engine(default_ttl=0.2) as engine:
+        engine.register("tiny", *tiny_model)
+        engine.load("tiny")
+        engine.load(tiny_model[0], key="kept", ttl=None)
+        _wait_for(lambda: not engine.is_loaded("tiny"))
+        assert engine.is_loaded("kept")
