@@ -21,6 +21,7 @@ from vlmkit.images import (
     estimate_image_tokens,
     prepare_image,
 )
+from vlmkit.providers import acompletion, completion, supports_vision
 
 __version__ = "0.1.0"
 
@@ -40,7 +41,10 @@ __all__ = [
     "UnsupportedImageError",
     "VlmkitError",
     "__version__",
+    "acompletion",
     "aprepare_image",
+    "completion",
     "estimate_image_tokens",
     "prepare_image",
+    "supports_vision",
 ]

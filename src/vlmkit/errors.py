@@ -147,3 +147,84 @@ class ContextLengthError(PredictionError):
     """The prompt alone does not fit in the model's context window."""
 
     status_code = 400
+
+
+# --- providers ----------------------------------------------------------------------------------
+
+
+class ProviderError(VlmkitError):
+    """A model provider answered with an error, or could not be reached.
+
+    ``provider`` names the provider (``"openai"``, ``"anthropic"``, ...), ``status_code`` is the HTTP
+    status it answered with (or the status vlmkit reports for it), and ``message`` carries the
+    provider's own words, so the cause is never hidden behind a generic failure.
+    """
+
+    status_code = 502
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        status_code: int | None = None,
+        body: object = None,
+    ) -> None:
+        super().__init__(message)
+        self.provider = provider
+        if status_code is not None:
+            self.status_code = status_code
+        self.body = body
+        """The provider's decoded error body, when it sent one."""
+
+
+class ProviderBadRequestError(ProviderError, BadRequestError):
+    """The provider refused the request as malformed (HTTP 400 or 422)."""
+
+    status_code = 400
+
+
+class ContextWindowExceededError(ProviderBadRequestError):
+    """The prompt (text and images) is longer than the model's context window."""
+
+
+class AuthenticationError(ProviderError):
+    """The API key is missing, wrong or expired (HTTP 401)."""
+
+    status_code = 401
+
+
+class PermissionDeniedError(ProviderError):
+    """The key is valid but may not use this model or resource (HTTP 403)."""
+
+    status_code = 403
+
+
+class NotFoundError(ProviderError):
+    """The model or endpoint does not exist at the provider (HTTP 404)."""
+
+    status_code = 404
+
+
+class RateLimitError(ProviderError):
+    """The provider's rate limit or quota was hit (HTTP 429), still after the retries."""
+
+    status_code = 429
+
+
+class ServerError(ProviderError):
+    """The provider failed (HTTP 5xx, or overloaded), still after the retries."""
+
+    status_code = 502
+
+
+class APIConnectionError(ProviderError):
+    """The provider could not be reached (refused connection, DNS failure, broken stream)."""
+
+    status_code = 502
+
+
+class APITimeoutError(APIConnectionError):
+    """The provider did not answer in time."""
+
+    status_code = 504

@@ -9,8 +9,9 @@ import os
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import Any, Union
 
+import anyio.to_thread
 import pybase64
 from PIL import Image
 
@@ -19,12 +20,10 @@ from vlmkit.errors import (
     ImageSourceError,
     UnsupportedImageError,
 )
+from vlmkit.images.fetch import FetchedImage, FetchOptions, afetch_image, fetch_image
 from vlmkit.images.handle import ImageHandle, content_identifier
 from vlmkit.images.probe import DEFAULT_MAX_PIXELS, probe
 from vlmkit.images.sniff import ImageFormat, describe_non_image, sniff_format
-
-if TYPE_CHECKING:
-    from vlmkit.images.fetch import FetchOptions
 
 ImageSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, Image.Image, ImageHandle, Any]
 """Anything :func:`prepare_image` takes: a path, URL, image bytes, binary file object, PIL image or handle."""
@@ -50,12 +49,7 @@ def prepare_image(
     if isinstance(src, ImageHandle):
         return src
     if isinstance(src, str) and _is_http(src):
-        from vlmkit.images.fetch import fetch_image
-
-        fetched = fetch_image(src, fetch)
-        return image_from_bytes(
-            fetched.data, name or _url_name(fetched.url), format=format, max_pixels=max_pixels, source=src
-        )
+        return _from_fetched(fetch_image(src, fetch), src, name, format, max_pixels)
     if isinstance(src, str) and src.startswith(REFERENCE_SCHEMES):
         return reference_handle(src, name=name, format=format)
     data, default_name, source = read_source(src)
@@ -71,19 +65,19 @@ async def aprepare_image(
     fetch: FetchOptions | None = None,
 ) -> ImageHandle:
     """:func:`prepare_image` for async code: network, file reads and header parsing run off the loop."""
-    import anyio.to_thread
-
     if isinstance(src, str) and _is_http(src):
-        from vlmkit.images.fetch import afetch_image
-
         fetched = await afetch_image(src, fetch)
-        return await anyio.to_thread.run_sync(
-            lambda: image_from_bytes(
-                fetched.data, name or _url_name(fetched.url), format=format, max_pixels=max_pixels, source=src
-            )
-        )
+        return await anyio.to_thread.run_sync(_from_fetched, fetched, src, name, format, max_pixels)
     return await anyio.to_thread.run_sync(
         lambda: prepare_image(src, name, format=format, max_pixels=max_pixels, fetch=fetch)
+    )
+
+
+def _from_fetched(
+    fetched: FetchedImage, url: str, name: str | None, format: str | None, max_pixels: int
+) -> ImageHandle:
+    return image_from_bytes(
+        fetched.data, name or _url_name(fetched.url), format=format, max_pixels=max_pixels, source=url
     )
 
 

@@ -1,0 +1,162 @@
+"""Responses in OpenAI's ``ChatCompletion`` and ``ChatCompletionChunk`` shapes, whatever the provider.
+
+Plain dataclasses: read them as attributes (``response.choices[0].message.content``) or as a dict
+(``response["choices"][0]["message"]["content"]``), and ``to_dict()`` gives the JSON form.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+FinishReason = Literal["stop", "length", "content_filter", "tool_calls"]
+
+
+class _Record:
+    """Attribute and item access, and ``to_dict``/``model_dump`` (the names LiteLLM and pydantic use)."""
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return getattr(self, key)
+        except AttributeError:
+            raise KeyError(key) from None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key, default)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload, no-any-return]
+
+    def model_dump(self) -> dict[str, Any]:
+        return self.to_dict()
+
+
+@dataclass
+class Usage(_Record):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    @classmethod
+    def of(cls, prompt: int | None, completion: int | None) -> Usage:
+        p, c = int(prompt or 0), int(completion or 0)
+        return cls(p, c, p + c)
+
+
+@dataclass
+class ResponseMessage(_Record):
+    content: str | None
+    role: Literal["assistant"] = "assistant"
+
+
+@dataclass
+class Choice(_Record):
+    message: ResponseMessage
+    finish_reason: FinishReason | None = "stop"
+    index: int = 0
+    logprobs: Any = None
+
+
+@dataclass
+class ChatCompletion(_Record):
+    choices: list[Choice]
+    model: str
+    usage: Usage = field(default_factory=Usage)
+    id: str = field(default_factory=lambda: new_id())
+    created: int = field(default_factory=lambda: int(time.time()))
+    object: Literal["chat.completion"] = "chat.completion"
+    system_fingerprint: str | None = None
+    provider: str | None = None
+    """Which provider answered (vlmkit's addition; OpenAI's clients ignore it)."""
+
+    @property
+    def content(self) -> str:
+        """The first choice's text ('' when there is none)."""
+        return (self.choices[0].message.content or "") if self.choices else ""
+
+
+@dataclass
+class Delta(_Record):
+    content: str | None = None
+    role: Literal["assistant"] | None = None
+
+
+@dataclass
+class ChunkChoice(_Record):
+    delta: Delta
+    finish_reason: FinishReason | None = None
+    index: int = 0
+    logprobs: Any = None
+
+
+@dataclass
+class ChatCompletionChunk(_Record):
+    choices: list[ChunkChoice]
+    model: str
+    id: str
+    created: int
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    usage: Usage | None = None
+    system_fingerprint: str | None = None
+
+
+def new_id() -> str:
+    return "chatcmpl-" + uuid.uuid4().hex
+
+
+def completion_of(
+    text: str | None,
+    model: str,
+    *,
+    finish_reason: FinishReason | None,
+    usage: Usage,
+    id: str | None = None,
+    created: int | None = None,
+    provider: str | None = None,
+) -> ChatCompletion:
+    """A one-choice completion."""
+    return ChatCompletion(
+        choices=[Choice(ResponseMessage(text), finish_reason)],
+        model=model,
+        usage=usage,
+        id=id or new_id(),
+        created=created or int(time.time()),
+        provider=provider,
+    )
+
+
+class ChunkMaker:
+    """Chunks of one stream, sharing its id, model and creation time.
+
+    The first chunk carries ``role="assistant"``, as OpenAI's do.
+    """
+
+    def __init__(self, model: str, id: str | None = None, created: int | None = None) -> None:
+        self.model = model
+        self.id = id or new_id()
+        self.created = created or int(time.time())
+        self._role_sent = False
+        self.finished = False
+
+    def text(self, content: str) -> ChatCompletionChunk:
+        return self._chunk(Delta(content, self._role()), None)
+
+    def finish(self, reason: FinishReason | None, usage: Usage | None = None) -> ChatCompletionChunk:
+        self.finished = True
+        return self._chunk(Delta(None, self._role()), reason, usage)
+
+    def usage(self, usage: Usage) -> ChatCompletionChunk:
+        """A usage-only chunk (no choices), as OpenAI sends with ``stream_options.include_usage``."""
+        return ChatCompletionChunk([], self.model, self.id, self.created, usage=usage)
+
+    def _role(self) -> Literal["assistant"] | None:
+        if self._role_sent:
+            return None
+        self._role_sent = True
+        return "assistant"
+
+    def _chunk(self, delta: Delta, reason: FinishReason | None, usage: Usage | None = None) -> ChatCompletionChunk:
+        return ChatCompletionChunk([ChunkChoice(delta, reason)], self.model, self.id, self.created, usage=usage)
