@@ -112,8 +112,8 @@ def _status_of(exc: VlmkitError) -> tuple[int, dict[str, str]]:
     retry_after = getattr(exc, "retry_after", None)
     if status == 429:
         headers = retry_after_header(float(retry_after) if isinstance(retry_after, (int, float)) else 1.0)
-    if getattr(exc, "provider", None) is not None and status in (401, 403, 404):
-        status = 502  # the upstream refused the server's own key or model: not the caller's to fix
+    if getattr(exc, "provider", None) is not None and (status in (401, 403, 404) or (status >= 500 and status != 504)):
+        status = 502  # the upstream failed, or refused the server's own key or model: not the caller's to fix
     return status, headers
 
 

@@ -7,6 +7,7 @@ for the client's disconnect while it streams; when the client goes, ``on_disconn
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -35,6 +36,7 @@ class EventStream(Response):
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(None, 200, {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **(headers or {})})
+        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]  # a stream has none
         self.events = events
         self.on_disconnect = on_disconnect
 
@@ -69,21 +71,21 @@ class EventStream(Response):
 
 
 async def until_disconnect(receive: Receive, work: Awaitable[T], on_disconnect: Callable[[], None]) -> T:
-    """Await ``work`` (a request whose body was read); if the client goes first, call ``on_disconnect``."""
-    result: list[T] = []
-    async with anyio.create_task_group() as tg:
+    """Await ``work`` (a request whose body was read); if the client goes first, call ``on_disconnect``.
 
-        async def listen() -> None:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    on_disconnect()
-                    return
+    ``work`` is awaited to its end either way (``on_disconnect`` makes it end soon); its exceptions
+    come through as they are.
+    """
 
-        async def run() -> None:
-            result.append(await work)
-            tg.cancel_scope.cancel()
+    async def listen() -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                on_disconnect()
+                return
 
-        tg.start_soon(listen)
-        await run()
-    return result[0]
+    listener = asyncio.ensure_future(listen())
+    try:
+        return await work
+    finally:
+        listener.cancel()
