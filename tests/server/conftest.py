@@ -19,15 +19,15 @@ import pytest
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # LiteLLM must not fetch its price list
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import json  # noqa: E402
+import json
 
-import uvicorn  # noqa: E402
+import uvicorn
 
-from tests.conftest import photo_path  # noqa: E402
-from vlmkit.engine.synthetic import write_test_model, write_test_text_model  # noqa: E402
-from vlmkit.prediction import PredictionResult  # noqa: E402
-from vlmkit.server import Deployment, GatewayModel, LocalModel, ServerSettings, uvicorn_config  # noqa: E402
-from vlmkit.server.state import ServerState  # noqa: E402
+from tests.conftest import photo_path
+from vlmkit.engine.synthetic import write_test_model, write_test_text_model
+from vlmkit.prediction import PredictionResult
+from vlmkit.server import Deployment, GatewayModel, LocalModel, ServerSettings, uvicorn_config
+from vlmkit.server.state import ServerState
 
 API_KEY = "sk-vlmkit-test"
 

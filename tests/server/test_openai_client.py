@@ -116,15 +116,13 @@ def test_upload_of_a_non_image_is_refused(server: Running) -> None:
     assert "file: the image 'notes.png' is not an image vlmkit reads: found text" in msg(info.value)
 
 
-def test_wrong_or_missing_key_is_authentication_error(server: Running) -> None:
-    for key in ("sk-wrong", None):
-        with pytest.raises(openai.AuthenticationError) as info:
-            client(server, key).models.list()
-        assert info.value.status_code == 401
-        assert info.value.body["type"] == "authentication_error"  # type: ignore[index]
-    assert "the API key is not valid for this server" in str(
-        pytest.raises(openai.AuthenticationError, client(server, "sk-wrong").models.list).value
-    )
+def test_wrong_key_is_authentication_error(server: Running) -> None:
+    with pytest.raises(openai.AuthenticationError) as info:
+        client(server, "sk-wrong").models.list()
+    assert info.value.status_code == 401
+    assert msg(info.value) == "the API key is not valid for this server"
+    assert info.value.body["type"] == "authentication_error"  # type: ignore[index]
+    assert info.value.code == "invalid_api_key"
 
 
 def test_unknown_model_is_not_found(server: Running) -> None:
@@ -148,7 +146,7 @@ def test_bad_image_names_the_part(server: Running) -> None:
                 {"type": "text", "text": "x"},
                 {"type": "image_url", "image_url": {"url": data_url(b"GIF89a-broken", "image/gif")}},
             ],
-        },  # noqa: E501
+        },
     ]
     with pytest.raises(openai.BadRequestError) as info:
         client(server).chat.completions.create(model="tiny", messages=messages)
