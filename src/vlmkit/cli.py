@@ -6,9 +6,12 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vlmkit.errors import VlmkitError
+
+if TYPE_CHECKING:
+    from vlmkit.client.terminal import Settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,6 +47,18 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
     inspect.set_defaults(run=_image_inspect)
 
+    describe = commands.add_parser("describe", help="describe an image with a vision model, streaming the answer")
+    describe.add_argument("image", help="an image file path or URL")
+    describe.add_argument("--prompt", default=None, help='what to ask (default: "Describe this image.")')
+    _model_arguments(describe)
+    describe.set_defaults(run=_describe)
+
+    chat = commands.add_parser("chat", help="an interactive multi-turn chat about one or more images")
+    chat.add_argument("--image", action="append", required=True, help="an image to talk about (repeatable)")
+    chat.add_argument("--system", help="a system prompt")
+    _model_arguments(chat)
+    chat.set_defaults(run=_chat)
+
     serve = commands.add_parser("serve", help="serve local and gateway models over an OpenAI-compatible HTTP API")
     serve.add_argument("--host", default=None, help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=None, help="port (default 8000)")
@@ -54,6 +69,37 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(run=_serve)
     return parser
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="a model key or .gguf path (default: the first downloaded vision model)")
+    parser.add_argument("--max-tokens", type=int, help="the most tokens an answer may take")
+    parser.add_argument("--threads", type=int, help="CPU threads for the model")
+    parser.add_argument("--stats", action="store_true", help="print each answer's speed and reuse to stderr")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    from vlmkit.client.terminal import Settings
+
+    return Settings(model=args.model, max_tokens=args.max_tokens, threads=args.threads, stats=args.stats)
+
+
+def _describe(args: argparse.Namespace) -> int:
+    from vlmkit.client import Client
+    from vlmkit.client.terminal import DEFAULT_PROMPT, describe
+
+    with Client(timeout=None) as client:
+        describe(client, args.image, args.prompt or DEFAULT_PROMPT, _settings(args), sys.stdout, sys.stderr)
+    return 0
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from vlmkit.client import Client
+    from vlmkit.client.terminal import chat
+
+    with Client(timeout=None) as client:
+        chat(client, args.image, _settings(args), sys.stdin, sys.stdout, sys.stderr, system=args.system)
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:

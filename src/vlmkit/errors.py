@@ -228,3 +228,18 @@ class APITimeoutError(APIConnectionError):
     """The provider did not answer in time."""
 
     status_code = 504
+
+
+# --- client -------------------------------------------------------------------------------------
+
+
+class ClientError(VlmkitError):
+    """The SDK client was used in a way it cannot serve (closed, configured too late)."""
+
+
+class ClientClosedError(ClientError):
+    """A client (or a model handle from it) was used after the client was closed."""
+
+
+class DefaultClientAlreadyCreatedError(ClientError):
+    """``configure_default_client`` was called after the default client was already in use."""

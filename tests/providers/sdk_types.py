@@ -20,7 +20,7 @@ def check(value: Any, tp: Any, path: str = "body") -> None:
     assert problem is None, problem
 
 
-def _problem(value: Any, tp: Any, path: str) -> str | None:  # noqa: PLR0911
+def _problem(value: Any, tp: Any, path: str) -> str | None:
     origin = get_origin(tp)
     if tp in (Any, object):
         return None

@@ -23,7 +23,9 @@ def source_of(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_text_message_wire_request(wire: Builder) -> None:
-    url, headers, body = wire("anthropic/claude-3-7-sonnet-latest", HELLO, api_key="sk-ant", temperature=0.5, stop=["X"])
+    url, headers, body = wire(
+        "anthropic/claude-3-7-sonnet-latest", HELLO, api_key="sk-ant", temperature=0.5, stop=["X"]
+    )
     assert url == "https://api.anthropic.com/v1/messages"
     assert headers == {
         "Content-Type": "application/json",
@@ -48,7 +50,9 @@ def test_text_message_wire_request(wire: Builder) -> None:
 
 
 def test_jpeg_goes_as_base64_source(wire: Builder, samples: Samples) -> None:
-    _, _, body = wire("anthropic/claude-3-7-sonnet-latest", image_message(data_url(samples.jpeg, "image/jpeg")), api_key="k")
+    _, _, body = wire(
+        "anthropic/claude-3-7-sonnet-latest", image_message(data_url(samples.jpeg, "image/jpeg")), api_key="k"
+    )
     assert body["messages"][0]["content"] == [
         {"type": "text", "text": "What is in this image?"},
         {

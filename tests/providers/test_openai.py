@@ -36,7 +36,11 @@ def decoded(url: str) -> tuple[str, bytes]:
 def test_text_message_wire_request(wire: Builder) -> None:
     url, headers, body = wire("openai/gpt-4o", HELLO, api_key="sk-test", temperature=0.2, max_tokens=50, stop="END")
     assert url == "https://api.openai.com/v1/chat/completions"
-    assert headers == {"Content-Type": "application/json", "Accept": "application/json", "Authorization": "Bearer sk-test"}
+    assert headers == {
+        "Content-Type": "application/json",
+        "Accept": "application/json",
+        "Authorization": "Bearer sk-test",
+    }
     assert body == {
         "model": "gpt-4o",
         "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}],

@@ -241,7 +241,7 @@ def _add_matrix(writer: Any, name: str, array: np.ndarray, quant: str) -> None:
 
     if quant == "Q8_0" and array.ndim == 2 and array.shape[-1] % 32 == 0:
         q = gguf.quants.quantize(array.astype(np.float32), gguf.GGMLQuantizationType.Q8_0)
-        writer.add_tensor(name, q, raw_shape=array.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        writer.add_tensor(name, q, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
     elif quant in ("F16", "Q8_0") and array.ndim >= 2:
         writer.add_tensor(name, array.astype(np.float16))
     else:
@@ -287,7 +287,7 @@ def write_text_model(path: str | Path, spec: TextSpec, *, seed: int = 0) -> None
         return (rng.standard_normal(shape, dtype=np.float32) * scale).astype(np.float32)
 
     # numpy shapes are (rows, cols) = (out, in); GGUF reverses them into ne
-    writer.add_tensor("token_embd.weight", rand(n_vocab, spec.n_embd).astype(np.float32))
+    _add_matrix(writer, "token_embd.weight", rand(n_vocab, spec.n_embd), spec.quant)
     writer.add_tensor("output_norm.weight", np.ones(spec.n_embd, dtype=np.float32))
     for i in range(spec.n_layer):
         p = f"blk.{i}."

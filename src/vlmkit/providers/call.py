@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 from vlmkit.errors import BadRequestError, ProviderError, VlmkitError
 from vlmkit.images import aprepare_image, prepare_image
@@ -43,6 +43,46 @@ PROVIDER_OPTIONS = frozenset(
 _IGNORED = frozenset({"stream_options", "n"})
 
 
+@overload
+def completion(
+    model: str,
+    messages: Any,
+    *,
+    stream: Literal[False] = False,
+    api_base: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    timeout: float | None = None,
+    max_retries: int | None = None,
+    fetch: FetchOptions | None = None,
+    extra_headers: Mapping[str, str] | None = None,
+    extra_body: Mapping[str, Any] | None = None,
+    transport: Transport | None = None,
+    retry: RetryPolicy | None = None,
+    **params: Any,
+) -> ChatCompletion: ...
+
+
+@overload
+def completion(
+    model: str,
+    messages: Any,
+    *,
+    stream: Literal[True],
+    api_base: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    timeout: float | None = None,
+    max_retries: int | None = None,
+    fetch: FetchOptions | None = None,
+    extra_headers: Mapping[str, str] | None = None,
+    extra_body: Mapping[str, Any] | None = None,
+    transport: Transport | None = None,
+    retry: RetryPolicy | None = None,
+    **params: Any,
+) -> CompletionStream: ...
+
+
 def completion(
     model: str,
     messages: Any,
@@ -71,12 +111,12 @@ def completion(
     image or part is a ``BadRequestError`` naming ``messages[i].content[j]``.
     """
     cfg, req, mod = _start(model, messages, stream, api_base or base_url, api_key, extra_headers, extra_body, params)
+    for image in _urls_to_fetch(req, cfg):
+        _replace_image(req, image, _fetched(image, fetch))
     if cfg.kind == "local":
         from vlmkit.providers import local
 
         return cast(ChatCompletion | CompletionStream, local.completion(req, cfg))
-    for image in _urls_to_fetch(req, cfg):
-        _replace_image(req, image, _fetched(image, fetch))
     url, headers, body = _wire(mod, req, cfg)
     sender = transport or default_transport()
     policy = _retry(retry, max_retries)
@@ -84,6 +124,46 @@ def completion(
     if stream:
         return CompletionStream(response, mod.stream_parser(req, cfg), mod.STREAM_FORMAT, cfg.provider)
     return mod.parse_response(_json(response.content, cfg.provider), req, cfg)
+
+
+@overload
+async def acompletion(
+    model: str,
+    messages: Any,
+    *,
+    stream: Literal[False] = False,
+    api_base: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    timeout: float | None = None,
+    max_retries: int | None = None,
+    fetch: FetchOptions | None = None,
+    extra_headers: Mapping[str, str] | None = None,
+    extra_body: Mapping[str, Any] | None = None,
+    transport: Transport | None = None,
+    retry: RetryPolicy | None = None,
+    **params: Any,
+) -> ChatCompletion: ...
+
+
+@overload
+async def acompletion(
+    model: str,
+    messages: Any,
+    *,
+    stream: Literal[True],
+    api_base: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    timeout: float | None = None,
+    max_retries: int | None = None,
+    fetch: FetchOptions | None = None,
+    extra_headers: Mapping[str, str] | None = None,
+    extra_body: Mapping[str, Any] | None = None,
+    transport: Transport | None = None,
+    retry: RetryPolicy | None = None,
+    **params: Any,
+) -> AsyncCompletionStream: ...
 
 
 async def acompletion(
@@ -111,10 +191,6 @@ async def acompletion(
         cfg, req, mod = await anyio.to_thread.run_sync(lambda: _start(*args))
     else:
         cfg, req, mod = _start(*args)
-    if cfg.kind == "local":
-        from vlmkit.providers import local
-
-        return cast(ChatCompletion | AsyncCompletionStream, await local.acompletion(req, cfg))
     to_fetch = _urls_to_fetch(req, cfg)
     if to_fetch:
         import asyncio
@@ -122,6 +198,10 @@ async def acompletion(
         handles = await asyncio.gather(*(_afetched(image, fetch) for image in to_fetch))
         for image, handle in zip(to_fetch, handles, strict=True):
             _replace_image(req, image, handle)
+    if cfg.kind == "local":
+        from vlmkit.providers import local
+
+        return cast(ChatCompletion | AsyncCompletionStream, await local.acompletion(req, cfg))
     if req.images:
         url, headers, body = await anyio.to_thread.run_sync(lambda: _wire(mod, req, cfg))
     else:

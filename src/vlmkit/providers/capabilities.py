@@ -101,13 +101,12 @@ def _answer(table_name: str, name: str, depth: int) -> bool | None:
 def _local_vision(key: str) -> bool:
     """A local model sees when its files carry a vision projector (asked of the embedded engine)."""
     try:
-        engine = importlib.import_module("vlmkit.engine")
+        importlib.import_module("vlmkit.engine")
     except ImportError:
         return False
-    probe = getattr(engine, "supports_vision", None)
-    if probe is None:
-        return False
     try:
-        return bool(probe(key))
-    except Exception:
+        from vlmkit.providers.local import engine as local_engine
+
+        return bool(local_engine().get_info(key).vision)
+    except Exception:  # unknown key, unreadable file: not a model known to see
         return False

@@ -1,38 +1,144 @@
 """``local/KEY``: the embedded llama.cpp engine, through the same call as the cloud providers.
 
 The engine lives in :mod:`vlmkit.engine` and is imported only when a ``local/`` model is used, so the
-providers layer works (and imports fast) without it.
+providers layer works (and imports fast) without it. The request becomes a :class:`vlmkit.Chat` whose
+images are handles (the engine renders them for llama.cpp itself), the settings a
+``PredictionConfig``, and the engine's result an OpenAI-shaped completion or chunk stream.
+``set_engine`` lets the SDK hand over the engine it owns; otherwise one is created on first use.
 """
 
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
+import threading
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from vlmkit.errors import NotFoundError
+from vlmkit.chat import Chat, ChatMessage, ImagePart, TextPart
+from vlmkit.errors import BadRequestError, NotFoundError
 from vlmkit.providers.base import ProviderConfig
-from vlmkit.providers.request import CompletionRequest
+from vlmkit.providers.request import CompletionRequest, TextInput
+from vlmkit.providers.response import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChunkMaker,
+    FinishReason,
+    Usage,
+    completion_of,
+)
+
+_engine: Any = None
+_lock = threading.Lock()
 
 
-def _engine() -> ModuleType:
+def set_engine(engine: Any) -> None:
+    """Use ``engine`` (a ``vlmkit.engine.Engine``) for ``local/`` models."""
+    global _engine
+    _engine = engine
+
+
+def _module(name: str) -> Any:
     try:
-        engine = importlib.import_module("vlmkit.engine")
+        return importlib.import_module(name)
     except ImportError as exc:
         raise NotFoundError(
             f"local models need vlmkit's embedded engine, which cannot be imported here ({exc})", provider="local"
         ) from None
-    if not hasattr(engine, "chat_completion"):
-        raise NotFoundError(
-            "this build of vlmkit.engine has no chat_completion() entry point for local/ models yet",
-            provider="local",
-        )
-    return engine
 
 
-def completion(req: CompletionRequest, cfg: ProviderConfig) -> Any:
-    return _engine().chat_completion(req, cfg)
+def engine() -> Any:
+    global _engine
+    with _lock:
+        if _engine is None:
+            _engine = _module("vlmkit.engine").Engine()
+        return _engine
 
 
-async def acompletion(req: CompletionRequest, cfg: ProviderConfig) -> Any:
-    return await _engine().achat_completion(req, cfg)
+def to_chat(req: CompletionRequest) -> Chat:
+    chat = Chat()
+    for m in req.messages:
+        parts: list[TextPart | ImagePart] = []
+        for p in m.content:
+            if isinstance(p, TextInput):
+                parts.append(TextPart(p.text))
+            elif p.handle is None or p.handle.is_reference:
+                exc = BadRequestError(
+                    f"the local engine reads image bytes, not {p.url or (p.handle and p.handle.source)!r}"
+                )
+                exc.add_location(p.location)
+                raise exc
+            else:
+                parts.append(ImagePart(p.handle, p.detail))
+        chat.append(ChatMessage(m.role, parts))
+    return chat
+
+
+def _config(req: CompletionRequest) -> Any:
+    p = req.params
+    details = {img.detail for img in req.images if img.detail}
+    return _module("vlmkit.prediction").PredictionConfig(
+        temperature=p.temperature,
+        max_tokens=p.max_tokens,
+        top_p=p.top_p,
+        stop=tuple(p.stop or ()),
+        seed=p.seed,
+        detail=("high" if "high" in details else "low") if details else None,
+        response_format=p.response_format,
+    )
+
+
+def _finish(stop_reason: Any) -> FinishReason:
+    value = str(stop_reason)
+    return "length" if value in ("maxPredictedTokensReached", "contextLengthReached") else "stop"
+
+
+def _result(result: Any, cfg: ProviderConfig) -> ChatCompletion:
+    stats = result.stats
+    return completion_of(
+        result.content,
+        cfg.model,
+        finish_reason=_finish(stats.stop_reason),
+        usage=Usage.of(stats.prompt_tokens, stats.predicted_tokens),
+        provider="local",
+    )
+
+
+def _chunks(stream: Any, cfg: ProviderConfig) -> Iterator[ChatCompletionChunk]:
+    maker = ChunkMaker(cfg.model)
+    for fragment in stream:
+        if fragment.content:
+            yield maker.text(fragment.content)
+    stats = stream.result().stats
+    yield maker.finish(_finish(stats.stop_reason), Usage.of(stats.prompt_tokens, stats.predicted_tokens))
+
+
+def completion(req: CompletionRequest, cfg: ProviderConfig) -> ChatCompletion | Iterator[ChatCompletionChunk]:
+    chat, config = to_chat(req), _config(req)
+    if req.stream:
+        return _chunks(engine().respond_stream(cfg.model, chat, config), cfg)
+    return _result(engine().respond(cfg.model, chat, config), cfg)
+
+
+async def acompletion(
+    req: CompletionRequest, cfg: ProviderConfig
+) -> ChatCompletion | AsyncIterator[ChatCompletionChunk]:
+    import anyio.to_thread
+
+    chat, config = to_chat(req), _config(req)
+    if req.stream:
+        stream = await anyio.to_thread.run_sync(lambda: engine().respond_stream(cfg.model, chat, config))
+        return _achunks(stream, cfg)
+    result = await anyio.to_thread.run_sync(lambda: engine().respond(cfg.model, chat, config))
+    return _result(result, cfg)
+
+
+async def _achunks(stream: Any, cfg: ProviderConfig) -> AsyncIterator[ChatCompletionChunk]:
+    import anyio.to_thread
+
+    chunks = _chunks(stream, cfg)
+    done = object()
+    while True:
+        chunk = await anyio.to_thread.run_sync(lambda: next(chunks, done))
+        if chunk is done:
+            return
+        yield chunk  # type: ignore[misc]

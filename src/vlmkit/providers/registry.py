@@ -271,16 +271,16 @@ def _vertex(opts: dict[str, Any], given: dict[str, Any], base: str | None, key: 
 def _google_token() -> str:
     """An OAuth access token from Application Default Credentials (needs the optional google-auth)."""
     try:
-        import google.auth  # type: ignore[import-not-found, unused-ignore]
-        import google.auth.transport.requests  # type: ignore[import-not-found, unused-ignore]
+        auth: Any = importlib.import_module("google.auth")
+        requests_transport: Any = importlib.import_module("google.auth.transport.requests")
     except ImportError:
         raise AuthenticationError(
             "no access token for vertex_ai: pass api_key=<OAuth access token>, set VERTEXAI_ACCESS_TOKEN "
             "(e.g. from `gcloud auth print-access-token`), or install google-auth for Application Default Credentials",
             provider="vertex_ai",
         ) from None
-    credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
-    credentials.refresh(google.auth.transport.requests.Request())
+    credentials, _ = auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
+    credentials.refresh(requests_transport.Request())
     return cast(str, credentials.token)
 
 

@@ -1,0 +1,294 @@
+"""Benchmark the embedded engine against llama-cpp-python's MTMDChatHandler (and llama-server if given).
+
+On a model with SmolVLM-256M-Instruct's exact dimensions (random weights, generated on first use into
+bench/.models/), a real photo, 2 threads, temperature 0, 64 tokens:
+
+- first turn: time to first token of a chat about a new image (nothing cached);
+- follow-up: time to first token of the next turn of that chat;
+- new chat, same image: time to first token of a different chat about the image seen before;
+- decode tokens/s; peak memory (max RSS of the process).
+
+Each engine runs in its own process (so peak memory is its own); each run loads the model fresh.
+
+    python bench/engine.py                      # 5 runs each, medians
+    python bench/engine.py --runs 3 --llama-server /path/to/llama-server
+
+Check the machine is quiet first (``uptime``): other work on the cores ruins the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+MODELS = HERE / ".models"
+DEFAULT_IMAGE = ROOT.parent / "shared" / "images" / "grace_hopper.jpg"
+THREADS = 2
+MAX_TOKENS = 64
+FIRST = "Describe this image."
+FOLLOW_UP = "What is the person wearing?"
+NEW_CHAT = "Who is this? Answer briefly."
+
+
+def model_files() -> tuple[Path, Path]:
+    sys.path.insert(0, str(ROOT / "src"))
+    from vlmkit.engine.synthetic import write_smolvlm_256m
+
+    return write_smolvlm_256m(MODELS)
+
+
+def user_with_image(text: str, url: str) -> dict[str, Any]:
+    return {
+        "role": "user",
+        "content": [{"type": "text", "text": text}, {"type": "image_url", "image_url": {"url": url}}],
+    }
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# --- one engine per process -------------------------------------------------------------------------
+
+
+def run_vlmkit(model: Path, mmproj: Path, image: Path) -> dict[str, float]:
+    from vlmkit.chat import Chat
+    from vlmkit.engine import Engine, LoadOptions
+    from vlmkit.images import prepare_image
+    from vlmkit.prediction import PredictionConfig
+
+    engine = Engine(default_ttl=None)
+    engine.load(model, mmproj=mmproj, key="smol", options=LoadOptions(cpu_threads=THREADS))
+    cfg = PredictionConfig(temperature=0, max_tokens=MAX_TOKENS, detail="high")
+    handle = prepare_image(image)
+    chat = Chat()
+    chat.add_user_message(FIRST, images=[handle])
+    first = engine.respond("smol", chat, cfg)
+    chat.add_assistant_response(first)
+    chat.add_user_message(FOLLOW_UP)
+    follow = engine.respond("smol", chat, cfg)
+    other = Chat()
+    other.add_user_message(NEW_CHAT, images=[handle])
+    new = engine.respond("smol", other, cfg)
+    assert follow.stats.images_encoded == 0 and new.stats.images_encoded == 0
+    return {
+        "first_ttft": first.stats.time_to_first_token_sec or 0.0,
+        "follow_ttft": follow.stats.time_to_first_token_sec or 0.0,
+        "new_chat_ttft": new.stats.time_to_first_token_sec or 0.0,
+        "decode_tps": _decode_tps(first.stats.predicted_tokens, first.stats),
+        "prompt_tokens": float(first.stats.prompt_tokens),
+        "peak_mb": peak_mb(),
+    }
+
+
+def _decode_tps(n: int, stats: Any) -> float:
+    gen = stats.total_time_sec - (stats.time_to_first_token_sec or 0.0)
+    return (n - 1) / gen if n > 1 and gen > 0 else 0.0
+
+
+def run_handler(model: Path, mmproj: Path, image: Path, flash: bool) -> dict[str, float]:
+    from llama_cpp import Llama
+    from llama_cpp.llama_chat_format import MTMDChatHandler
+
+    llm = Llama(
+        model_path=str(model),
+        chat_handler=MTMDChatHandler(clip_model_path=str(mmproj), verbose=False),
+        n_ctx=8192,
+        n_threads=THREADS,
+        n_threads_batch=THREADS,
+        flash_attn=flash,
+        verbose=False,
+    )
+    url = "data:image/jpeg;base64," + base64.b64encode(image.read_bytes()).decode()
+    messages: list[dict[str, Any]] = [user_with_image(FIRST, url)]
+
+    def turn(msgs: list[dict[str, Any]]) -> tuple[float, float, str]:
+        t0 = time.perf_counter()
+        t_first = None
+        n = 0
+        text = []
+        for chunk in llm.create_chat_completion(msgs, max_tokens=MAX_TOKENS, temperature=0.0, stream=True):
+            delta = chunk["choices"][0]["delta"].get("content")  # type: ignore[index]
+            if delta:
+                if t_first is None:
+                    t_first = time.perf_counter()
+                n += 1
+                text.append(delta)
+        t_end = time.perf_counter()
+        ttft = (t_first or t_end) - t0
+        tps = (n - 1) / (t_end - t_first) if t_first and n > 1 else 0.0
+        return ttft, tps, "".join(text)
+
+    first_ttft, tps, reply = turn(messages)
+    messages += [
+        {"role": "assistant", "content": [{"type": "text", "text": reply}]},  # SmolVLM's template wants parts
+        {"role": "user", "content": [{"type": "text", "text": FOLLOW_UP}]},
+    ]
+    follow_ttft, _, _ = turn(messages)
+    new_ttft, _, _ = turn(
+        [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": NEW_CHAT}, {"type": "image_url", "image_url": {"url": url}}],
+            }
+        ]
+    )
+    llm.close()
+    return {
+        "first_ttft": first_ttft,
+        "follow_ttft": follow_ttft,
+        "new_chat_ttft": new_ttft,
+        "decode_tps": tps,
+        "peak_mb": peak_mb(),
+    }
+
+
+def run_llama_server(binary: str, model: Path, mmproj: Path, image: Path) -> dict[str, float]:
+    import httpx
+
+    port = 18000 + os.getpid() % 1000
+    proc = subprocess.Popen(
+        [
+            binary,
+            "-m",
+            str(model),
+            "--mmproj",
+            str(mmproj),
+            "-t",
+            str(THREADS),
+            "-c",
+            "8192",
+            "--port",
+            str(port),
+            "-fa",
+            "on",
+            "--no-webui",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(base + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        url = "data:image/jpeg;base64," + base64.b64encode(image.read_bytes()).decode()
+
+        def turn(msgs: list[dict[str, Any]]) -> tuple[float, float, str]:
+            body = {"messages": msgs, "max_tokens": MAX_TOKENS, "temperature": 0, "stream": False}
+            r = httpx.post(base + "/v1/chat/completions", json=body, timeout=300).json()
+            t = r["timings"]
+            return (
+                (t["prompt_ms"] + 1000.0 / t["predicted_per_second"]) / 1000,
+                t["predicted_per_second"],
+                (r["choices"][0]["message"]["content"]),
+            )
+
+        msgs: list[dict[str, Any]] = [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": FIRST}, {"type": "image_url", "image_url": {"url": url}}],
+            }
+        ]
+        first, tps, reply = turn(msgs)
+        msgs += [{"role": "assistant", "content": reply}, {"role": "user", "content": FOLLOW_UP}]
+        follow, _, _ = turn(msgs)
+        new, _, _ = turn(
+            [
+                {
+                    "role": "user",
+                    "content": [{"type": "text", "text": NEW_CHAT}, {"type": "image_url", "image_url": {"url": url}}],
+                }
+            ]
+        )
+        with open(f"/proc/{proc.pid}/status") as f:
+            peak = next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+        return {"first_ttft": first, "follow_ttft": follow, "new_chat_ttft": new, "decode_tps": tps, "peak_mb": peak}
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+# --- driver -----------------------------------------------------------------------------------------------
+
+
+def child(name: str, image: Path, server: str | None) -> None:
+    model, mmproj = model_files()
+    if name == "vlmkit":
+        out = run_vlmkit(model, mmproj, image)
+    elif name == "handler-fa-off":
+        out = run_handler(model, mmproj, image, flash=False)
+    elif name == "handler-fa-on":
+        out = run_handler(model, mmproj, image, flash=True)
+    elif name == "llama-server" and server:
+        out = run_llama_server(server, model, mmproj, image)
+    else:
+        raise SystemExit(f"unknown engine {name}")
+    print(json.dumps(out), flush=True)
+    os._exit(0)  # skip interpreter teardown (llama-cpp-python's handler can fail there)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
+    ap.add_argument("--llama-server", help="path to llama.cpp's llama-server binary, to compare with it too")
+    ap.add_argument(
+        "--only", help="comma-separated engines to run (vlmkit, handler-fa-off, handler-fa-on, llama-server)"
+    )
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(args.child, args.image, args.llama_server)
+        return
+
+    model_files()  # generate once, before timing anything
+    engines = ["vlmkit", "handler-fa-off", "handler-fa-on"] + (["llama-server"] if args.llama_server else [])
+    if args.only:
+        engines = [e for e in engines if e in args.only.split(",")]
+    print(f"load average before: {os.getloadavg()[0]:.2f}", file=sys.stderr)
+    results: dict[str, list[dict[str, float]]] = {e: [] for e in engines}
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    for run in range(args.runs):
+        for name in engines:  # interleaved, so drift in machine load hits every engine alike
+            cmd = [sys.executable, __file__, "--child", name, "--image", str(args.image)]
+            if args.llama_server:
+                cmd += ["--llama-server", args.llama_server]
+            out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
+            results[name].append(json.loads(out.strip().splitlines()[-1]))
+            print(f"run {run + 1} {name}: {results[name][-1]}", file=sys.stderr)
+    print(f"load average after: {os.getloadavg()[0]:.2f}", file=sys.stderr)
+
+    cols = ["first_ttft", "follow_ttft", "new_chat_ttft", "decode_tps", "peak_mb"]
+    print(
+        f"\nmedians of {args.runs} runs; image {args.image.name}; {THREADS} threads; temperature 0; {MAX_TOKENS} tokens"
+    )
+    header = ["engine", "first turn TTFT (s)", "follow-up TTFT (s)", "new chat, same image TTFT (s)"]
+    header += ["decode (tok/s)", "peak RSS (MB)"]
+    print("| " + " | ".join(header) + " |")
+    print("|---|---|---|---|---|---|")
+    for name, runs in results.items():
+        med = {c: statistics.median(r[c] for r in runs) for c in cols}
+        print(
+            f"| {name} | {med['first_ttft']:.2f} | {med['follow_ttft']:.2f} | {med['new_chat_ttft']:.2f} | "
+            f"{med['decode_tps']:.1f} | {med['peak_mb']:.0f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""The convenience API: ``vk.llm(...)``, ``vk.prepare_image(...)`` over a default client made on first use.
+
+>>> model = vk.llm("qwen2-vl-2b-instruct")
+>>> model.respond(chat)
+
+``vk.configure_default_client(...)`` sets that client up, and must come before the first use.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vlmkit.client.model import LLM
+from vlmkit.client.sync import DEFAULT_TIMEOUT, DEFAULT_TTL, Client, ModelKey
+from vlmkit.errors import DefaultClientAlreadyCreatedError
+from vlmkit.images import ImageHandle
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from vlmkit.engine import LoadOptions, ModelListing
+    from vlmkit.images.fetch import FetchOptions
+
+_lock = threading.Lock()
+_client: Client | None = None
+_settings: dict[str, Any] = {}
+
+
+def configure_default_client(
+    host: str | None = None,
+    *,
+    models_dir: str | Path | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT,
+) -> None:
+    """Set up the client that ``vk.llm`` and friends use. Only before their first call."""
+    global _settings
+    with _lock:
+        if _client is not None:
+            raise DefaultClientAlreadyCreatedError(
+                "the default client is already in use (an earlier vk.llm(), vk.prepare_image() or "
+                "vk.list_downloaded_models() created it), so it can no longer be configured; call "
+                "vk.configure_default_client(...) first thing, or create your own vk.Client(...)"
+            )
+        _settings = {"host": host, "models_dir": models_dir, "timeout": timeout}
+
+
+def get_default_client() -> Client:
+    """The default client, created on first use (with the settings of ``configure_default_client``)."""
+    global _client
+    with _lock:
+        if _client is None:
+            _client = Client(**_settings)
+        return _client
+
+
+def llm(
+    key: ModelKey | None = None,
+    *,
+    ttl: float | None = DEFAULT_TTL,
+    config: LoadOptions | Mapping[str, Any] | None = None,
+) -> LLM:
+    """A handle to a model, loaded on demand. See ``Client.llm.model``."""
+    return get_default_client().llm.model(key, ttl=ttl, config=config)
+
+
+def prepare_image(
+    src: Any, name: str | None = None, *, format: str | None = None, fetch: FetchOptions | None = None
+) -> ImageHandle:
+    """A file path, bytes, a binary file object, a URL or a PIL image, as a handle for ``Chat``.
+
+    Through the default client, so that a remote client can upload it; see ``vlmkit.images.prepare_image``.
+    """
+    return get_default_client().files.prepare_image(src, name, format=format, fetch=fetch)
+
+
+def list_downloaded_models() -> list[ModelListing]:
+    return get_default_client().list_downloaded_models()
+
+
+def list_loaded_models() -> list[LLM]:
+    return get_default_client().llm.list_loaded()
+
+
+def _reset_default_client() -> None:
+    """Close and forget the default client and its settings (for tests and interpreter exit)."""
+    global _client, _settings
+    with _lock:
+        client, _client, _settings = _client, None, {}
+    if client is not None:
+        client.close()
+
+
+atexit.register(_reset_default_client)

@@ -1,0 +1,209 @@
+"""Cloud and remote-API models under the SDK: ``vk.llm("openai/gpt-4o").respond(chat)``.
+
+:class:`ProviderBackend` adapts :func:`vlmkit.providers.completion` to the
+:class:`~vlmkit.client.backend.Backend` protocol: the chat goes as it is (the providers layer renders
+each image for the provider), the settings as OpenAI's parameters, and the streamed chunks come back
+as fragments and a :class:`~vlmkit.prediction.PredictionResult`, so nothing above changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vlmkit.chat import Chat
+from vlmkit.client.backend import CancelToken, FragmentCallback
+from vlmkit.errors import ClientError, PredictionError
+from vlmkit.images import ImageHandle
+from vlmkit.prediction import (
+    ModelInfo,
+    PredictionConfig,
+    PredictionFragment,
+    PredictionResult,
+    PredictionStats,
+    StopReason,
+    json_schema_of,
+    parse_structured,
+)
+
+if TYPE_CHECKING:
+    from vlmkit.engine import LoadOptions, ModelListing
+    from vlmkit.images.fetch import FetchOptions
+
+_FINISH = {
+    "stop": StopReason.EOS_FOUND,
+    "length": StopReason.MAX_PREDICTED_TOKENS_REACHED,
+    "content_filter": StopReason.FAILED,
+    "tool_calls": StopReason.EOS_FOUND,
+}
+
+
+def is_provider_model(key: str) -> bool:
+    """True for ``provider/name`` with a provider vlmkit knows (``local/`` excluded: that is the engine)."""
+    provider, sep, name = key.partition("/")
+    if not (sep and name) or provider == "local":
+        return False
+    try:
+        from vlmkit.providers import ROUTES
+    except ImportError:  # a build without the providers layer
+        return False
+    return provider in ROUTES
+
+
+class ProviderBackend:
+    """Models behind an HTTP API (``provider/name``). Nothing is loaded: a model is ready once its
+    provider is configured (address and key, from arguments or the usual environment variables)."""
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+        """Passed to every ``completion`` call: ``api_key``, ``api_base``, ``timeout``, ``fetch``, ..."""
+        self._used: dict[str, ModelInfo] = {}
+        self._lock = threading.Lock()
+
+    def load(self, key: str, *, ttl: float | None, options: LoadOptions | None) -> ModelInfo:
+        from vlmkit.providers.capabilities import supports_vision
+        from vlmkit.providers.registry import resolve
+
+        cfg = resolve(key, api_base=self.options.get("api_base"), api_key=self.options.get("api_key"))
+        info = ModelInfo(
+            key=key,
+            path=key,
+            mmproj_path=None,
+            architecture=cfg.provider,
+            context_length=0,  # not published by the APIs: 0 means unknown
+            vision=supports_vision(key),
+            size_bytes=0,
+        )
+        with self._lock:
+            self._used[key] = info
+        return info
+
+    def get_info(self, key: str) -> ModelInfo:
+        with self._lock:
+            info = self._used.get(key)
+        return info or self.load(key, ttl=None, options=None)
+
+    def unload(self, key: str) -> bool:
+        with self._lock:
+            return self._used.pop(key, None) is not None
+
+    def list_loaded(self) -> list[ModelInfo]:
+        with self._lock:
+            return list(self._used.values())
+
+    def list_downloaded(self) -> list[ModelListing]:
+        return []
+
+    def register(self, key: str, model_path: str | Path, mmproj_path: str | Path | None) -> None:
+        raise ClientError(f"{key!r} names a provider's model; only local GGUF files can be registered")
+
+    def prepare_image(
+        self, src: Any, name: str | None, *, format: str | None = None, fetch: FetchOptions | None = None
+    ) -> ImageHandle:
+        from vlmkit.images import prepare_image
+
+        return prepare_image(src, name, format=format, fetch=fetch)
+
+    def respond(
+        self,
+        key: str,
+        chat: Chat,
+        config: PredictionConfig,
+        *,
+        on_fragment: FragmentCallback,
+        on_first_token: Callable[[], None],
+        cancel: CancelToken,
+    ) -> PredictionResult:
+        from vlmkit.providers import completion
+
+        t0 = time.perf_counter()
+        stream = completion(key, chat, stream=True, **self.options, **openai_params(config))
+        cancel.on_cancel(stream.close)
+        pieces: list[str] = []
+        usage: Any = None
+        finish: str | None = None
+        t_first: float | None = None
+        try:
+            for chunk in stream:
+                usage = chunk.usage or usage
+                for choice in chunk.choices:
+                    finish = choice.finish_reason or finish
+                    text = choice.delta.content
+                    if text:
+                        if t_first is None:
+                            t_first = time.perf_counter()
+                            on_first_token()
+                        pieces.append(text)
+                        on_fragment(PredictionFragment(text))
+                if cancel.cancelled:
+                    break
+        except Exception:
+            if not cancel.cancelled:  # closing the stream to cancel it may break the read: that is expected
+                raise
+        finally:
+            with contextlib.suppress(Exception):
+                stream.close()
+        return _result(key, "".join(pieces), config, finish, usage, cancel.cancelled, t0, t_first, self.get_info(key))
+
+    def close(self) -> None:
+        with self._lock:
+            self._used.clear()
+
+
+def openai_params(config: PredictionConfig) -> dict[str, Any]:
+    """The settings OpenAI's API has; the others (top-k, min-p, repeat penalty, threads) are llama.cpp's own."""
+    params: dict[str, Any] = {
+        "temperature": config.temperature,
+        "max_tokens": config.max_tokens,
+        "top_p": config.top_p,
+        "stop": list(config.stop) or None,
+        "seed": config.seed,
+    }
+    schema = json_schema_of(config.response_format)
+    if schema is not None:
+        name = getattr(config.response_format, "__name__", None) or schema.get("title") or "response"
+        params["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": str(name), "schema": schema, "strict": True},
+        }
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def _result(
+    key: str,
+    content: str,
+    config: PredictionConfig,
+    finish: str | None,
+    usage: Any,
+    cancelled: bool,
+    t0: float,
+    t_first: float | None,
+    info: ModelInfo,
+) -> PredictionResult:
+    t_end = time.perf_counter()
+    if cancelled:
+        reason = StopReason.USER_STOPPED
+    else:
+        reason = _FINISH.get(finish or "", StopReason.FAILED)
+    predicted = usage.completion_tokens if usage is not None else 0
+    stats = PredictionStats(
+        stop_reason=reason,
+        prompt_tokens=usage.prompt_tokens if usage is not None else 0,
+        predicted_tokens=predicted,
+        time_to_first_token_sec=(t_first - t0) if t_first is not None else None,
+        tokens_per_second=predicted / (t_end - t_first)
+        if predicted and t_first is not None and t_end > t_first
+        else None,
+        total_time_sec=t_end - t0,
+    )
+    parsed: Any = None
+    if config.response_format is not None and reason is StopReason.EOS_FOUND:
+        try:
+            parsed = parse_structured(content, config.response_format)
+        except Exception as exc:
+            raise PredictionError(f"{key} answered, but not in the requested format: {exc}") from exc
+    return PredictionResult(content=content, stats=stats, model_info=info, parsed=parsed)

@@ -1,0 +1,135 @@
+"""The scoped resource API: ``with vk.Client() as client: client.llm.model(...)``."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vlmkit.client.backend import Backend, load_options, make_backend
+from vlmkit.client.model import LLM, default_model_key
+from vlmkit.errors import ClientClosedError, ModelNotFoundError
+from vlmkit.images import ImageHandle
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from vlmkit.engine import LoadOptions, ModelListing
+    from vlmkit.images.fetch import FetchOptions
+
+DEFAULT_TIMEOUT = 60.0
+"""Seconds a sync call waits for the next fragment before it gives up (``None``: forever)."""
+
+DEFAULT_TTL = 3600.0
+"""Seconds a model stays loaded while idle (``None``: until unloaded)."""
+
+ModelKey = str | os.PathLike[str]
+
+
+class Client:
+    """A connection to what runs the models: with no ``host``, the embedded engine in this process.
+
+    ``timeout`` bounds the wait between fragments of a sync prediction. ``models_dir`` overrides
+    where downloaded models are found (default ``$VLMKIT_HOME/models``). ``backend`` plugs in any
+    :class:`~vlmkit.client.backend.Backend`.
+    """
+
+    def __init__(
+        self,
+        host: str | None = None,
+        *,
+        models_dir: str | Path | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        backend: Backend | None = None,
+    ) -> None:
+        self.host = host
+        self.timeout = timeout
+        self._backend = backend if backend is not None else make_backend(host, models_dir=models_dir)
+        self._closed = False
+        self._lock = threading.Lock()
+        self.llm = LlmNamespace(self)
+        self.files = FilesNamespace(self)
+
+    def list_downloaded_models(self) -> list[ModelListing]:
+        """Models on this machine, with size and whether each supports vision."""
+        return self._open_backend().list_downloaded()
+
+    def close(self) -> None:
+        """Unload this client's models. Closing twice is harmless."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._backend.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Client({self.host or 'in-process engine'}{', closed' if self._closed else ''})"
+
+    def _open_backend(self) -> Backend:
+        if self._closed:
+            raise ClientClosedError("this client is closed; create a new vk.Client(), or use vk.llm(...)")
+        return self._backend
+
+
+class LlmNamespace:
+    """``client.llm``: load, list and unload language models."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def model(
+        self,
+        key: ModelKey | None = None,
+        *,
+        ttl: float | None = DEFAULT_TTL,
+        config: LoadOptions | Mapping[str, Any] | None = None,
+    ) -> LLM:
+        """A handle to ``key`` (a catalog key, ``repo/name``, a registered key or a .gguf path), loaded on demand.
+
+        With no key: the first loaded model, else the first downloaded vision model.
+        ``config`` sets how it loads (``LoadOptions`` or a dict such as ``{"contextLength": 4096}``).
+        """
+        backend = self._client._open_backend()
+        name = os.fspath(key) if key is not None else default_model_key(backend)
+        return LLM(self._client, backend.load(name, ttl=ttl, options=load_options(config)))
+
+    def list_loaded(self) -> list[LLM]:
+        return [LLM(self._client, info) for info in self._client._open_backend().list_loaded()]
+
+    def list_downloaded(self) -> list[ModelListing]:
+        return self._client._open_backend().list_downloaded()
+
+    def unload(self, key: str) -> None:
+        if not self._client._open_backend().unload(key):
+            raise ModelNotFoundError(f"model {key!r} is not loaded, so it cannot be unloaded")
+
+    def register(self, key: str, model_path: str | Path, mmproj_path: str | Path | None = None) -> None:
+        """Make local GGUF files answer to ``key`` (e.g. your own model under a catalog name)."""
+        self._client._open_backend().register(key, model_path, mmproj_path)
+
+
+class FilesNamespace:
+    """``client.files``: images ready to put in a chat."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def prepare_image(
+        self, src: Any, name: str | None = None, *, format: str | None = None, fetch: FetchOptions | None = None
+    ) -> ImageHandle:
+        """A file path, bytes, a binary file object, a URL or a PIL image, as a handle for ``Chat``.
+
+        ``format`` declares a MIME type the bytes must agree with; ``fetch`` sets how URLs are fetched.
+        """
+        return self._client._open_backend().prepare_image(src, name, format=format, fetch=fetch)

@@ -1,0 +1,115 @@
+"""Errors: one hierarchy (``vk.VlmkitError``), each with a type AND a message that says what to do."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import vlmkit as vk
+from tests.client.conftest import KEY, LOAD, Generated
+
+
+@pytest.fixture()
+def client(generated: Generated) -> Iterator[vk.Client]:
+    with vk.Client(models_dir=generated.models_dir) as client:
+        yield client
+
+
+def test_unknown_model_key(client: vk.Client) -> None:
+    with pytest.raises(vk.ModelNotFoundError, match=r"'no-such-model' is not downloaded.*catalog key") as info:
+        client.llm.model("no-such-model")
+    assert info.value.status_code == 404
+
+
+def test_catalog_model_not_downloaded_says_how_to_get_it(client: vk.Client) -> None:
+    with pytest.raises(vk.ModelNotFoundError, match=r"run `vlmkit get smolvlm-256m` first"):
+        client.llm.model("smolvlm-256m")
+
+
+def test_image_to_a_text_only_model(client: vk.Client, generated: Generated, photo: Path) -> None:
+    client.llm.register("text-only", generated.text_model)
+    model = client.llm.model("text-only", config=LOAD)
+    chat = vk.Chat()
+    chat.add_user_message("What is this?", images=[client.files.prepare_image(photo)])
+    with pytest.raises(vk.ModelCapabilityError, match=r"'text-only' does not support images.*use a vision") as info:
+        model.respond(chat)
+    assert info.value.model == "text-only"
+    assert info.value.status_code == 400
+    assert model.respond("text is fine", config={"maxTokens": 4}).stats.predicted_tokens > 0
+
+
+@pytest.mark.parametrize(
+    ("history", "message"),
+    [
+        (42, "cannot make a chat from a int"),
+        ({"history": []}, "needs a 'messages' list"),
+        ([{"role": "robot", "content": "hi"}], r"messages\[0\]: role must be one of"),
+        ([{"role": "user", "content": [{"type": "audio"}]}], r"messages\[0\]\.content\[0\]: unknown content part type"),
+    ],
+)
+def test_bad_chat_input(client: vk.Client, history: object, message: str) -> None:
+    model = client.llm.model(KEY, config=LOAD)
+    with pytest.raises(vk.InvalidMessageError, match=message) as info:
+        model.respond(history)  # type: ignore[arg-type]
+    assert info.value.status_code == 400
+
+
+def test_a_path_where_an_image_handle_belongs(photo: Path) -> None:
+    chat = vk.Chat()
+    with pytest.raises(vk.InvalidMessageError, match=r"images\[0\] is a str.*vk\.prepare_image"):
+        chat.add_user_message("What is this?", images=[str(photo)])  # type: ignore[list-item]
+
+
+def test_not_an_image(client: vk.Client) -> None:
+    with pytest.raises(vk.ImageError):
+        client.files.prepare_image(b"%PDF-1.7 not an image")
+    with pytest.raises(vk.ImageSourceError):
+        client.files.prepare_image("/no/such/photo.jpg")
+
+
+def test_bad_prediction_settings(client: vk.Client) -> None:
+    model = client.llm.model(KEY, config=LOAD)
+    with pytest.raises(ValueError, match="unknown prediction setting 'maxTokenz'"):
+        model.respond("hi", config={"maxTokenz": 4})
+    with pytest.raises(TypeError, match="response_format must be a JSON schema dict or a pydantic model class"):
+        model.respond("hi", response_format=42)
+    with pytest.raises(ValueError, match="unknown load setting 'ctx'"):
+        client.llm.model(KEY, config={"ctx": 4})
+
+
+def test_configure_default_client_too_late() -> None:
+    vk.configure_default_client(timeout=30)  # before first use: fine, and may be repeated
+    vk.prepare_image(Path(__file__).parents[2].parent / "shared" / "images" / "coffee.png")
+    too_late = r"already in use.*configure_default_client\(\.\.\.\) first"
+    with pytest.raises(vk.DefaultClientAlreadyCreatedError, match=too_late):
+        vk.configure_default_client(timeout=10)
+    assert vk.get_default_client().timeout == 30
+
+
+def test_closed_client(generated: Generated) -> None:
+    client = vk.Client(models_dir=generated.models_dir)
+    client.close()
+    client.close()
+    with pytest.raises(vk.ClientClosedError, match=r"closed; create a new vk\.Client"):
+        client.llm.model(KEY)
+
+
+def test_remote_host_is_not_there_yet() -> None:
+    with pytest.raises(vk.ClientError, match="remote backend is not part of this version"):
+        vk.Client("http://127.0.0.1:1")
+
+
+def test_one_hierarchy() -> None:
+    for error in (
+        vk.ModelNotFoundError,
+        vk.ModelCapabilityError,
+        vk.ImageError,
+        vk.PredictionTimeoutError,
+        vk.PredictionCancelledError,
+        vk.InvalidMessageError,
+        vk.ClientClosedError,
+        vk.DefaultClientAlreadyCreatedError,
+    ):
+        assert issubclass(error, vk.VlmkitError)
