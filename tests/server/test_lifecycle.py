@@ -16,7 +16,13 @@ from vlmkit.prediction import PredictionConfig, PredictionFragment, StopReason
 from vlmkit.server import ServerSettings
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
-LONG = {"model": "tiny", "messages": [{"role": "user", "content": "Talk at length."}], "max_tokens": 3000}
+# greedy: the random-weight model then never meets its end-of-sequence token on this prompt (sampling may)
+LONG = {
+    "model": "tiny",
+    "messages": [{"role": "user", "content": "Talk at length."}],
+    "max_tokens": 3000,
+    "temperature": 0,
+}
 
 
 def _wait_for(cond: Any, timeout: float = 20.0) -> None:

@@ -256,15 +256,12 @@ def _provider_backend() -> Backend:
 
 
 def make_backend(host: str | None, *, models_dir: str | Path | None = None) -> Backend:
-    """The backend for ``Client(host)``: the embedded engine when ``host`` is None, and the providers."""
+    """The backend for ``Client(host)``: with no host the engine and the providers, else that vlmkit server."""
     if host is None:
         return Router(LocalBackend(models_dir=models_dir))
-    from vlmkit.errors import ClientError
+    from vlmkit.client.remote import RemoteBackend
 
-    raise ClientError(
-        f"cannot reach a vlmkit server at {host!r}: the remote backend is not part of this version yet; "
-        "use vk.Client() without a host to run models in this process"
-    )
+    return RemoteBackend(host)
 
 
 def load_options(config: LoadOptions | Mapping[str, Any] | None) -> LoadOptions | None:

@@ -94,18 +94,20 @@ class Gateway:
             d = state.deployment
             state.inflight += 1
             try:
-                result = await acompletion(
-                    d.model,
-                    chat,
-                    stream=stream,
-                    api_base=d.api_base,
-                    api_key=d.api_key,
-                    timeout=d.timeout,
-                    max_retries=d.max_retries,
-                    fetch=self.fetch,
+                kwargs: dict[str, Any] = {
+                    "api_base": d.api_base,
+                    "api_key": d.api_key,
+                    "timeout": d.timeout,
+                    "max_retries": d.max_retries,
+                    "fetch": self.fetch,
                     **d.options,
                     **params,
-                )
+                }
+                result: ChatCompletion | AsyncCompletionStream
+                if stream:
+                    result = await acompletion(d.model, chat, stream=True, **kwargs)
+                else:
+                    result = await acompletion(d.model, chat, stream=False, **kwargs)
             except ProviderError as exc:
                 if isinstance(exc, BadRequestError):
                     raise

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from vlmkit.chat import Chat
 from vlmkit.engine import CancelToken, Engine, list_downloaded
-from vlmkit.engine.gguf_meta import read_mmproj_meta
+from vlmkit.engine.gguf_meta import read_mmproj_meta, read_model_meta
 from vlmkit.engine.resolve import resolve_model
 from vlmkit.errors import VlmkitError
 from vlmkit.prediction import ModelInfo, PredictionConfig, PredictionFragment, PredictionResult
@@ -35,6 +35,8 @@ class LocalEntry:
     source: str  # "config" or "downloaded"
     size_bytes: int
     path: str
+    architecture: str = "unknown"
+    context_length: int | None = None
 
 
 class LocalModels:
@@ -49,7 +51,10 @@ class LocalModels:
             self.engine.register(m.name, files.model, files.mmproj)
             vision = files.mmproj is not None and read_mmproj_meta(files.mmproj).vision
             size = sum(p.stat().st_size for p in (files.model, files.mmproj) if p is not None)
-            self._configured[m.name] = LocalEntry(m.name, vision, "config", size, str(files.model))
+            meta = read_model_meta(files.model)
+            self._configured[m.name] = LocalEntry(
+                m.name, vision, "config", size, str(files.model), meta.architecture, meta.context_length
+            )
         self._downloaded: dict[str, LocalEntry] = {}
         self._downloaded_at = -1e9
         self._inflight: set[CancelToken] = set()
@@ -63,7 +68,13 @@ class LocalModels:
             found: dict[str, LocalEntry] = {}
             for listing in list_downloaded(self.settings.models_dir):
                 found[listing.key] = LocalEntry(
-                    listing.key, listing.vision, "downloaded", listing.size_bytes, listing.path
+                    listing.key,
+                    listing.vision,
+                    "downloaded",
+                    listing.size_bytes,
+                    listing.path,
+                    listing.architecture,
+                    listing.context_length,
                 )
             self._downloaded, self._downloaded_at = found, time.monotonic()
         return {**self._downloaded, **self._configured}

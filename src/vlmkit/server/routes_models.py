@@ -72,7 +72,15 @@ async def manage_list(request: Request, state: ServerState) -> Response:
     return _json(
         {
             "downloaded": [
-                {"key": e.name, "vision": e.vision, "size_bytes": e.size_bytes, "source": e.source, "path": e.path}
+                {
+                    "key": e.name,
+                    "vision": e.vision,
+                    "size_bytes": e.size_bytes,
+                    "architecture": e.architecture,
+                    "context_length": e.context_length,
+                    "source": e.source,
+                    "path": e.path,
+                }
                 for e in entries.values()
             ],
             "loaded": [info.to_dict() for info in state.local.loaded()],
