@@ -119,12 +119,13 @@ def run_handler(model: Path, mmproj: Path, image: Path, flash: bool) -> dict[str
         n = 0
         text = []
         for chunk in llm.create_chat_completion(msgs, max_tokens=MAX_TOKENS, temperature=0.0, stream=True):
-            delta = chunk["choices"][0]["delta"].get("content")  # type: ignore[index]
-            if delta:
-                if t_first is None:
-                    t_first = time.perf_counter()
-                n += 1
-                text.append(delta)
+            choice = chunk["choices"][0]  # type: ignore[index]
+            if choice.get("finish_reason"):
+                continue
+            if t_first is None:
+                t_first = time.perf_counter()
+            n += 1  # one streamed chunk per generated token, even when its text is empty
+            text.append(choice["delta"].get("content") or "")
         t_end = time.perf_counter()
         ttft = (t_first or t_end) - t0
         tps = (n - 1) / (t_end - t_first) if t_first and n > 1 else 0.0

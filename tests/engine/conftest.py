@@ -8,9 +8,12 @@ from pathlib import Path
 import pytest
 
 from vlmkit.chat import Chat
-from vlmkit.engine import Engine
+from vlmkit.engine import Engine, LoadOptions
 from vlmkit.engine.synthetic import write_test_model, write_test_text_model
 from vlmkit.images import ImageHandle, prepare_image
+
+# one thread: the tiny model needs no more, and spinning threads crawl on a shared, busy CPU
+ONE_THREAD = LoadOptions(cpu_threads=1)
 
 IMAGES = Path(__file__).resolve().parents[3] / "shared" / "images"
 if not IMAGES.is_dir():
@@ -29,7 +32,7 @@ def tiny_text_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture()
 def engine(tiny_model: tuple[Path, Path], tiny_text_model: Path) -> Iterator[Engine]:
-    e = Engine(default_ttl=None)
+    e = Engine(default_ttl=None, load_options=ONE_THREAD)
     e.register("tiny", tiny_model[0], tiny_model[1])
     e.register("tiny-text", tiny_text_model)
     yield e

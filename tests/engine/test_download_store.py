@@ -12,11 +12,13 @@ from typing import Any
 
 import pytest
 
-from vlmkit.engine import Engine, get, list_downloaded, remove
+from vlmkit.engine import Engine, LoadOptions, get, list_downloaded, remove
 from vlmkit.engine.catalog import catalog, lookup
 from vlmkit.errors import HubUnreachableError, ModelNotFoundError
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+ONE_THREAD = LoadOptions(cpu_threads=1)
 
 
 class Hub:
@@ -132,7 +134,7 @@ def test_get_downloads_lists_loads_and_removes(hub: Hub, tmp_path: Path) -> None
     assert listing.key == "smolvlm-256m" and listing.vision and listing.architecture == "llama"
     assert listing.size_bytes == stored.model.stat().st_size + stored.mmproj.stat().st_size
 
-    with Engine(models_dir=tmp_path, default_ttl=None) as engine:
+    with Engine(models_dir=tmp_path, default_ttl=None, load_options=ONE_THREAD) as engine:
         info = engine.load("smolvlm-256m")
         assert info.vision and info.key == "smolvlm-256m"
 

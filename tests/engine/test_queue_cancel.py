@@ -9,11 +9,13 @@ from typing import Any
 
 import pytest
 
-from vlmkit.engine import CancelToken, Engine
+from vlmkit.engine import CancelToken, Engine, LoadOptions
 from vlmkit.errors import PredictionCancelledError, PredictionTimeoutError, QueueFullError
 from vlmkit.prediction import PredictionConfig, PredictionFragment, PredictionResult, StopReason
 
 LONG = PredictionConfig(temperature=0, max_tokens=200)
+
+ONE_THREAD = LoadOptions(cpu_threads=1)
 
 
 def _blocking_call(engine: Engine, started: threading.Event, release: threading.Event) -> threading.Thread:
@@ -68,7 +70,7 @@ def test_stream_can_be_cancelled(engine: Engine) -> None:
 
 
 def test_callers_queue_in_order_and_a_full_queue_says_so(tiny_model: tuple[Path, Path]) -> None:
-    engine = Engine(default_ttl=None, max_queue=2)
+    engine = Engine(default_ttl=None, max_queue=2, load_options=ONE_THREAD)
     engine.register("tiny", *tiny_model)
     engine.load("tiny")
     order: list[str] = []
@@ -130,7 +132,7 @@ def test_unload_then_respond_loads_again(engine: Engine) -> None:
 
 
 def test_idle_ttl_unloads(tiny_model: tuple[Path, Path]) -> None:
-    with Engine(default_ttl=0.2) as engine:
+    with Engine(default_ttl=0.2, load_options=ONE_THREAD) as engine:
         engine.register("tiny", *tiny_model)
         engine.load("tiny")
         engine.load(tiny_model[0], key="kept", ttl=None)

@@ -135,7 +135,7 @@ def test_prompt_longer_than_context_is_a_clear_error(
 ) -> None:
     from vlmkit.engine import LoadOptions
 
-    info = engine.load(tiny_model[0], key="tiny-small", options=LoadOptions(context_length=256))
+    info = engine.load(tiny_model[0], key="tiny-small", options=LoadOptions(context_length=256, cpu_threads=1))
     with pytest.raises(ContextLengthError, match=f"context holds {info.context_length}") as err:
         engine.respond("tiny-small", image_chat(hopper, "x " * info.context_length), GREEDY)
     assert "larger context_length" in str(err.value) and err.value.status_code == 400
@@ -144,7 +144,7 @@ def test_prompt_longer_than_context_is_a_clear_error(
 def test_context_full_stops_generation(engine: Engine, tiny_model: Any) -> None:
     from vlmkit.engine import LoadOptions
 
-    info = engine.load(tiny_model[0], key="tiny-ctx", options=LoadOptions(context_length=256))
+    info = engine.load(tiny_model[0], key="tiny-ctx", options=LoadOptions(context_length=256, cpu_threads=1))
     result = engine.respond("tiny-ctx", "Go on", PredictionConfig(temperature=0))
     assert result.stats.stop_reason is StopReason.CONTEXT_LENGTH_REACHED
     assert result.stats.prompt_tokens + result.stats.predicted_tokens == info.context_length

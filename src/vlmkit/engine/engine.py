@@ -56,7 +56,9 @@ class Engine:
         default_ttl: float | None = DEFAULT_TTL,
         max_queue: int = DEFAULT_MAX_QUEUE,
         embedding_cache_bytes: int = DEFAULT_EMBEDDING_CACHE_BYTES,
+        load_options: LoadOptions | None = None,
     ) -> None:
+        self.load_options = load_options or LoadOptions()
         self.models_dir = Path(models_dir) if models_dir is not None else None
         self.default_ttl = default_ttl
         self.max_queue = max_queue
@@ -106,7 +108,7 @@ class Engine:
                 name,
                 files.model,
                 files.mmproj,
-                options or LoadOptions(),
+                options or self.load_options,
                 ttl=self.default_ttl if ttl is ... else ttl,
                 max_queue=self.max_queue,
                 embedding_cache_bytes=self.embedding_cache_bytes,
