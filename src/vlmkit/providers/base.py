@@ -13,7 +13,10 @@ and, where the provider signs requests, ``sign(wire, body, cfg) -> headers``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+import threading
+import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -77,16 +80,63 @@ class ProviderModule(Protocol):
     def stream_parser(self, req: CompletionRequest, cfg: ProviderConfig) -> StreamParser: ...
 
 
+_rendered = threading.local()
+
+
 def render(image: ImageInput, policy: ImagePolicy) -> RenderedImage:
     """The image's bytes as ``policy`` accepts them; any image error names the part it is in."""
     try:
         if image.handle is None:  # resolved before building for providers that do not fetch
             raise BadRequestError(f"the image URL {image.url!r} was not fetched")
-        return image.handle.render(policy)
+        rendered = image.handle.render(policy)
     except VlmkitError as exc:
         if image.location and not exc.location:
             exc.add_location(image.location)
         raise
+    seen = getattr(_rendered, "seen", None)
+    if seen is not None:
+        seen.append(rendered)
+    return rendered
+
+
+def encode_json(build: Callable[[], WireRequest]) -> tuple[WireRequest, bytes]:
+    """Build a wire request and its JSON body as bytes, splicing in image base64 without re-scanning it.
+
+    A rendered image's base64 text and data URL need no JSON escaping, so instead of letting the JSON
+    encoder walk megabytes of them, each is swapped for a short placeholder and the bytes are joined
+    around it: the cost of an image becomes one copy.
+    """
+    _rendered.seen = []
+    try:
+        wire = build()
+        seen: list[RenderedImage] = _rendered.seen
+    finally:
+        _rendered.seen = None
+    blobs = {id(v): v for r in seen for k in ("base64", "data_url") if (v := r.__dict__.get(k)) is not None}
+    if not blobs:
+        return wire, json.dumps(wire.json, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    marker = f"@vlmkit-blob-{uuid.uuid4().hex}-"
+    order: list[str] = []
+
+    def swap(value: Any) -> Any:
+        if isinstance(value, str):
+            if id(value) in blobs:
+                order.append(value)
+                return f"{marker}{len(order) - 1}"
+            return value
+        if isinstance(value, dict):
+            return {k: swap(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [swap(v) for v in value]
+        return value
+
+    text = json.dumps(swap(wire.json), ensure_ascii=False, separators=(",", ":"))
+    pieces = text.split('"' + marker)
+    out = [pieces[0].encode("utf-8")]
+    for piece in pieces[1:]:  # each is 'N"' and the JSON that follows the placeholder
+        number, _, rest = piece.partition('"')
+        out += [b'"', order[int(number)].encode("ascii"), b'"', rest.encode("utf-8")]
+    return wire, b"".join(out)
 
 
 def reference_error(image: ImageInput, provider: str, hint: str) -> BadRequestError:
