@@ -21,7 +21,6 @@ from vlmkit.client import (
     list_downloaded_models,
     list_loaded_models,
     llm,
-    prepare_image,
 )
 from vlmkit.errors import (
     BadRequestError,
@@ -48,7 +47,14 @@ from vlmkit.errors import (
     UnsupportedImageError,
     VlmkitError,
 )
-from vlmkit.images import ImageHandle, ImagePolicy, RenderedImage, aprepare_image, estimate_image_tokens
+from vlmkit.images import (
+    ImageHandle,
+    ImagePolicy,
+    RenderedImage,
+    aprepare_image,
+    estimate_image_tokens,
+    prepare_image,
+)
 from vlmkit.prediction import (
     ModelInfo,
     PredictionConfig,

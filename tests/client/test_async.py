@@ -169,3 +169,14 @@ async def test_async_model_management(client: vk.AsyncClient) -> None:
         await client.llm.unload(KEY)
     with pytest.raises(vk.ModelNotFoundError, match="'nope'"):
         await client.llm.model("nope")
+
+
+async def test_closing_the_async_client_cancels_its_predictions(generated: Generated) -> None:
+    backend = HeldBackend(KEY, models_dir=generated.models_dir)
+    client = vk.AsyncClient(backend=backend)
+    model = await client.llm.model(KEY, config=LOAD)
+    stream = await model.respond_stream("tell me everything")
+    await anext(stream)
+    await asyncio.wait_for(client.aclose(), LIMIT)
+    result = await asyncio.wait_for(stream.wait_for_result(), LIMIT)
+    assert result.stats.stop_reason is vk.StopReason.USER_STOPPED

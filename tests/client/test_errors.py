@@ -81,7 +81,9 @@ def test_bad_prediction_settings(client: vk.Client) -> None:
 
 def test_configure_default_client_too_late() -> None:
     vk.configure_default_client(timeout=30)  # before first use: fine, and may be repeated
-    vk.prepare_image(Path(__file__).parents[2].parent / "shared" / "images" / "coffee.png")
+    vk.prepare_image(Path(__file__).parents[2].parent / "shared" / "images" / "coffee.png")  # needs no client
+    vk.configure_default_client(timeout=30)
+    vk.list_downloaded_models()  # the default client is made here
     too_late = r"already in use.*configure_default_client\(\.\.\.\) first"
     with pytest.raises(vk.DefaultClientAlreadyCreatedError, match=too_late):
         vk.configure_default_client(timeout=10)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -214,3 +215,23 @@ def test_no_key_means_the_loaded_or_downloaded_model(client: vk.Client) -> None:
 def test_a_gguf_path_is_a_model_key(client: vk.Client, generated: Generated) -> None:
     model = client.llm.model(generated.model, config=LOAD)  # its mmproj beside it is found
     assert model.get_info().vision
+
+
+def test_idle_ttl_unloads_and_the_handle_loads_again(client: vk.Client) -> None:
+    model = client.llm.model(KEY, ttl=0.05, config=LOAD)
+    deadline = time.monotonic() + 20
+    while client.llm.list_loaded() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert client.llm.list_loaded() == []  # unloaded by the engine after its idle TTL
+    result = model.respond("hi", config=SHORT)  # the handle loads it again
+    assert result.stats.predicted_tokens > 0 and result.model_info is not None and result.model_info.key == KEY
+
+
+def test_closing_the_client_cancels_its_predictions(generated: Generated, chat: vk.Chat) -> None:
+    backend = HeldBackend(KEY, models_dir=generated.models_dir)
+    client = vk.Client(backend=backend)
+    stream = client.llm.model(KEY, config=LOAD).respond_stream(chat)
+    next(stream)  # generating, held after its first fragment
+    client.close()  # cancels the prediction, then unloads the model
+    assert stream.result().stats.stop_reason is vk.StopReason.USER_STOPPED
+    assert backend.list_loaded() == []

@@ -14,7 +14,6 @@ from vlmkit.client.default import (
     list_downloaded_models,
     list_loaded_models,
     llm,
-    prepare_image,
 )
 from vlmkit.client.model import LLM, AsyncLLM
 from vlmkit.client.stream import AsyncPredictionStream, PredictionStream
@@ -37,5 +36,4 @@ __all__ = [
     "list_downloaded_models",
     "list_loaded_models",
     "llm",
-    "prepare_image",
 ]

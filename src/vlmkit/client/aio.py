@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vlmkit.client.backend import Backend, load_options, make_backend
 from vlmkit.client.model import AsyncLLM, default_model_key
+from vlmkit.client.stream import AsyncPredictionStream
 from vlmkit.client.sync import DEFAULT_TTL, ModelKey
 from vlmkit.errors import ClientClosedError, ModelNotFoundError
 from vlmkit.images import ImageHandle
@@ -39,6 +41,7 @@ class AsyncClient:
         self.host = host
         self._backend = backend if backend is not None else make_backend(host, models_dir=models_dir)
         self._closed = False
+        self._streams: weakref.WeakSet[AsyncPredictionStream] = weakref.WeakSet()
         self.llm = AsyncLlmNamespace(self)
         self.files = AsyncFilesNamespace(self)
 
@@ -49,6 +52,8 @@ class AsyncClient:
         if self._closed:
             return
         self._closed = True
+        for stream in list(self._streams):
+            await stream.cancel()
         await asyncio.to_thread(self._backend.close)
 
     @property

@@ -1,9 +1,11 @@
-"""The convenience API: ``vk.llm(...)``, ``vk.prepare_image(...)`` over a default client made on first use.
+"""The convenience API: ``vk.llm(...)`` and friends, over a default client made on first use.
 
 >>> model = vk.llm("qwen2-vl-2b-instruct")
 >>> model.respond(chat)
 
 ``vk.configure_default_client(...)`` sets that client up, and must come before the first use.
+``vk.prepare_image`` is the image layer's own function: it needs no client (a backend that must
+upload images, such as a remote server, does so when a chat first reaches it).
 """
 
 from __future__ import annotations
@@ -16,13 +18,11 @@ from typing import TYPE_CHECKING, Any
 from vlmkit.client.model import LLM
 from vlmkit.client.sync import DEFAULT_TIMEOUT, DEFAULT_TTL, Client, ModelKey
 from vlmkit.errors import DefaultClientAlreadyCreatedError
-from vlmkit.images import ImageHandle
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from vlmkit.engine import LoadOptions, ModelListing
-    from vlmkit.images.fetch import FetchOptions
 
 _lock = threading.Lock()
 _client: Client | None = None
@@ -40,8 +40,8 @@ def configure_default_client(
     with _lock:
         if _client is not None:
             raise DefaultClientAlreadyCreatedError(
-                "the default client is already in use (an earlier vk.llm(), vk.prepare_image() or "
-                "vk.list_downloaded_models() created it), so it can no longer be configured; call "
+                "the default client is already in use (an earlier vk.llm() or vk.list_downloaded_models() "
+                "created it), so it can no longer be configured; call "
                 "vk.configure_default_client(...) first thing, or create your own vk.Client(...)"
             )
         _settings = {"host": host, "models_dir": models_dir, "timeout": timeout}
@@ -64,16 +64,6 @@ def llm(
 ) -> LLM:
     """A handle to a model, loaded on demand. See ``Client.llm.model``."""
     return get_default_client().llm.model(key, ttl=ttl, config=config)
-
-
-def prepare_image(
-    src: Any, name: str | None = None, *, format: str | None = None, fetch: FetchOptions | None = None
-) -> ImageHandle:
-    """A file path, bytes, a binary file object, a URL or a PIL image, as a handle for ``Chat``.
-
-    Through the default client, so that a remote client can upload it; see ``vlmkit.images.prepare_image``.
-    """
-    return get_default_client().files.prepare_image(src, name, format=format, fetch=fetch)
 
 
 def list_downloaded_models() -> list[ModelListing]:

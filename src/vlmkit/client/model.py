@@ -76,13 +76,15 @@ class LLM:
     ) -> PredictionStream:
         """Start answering; iterate the stream for fragments, then ``stream.result()``."""
         work = _work(self._client._open_backend(), self.identifier, history, config, response_format)
-        return PredictionStream(
+        stream = PredictionStream(
             work,
             model=self.identifier,
             timeout=self._client.timeout,
             on_prediction_fragment=on_prediction_fragment,
             on_first_token=on_first_token,
         )
+        self._client._streams.add(stream)  # closing the client cancels it
+        return stream
 
     def get_info(self) -> ModelInfo:
         """Architecture, context length, size, and whether it takes images (``vision``)."""
@@ -140,12 +142,14 @@ class AsyncLLM:
     ) -> AsyncPredictionStream:
         """Start answering; ``async for`` the stream, then ``stream.result()``. Callbacks run on the loop."""
         work = _work(self._client._open_backend(), self.identifier, history, config, response_format)
-        return AsyncPredictionStream(
+        stream = AsyncPredictionStream(
             work,
             model=self.identifier,
             on_prediction_fragment=on_prediction_fragment,
             on_first_token=on_first_token,
         )
+        self._client._streams.add(stream)  # closing the client cancels it
+        return stream
 
     async def get_info(self) -> ModelInfo:
         backend = self._client._open_backend()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vlmkit.client.backend import Backend, load_options, make_backend
 from vlmkit.client.model import LLM, default_model_key
+from vlmkit.client.stream import PredictionStream
 from vlmkit.errors import ClientClosedError, ModelNotFoundError
 from vlmkit.images import ImageHandle
 
@@ -48,6 +50,7 @@ class Client:
         self._backend = backend if backend is not None else make_backend(host, models_dir=models_dir)
         self._closed = False
         self._lock = threading.Lock()
+        self._streams: weakref.WeakSet[PredictionStream] = weakref.WeakSet()
         self.llm = LlmNamespace(self)
         self.files = FilesNamespace(self)
 
@@ -56,11 +59,13 @@ class Client:
         return self._open_backend().list_downloaded()
 
     def close(self) -> None:
-        """Unload this client's models. Closing twice is harmless."""
+        """Cancel this client's running predictions and unload its models. Closing twice is harmless."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+        for stream in list(self._streams):
+            stream.cancel()
         self._backend.close()
 
     @property
