@@ -40,7 +40,7 @@ def test_acceptable_image_passes_through_untouched(hopper_bytes: bytes) -> None:
     handle = prepare_image(hopper_bytes)
     for policy in (OPENAI, ANTHROPIC, GEMINI, BEDROCK, OLLAMA, LLAMA_CPP):
         out = handle.render(policy)
-        assert out.data is handle.data, policy.name
+        assert out.data == handle.data, policy.name  # the same bytes (the cache may hold another handle's copy)
         assert not out.changed
         assert out.mime_type == "image/jpeg"
 
