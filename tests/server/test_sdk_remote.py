@@ -47,13 +47,13 @@ def check(prediction: vk.PredictionResult, running: Running, *, encoded: int = 1
 
 def test_convenience_api(remote: Running) -> None:
     vk.configure_default_client(remote.url)
-    image_handle = vk.prepare_image(str(PHOTO))
-    assert [f.image.identifier for f in remote.state.files.list()] == [image_handle.identifier]
+    image_handle = vk.prepare_image(str(PHOTO))  # the image layer's own: no client, so no upload yet
     model = vk.llm(KEY)
     chat = vk.Chat()
     chat.add_user_message("Describe this image please", images=[image_handle])
     prediction = model.respond(chat, config=SHORT)
     check(prediction, remote)
+    assert [f.image.identifier for f in remote.state.files.list()] == [image_handle.identifier]  # uploaded on use
     chat.add_assistant_response(prediction)
     chat.add_user_message("And the colours?")
     follow_up = model.respond(chat, config=SHORT)
