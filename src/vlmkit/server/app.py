@@ -83,6 +83,7 @@ def create_app(settings: ServerSettings | None = None, *, state: ServerState | N
         yield
         log.info("shutting down: cancelling %d in-flight prediction(s), unloading models", shared.local.inflight)
         await anyio.to_thread.run_sync(shared.local.close)
+        await shared.gateway.aclose()
 
     app = Starlette(
         routes=ROUTES,

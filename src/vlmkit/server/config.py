@@ -79,6 +79,8 @@ class ServerSettings:
     max_images_per_request: int = 16
     max_queue: int = 16
     """Requests that may wait for one local model before the next is answered 429."""
+    max_large_requests: int = 4
+    """Requests with bodies over 256 KB (images) handled at once; more wait, unread, in their sockets."""
     files_max_bytes: int = 512 * 1024 * 1024
     """Total bytes of uploaded images kept in memory."""
     models_dir: str | None = None
@@ -164,7 +166,7 @@ def parse_config(raw: Any, base: ServerSettings | None = None, *, where: str = "
             changes["max_body_bytes"] = int(float(value) * 1024 * 1024)
         elif key == "files_max_mb":
             changes["files_max_bytes"] = int(float(value) * 1024 * 1024)
-        elif key in ("max_queue", "max_pixels", "max_images_per_request"):
+        elif key in ("max_queue", "max_pixels", "max_images_per_request", "max_large_requests"):
             changes[key] = int(value)
         elif key in ("failover_cooldown", "shutdown_grace"):
             changes[key] = float(value)

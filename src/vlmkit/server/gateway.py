@@ -21,6 +21,7 @@ from vlmkit.errors import BadRequestError, ProviderError, VlmkitError
 from vlmkit.images.fetch import FetchOptions
 from vlmkit.providers import AsyncCompletionStream, ChatCompletion, acompletion, supports_vision
 from vlmkit.server.config import ConfigError, Deployment, GatewayModel
+from vlmkit.server.upstream import gateway_transport
 
 
 @dataclass
@@ -46,6 +47,7 @@ class Gateway:
 
         self.cooldown = cooldown
         self.fetch = fetch
+        self.transport = gateway_transport()
         self._routes: dict[str, _Route] = {}
         for name, model in models.items():
             for d in model.deployments:
@@ -55,6 +57,10 @@ class Gateway:
                     raise ConfigError(f"models.{name}: {exc}") from None
             vision = model.vision if model.vision is not None else supports_vision(model.deployments[0].model)
             self._routes[name] = _Route(model, [_State(d) for d in model.deployments], vision)
+
+    async def aclose(self) -> None:
+        """Close the connections to the upstreams (those of the running event loop)."""
+        await self.transport.aclose()
 
     def names(self) -> list[str]:
         return list(self._routes)
@@ -100,6 +106,7 @@ class Gateway:
                     "timeout": d.timeout,
                     "max_retries": d.max_retries,
                     "fetch": self.fetch,
+                    "transport": self.transport,
                     **d.options,
                     **params,
                 }

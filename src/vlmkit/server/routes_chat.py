@@ -23,11 +23,16 @@ from vlmkit.server.errors import body_of
 from vlmkit.server.inputs import ChatRequest, parse_chat_request, parse_json, resolve_chat
 from vlmkit.server.jsonutil import dumps
 from vlmkit.server.sse import DONE, EventStream, event, until_disconnect
-from vlmkit.server.state import ServerState, endpoint
+from vlmkit.server.state import ServerState, body_slot, endpoint
 
 
 @endpoint
 async def chat_completions(request: Request, state: ServerState) -> Response:
+    async with body_slot(request, state):
+        return await _chat_completions(request, state)
+
+
+async def _chat_completions(request: Request, state: ServerState) -> Response:
     req = parse_chat_request(parse_json(await request.body()))
     gateway = state.gateway.has(req.model)
     if not gateway and state.local.find(req.model) is None:

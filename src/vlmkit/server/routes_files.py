@@ -16,7 +16,7 @@ from vlmkit.errors import VlmkitError
 from vlmkit.images import image_from_bytes
 from vlmkit.server.errors import APIError
 from vlmkit.server.jsonutil import dumps
-from vlmkit.server.state import ServerState, endpoint
+from vlmkit.server.state import ServerState, body_slot, endpoint
 
 
 def _json(obj: object, status: int = 200) -> Response:
@@ -25,6 +25,11 @@ def _json(obj: object, status: int = 200) -> Response:
 
 @endpoint
 async def upload(request: Request, state: ServerState) -> Response:
+    async with body_slot(request, state):
+        return await _upload(request, state)
+
+
+async def _upload(request: Request, state: ServerState) -> Response:
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
         form = await request.form(max_files=1, max_fields=8)

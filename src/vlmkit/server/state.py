@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from starlette.requests import Request
@@ -24,6 +26,9 @@ class ServerState:
     local: LocalModels
     gateway: Gateway
     downloads: Downloads
+    large_bodies: asyncio.Semaphore
+    """Slots for requests with large bodies (images): a request waits for one before its body is read,
+    so memory stays bounded by the slots, not by the number of clients (the rest wait in the sockets)."""
 
     @classmethod
     def create(cls, settings: ServerSettings) -> ServerState:
@@ -34,6 +39,7 @@ class ServerState:
             local=local,
             gateway=Gateway(settings.gateway, cooldown=settings.failover_cooldown, fetch=settings.fetch),
             downloads=Downloads(settings.models_dir, on_done=lambda: local.entries(refresh=True)),
+            large_bodies=asyncio.Semaphore(settings.max_large_requests),
         )
 
     def unknown_model(self, name: str) -> APIError:
@@ -45,6 +51,23 @@ class ServerState:
             code="model_not_found",
             param="model",
         )
+
+
+LARGE_BODY = 256 * 1024
+
+
+@contextlib.asynccontextmanager
+async def body_slot(request: Request, state: ServerState) -> AsyncIterator[None]:
+    """Hold a large-body slot while the request is handled (small requests pass straight through)."""
+    try:
+        size = int(request.headers.get("content-length", "0"))
+    except ValueError:
+        size = 0
+    if size <= LARGE_BODY and "chunked" not in request.headers.get("transfer-encoding", ""):
+        yield
+        return
+    async with state.large_bodies:
+        yield
 
 
 def state_of(request: Request) -> ServerState:
