@@ -8,7 +8,7 @@ Run from the repo root on a quiet machine (check `uptime` first):
 Everything is on 127.0.0.1, each server in its own process with one worker: the upstream (a minimal
 asyncio HTTP/1.1 server answering a fixed chat completion after reading the whole body), vlmkit's
 server (``python -m vlmkit.cli serve --config ...``) and the LiteLLM proxy, both mapping the name
-``bench`` to ``openai/gpt-4o`` at the upstream, without API keys. The load generator is aiohttp in
+``bench`` to ``openai/gpt-4o`` at the upstream, both checking the same API key. The load generator is aiohttp in
 this process, ``concurrency`` requests in flight, after a warm-up. Cases: a text message, and a
 message with a ~1 MB JPEG as a data URL. Figures: requests/s, P50/P95/P99 latency, P50 overhead over
 the direct call, peak RSS of the server's process tree (VmHWM, summed).
@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+KEY = "sk-bench-0123456789abcdef0123456789abcdef"  # both servers check it (LiteLLM refuses to start without one)
 IMAGES = ROOT.parent / "shared" / "images"
 
 UPSTREAM = r"""
@@ -129,7 +130,8 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 90) -> 
         if proc.poll() is not None:
             raise RuntimeError(f"{url}: the server exited with {proc.returncode}")
         try:
-            r = httpx.post(url, content=bodies(b"")["text"], headers={"Content-Type": "application/json"}, timeout=5)
+            headers = {"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"}
+            r = httpx.post(url, content=bodies(b"")["text"], headers=headers, timeout=5)
             if r.status_code == 200:
                 return
         except httpx.TransportError:
@@ -158,7 +160,7 @@ async def load(url: str, body: bytes, concurrency: int, requests: int, warmup: i
     import aiohttp
 
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
-    headers = {"Content-Type": "application/json", "Authorization": "Bearer sk-bench"}
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"}
     latencies: list[float] = []
     errors = 0
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as session:
@@ -210,8 +212,13 @@ def main() -> None:
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="vlmkit-bench-server-"))
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    env.pop("VLMKIT_API_KEY", None)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "src"),
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "LITELLM_MASTER_KEY": KEY,
+        "VLMKIT_API_KEY": KEY,
+    }
     procs: list[subprocess.Popen[bytes]] = []
     try:
         up_port = free_port()
