@@ -112,7 +112,9 @@ def test_raw_upload_and_image_part_by_file_id_field(http: httpx.Client, hopper_j
     assert (f["object"], f["filename"], f["width"], f["height"]) == ("file", "h.jpg", 512, 600)
     part = {"type": "image_url", "image_url": {"file_id": f["id"], "detail": "low"}}
     r = http.post(
-        "/v1/chat/completions", json={"model": "tiny", "messages": image_message(part), "max_tokens": 2}, headers=AUTH
+        "/v1/chat/completions",
+        json={"model": "tiny", "messages": image_message(part), "max_tokens": 2, "temperature": 0},
+        headers=AUTH,
     )
     assert r.status_code == 200, r.text
     assert r.json()["usage"]["completion_tokens"] == 2

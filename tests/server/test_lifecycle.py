@@ -70,7 +70,9 @@ def test_full_queue_is_429_with_retry_after(settings: ServerSettings) -> None:
             )
         release.set()
         holder.join(20)
-        r = c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+        r = c.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=2, temperature=0
+        )
         assert r.usage is not None and r.usage.completion_tokens == 2
     finally:
         running.stop()
