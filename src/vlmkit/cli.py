@@ -72,6 +72,16 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--system", help="a system prompt")
     _model_arguments(chat)
     chat.set_defaults(run=_chat)
+
+    serve = commands.add_parser("serve", help="serve local and gateway models over an OpenAI-compatible HTTP API")
+    serve.add_argument("--host", default=None, help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=None, help="port (default 8000)")
+    serve.add_argument("--config", help="YAML file: api_keys, models (gateway deployments, local GGUFs), limits")
+    serve.add_argument(
+        "--api-key", action="append", default=[], help="require this key (repeatable; also VLMKIT_API_KEY)"
+    )
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(run=_serve)
     return parser
 
 
@@ -136,6 +146,19 @@ def _chat(args: argparse.Namespace) -> int:
 
     with Client(timeout=None) as client:
         chat(client, args.image, _settings(args), sys.stdin, sys.stdout, sys.stderr, system=args.system)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import os
+
+    from vlmkit.server import ServerSettings, load_config, serve
+
+    settings = load_config(args.config) if args.config else ServerSettings()
+    keys = set(args.api_key) | ({os.environ["VLMKIT_API_KEY"]} if os.environ.get("VLMKIT_API_KEY") else set())
+    if keys:
+        settings = settings.with_overrides(api_keys=settings.api_keys | keys)
+    serve(settings.with_overrides(host=args.host, port=args.port), log_level=args.log_level)
     return 0
 
 

@@ -101,9 +101,13 @@ def test_closed_client(generated: Generated) -> None:
         client.llm.model(KEY)
 
 
-def test_remote_host_is_not_there_yet() -> None:
-    with pytest.raises(vk.ClientError, match="remote backend is not part of this version"):
-        vk.Client("http://127.0.0.1:1")
+def test_remote_host_that_is_not_there() -> None:
+    from vlmkit.errors import APIConnectionError
+
+    with vk.Client("http://127.0.0.1:1") as client, pytest.raises(APIConnectionError) as info:
+        client.llm.list_loaded()
+    assert str(info.value).startswith("cannot reach the vlmkit server at http://127.0.0.1:1: ")
+    assert str(info.value).endswith("is `vlmkit serve` running there?")
 
 
 def test_one_hierarchy() -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from vlmkit.chat import Chat
-from vlmkit.errors import ClientError, InvalidSettingError
+from vlmkit.errors import InvalidSettingError
 from vlmkit.images import ImageHandle
 from vlmkit.prediction import ModelInfo, PredictionConfig, PredictionFragment, PredictionResult
 
@@ -257,14 +257,12 @@ def _provider_backend() -> Backend:
 
 
 def make_backend(host: str | None, *, models_dir: str | Path | None = None) -> Backend:
-    """The backend for ``Client(host)``: the embedded engine when ``host`` is None, and the providers."""
+    """The backend for ``Client(host)``: with no host the engine and the providers, else that vlmkit server."""
     if host is None:
         return Router(LocalBackend(models_dir=models_dir))
+    from vlmkit.client.remote import RemoteBackend
 
-    raise ClientError(
-        f"cannot reach a vlmkit server at {host!r}: the remote backend is not part of this version yet; "
-        "use vk.Client() without a host to run models in this process"
-    )
+    return RemoteBackend(host)
 
 
 def load_options(config: LoadOptions | Mapping[str, Any] | None) -> LoadOptions | None:

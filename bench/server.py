@@ -1,0 +1,303 @@
+"""Load on ``vlmkit serve`` as a gateway over a fake upstream, beside calling the upstream directly and
+beside the LiteLLM proxy (``litellm --config``) in the same run when its command is given.
+
+Run from the repo root on a quiet machine (check `uptime` first):
+
+    python bench/server.py [--litellm PATH_TO_litellm] [--scale 1.0]
+
+Everything is on 127.0.0.1, each server in its own process with one worker: the upstream (a minimal
+asyncio HTTP/1.1 server answering a fixed chat completion after reading the whole body), vlmkit's
+server (``python -m vlmkit.cli serve --config ...``) and the LiteLLM proxy, both mapping the name
+``bench`` to ``openai/gpt-4o`` at the upstream, both checking the same API key. The load generator is aiohttp in
+this process, ``concurrency`` requests in flight, after a warm-up. Cases: a text message, and a
+message with a ~1 MB JPEG as a data URL. Figures: requests/s, P50/P95/P99 latency, P50 overhead over
+the direct call, peak RSS of the server's process tree (VmHWM, summed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import io
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = "sk-bench-0123456789abcdef0123456789abcdef"  # both servers check it (LiteLLM refuses to start without one)
+IMAGES = ROOT.parent / "shared" / "images"
+
+UPSTREAM = r"""
+import asyncio, json, sys
+REPLY = json.dumps({"id": "chatcmpl-b", "object": "chat.completion", "created": 1, "model": "gpt-4o",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "A cat."}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}}).encode()
+RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+            + str(len(REPLY)).encode() + b"\r\n\r\n" + REPLY)
+
+class P(asyncio.Protocol):
+    # the body is counted, not kept: a gateway's upstream must cost nothing next to what is measured
+    def connection_made(self, t):
+        self.t, self.head, self.left = t, b"", None
+    def data_received(self, data):
+        while data:
+            if self.left is None:
+                self.head += data
+                end = self.head.find(b"\r\n\r\n")
+                if end < 0:
+                    return
+                head = self.head[:end].lower() + b"\r\n"
+                i = head.find(b"content-length:")
+                self.left = int(head[i + 15:head.index(b"\r\n", i)]) if i >= 0 else 0
+                data, self.head = self.head[end + 4:], b""
+            take = min(self.left, len(data))
+            self.left -= take
+            data = data[take:]
+            if self.left == 0:
+                self.left = None
+                self.t.write(RESPONSE)
+
+async def main():
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(P, "127.0.0.1", int(sys.argv[1]), backlog=1024)
+    print("ready", flush=True)
+    await server.serve_forever()
+
+try:
+    import uvloop
+    uvloop.install()
+except ImportError:
+    pass
+asyncio.run(main())
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def one_mb_jpeg() -> bytes:
+    """A real photo (chelsea.png, 1600x1200) as a JPEG of about 1 MB: under every gateway limit, so it is
+    checked and passed through, not resized."""
+    from PIL import Image
+
+    with Image.open(IMAGES / "chelsea.png") as im:
+        img = im.convert("RGB").resize((1600, 1200), Image.Resampling.BICUBIC)
+    best = b""
+    for quality in range(80, 101):
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=quality, subsampling=0)
+        best = buf.getvalue()
+        if len(best) >= 1_000_000:
+            break
+    return best
+
+
+def bodies(image: bytes) -> dict[str, bytes]:
+    text = {"model": "bench", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16}
+    url = "data:image/jpeg;base64," + base64.b64encode(image).decode()
+    with_image = {
+        "model": "bench",
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is this?"},
+                    {"type": "image_url", "image_url": {"url": url}},
+                ],
+            }
+        ],
+        "max_tokens": 16,
+    }
+    return {"text": json.dumps(text).encode(), "image 1 MB": json.dumps(with_image).encode()}
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
+    import httpx
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: the server exited with {proc.returncode}")
+        try:
+            headers = {"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"}
+            r = httpx.post(url, content=bodies(b"")["text"], headers=headers, timeout=5)
+            if r.status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} did not answer in {timeout} s")
+
+
+def tree_hwm_mb(pid: int) -> float:
+    """Peak RSS (VmHWM) of ``pid`` and its descendants, summed, in MB."""
+    pids, total = [pid], 0
+    while pids:
+        p = pids.pop()
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+            pids.extend(int(c) for c in children)
+        except OSError:
+            pass
+    return total / 1024
+
+
+async def load(url: str, body: bytes, concurrency: int, requests: int, warmup: int) -> dict[str, float]:
+    import aiohttp
+
+    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"}
+    latencies: list[float] = []
+    errors = 0
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as session:
+
+        async def worker(n: int, record: bool) -> None:
+            nonlocal errors
+            for _ in range(n):
+                t0 = time.perf_counter()
+                async with session.post(url, data=body, headers=headers) as r:
+                    await r.read()
+                    ok = r.status == 200
+                if record:
+                    latencies.append(time.perf_counter() - t0)
+                    errors += not ok
+
+        await asyncio.gather(*(worker(max(1, warmup // concurrency), False) for _ in range(concurrency)))
+        per = requests // concurrency
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(per, True) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - t0
+    q = statistics.quantiles(latencies, n=100)
+    return {
+        "rps": len(latencies) / elapsed,
+        "p50": statistics.median(latencies) * 1000,
+        "p95": q[94] * 1000,
+        "p99": q[98] * 1000,
+        "errors": errors,
+    }
+
+
+def start(cmd: list[str], env: dict[str, str], url: str) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_ready(url, proc)
+    except Exception:
+        proc.kill()
+        print(proc.stderr.read().decode()[-3000:] if proc.stderr else "", file=sys.stderr)
+        raise
+    return proc
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--litellm", help="path of the `litellm` command (the proxy), to run it side by side")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply the request counts")
+    parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 16, 64])
+    parser.add_argument("--cases", nargs="*", choices=["text", "image 1 MB"], help="only these cases")
+    parser.add_argument("--large-slots", type=int, help="vlmkit's limits.max_large_requests (default: its own)")
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="vlmkit-bench-server-"))
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "src"),
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "LITELLM_MASTER_KEY": KEY,
+        "VLMKIT_API_KEY": KEY,
+    }
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        up_port = free_port()
+        up = subprocess.Popen([sys.executable, "-c", UPSTREAM, str(up_port)], stdout=subprocess.PIPE)
+        procs.append(up)
+        assert up.stdout is not None and up.stdout.readline().strip() == b"ready"
+        upstream = f"http://127.0.0.1:{up_port}/v1"
+
+        targets: dict[str, tuple[str, int | None]] = {"upstream direct": (upstream + "/chat/completions", None)}
+
+        port = free_port()
+        cfg = tmp / "vlmkit.yaml"
+        cfg.write_text(
+            f"models:\n  bench:\n    model: openai/gpt-4o\n    api_base: {upstream}\n    api_key: sk-x\n"
+            + (f"limits:\n  max_large_requests: {args.large_slots}\n" if args.large_slots else "")
+        )
+        serve = [sys.executable, "-m", "vlmkit.cli", "serve", "--config", str(cfg), "--port", str(port)]
+        vk = start([*serve, "--log-level", "warning"], env, f"http://127.0.0.1:{port}/v1/chat/completions")
+        procs.append(vk)
+        targets["vlmkit serve"] = (f"http://127.0.0.1:{port}/v1/chat/completions", vk.pid)
+
+        if args.litellm:
+            lport = free_port()
+            lcfg = tmp / "litellm.yaml"
+            lcfg.write_text(
+                "model_list:\n  - model_name: bench\n    litellm_params:\n      model: openai/gpt-4o\n"
+                f"      api_base: {upstream}\n      api_key: sk-x\n"
+            )
+            lcmd = [args.litellm, "--config", str(lcfg), "--port", str(lport), "--num_workers", "1"]
+            ll = start(lcmd, env, f"http://127.0.0.1:{lport}/v1/chat/completions")
+            procs.append(ll)
+            targets["LiteLLM proxy"] = (f"http://127.0.0.1:{lport}/v1/chat/completions", ll.pid)
+
+        counts = {"text": (200, 800, 1600), "image 1 MB": (100, 320, 640)}
+        image = one_mb_jpeg()
+        print(f"image: {len(image):,} bytes JPEG 1600x1200; load before: {os.getloadavg()[0]:.2f}")
+        rows: list[dict[str, Any]] = []
+        for case, body in bodies(image).items():
+            if args.cases and case not in args.cases:
+                continue
+            for ci, conc in enumerate(args.concurrency):
+                n = int(counts[case][min(ci, 2)] * args.scale)
+                n = max(conc, n - n % conc)
+                for name, (url, _) in targets.items():
+                    stats = asyncio.run(load(url, body, conc, n, warmup=max(conc * 2, 20)))
+                    rows.append({"case": case, "concurrency": conc, "target": name, "n": n, **stats})
+                    print(
+                        f"{case:<11} c={conc:<3} {name:<16} {stats['rps']:8.1f} req/s  P50 {stats['p50']:7.2f} ms  "
+                        f"P95 {stats['p95']:7.2f}  P99 {stats['p99']:7.2f}  errors {int(stats['errors'])}",
+                        flush=True,
+                    )
+        print(f"load after: {os.getloadavg()[0]:.2f}")
+        print()
+        print("| case | concurrency | target | req/s | P50 ms | P95 ms | P99 ms | P50 overhead ms |")
+        print("|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            direct = next(
+                x
+                for x in rows
+                if x["case"] == r["case"] and x["concurrency"] == r["concurrency"] and x["target"] == "upstream direct"
+            )
+            over = "" if r["target"] == "upstream direct" else f"{r['p50'] - direct['p50']:+.2f}"
+            print(
+                f"| {r['case']} | {r['concurrency']} | {r['target']} | {r['rps']:.0f} | {r['p50']:.2f} | "
+                f"{r['p95']:.2f} | {r['p99']:.2f} | {over} |"
+            )
+        print()
+        for name, (_, pid) in targets.items():
+            if pid is not None:
+                print(f"peak memory, {name}: {tree_hwm_mb(pid):.0f} MB")
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+if __name__ == "__main__":
+    main()

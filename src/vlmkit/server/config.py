@@ -1,0 +1,222 @@
+"""The server's settings, and the YAML file that names the models it serves.
+
+```yaml
+api_keys: [os.environ/VLMKIT_API_KEY]   # optional; without keys every route is open
+models:
+  gpt-4o:                               # a gateway name: one or more deployments
+    - model: openai/gpt-4o
+      api_key: os.environ/OPENAI_API_KEY
+    - model: openai/gpt-4o
+      api_base: https://my-azure-proxy.example/v1
+      api_key: os.environ/BACKUP_KEY
+  vision-local:                         # a local model: a GGUF (and its mmproj) for the engine
+    path: /models/smolvlm.gguf
+    mmproj: /models/mmproj-smolvlm.gguf
+limits:
+  max_body_mb: 32
+  max_queue: 16
+```
+
+A value ``os.environ/NAME`` (LiteLLM's spelling) or ``${NAME}`` is read from the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from vlmkit.errors import VlmkitError
+from vlmkit.images import DEFAULT_MAX_PIXELS
+from vlmkit.images.fetch import FetchOptions
+
+
+class ConfigError(VlmkitError):
+    """The server's config file is missing, unreadable or says something that cannot be served."""
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """One place a gateway name is served from: a provider model with its address and key."""
+
+    model: str
+    api_base: str | None = None
+    api_key: str | None = None
+    timeout: float | None = None
+    max_retries: int | None = 0
+    """Retries inside the provider layer; the gateway fails over to the next deployment instead."""
+    options: Mapping[str, Any] = field(default_factory=dict)
+    """Provider options passed through (``api_version``, ``aws_region_name``, ...)."""
+
+
+@dataclass(frozen=True)
+class GatewayModel:
+    name: str
+    deployments: tuple[Deployment, ...]
+    vision: bool | None = None
+    """Declared vision support; ``None``: ask the providers' capability table."""
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    """A GGUF (and mmproj) served by the embedded engine under ``name``."""
+
+    name: str
+    path: str
+    mmproj: str | None = None
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_keys: frozenset[str] = frozenset()
+    max_body_bytes: int = 32 * 1024 * 1024
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_images_per_request: int = 16
+    max_queue: int = 16
+    """Requests that may wait for one local model before the next is answered 429."""
+    max_large_requests: int = 4
+    """Requests with bodies over 256 KB (images) handled at once; more wait, unread, in their sockets."""
+    files_max_bytes: int = 512 * 1024 * 1024
+    """Total bytes of uploaded images kept in memory."""
+    models_dir: str | None = None
+    model_ttl: float | None = 3600.0
+    fetch: FetchOptions = field(default_factory=FetchOptions)
+    gateway: Mapping[str, GatewayModel] = field(default_factory=dict)
+    local: Mapping[str, LocalModel] = field(default_factory=dict)
+    failover_cooldown: float = 5.0
+    """Seconds a deployment that failed is passed over while its siblings are healthy."""
+    shutdown_grace: float = 10.0
+    """Seconds a graceful shutdown waits for in-flight requests before cancelling them."""
+
+    def with_overrides(self, **changes: Any) -> ServerSettings:
+        """A copy with every change that is not ``None``."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+_ENV = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+
+
+def env_value(value: Any, where: str) -> Any:
+    """``os.environ/NAME`` or ``${NAME}`` read from the environment; anything else as it is."""
+    if not isinstance(value, str):
+        return value
+    name = value[len("os.environ/") :] if value.startswith("os.environ/") else None
+    match = _ENV.match(value)
+    if match:
+        name = match.group(1)
+    if name is None:
+        return value
+    if name not in os.environ:
+        raise ConfigError(f"{where} reads the environment variable {name}, which is not set")
+    return os.environ[name]
+
+
+def load_config(path: str | Path, base: ServerSettings | None = None) -> ServerSettings:
+    """Settings from a YAML file, on top of ``base``."""
+    import yaml
+
+    p = Path(path).expanduser()
+    try:
+        raw = yaml.safe_load(p.read_text("utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file {p}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"the config file {p} is not valid YAML: {exc}") from None
+    return parse_config(raw or {}, base, where=str(p))
+
+
+def parse_config(raw: Any, base: ServerSettings | None = None, *, where: str = "config") -> ServerSettings:
+    settings = base or ServerSettings()
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: the top level must be a mapping (api_keys, models, limits, fetch)")
+    unknown = set(raw) - {"api_keys", "models", "limits", "fetch", "models_dir"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown section(s) {', '.join(sorted(map(str, unknown)))}")
+    changes: dict[str, Any] = {}
+    if "api_keys" in raw:
+        keys = raw["api_keys"]
+        if isinstance(keys, str) or not isinstance(keys, list):
+            raise ConfigError(f"{where}: api_keys must be a list of strings")
+        changes["api_keys"] = frozenset(str(env_value(k, f"{where}: api_keys")) for k in keys)
+    if "models_dir" in raw:
+        changes["models_dir"] = str(raw["models_dir"])
+    gateway: dict[str, GatewayModel] = {}
+    local: dict[str, LocalModel] = {}
+    models = raw.get("models") or {}
+    if not isinstance(models, Mapping):
+        raise ConfigError(f"{where}: models must map names to deployments")
+    for name, spec in models.items():
+        here = f"{where}: models.{name}"
+        if isinstance(spec, Mapping) and "path" in spec:
+            local[str(name)] = LocalModel(str(name), str(spec["path"]), _opt_str(spec.get("mmproj")))
+        else:
+            gateway[str(name)] = _gateway_model(str(name), spec, here)
+    changes["gateway"] = gateway
+    changes["local"] = local
+    limits = raw.get("limits") or {}
+    if not isinstance(limits, Mapping):
+        raise ConfigError(f"{where}: limits must be a mapping")
+    for key, value in limits.items():
+        if key == "max_body_mb":
+            changes["max_body_bytes"] = int(float(value) * 1024 * 1024)
+        elif key == "files_max_mb":
+            changes["files_max_bytes"] = int(float(value) * 1024 * 1024)
+        elif key in ("max_queue", "max_pixels", "max_images_per_request", "max_large_requests"):
+            changes[key] = int(value)
+        elif key in ("failover_cooldown", "shutdown_grace"):
+            changes[key] = float(value)
+        elif key == "model_ttl":
+            changes[key] = None if value is None else float(value)
+        else:
+            raise ConfigError(f"{where}: unknown limit {key!r}")
+    fetch = raw.get("fetch")
+    if fetch is not None:
+        if not isinstance(fetch, Mapping):
+            raise ConfigError(f"{where}: fetch must be a mapping (allow_hosts, max_mb, timeout)")
+        changes["fetch"] = FetchOptions(
+            allow_hosts=frozenset(str(h) for h in fetch.get("allow_hosts", ())),
+            max_bytes=int(float(fetch.get("max_mb", 20)) * 1024 * 1024),
+            timeout=float(fetch.get("timeout", 10.0)),
+        )
+    return replace(settings, **changes)
+
+
+def _gateway_model(name: str, spec: Any, where: str) -> GatewayModel:
+    vision: bool | None = None
+    if isinstance(spec, Mapping) and "deployments" in spec:
+        vision = spec.get("vision")
+        spec = spec["deployments"]
+    items = spec if isinstance(spec, list) else [spec]
+    if not items:
+        raise ConfigError(f"{where}: no deployments")
+    deployments = []
+    for i, item in enumerate(items):
+        here = f"{where}[{i}]"
+        if isinstance(item, str):
+            item = {"model": item}
+        if not isinstance(item, Mapping) or not isinstance(item.get("model"), str) or "/" not in item["model"]:
+            raise ConfigError(f"{here}: a deployment needs 'model: provider/name'")
+        if item.get("vision") is not None:
+            vision = bool(item["vision"])
+        known = {"model", "api_base", "base_url", "api_key", "timeout", "max_retries", "vision"}
+        options = {k: env_value(v, f"{here}.{k}") for k, v in item.items() if k not in known}
+        deployments.append(
+            Deployment(
+                model=item["model"],
+                api_base=_opt_str(env_value(item.get("api_base") or item.get("base_url"), f"{here}.api_base")),
+                api_key=_opt_str(env_value(item.get("api_key"), f"{here}.api_key")),
+                timeout=float(item["timeout"]) if item.get("timeout") is not None else None,
+                max_retries=int(item.get("max_retries", 0)),
+                options=options,
+            )
+        )
+    return GatewayModel(name, tuple(deployments), vision)
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else str(value)

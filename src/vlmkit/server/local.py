@@ -1,0 +1,204 @@
+"""The embedded engine behind the server: which local models are served, and predictions off the loop.
+
+Only names the server knows are handed to the engine (configured models and downloaded ones), never
+a client's path. Each prediction runs on its own thread, so a full model queue is answered at once
+(the engine raises ``QueueFullError``: 429) instead of waiting for a pool thread. Every running
+prediction has a :class:`~vlmkit.engine.CancelToken`: a client that goes away, or a shutdown,
+cancels it, and the engine stops at the next token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from vlmkit.chat import Chat
+from vlmkit.engine import CancelToken, Engine, list_downloaded
+from vlmkit.engine.gguf_meta import read_mmproj_meta, read_model_meta
+from vlmkit.engine.resolve import resolve_model
+from vlmkit.errors import VlmkitError
+from vlmkit.prediction import ModelInfo, PredictionConfig, PredictionFragment, PredictionResult
+from vlmkit.server.config import ServerSettings
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class LocalEntry:
+    name: str
+    vision: bool
+    source: str  # "config" or "downloaded"
+    size_bytes: int
+    path: str
+    architecture: str = "unknown"
+    context_length: int | None = None
+
+
+class LocalModels:
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.engine = Engine(
+            models_dir=settings.models_dir, default_ttl=settings.model_ttl, max_queue=settings.max_queue
+        )
+        self._configured: dict[str, LocalEntry] = {}
+        for m in settings.local.values():
+            files = resolve_model(m.path, mmproj=m.mmproj, models_dir=settings.models_dir)
+            self.engine.register(m.name, files.model, files.mmproj)
+            vision = files.mmproj is not None and read_mmproj_meta(files.mmproj).vision
+            size = sum(p.stat().st_size for p in (files.model, files.mmproj) if p is not None)
+            meta = read_model_meta(files.model)
+            self._configured[m.name] = LocalEntry(
+                m.name, vision, "config", size, str(files.model), meta.architecture, meta.context_length
+            )
+        self._downloaded: dict[str, LocalEntry] = {}
+        self._downloaded_at = -1e9
+        self._inflight: set[CancelToken] = set()
+        self._lock = threading.Lock()
+        self.closing = False
+
+    # --- which models --------------------------------------------------------------------------
+
+    def entries(self, *, refresh: bool = False) -> dict[str, LocalEntry]:
+        if refresh or time.monotonic() - self._downloaded_at > 2.0:
+            found: dict[str, LocalEntry] = {}
+            for listing in list_downloaded(self.settings.models_dir):
+                found[listing.key] = LocalEntry(
+                    listing.key,
+                    listing.vision,
+                    "downloaded",
+                    listing.size_bytes,
+                    listing.path,
+                    listing.architecture,
+                    listing.context_length,
+                )
+            self._downloaded, self._downloaded_at = found, time.monotonic()
+        return {**self._downloaded, **self._configured}
+
+    def find(self, name: str) -> LocalEntry | None:
+        entry = self._configured.get(name) or self._downloaded.get(name)
+        if entry is None and not name.startswith(("/", ".", "~")):
+            entry = self.entries(refresh=True).get(name)
+        return entry
+
+    def loaded(self) -> list[ModelInfo]:
+        return self.engine.list_loaded()
+
+    def is_loaded(self, name: str) -> bool:
+        return self.engine.is_loaded(name)
+
+    async def load(self, name: str, *, ttl: float | Any | None = ...) -> ModelInfo:
+        return await run_on_thread(lambda: self.engine.load(name, ttl=ttl))
+
+    async def unload(self, name: str) -> bool:
+        return await run_on_thread(lambda: self.engine.unload(name))
+
+    # --- predictions ---------------------------------------------------------------------------
+
+    async def respond(self, name: str, chat: Chat, config: PredictionConfig, token: CancelToken) -> PredictionResult:
+        self._start(token)
+        try:
+            return await run_on_thread(lambda: self.engine.respond(name, chat, config, cancel=token))
+        except asyncio.CancelledError:
+            token.cancel()
+            raise
+        finally:
+            self._inflight.discard(token)
+
+    async def stream(
+        self, name: str, chat: Chat, config: PredictionConfig, token: CancelToken
+    ) -> AsyncIterator[PredictionFragment | PredictionResult]:
+        """Fragments as they come, then the :class:`PredictionResult` as the last item."""
+        self._start(token)
+        loop = asyncio.get_running_loop()
+        items: asyncio.Queue[Any] = asyncio.Queue()
+        done = object()
+
+        def emit(fragment: PredictionFragment) -> None:
+            loop.call_soon_threadsafe(items.put_nowait, fragment)
+
+        def work() -> None:
+            try:
+                outcome: Any = self.engine.respond(name, chat, config, on_fragment=emit, cancel=token)
+            except BaseException as exc:
+                outcome = exc
+            try:
+                loop.call_soon_threadsafe(items.put_nowait, outcome)
+                loop.call_soon_threadsafe(items.put_nowait, done)
+            except RuntimeError:  # the loop is gone (shutdown): nobody is listening
+                pass
+
+        threading.Thread(target=work, name="vlmkit-server-predict", daemon=True).start()
+        try:
+            while True:
+                item = await items.get()
+                if item is done:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            token.cancel()  # a no-op when it finished; stops it when the consumer went away
+            self._inflight.discard(token)
+
+    def _start(self, token: CancelToken) -> None:
+        if self.closing:
+            raise ServerClosingError("the server is shutting down; retry on another instance")
+        with self._lock:
+            self._inflight.add(token)
+
+    # --- lifetime ------------------------------------------------------------------------------
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    def cancel_all(self) -> None:
+        with self._lock:
+            tokens = list(self._inflight)
+        for token in tokens:
+            token.cancel()
+
+    def close(self) -> None:
+        """Cancel what still runs and unload every model (each after its running prediction stops)."""
+        self.closing = True
+        self.cancel_all()
+        self.engine.close()
+
+
+class ServerClosingError(VlmkitError):
+    status_code = 503
+
+
+def run_on_thread(fn: Callable[[], T]) -> asyncio.Future[T]:
+    """Run ``fn`` on a new thread; the future resolves on the loop (not bounded by a pool's size)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle_result(value: T) -> None:
+        if not future.done():
+            future.set_result(value)
+
+    def settle_error(exc: BaseException) -> None:
+        if not future.done():
+            future.set_exception(exc)
+
+    def work() -> None:
+        try:
+            value = fn()
+        except BaseException as exc:
+            _call_soon(loop, settle_error, exc)
+        else:
+            _call_soon(loop, settle_result, value)
+
+    threading.Thread(target=work, name="vlmkit-server-engine", daemon=True).start()
+    return future
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[[Any], None], arg: Any) -> None:
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(fn, arg)

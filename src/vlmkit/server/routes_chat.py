@@ -1,0 +1,137 @@
+"""``POST /v1/chat/completions``: a local model through the engine, or a gateway name through the providers.
+
+Errors before the first token (unknown model, bad image, full queue) are HTTP errors with their own
+status; an error after a stream has started is sent as an ``{"error": ...}`` event, which OpenAI's
+clients raise as an exception.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from vlmkit.chat import Chat
+from vlmkit.engine import CancelToken
+from vlmkit.prediction import PredictionConfig, PredictionFragment, PredictionResult
+from vlmkit.providers import AsyncCompletionStream, ChatCompletion
+from vlmkit.server import shapes
+from vlmkit.server.errors import body_of
+from vlmkit.server.inputs import ChatRequest, parse_chat_request, parse_json, resolve_chat
+from vlmkit.server.jsonutil import dumps
+from vlmkit.server.sse import DONE, EventStream, event, until_disconnect
+from vlmkit.server.state import ServerState, body_slot, endpoint
+
+
+@endpoint
+async def chat_completions(request: Request, state: ServerState) -> Response:
+    async with body_slot(request, state):
+        return await _chat_completions(request, state)
+
+
+async def _chat_completions(request: Request, state: ServerState) -> Response:
+    req = parse_chat_request(parse_json(await request.body()))
+    gateway = state.gateway.has(req.model)
+    if not gateway and state.local.find(req.model) is None:
+        raise state.unknown_model(req.model)
+    s = state.settings
+    chat = await resolve_chat(
+        req.messages, state.files, fetch=s.fetch, max_pixels=s.max_pixels, max_images=s.max_images_per_request
+    )
+    if gateway:
+        return await _gateway(state, req, chat)
+    return await _local(request, state, req, chat)
+
+
+# --- the gateway ---------------------------------------------------------------------------------
+
+
+async def _gateway(state: ServerState, req: ChatRequest, chat: Chat) -> Response:
+    result = await state.gateway.complete(req.model, chat, req.params, stream=req.stream)
+    if isinstance(result, ChatCompletion):
+        body = result.to_dict()
+        body["model"] = req.model
+        return Response(dumps(body), media_type="application/json")
+    assert isinstance(result, AsyncCompletionStream)
+    return EventStream(_relay(result, req.model))
+
+
+async def _relay(stream: AsyncCompletionStream, model: str) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in stream:
+            data = chunk.to_dict()
+            data["model"] = model
+            yield event(data)
+    except Exception as exc:
+        yield event(body_of(exc))
+        return
+    finally:
+        await stream.aclose()
+    yield DONE
+
+
+# --- the local engine ----------------------------------------------------------------------------
+
+
+def _config(req: ChatRequest) -> PredictionConfig:
+    p, x = req.params, req.extensions
+    return PredictionConfig(
+        temperature=p.get("temperature"),
+        max_tokens=p.get("max_tokens"),
+        top_p=p.get("top_p"),
+        stop=tuple(p.get("stop", ())),
+        seed=p.get("seed"),
+        response_format=p.get("response_format"),
+        top_k=x.get("top_k"),
+        min_p=x.get("min_p"),
+        repeat_penalty=x.get("repeat_penalty"),
+    )
+
+
+async def _local(request: Request, state: ServerState, req: ChatRequest, chat: Chat) -> Response:
+    config = _config(req)
+    token = CancelToken()
+    if not req.stream:
+        result = await until_disconnect(
+            request.receive, state.local.respond(req.model, chat, config, token), token.cancel
+        )
+        return Response(dumps(shapes.completion(result, req.model)), media_type="application/json")
+    items = state.local.stream(req.model, chat, config, token)
+    # wait for the first fragment so that a full queue or a bad request is still an HTTP error
+    first = await until_disconnect(request.receive, anext(items), token.cancel)
+    return EventStream(_local_events(items, first, req), on_disconnect=token.cancel)
+
+
+async def _local_events(
+    items: AsyncIterator[PredictionFragment | PredictionResult], first: Any, req: ChatRequest
+) -> AsyncIterator[bytes]:
+    cid, created = shapes.completion_id(), int(time.time())
+    yield event(shapes.chunk(cid, req.model, created, role="assistant", content=""))
+    item = first
+    try:
+        while True:
+            if isinstance(item, PredictionResult):
+                stats = item.stats
+                extra: dict[str, Any] = {"stats": stats.to_dict()}
+                if item.model_info is not None:
+                    extra["model_info"] = item.model_info.to_dict()
+                yield event(shapes.chunk(cid, req.model, created, finish=shapes.finish_reason(stats), extra=extra))
+                if req.include_usage:
+                    yield event(
+                        shapes.chunk(cid, req.model, created, choices=False, extra={"usage": shapes.usage(stats)})
+                    )
+                break
+            if item.content:
+                yield event(shapes.chunk(cid, req.model, created, content=item.content))
+            item = await anext(items)
+    except Exception as exc:
+        yield event(body_of(exc))
+        return
+    finally:
+        aclose = getattr(items, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    yield DONE

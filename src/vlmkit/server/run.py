@@ -1,0 +1,48 @@
+"""Running the server with uvicorn: ``vlmkit serve`` and :func:`serve`."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from typing import Any
+
+from vlmkit.server.app import create_app
+from vlmkit.server.config import ServerSettings
+
+log = logging.getLogger("vlmkit.server")
+
+
+def uvicorn_config(settings: ServerSettings, *, log_level: str = "info", **overrides: Any) -> Any:
+    """A ``uvicorn.Config`` for ``settings``: graceful shutdown waits ``shutdown_grace`` seconds."""
+    import uvicorn
+
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": log_level,
+        "access_log": False,
+        "lifespan": "on",
+        "timeout_graceful_shutdown": settings.shutdown_grace,
+        "server_header": False,
+    }
+    options.update(overrides)
+    return uvicorn.Config(create_app(settings), **options)
+
+
+def serve(settings: ServerSettings | None = None, *, log_level: str = "info") -> None:
+    """Serve until interrupted (Ctrl-C or SIGTERM: in-flight work is finished or cancelled, models unloaded)."""
+    import uvicorn
+
+    settings = settings or ServerSettings()
+    if not settings.api_keys and not _is_loopback(settings.host):
+        log.warning("serving on %s without API keys: anyone who can reach it can use it", settings.host)
+    uvicorn.Server(uvicorn_config(settings, log_level=log_level)).run()
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,91 @@
+"""What every route shares: the settings, the file store, the local models, the gateway, the downloads."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from vlmkit.server.config import ServerSettings
+from vlmkit.server.downloads import Downloads
+from vlmkit.server.errors import APIError, response_for
+from vlmkit.server.files import FileStore
+from vlmkit.server.gateway import Gateway
+from vlmkit.server.local import LocalModels
+
+
+@dataclass
+class ServerState:
+    settings: ServerSettings
+    files: FileStore
+    local: LocalModels
+    gateway: Gateway
+    downloads: Downloads
+    large_bodies: asyncio.Semaphore
+    """Slots for requests with large bodies (images): a request waits for one before its body is read,
+    so memory stays bounded by the slots, not by the number of clients (the rest wait in the sockets)."""
+
+    @classmethod
+    def create(cls, settings: ServerSettings) -> ServerState:
+        local = LocalModels(settings)
+        return cls(
+            settings=settings,
+            files=FileStore(settings.files_max_bytes),
+            local=local,
+            gateway=Gateway(settings.gateway, cooldown=settings.failover_cooldown, fetch=settings.fetch),
+            downloads=Downloads(settings.models_dir, on_done=lambda: local.entries(refresh=True)),
+            large_bodies=asyncio.Semaphore(settings.max_large_requests),
+        )
+
+    def unknown_model(self, name: str) -> APIError:
+        known = sorted({*self.gateway.names(), *self.local.entries()})
+        listed = ", ".join(known[:20]) + (" ..." if len(known) > 20 else "") if known else "none"
+        return APIError(
+            f"the model {name!r} does not exist on this server; served: {listed}",
+            404,
+            code="model_not_found",
+            param="model",
+        )
+
+
+LARGE_BODY = 256 * 1024
+
+
+@contextlib.asynccontextmanager
+async def body_slot(request: Request, state: ServerState) -> AsyncIterator[None]:
+    """Hold a large-body slot while the request is handled (small requests pass straight through)."""
+    try:
+        size = int(request.headers.get("content-length", "0"))
+    except ValueError:
+        size = 0
+    if size <= LARGE_BODY and "chunked" not in request.headers.get("transfer-encoding", ""):
+        yield
+        return
+    async with state.large_bodies:
+        yield
+
+
+def state_of(request: Request) -> ServerState:
+    state: ServerState = request.app.state.vlmkit
+    return state
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def endpoint(fn: Callable[[Request, ServerState], Awaitable[Response]]) -> Endpoint:
+    """A route handler that receives the shared state and answers every error in OpenAI's shape."""
+
+    @functools.wraps(fn)
+    async def handler(request: Request) -> Response:
+        try:
+            return await fn(request, state_of(request))
+        except Exception as exc:
+            return response_for(exc)
+
+    return handler

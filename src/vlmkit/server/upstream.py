@@ -1,0 +1,124 @@
+"""The gateway's HTTP client to upstreams: the providers layer's transport over aiohttp's connection pool.
+
+The providers layer sends through httpx, whose connection pool costs a gateway more than the rest of
+a request: for every request it scans every pooled connection and polls each idle socket, so at 16
+to 64 concurrent requests httpx alone took most of the server's CPU (measured with cProfile under
+``bench/server.py``). Translation stays in the providers layer: only the bytes on the wire move
+through aiohttp here, behind httpx's own transport interface, so retries, error mapping and stream
+parsing are the providers layer's unchanged. Without aiohttp installed, the default transport is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from vlmkit.providers import Transport
+
+_SKIP = frozenset({b"host", b"content-length", b"transfer-encoding", b"connection"})
+
+
+def gateway_transport() -> Transport:
+    try:
+        import aiohttp  # noqa: F401
+    except ImportError:  # pragma: no cover - aiohttp is there wherever the server extra is installed
+        return Transport()
+    return PooledTransport()
+
+
+class PooledTransport(Transport):
+    """A providers :class:`Transport` whose async client sends through aiohttp (one pool per event loop)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._pooled: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    @property
+    def aclient(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        client = self._pooled.get(loop)
+        if client is None:
+            client = httpx.AsyncClient(transport=AiohttpTransport(), timeout=self.timeout, follow_redirects=False)
+            self._pooled[loop] = client
+        return client
+
+    async def aclose(self) -> None:
+        client = self._pooled.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    def __init__(self, *, limit: int = 512) -> None:
+        self.limit = limit
+        self._session: Any = None
+
+    def _open(self) -> Any:
+        import aiohttp
+
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self.limit, limit_per_host=0, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(
+                connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding")
+            )
+        return self._session
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        import aiohttp
+
+        session = self._open()
+        t = request.extensions.get("timeout", {})
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=t.get("connect"), sock_connect=t.get("connect"), sock_read=t.get("read")
+        )
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw if k.lower() not in _SKIP]
+        body = request.content if request.method not in ("GET", "HEAD") else None
+        try:
+            response = await session.request(
+                request.method, str(request.url), headers=headers, data=body, allow_redirects=False, timeout=timeout
+            )
+        except asyncio.TimeoutError as exc:
+            raise httpx.ConnectTimeout(f"timed out connecting to {request.url.host}", request=request) from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise httpx.ConnectError(str(exc), request=request) from exc
+        except aiohttp.ClientError as exc:
+            raise httpx.RemoteProtocolError(str(exc), request=request) from exc
+        raw_headers = [(k, v) for k, v in response.raw_headers]
+        return httpx.Response(
+            response.status,
+            headers=raw_headers,
+            stream=_Body(response, request),
+            request=request,
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": (response.reason or "").encode()},
+        )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class _Body(httpx.AsyncByteStream):
+    def __init__(self, response: Any, request: httpx.Request) -> None:
+        self._response = response
+        self._request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        import aiohttp
+
+        try:
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+        except asyncio.TimeoutError as exc:
+            raise httpx.ReadTimeout("timed out reading the upstream's answer", request=self._request) from exc
+        except aiohttp.ClientError as exc:
+            raise httpx.ReadError(str(exc), request=self._request) from exc
+
+    async def aclose(self) -> None:
+        self._response.release()

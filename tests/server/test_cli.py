@@ -1,0 +1,52 @@
+"""``vlmkit serve`` in a subprocess: binds 127.0.0.1, needs the key it was given, stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_command(tmp_path: Path) -> None:
+    config = tmp_path / "vlmkit.yaml"
+    config.write_text("models:\n  gw: {model: openai/up, api_base: 'http://127.0.0.1:9/v1', api_key: k}\n")
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "VLMKIT_HOME": str(tmp_path / "home")}
+    env.pop("VLMKIT_API_KEY", None)
+    cmd = [sys.executable, "-m", "vlmkit.cli", "serve", "--port", str(port), "--config", str(config)]
+    proc = subprocess.Popen([*cmd, "--api-key", "sk-cli"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "vlmkit serve did not start"
+                time.sleep(0.1)
+        assert health.json()["status"] == "ok"
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/models").status_code == 401
+        models = httpx.get(f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": "Bearer sk-cli"}).json()
+        assert [m["id"] for m in models["data"]] == ["gw"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after its graceful shutdown
+    text = out.decode()
+    assert f"Uvicorn running on http://127.0.0.1:{port}" in text
+    assert "Application shutdown complete." in text

@@ -1,0 +1,230 @@
+"""The server at the HTTP level: what no client library would send (bad JSON, chunked oversize bodies,
+unknown routes), the open health route, model management, and the YAML config."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.server.conftest import API_KEY, Running, image_message
+from vlmkit.server import ConfigError, ServerSettings, load_config
+from vlmkit.server.config import parse_config
+
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
+@pytest.fixture()
+def http(server: Running) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        yield client
+
+
+def _error(r: httpx.Response) -> dict[str, Any]:
+    body = r.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    error: dict[str, Any] = body["error"]
+    return error
+
+
+def test_health_is_open_and_the_rest_needs_a_key(http: httpx.Client) -> None:
+    r = http.get("/health")
+    assert r.status_code == 200
+    assert r.json() == {"status": "ok", "loaded_models": 0, "inflight": 0}
+    r = http.get("/v1/models")
+    assert r.status_code == 401
+    assert r.headers["www-authenticate"] == "Bearer"
+    assert _error(r)["message"] == "no API key given: send 'Authorization: Bearer <key>'"
+    r = http.get("/v1/models", headers={"Authorization": f"Basic {API_KEY}"})
+    assert _error(r)["message"] == "the Authorization header must be 'Bearer <key>'"
+
+
+def test_bad_json_is_400(http: httpx.Client) -> None:
+    r = http.post("/v1/chat/completions", content=b'{"model": "tiny", "messages": [', headers=AUTH)
+    assert r.status_code == 400
+    error = _error(r)
+    assert error["message"].startswith("the request body is not valid JSON: ")
+    assert error["code"] == "invalid_json"
+    r = http.post("/v1/chat/completions", content=b"[1, 2]", headers=AUTH)
+    assert r.status_code == 400
+    assert _error(r)["message"] == "the request body must be a JSON object, not an array"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "param", "message"),
+    [
+        ({"messages": []}, 422, "model", "'model' is required: the name of a model from GET /v1/models"),
+        ({"model": "tiny", "messages": []}, 422, "messages", "'messages' is empty: send at least one message"),
+        ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}, 422, "stream",
+         "'stream' must be true or false, not a string"),
+        ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}, 422, "max_tokens",
+         "'max_tokens' must be a positive integer, not 0"),
+        ({"model": "tiny", "messages": [{"role": "robot", "content": "x"}]}, 400, "messages[0].role",
+         "messages[0].role: role must be 'system', 'developer', 'user' or 'assistant', not 'robot'"),
+        ({"model": "tiny", "messages": [{"role": "user", "content": [{"type": "audio"}]}]}, 400,
+         "messages[0].content[0]", "messages[0].content[0]: unknown content part type 'audio'; "
+         "this server reads 'text', 'image_url' and 'file' parts"),
+        ({"model": "tiny", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, 400,
+         "messages[0].content[0]", "messages[0].content[0]: an image_url part needs 'image_url': "
+         "a URL string or {'url': ...}"),
+        ({"model": "tiny", "messages": [{"role": "assistant", "content": [
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]}, 400,
+         "messages[0].content[0]", "messages[0].content[0]: images can only be sent in user messages, "
+         "not in a assistant message"),
+    ],
+)  # fmt: skip
+def test_schema_and_message_errors(http: httpx.Client, body: Any, status: int, param: str, message: str) -> None:
+    r = http.post("/v1/chat/completions", json=body, headers=AUTH)
+    assert r.status_code == status
+    error = _error(r)
+    assert error["param"] == param
+    assert error["message"] == message
+
+
+def test_chunked_body_over_the_limit_is_413(http: httpx.Client) -> None:
+    def body() -> Iterator[bytes]:
+        for _ in range(8):
+            yield b" " * (512 * 1024)
+
+    r = http.post("/v1/chat/completions", content=body(), headers=AUTH)
+    assert r.status_code == 413
+    assert _error(r)["code"] == "request_too_large"
+
+
+def test_unknown_route_and_method(http: httpx.Client) -> None:
+    r = http.get("/v1/nothing", headers=AUTH)
+    assert r.status_code == 404
+    assert _error(r)["message"] == "no route GET /v1/nothing on this server"
+    r = http.delete("/v1/chat/completions", headers=AUTH)
+    assert r.status_code == 405
+    assert _error(r)["message"] == "DELETE is not allowed on /v1/chat/completions"
+
+
+def test_raw_upload_and_image_part_by_file_id_field(http: httpx.Client, hopper_jpeg: bytes) -> None:
+    r = http.post("/v1/files?filename=h.jpg", content=hopper_jpeg, headers={**AUTH, "Content-Type": "image/jpeg"})
+    assert r.status_code == 200
+    f = r.json()
+    assert (f["object"], f["filename"], f["width"], f["height"]) == ("file", "h.jpg", 512, 600)
+    part = {"type": "image_url", "image_url": {"file_id": f["id"], "detail": "low"}}
+    r = http.post(
+        "/v1/chat/completions",
+        json={"model": "tiny", "messages": image_message(part), "max_tokens": 2, "temperature": 0},
+        headers=AUTH,
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["completion_tokens"] == 2
+
+
+def test_model_management(http: httpx.Client) -> None:
+    r = http.get("/api/v1/models", headers=AUTH)
+    listing = r.json()
+    assert {m["key"]: m["vision"] for m in listing["downloaded"]} == {"tiny": True, "tiny-text": False}
+    assert listing["loaded"] == []
+    assert [d["model"] for d in listing["gateway"]["pair"]] == ["openai/up-model", "openai/up-model"]
+
+    r = http.post("/api/v1/models/load", json={"model": "tiny", "ttl": 600}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    info = r.json()["info"]
+    assert info["vision"] is True and info["key"] == "tiny" and info["context_length"] > 0
+    assert [m["key"] for m in http.get("/api/v1/models", headers=AUTH).json()["loaded"]] == ["tiny"]
+    assert next(m for m in http.get("/v1/models", headers=AUTH).json()["data"] if m["id"] == "tiny")["loaded"]
+
+    r = http.post("/api/v1/models/unload", json={"model": "tiny"}, headers=AUTH)
+    assert r.json() == {"model": "tiny", "unloaded": True}
+    assert http.get("/api/v1/models", headers=AUTH).json()["loaded"] == []
+
+    r = http.post("/api/v1/models/load", json={"model": "gw"}, headers=AUTH)
+    assert r.status_code == 400
+    assert _error(r)["message"] == "'gw' is a gateway model: there is nothing to load"
+    r = http.post("/api/v1/models/load", json={"model": "nope"}, headers=AUTH)
+    assert r.status_code == 404
+
+
+def test_download_job_reports_failure_offline_and_refuses_paths(
+    http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    r = http.post("/api/v1/models/download", json={"model": "/etc/passwd"}, headers=AUTH)
+    assert r.status_code == 422
+    r = http.post("/api/v1/models/download", json={"model": "smolvlm-256m"}, headers=AUTH)
+    assert r.status_code == 202
+    job = r.json()
+    assert job["status"] == "downloading" and job["model"] == "smolvlm-256m"
+    deadline = time.monotonic() + 60
+    while job["status"] == "downloading":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+        job = http.get(f"/api/v1/models/download/{job['job_id']}", headers=AUTH).json()
+    assert job["status"] == "failed"  # no hub here
+    assert job["error"]["status"] in (502, 503)
+    assert job["error"]["message"]
+    assert http.get("/api/v1/models/download/dl-nope", headers=AUTH).status_code == 404
+
+
+def test_image_fetched_from_an_allowed_host(server: Running, ups: Any, settings: ServerSettings) -> None:
+    from tests.server.conftest import start_server
+    from vlmkit.images.fetch import FetchOptions
+
+    running = start_server(settings.with_overrides(fetch=FetchOptions(allow_hosts=frozenset({"127.0.0.1"}))))
+    try:
+        url = f"http://127.0.0.1:{ups['a'].port}/images/grace_hopper.jpg"
+        r = httpx.post(
+            running.base + "/chat/completions",
+            json={"model": "tiny", "messages": image_message(url), "max_tokens": 2},
+            headers=AUTH,
+            timeout=60,
+        )
+        assert r.status_code == 200, r.text
+        assert running.results[-1].stats.images_encoded == 1
+    finally:
+        running.stop()
+
+
+def test_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_files: Any) -> None:
+    monkeypatch.setenv("TEST_UP_KEY", "sk-from-env")
+    path = tmp_path / "vlmkit.yaml"
+    path.write_text(
+        f"""
+api_keys: [sk-one, os.environ/TEST_UP_KEY]
+models:
+  gpt-4o:
+    - model: openai/gpt-4o
+      api_key: os.environ/TEST_UP_KEY
+    - model: openai/gpt-4o
+      api_base: http://127.0.0.1:9/v1
+      api_key: ${{TEST_UP_KEY}}
+  local-tiny:
+    path: {tiny_files[0]}
+    mmproj: {tiny_files[1]}
+limits:
+  max_body_mb: 1.5
+  max_queue: 4
+fetch:
+  allow_hosts: [127.0.0.1]
+"""
+    )
+    s = load_config(path)
+    assert s.api_keys == frozenset({"sk-one", "sk-from-env"})
+    assert [d.api_key for d in s.gateway["gpt-4o"].deployments] == ["sk-from-env", "sk-from-env"]
+    assert s.gateway["gpt-4o"].deployments[1].api_base == "http://127.0.0.1:9/v1"
+    assert s.local["local-tiny"].mmproj == str(tiny_files[1])
+    assert (s.max_body_bytes, s.max_queue) == (int(1.5 * 1024 * 1024), 4)
+    assert s.fetch.allow_hosts == frozenset({"127.0.0.1"})
+    assert s.host == "127.0.0.1"
+
+    with pytest.raises(ConfigError) as missing:
+        parse_config({"models": {"x": {"model": "openai/gpt-4o", "api_key": "os.environ/NOPE_NOT_SET"}}})
+    assert (
+        str(missing.value)
+        == "config: models.x[0].api_key reads the environment variable NOPE_NOT_SET, which is not set"
+    )
+    with pytest.raises(ConfigError) as bad:
+        parse_config({"models": {"x": {"model": "gpt-4o"}}})
+    assert str(bad.value) == "config: models.x[0]: a deployment needs 'model: provider/name'"
+    with pytest.raises(ConfigError) as section:
+        parse_config({"modles": {}})
+    assert str(section.value) == "config: unknown section(s) modles"
