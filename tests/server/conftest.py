@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # LiteLLM must not fetch its price list
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import json
 
