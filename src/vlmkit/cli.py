@@ -152,7 +152,12 @@ def _chat(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import os
 
-    from vlmkit.server import ServerSettings, load_config, serve
+    try:
+        from vlmkit.server import ServerSettings, load_config, serve
+    except ModuleNotFoundError as exc:
+        raise VlmkitError(
+            f"vlmkit serve needs the server extra ({exc.name} is not installed): pip install 'vlmkit[server]'"
+        ) from None
 
     settings = load_config(args.config) if args.config else ServerSettings()
     keys = set(args.api_key) | ({os.environ["VLMKIT_API_KEY"]} if os.environ.get("VLMKIT_API_KEY") else set())
