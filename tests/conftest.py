@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import io
+import ipaddress
+import socket
 from pathlib import Path
+from typing import Any
 
+import anyio
 import pytest
 from PIL import Image
 
@@ -43,3 +47,35 @@ def encode(image: Image.Image, fmt: str, **params: object) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format=fmt, **params)
     return buf.getvalue()
+
+
+# --- the guard: tests reach loopback only ---------------------------------------------------------
+
+
+def is_numeric_host(host: object) -> bool:
+    try:
+        ipaddress.ip_address(str(host).split("%")[0])
+    except ValueError:
+        return False
+    return True
+
+
+def guard_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail any attempt to connect anywhere but 127.0.0.1, or to ask DNS about a name."""
+    real_connect, real_aconnect, real_gai = socket.create_connection, anyio.connect_tcp, socket.getaddrinfo
+
+    def connect(address: tuple[str, int], *args: Any, **kwargs: Any) -> socket.socket:
+        assert address[0] == "127.0.0.1", f"the test tried to connect to {address}"
+        return real_connect(address, *args, **kwargs)
+
+    async def aconnect(remote_host: Any, remote_port: int, **kwargs: Any) -> Any:
+        assert str(remote_host) == "127.0.0.1", f"the test tried to connect to {remote_host}"
+        return await real_aconnect(remote_host, remote_port, **kwargs)
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        assert host is None or is_numeric_host(host), f"the test tried to resolve {host!r}"
+        return real_gai(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "create_connection", connect)
+    monkeypatch.setattr(anyio, "connect_tcp", aconnect)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)

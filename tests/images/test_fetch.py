@@ -25,6 +25,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import guard_loopback, is_numeric_host
 from vlmkit.errors import ImageFetchError
 from vlmkit.images import fetch as fetch_module
 from vlmkit.images.fetch import FetchedImage, FetchOptions, afetch_image, check_address, fetch_image
@@ -47,34 +48,9 @@ both = pytest.mark.parametrize("kind", ["sync", "async"])
 # --- the guard: loopback only --------------------------------------------------------------------
 
 
-def _numeric(host: object) -> bool:
-    try:
-        ipaddress.ip_address(str(host).split("%")[0])
-    except ValueError:
-        return False
-    return True
-
-
 @pytest.fixture(autouse=True)
 def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fail any attempt to connect anywhere but 127.0.0.1, or to ask DNS about a name."""
-    real_connect, real_aconnect, real_gai = socket.create_connection, anyio.connect_tcp, socket.getaddrinfo
-
-    def connect(address: tuple[str, int], *args: Any, **kwargs: Any) -> socket.socket:
-        assert address[0] == "127.0.0.1", f"the test tried to connect to {address}"
-        return real_connect(address, *args, **kwargs)
-
-    async def aconnect(remote_host: Any, remote_port: int, **kwargs: Any) -> Any:
-        assert str(remote_host) == "127.0.0.1", f"the test tried to connect to {remote_host}"
-        return await real_aconnect(remote_host, remote_port, **kwargs)
-
-    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        assert host is None or _numeric(host), f"the test tried to resolve {host!r}"
-        return real_gai(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "create_connection", connect)
-    monkeypatch.setattr(anyio, "connect_tcp", aconnect)
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    guard_loopback(monkeypatch)
 
 
 # --- a real server on 127.0.0.1 ------------------------------------------------------------------
@@ -347,7 +323,7 @@ class FakeDNS:
 
     def resolve(self, host: str, port: int) -> list[Any]:
         self.calls.append(host)
-        if _numeric(host):
+        if is_numeric_host(host):
             return [ipaddress.ip_address(host)]
         if host not in self.names:
             raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")

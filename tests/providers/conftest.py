@@ -4,53 +4,26 @@ server on 127.0.0.1 standing in for a provider, and a guard that fails any test 
 from __future__ import annotations
 
 import io
-import ipaddress
 import json
-import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import anyio
 import pytest
 from PIL import Image
 
-from tests.conftest import encode, photo_path
+from tests.conftest import encode, guard_loopback, photo_path
 from vlmkit.providers import RetryPolicy, Transport
 
 # --- the guard: loopback only --------------------------------------------------------------------
 
 
-def _numeric(host: object) -> bool:
-    try:
-        ipaddress.ip_address(str(host).split("%")[0])
-    except ValueError:
-        return False
-    return True
-
-
 @pytest.fixture(autouse=True)
 def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """No cloud here: fail any connection to anything but 127.0.0.1, and any DNS lookup."""
-    real_connect, real_aconnect, real_gai = socket.create_connection, anyio.connect_tcp, socket.getaddrinfo
-
-    def connect(address: tuple[str, int], *args: Any, **kwargs: Any) -> socket.socket:
-        assert address[0] == "127.0.0.1", f"the test tried to connect to {address}"
-        return real_connect(address, *args, **kwargs)
-
-    async def aconnect(remote_host: Any, remote_port: int, **kwargs: Any) -> Any:
-        assert str(remote_host) == "127.0.0.1", f"the test tried to connect to {remote_host}"
-        return await real_aconnect(remote_host, remote_port, **kwargs)
-
-    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        assert host is None or _numeric(host), f"the test tried to resolve {host!r}"
-        return real_gai(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "create_connection", connect)
-    monkeypatch.setattr(anyio, "connect_tcp", aconnect)
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    guard_loopback(monkeypatch)
 
 
 @pytest.fixture(autouse=True)
