@@ -113,7 +113,7 @@ def test_structured_output_parses(engine: Engine) -> None:
 
 
 def test_structured_output_with_pydantic_model(engine: Engine) -> None:
-    pydantic = pytest.importorskip("pydantic")
+    import pydantic
 
     class Verdict(pydantic.BaseModel):  # type: ignore[misc,name-defined]
         ok: bool

@@ -393,7 +393,7 @@ def test_a_host_name_on_the_allow_list_allows_its_addresses() -> None:
 
 def _test_pki(name: str) -> tuple[bytes, bytes, bytes]:
     """A throwaway CA and a certificate for ``name`` signed by it: (CA PEM, cert PEM, key PEM)."""
-    x509 = pytest.importorskip("cryptography.x509")
+    from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 

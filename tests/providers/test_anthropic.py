@@ -7,12 +7,11 @@ import base64
 from typing import Any
 
 import pytest
+from anthropic.types import message_create_params as params
 
 from tests.providers.conftest import Builder, Samples, data_url, image_message, size_of
 from tests.providers.sdk_types import check
 from vlmkit.images import ANTHROPIC
-
-params = pytest.importorskip("anthropic.types.message_create_params")
 
 HELLO = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}]
 

@@ -41,7 +41,7 @@ def validate(body: dict[str, Any]) -> None:
 
 def boto3_request(params: dict[str, Any]) -> Any:
     """What boto3 would send for ``converse(**params)`` (captured before it leaves the process)."""
-    boto3 = pytest.importorskip("boto3")
+    import boto3
 
     class Captured(Exception):
         pass

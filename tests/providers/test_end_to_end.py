@@ -131,8 +131,10 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    synthetic = pytest.importorskip("vlmkit.engine.synthetic", reason="the engine's test-model generator is not here")
-    pytest.importorskip("llama_cpp.server.app", reason="llama-cpp-python's server extras are not installed")
+    import llama_cpp.server.app  # noqa: F401 - the server extras must be installed (test dependency)
+
+    from vlmkit.engine import synthetic
+
     model, mmproj = synthetic.write_test_model(tmp_path_factory.mktemp("model"))
     port = _free_port()
     log = Path(tmp_path_factory.mktemp("log")) / "server.log"
@@ -179,8 +181,7 @@ def test_llama_cpp_server_serves_the_generated_test_model(llama_server: str, sam
 
 
 def test_local_models_go_to_the_embedded_engine(tmp_path: Path, samples: Samples) -> None:
-    synthetic = pytest.importorskip("vlmkit.engine.synthetic", reason="the engine is not merged here")
-    from vlmkit.engine import Engine
+    from vlmkit.engine import Engine, synthetic
     from vlmkit.providers import local
 
     model, mmproj = synthetic.write_test_model(tmp_path)

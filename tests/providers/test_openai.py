@@ -7,12 +7,11 @@ import base64
 from typing import Any
 
 import pytest
+from openai.types.chat import completion_create_params as openai_types
 
 from tests.conftest import photo_path
 from tests.providers.conftest import Builder, Samples, data_url, image_message, size_of
 from tests.providers.sdk_types import check
-
-openai_types = pytest.importorskip("openai.types.chat.completion_create_params")
 
 HELLO = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}]
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import litellm
 import pytest
 
 from tests.server.conftest import API_KEY, Running, data_url, image_message
-
-litellm = pytest.importorskip("litellm")
 
 
 def call(server: Running, model: str, messages: Any, *, key: str = API_KEY, **kwargs: Any) -> Any:
