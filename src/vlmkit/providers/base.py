@@ -117,26 +117,31 @@ def encode_json(build: Callable[[], WireRequest]) -> tuple[WireRequest, bytes]:
         return wire, json.dumps(wire.json, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     marker = f"@vlmkit-blob-{uuid.uuid4().hex}-"
     order: list[str] = []
-
-    def swap(value: Any) -> Any:
-        if isinstance(value, str):
-            if id(value) in blobs:
-                order.append(value)
-                return f"{marker}{len(order) - 1}"
-            return value
-        if isinstance(value, dict):
-            return {k: swap(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [swap(v) for v in value]
-        return value
-
-    text = json.dumps(swap(wire.json), ensure_ascii=False, separators=(",", ":"))
+    text = json.dumps(_swap(wire.json, blobs, marker, order), ensure_ascii=False, separators=(",", ":"))
     pieces = text.split('"' + marker)
     out = [pieces[0].encode("utf-8")]
     for piece in pieces[1:]:  # each is 'N"' and the JSON that follows the placeholder
         number, _, rest = piece.partition('"')
         out += [b'"', order[int(number)].encode("ascii"), b'"', rest.encode("utf-8")]
     return wire, b"".join(out)
+
+
+def _swap(value: Any, blobs: dict[int, str], marker: str, order: list[str]) -> Any:
+    """``value`` with each blob replaced by ``marker`` and its index in ``order``.
+
+    A plain function, not a closure: a nested function that calls itself is a reference cycle, and it
+    would keep the blobs (megabytes each) alive until the garbage collector's next full pass.
+    """
+    if isinstance(value, str):
+        if id(value) in blobs:
+            order.append(value)
+            return f"{marker}{len(order) - 1}"
+        return value
+    if isinstance(value, dict):
+        return {k: _swap(v, blobs, marker, order) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_swap(v, blobs, marker, order) for v in value]
+    return value
 
 
 def reference_error(image: ImageInput, provider: str, hint: str) -> BadRequestError:

@@ -14,7 +14,7 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 
 import httpx
@@ -124,7 +124,7 @@ class Transport:
         client = self.client
         attempt = 0
         while True:
-            request = client.build_request("POST", url, headers=headers, content=body, timeout=timeout or self.timeout)
+            request, sent = _request(client, url, headers, body, timeout or self.timeout)
             try:
                 response = client.send(request, stream=True)
             except httpx.TimeoutException as exc:
@@ -136,6 +136,8 @@ class Transport:
                 time.sleep(wait)
                 attempt += 1
                 continue
+            finally:
+                sent.release()
             if response.status_code < 400:
                 if not stream:
                     _read(response, provider, url)
@@ -162,7 +164,7 @@ class Transport:
         client = self.aclient
         attempt = 0
         while True:
-            request = client.build_request("POST", url, headers=headers, content=body, timeout=timeout or self.timeout)
+            request, sent = _request(client, url, headers, body, timeout or self.timeout)
             try:
                 response = await client.send(request, stream=True)
             except httpx.TimeoutException as exc:
@@ -174,6 +176,8 @@ class Transport:
                 await asyncio.sleep(wait)
                 attempt += 1
                 continue
+            finally:
+                sent.release()
             if response.status_code < 400:
                 if not stream:
                     await _aread(response, provider, url)
@@ -193,6 +197,38 @@ class Transport:
         if status not in RETRY_STATUSES:
             return error, None
         return error, policy.delay(attempt, retry_after_seconds(response.headers))
+
+
+class _Body(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A request body that lets go of its bytes once the answer has begun.
+
+    httpx keeps a response and its request in a reference cycle, so a plain ``content=body`` lives
+    until the garbage collector's next full pass: at a gateway's concurrency, dozens of image
+    bodies (megabytes each) were alive at once long after their requests had ended.
+    """
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    def release(self) -> None:
+        self._body = b""
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self._body
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield self._body
+
+
+def _request(
+    client: httpx.Client | httpx.AsyncClient, url: str, headers: Mapping[str, str], body: bytes, timeout: float
+) -> tuple[httpx.Request, _Body]:
+    sent = _Body(body)
+    full = httpx.Headers(headers)
+    full["Content-Length"] = str(len(body))
+    request = client.build_request("POST", url, headers=full, timeout=timeout)
+    request.stream = sent  # set after building: httpx would wrap an iterable ``content`` as sync-only
+    return request, sent
 
 
 def _read(response: httpx.Response, provider: str, url: str) -> bytes:

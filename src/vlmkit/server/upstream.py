@@ -78,7 +78,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             total=None, connect=t.get("connect"), sock_connect=t.get("connect"), sock_read=t.get("read")
         )
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw if k.lower() not in _SKIP]
-        body = request.content if request.method not in ("GET", "HEAD") else None
+        body = None
+        if request.method not in ("GET", "HEAD"):
+            body = b"".join([chunk async for chunk in request.stream])  # type: ignore[union-attr]
         try:
             response = await session.request(
                 request.method, str(request.url), headers=headers, data=body, allow_redirects=False, timeout=timeout
