@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 
 import pytest
@@ -40,9 +41,25 @@ def test_acceptable_image_passes_through_untouched(hopper_bytes: bytes) -> None:
     handle = prepare_image(hopper_bytes)
     for policy in (OPENAI, ANTHROPIC, GEMINI, BEDROCK, OLLAMA, LLAMA_CPP):
         out = handle.render(policy)
-        assert out.data == handle.data, policy.name  # the same bytes (the cache may hold another handle's copy)
+        assert out.data is handle.data, policy.name
+        assert out is handle.original  # kept with the handle, not in the cache
         assert not out.changed
         assert out.mime_type == "image/jpeg"
+
+
+def test_passing_an_image_through_never_hashes_it(hopper_bytes: bytes) -> None:
+    handle = prepare_image(hopper_bytes)
+    assert handle.render(OPENAI).data_url.startswith("data:image/jpeg;base64,")
+    assert handle._identifier is None  # the identity is left until something needs it
+    assert handle.identifier == hashlib.sha256(hopper_bytes).hexdigest()
+    assert handle.name == f"image-{handle.identifier[:12]}.jpg"
+
+
+def test_handles_are_equal_when_bytes_name_and_source_are(hopper_bytes: bytes) -> None:
+    a, b, named = prepare_image(hopper_bytes), prepare_image(hopper_bytes), prepare_image(hopper_bytes, name="h.jpg")
+    assert a == b and hash(a) == hash(b) and len({a, b}) == 1
+    assert a != named and named.name == "h.jpg"
+    assert "image/jpeg" in repr(a) and a.identifier in repr(a)
 
 
 def test_data_url_is_exact_and_computed_once(hopper_bytes: bytes) -> None:

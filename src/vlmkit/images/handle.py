@@ -6,6 +6,7 @@ import base64
 import dataclasses
 import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from vlmkit.errors import ImageSourceError
@@ -21,17 +22,22 @@ def content_identifier(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-@dataclass(frozen=True)
+def _extension(fmt: ImageFormat | None) -> str:
+    if fmt is None:
+        return ""
+    return {ImageFormat.JPEG: ".jpg", ImageFormat.TIFF: ".tiff"}.get(fmt, f".{fmt.name.lower()}")
+
+
+@dataclass(frozen=True, eq=False)
 class ImageHandle:
     """An image that has been sniffed and validated, ready to be rendered for any target.
 
     ``width`` and ``height`` are as the image is meant to be seen (EXIF orientation applied).
     A *reference* handle (``gs://``, ``s3://``) carries no bytes: only providers that read such
     URIs themselves accept it, and its ``mime_type`` is the declared one.
+    Two handles are equal when they hold the same bytes under the same name and source.
     """
 
-    identifier: str
-    name: str
     mime_type: str | None
     size_bytes: int | None
     width: int | None
@@ -41,7 +47,41 @@ class ImageHandle:
     mode: str | None = None
     source: str | None = None
     """Where the image came from when that was a URL or URI (kept for providers that fetch URLs)."""
-    _data: bytes | None = field(default=None, repr=False, compare=False)
+    _data: bytes | None = field(default=None, repr=False)
+    _name: str | None = field(default=None, repr=False)
+    _identifier: str | None = field(default=None, repr=False)
+
+    @property
+    def identifier(self) -> str:
+        """The sha256 of the bytes (of the URI for a reference), computed on first use.
+
+        Hashing costs about 0.6 ms per MB, so it is left until something needs the image's identity
+        (a cache key, a file id): an image passed straight through to a provider never pays for it.
+        """
+        value = self._identifier
+        if value is None:
+            value = content_identifier(self._data if self._data is not None else (self.source or "").encode())
+            object.__setattr__(self, "_identifier", value)
+        return value
+
+    @property
+    def name(self) -> str:
+        """The name given, or ``image-<identifier prefix>.<extension>``."""
+        if self._name is not None:
+            return self._name
+        return f"image-{self.identifier[:12]}{_extension(self.format)}"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ImageHandle):
+            return NotImplemented
+        return (self.identifier, self.name, self.source) == (other.identifier, other.name, other.source)
+
+    def __hash__(self) -> int:
+        return hash(self.identifier)
+
+    def __repr__(self) -> str:
+        size = f"{self.width}x{self.height}" if self.width is not None else "reference"
+        return f"ImageHandle(name={self.name!r}, mime_type={self.mime_type!r}, {size}, identifier={self.identifier!r})"
 
     @property
     def format(self) -> ImageFormat | None:
@@ -65,6 +105,13 @@ class ImageHandle:
                 "such URIs themselves (Vertex AI for gs://, Bedrock for s3://) can take it"
             )
         return self._data
+
+    @cached_property
+    def original(self) -> RenderedImage:
+        """The original bytes as a :class:`RenderedImage` (their base64 and data URL computed once)."""
+        from vlmkit.images.render import original
+
+        return original(self)
 
     def render(self, policy: ImagePolicy | None) -> RenderedImage:
         """Bytes that satisfy ``policy``, changing as little as possible (cached).

@@ -35,8 +35,6 @@ class RenderedImage:
     mime_type: str
     width: int
     height: int
-    identifier: str
-    """The identifier of the source image this was rendered from."""
     changed: bool
     """False when the original bytes passed through untouched."""
 
@@ -80,9 +78,8 @@ class RenderCache:
 
     @staticmethod
     def _weight(item: RenderedImage) -> int:
-        # the bytes (shared with the handle when unchanged) plus room for their base64 and data URL
-        own = len(item.data) if item.changed else 0
-        return own + 2 * base64_length(len(item.data))
+        # the bytes plus room for their base64 and data URL
+        return len(item.data) + 2 * base64_length(len(item.data))
 
     def get(self, key: tuple[str, ImagePolicy | None]) -> RenderedImage | None:
         with self._lock:
@@ -124,8 +121,12 @@ render_cache = RenderCache()
 def render(handle: ImageHandle, policy: ImagePolicy | None) -> RenderedImage:
     """Bytes of ``handle`` that satisfy ``policy``, changing as little as possible (cached).
 
-    ``policy=None`` gives the original bytes (with their base64 and data URL cached too).
+    ``policy=None``, or a policy the image already meets, gives the original bytes: they are kept with
+    the handle (their base64 and data URL computed once), not in the cache, so an image passed
+    straight through never needs its identifier hashed.
     """
+    if policy is None or not needs_change(handle, policy):
+        return handle.original
     key = (handle.identifier, policy)
     hit = render_cache.get(key)
     if hit is not None:
@@ -156,17 +157,21 @@ def needs_change(handle: ImageHandle, policy: ImagePolicy | None) -> list[str]:
     return reasons
 
 
-def _render(handle: ImageHandle, policy: ImagePolicy | None) -> RenderedImage:
-    data = handle.data
+def original(handle: ImageHandle) -> RenderedImage:
+    """``handle``'s own bytes as a rendered image (use ``handle.original``, which keeps it)."""
+    data = handle.data  # a reference has none: this raises the error that says so
+    assert handle.width is not None and handle.height is not None
+    return RenderedImage(data, handle.mime_type or "", handle.width, handle.height, False)
+
+
+def _render(handle: ImageHandle, policy: ImagePolicy) -> RenderedImage:
     assert handle.width is not None and handle.height is not None and handle.format is not None
-    if policy is None or not needs_change(handle, policy):
-        return RenderedImage(data, handle.mime_type or "", handle.width, handle.height, handle.identifier, False)
     target = policy.target_size(handle.width, handle.height)
     image = _decode(handle, target)
     if image.size != target:
         image = image.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
     out, mime = _encode_within(image, handle.format, policy, handle.name)
-    return RenderedImage(out, mime, image.width, image.height, handle.identifier, True)
+    return RenderedImage(out, mime, image.width, image.height, True)
 
 
 def _decode(handle: ImageHandle, target: tuple[int, int]) -> Image.Image:

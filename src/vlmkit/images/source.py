@@ -21,7 +21,7 @@ from vlmkit.errors import (
     UnsupportedImageError,
 )
 from vlmkit.images.fetch import FetchedImage, FetchOptions, afetch_image, fetch_image
-from vlmkit.images.handle import ImageHandle, content_identifier
+from vlmkit.images.handle import ImageHandle
 from vlmkit.images.probe import DEFAULT_MAX_PIXELS, probe
 from vlmkit.images.sniff import ImageFormat, describe_non_image, sniff_format
 
@@ -108,10 +108,7 @@ def image_from_bytes(
         )
     info = probe(data, fmt, max_pixels=max_pixels)
     width, height = info.display_size
-    identifier = content_identifier(data)
     return ImageHandle(
-        identifier=identifier,
-        name=name or f"image-{identifier[:12]}{_extension(fmt)}",
         mime_type=fmt.mime_type,
         size_bytes=len(data),
         width=width,
@@ -121,6 +118,7 @@ def image_from_bytes(
         mode=info.mode,
         source=source,
         _data=data,
+        _name=name or None,
     )
 
 
@@ -133,13 +131,12 @@ def reference_handle(uri: str, *, name: str | None = None, format: str | None = 
         guessed = mimetypes.guess_type(uri)[0]
         declared = ImageFormat.from_mime(guessed) if guessed else None
     return ImageHandle(
-        identifier=content_identifier(uri.encode()),
-        name=name or _url_name(uri) or uri,
         mime_type=declared.mime_type if declared else None,
         size_bytes=None,
         width=None,
         height=None,
         source=uri,
+        _name=name or _url_name(uri) or uri,
     )
 
 
@@ -271,7 +268,3 @@ def _is_http(src: str) -> bool:
 def _url_name(url: str) -> str | None:
     tail = urllib.parse.urlparse(url).path.rsplit("/", 1)[-1]
     return urllib.parse.unquote(tail) or None
-
-
-def _extension(fmt: ImageFormat) -> str:
-    return {ImageFormat.JPEG: ".jpg", ImageFormat.TIFF: ".tiff"}.get(fmt, "." + fmt.name.lower())
