@@ -76,6 +76,13 @@ def test_data_url_and_file_url(hopper_bytes: bytes) -> None:
     assert from_file.source == HOPPER.as_uri()
 
 
+def test_wrapped_or_spaced_base64_is_still_read(hopper_bytes: bytes) -> None:
+    b64 = base64.b64encode(hopper_bytes).decode()
+    wrapped = "\n".join(b64[i : i + 76] for i in range(0, len(b64), 76))  # MIME line breaks
+    for text in (wrapped + "\n", " " + b64 + " "):
+        assert prepare_image(f"data:image/jpeg;base64,{text}").data == hopper_bytes
+
+
 def test_data_url_label_is_not_trusted(chelsea: Image.Image) -> None:
     png = encode(chelsea, "PNG")
     handle = prepare_image("data:image/jpeg;base64," + base64.b64encode(png).decode())
