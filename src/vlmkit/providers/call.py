@@ -14,8 +14,10 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
+from vlmkit.chat import Chat
 from vlmkit.errors import BadRequestError, ProviderError, VlmkitError
 from vlmkit.images import aprepare_image, prepare_image
+from vlmkit.images.render import needs_change
 from vlmkit.providers.base import ProviderConfig, ProviderModule, encode_json
 from vlmkit.providers.registry import module, resolve
 from vlmkit.providers.request import CompletionRequest, ImageInput, build_params, parse_messages
@@ -202,7 +204,7 @@ async def acompletion(
         from vlmkit.providers import local
 
         return cast(ChatCompletion | AsyncCompletionStream, await local.acompletion(req, cfg))
-    if req.images:
+    if _renders_pixels(req, cfg):
         url, headers, body = await anyio.to_thread.run_sync(lambda: _wire(mod, req, cfg))
     else:
         url, headers, body = _wire(mod, req, cfg)
@@ -237,9 +239,30 @@ def _start(
 
 
 def _has_images(messages: Any) -> bool:
+    """Whether reading ``messages`` may read files or decode images (a :class:`Chat` holds them ready)."""
+    if isinstance(messages, Chat):
+        return False
     if not isinstance(messages, list):
         return True
     return any(isinstance(m, Mapping) and isinstance(m.get("content"), list) for m in messages)
+
+
+INLINE_BYTES = 8 * 1024 * 1024
+"""Images that pass through unchanged and total less than this are base64-encoded on the event loop
+(about a millisecond per 8 MB): a thread hop would cost more than the work."""
+
+
+def _renders_pixels(req: CompletionRequest, cfg: ProviderConfig) -> bool:
+    """Whether building the wire request decodes or re-encodes pixels (then it runs in a worker thread)."""
+    total = 0
+    for image in req.images:
+        handle = image.handle
+        if handle is None or handle.is_reference:
+            continue
+        if image.detail == "low" or needs_change(handle, cfg.policy):
+            return True
+        total += handle.size_bytes or 0
+    return total > INLINE_BYTES
 
 
 def _urls_to_fetch(req: CompletionRequest, cfg: ProviderConfig) -> list[ImageInput]:
