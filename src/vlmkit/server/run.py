@@ -8,6 +8,7 @@ from typing import Any
 
 from vlmkit.server.app import create_app
 from vlmkit.server.config import ServerSettings
+from vlmkit.server.memory import keep_freed_memory
 
 log = logging.getLogger("vlmkit.server")
 
@@ -36,6 +37,7 @@ def serve(settings: ServerSettings | None = None, *, log_level: str = "info") ->
     settings = settings or ServerSettings()
     if not settings.api_keys and not _is_loopback(settings.host):
         log.warning("serving on %s without API keys: anyone who can reach it can use it", settings.host)
+    keep_freed_memory()
     uvicorn.Server(uvicorn_config(settings, log_level=log_level)).run()
 
 
