@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.server.conftest import API_KEY, Running, image_message
+from tests.server.conftest import API_KEY, Running, data_url, image_message
 from vlmkit.server import ConfigError, ServerSettings, load_config
 from vlmkit.server.config import parse_config
 
@@ -185,6 +185,18 @@ def test_image_fetched_from_an_allowed_host(server: Running, ups: Any, settings:
         assert running.results[-1].stats.images_encoded == 1
     finally:
         running.stop()
+
+
+def test_gateway_passes_images_and_data_url_text_through_exactly(
+    http: httpx.Client, ups: Any, hopper_jpeg: bytes
+) -> None:
+    url = data_url(hopper_jpeg)  # long enough to be lifted out of the body before parsing
+    messages = image_message(url, text=url)  # and a text that happens to be a data URL
+    r = http.post("/v1/chat/completions", json={"model": "gw", "messages": messages}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    sent = ups["a"].requests[-1]["messages"][0]["content"]
+    assert sent[0] == {"type": "text", "text": url}
+    assert sent[1]["image_url"]["url"] == url  # a JPEG OpenAI accepts is passed on untouched
 
 
 def test_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_files: Any) -> None:

@@ -20,11 +20,12 @@ import anyio.to_thread
 
 from vlmkit.chat import Chat, ChatMessage, ImagePart, Part, TextPart, parse_image_url
 from vlmkit.errors import InvalidMessageError, VlmkitError
-from vlmkit.images import ImageHandle, aprepare_image, prepare_image
+from vlmkit.images import ImageHandle, aprepare_image, image_from_bytes, prepare_image
 from vlmkit.images.fetch import FetchOptions
 from vlmkit.server.errors import APIError
 from vlmkit.server.files import FILE_ID, FileStore
 from vlmkit.server.jsonutil import loads
+from vlmkit.server.lifted import Lifted, reinstate
 
 INLINE_DATA_URL = 2 * 1024 * 1024
 """Data URLs up to this length are decoded and checked on the event loop (only the header is parsed)."""
@@ -53,6 +54,18 @@ def parse_json(body: bytes) -> dict[str, Any]:
         raise APIError(f"the request body is not valid JSON: {exc}", 400, code="invalid_json") from None
     if not isinstance(obj, dict):
         raise APIError(f"the request body must be a JSON object, not {_json_type(obj)}", 400, code="invalid_json")
+    return obj
+
+
+def parse_lifted(lifted: Lifted) -> dict[str, Any]:
+    """:func:`parse_json` of a body whose large data URLs were lifted out (see :mod:`vlmkit.server.lifted`)."""
+    if lifted.body is lifted.source:
+        return parse_json(lifted.body)
+    try:
+        obj = parse_json(lifted.body)
+    except APIError:
+        return parse_json(lifted.source)  # the error, with positions in the body as it was sent
+    reinstate(obj, lifted)
     return obj
 
 
@@ -139,8 +152,12 @@ async def resolve_chat(
     fetch: FetchOptions,
     max_pixels: int,
     max_images: int,
+    lifted: Lifted | None = None,
 ) -> Chat:
-    """A :class:`Chat` from OpenAI-format messages, every image sniffed and validated (URLs fetched safely)."""
+    """A :class:`Chat` from OpenAI-format messages, every image sniffed and validated (URLs fetched safely).
+
+    ``lifted`` holds the images whose data URLs were taken out of the body before it was parsed.
+    """
     chat = Chat()
     pending: list[tuple[list[Part], int, str, Any]] = []  # (parts, index, location, awaitable)
     images = 0
@@ -161,7 +178,7 @@ async def resolve_chat(
         elif isinstance(content, list):
             for j, part in enumerate(content):
                 here = f"{where}.content[{j}]"
-                item = _part(part, here, files, role)
+                item = _part(part, here, files, role, lifted)
                 if isinstance(item, TextPart):
                     parts.append(item)
                     continue
@@ -188,9 +205,13 @@ class _ToPrepare:
     url: str
     detail: Any
     declared: str | None
+    data: bytes | None = None
+    """The image's bytes, already decoded from a lifted data URL."""
 
 
-def _part(part: Any, where: str, files: FileStore, role: str) -> TextPart | ImagePart | _ToPrepare:
+def _part(
+    part: Any, where: str, files: FileStore, role: str, lifted: Lifted | None
+) -> TextPart | ImagePart | _ToPrepare:
     if not isinstance(part, Mapping):
         raise _bad(f"a content part must be an object, not {_json_type(part)}", where)
     kind = part.get("type")
@@ -221,6 +242,9 @@ def _part(part: Any, where: str, files: FileStore, role: str) -> TextPart | Imag
     except VlmkitError as exc:
         exc.add_location(where)
         raise
+    data = lifted.image(url) if lifted is not None else None
+    if data is not None:
+        return _ToPrepare(url, detail, declared, data)
     if FILE_ID.match(url):
         return ImagePart(_file(files, url, where), detail)
     scheme = url[:8].lower()
@@ -236,6 +260,8 @@ def _part(part: Any, where: str, files: FileStore, role: str) -> TextPart | Imag
 async def _prepare_all(pending: list[tuple[list[Part], int, str, Any]], fetch: FetchOptions, max_pixels: int) -> None:
     async def one(item: _ToPrepare, where: str) -> ImageHandle:
         try:
+            if item.data is not None:
+                return image_from_bytes(item.data, format=item.declared, max_pixels=max_pixels)
             if item.url[:5].lower() == "data:":
                 if len(item.url) <= INLINE_DATA_URL:  # about 1 ms per MB: less than a thread hop costs under load
                     return prepare_image(item.url, format=item.declared, max_pixels=max_pixels)

@@ -20,8 +20,9 @@ from vlmkit.prediction import PredictionConfig, PredictionFragment, PredictionRe
 from vlmkit.providers import AsyncCompletionStream, ChatCompletion
 from vlmkit.server import shapes
 from vlmkit.server.errors import body_of
-from vlmkit.server.inputs import ChatRequest, parse_chat_request, parse_json, resolve_chat
+from vlmkit.server.inputs import ChatRequest, parse_chat_request, parse_lifted, resolve_chat
 from vlmkit.server.jsonutil import dumps
+from vlmkit.server.lifted import lift
 from vlmkit.server.sse import DONE, EventStream, event, until_disconnect
 from vlmkit.server.state import ServerState, body_slot, endpoint
 
@@ -33,13 +34,19 @@ async def chat_completions(request: Request, state: ServerState) -> Response:
 
 
 async def _chat_completions(request: Request, state: ServerState) -> Response:
-    req = parse_chat_request(parse_json(await request.body()))
+    body = lift(await request.body())
+    req = parse_chat_request(parse_lifted(body))
     gateway = state.gateway.has(req.model)
     if not gateway and state.local.find(req.model) is None:
         raise state.unknown_model(req.model)
     s = state.settings
     chat = await resolve_chat(
-        req.messages, state.files, fetch=s.fetch, max_pixels=s.max_pixels, max_images=s.max_images_per_request
+        req.messages,
+        state.files,
+        fetch=s.fetch,
+        max_pixels=s.max_pixels,
+        max_images=s.max_images_per_request,
+        lifted=body,
     )
     if gateway:
         return await _gateway(state, req, chat)
