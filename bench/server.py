@@ -3,7 +3,7 @@ beside the LiteLLM proxy (``litellm --config``) in the same run when its command
 
 Run from the repo root on a quiet machine (check `uptime` first):
 
-    python bench/server.py [--litellm PATH_TO_litellm] [--scale 1.0]
+    python bench/server.py [--litellm PATH_TO_litellm] [--runs 3] [--scale 1.0]
 
 Everything is on 127.0.0.1, each server in its own process with one worker: the upstream (a minimal
 asyncio HTTP/1.1 server answering a fixed chat completion after reading the whole body), vlmkit's
@@ -209,6 +209,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 16, 64])
     parser.add_argument("--cases", nargs="*", choices=["text", "image 1 MB"], help="only these cases")
     parser.add_argument("--large-slots", type=int, help="vlmkit's limits.max_large_requests (default: its own)")
+    parser.add_argument("--runs", type=int, default=1, help="repeat the whole load; the table gives medians")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="vlmkit-bench-server-"))
@@ -255,23 +256,32 @@ def main() -> None:
         counts = {"text": (200, 800, 1600), "image 1 MB": (100, 320, 640)}
         image = one_mb_jpeg()
         print(f"image: {len(image):,} bytes JPEG 1600x1200; load before: {os.getloadavg()[0]:.2f}")
-        rows: list[dict[str, Any]] = []
-        for case, body in bodies(image).items():
-            if args.cases and case not in args.cases:
-                continue
-            for ci, conc in enumerate(args.concurrency):
-                n = int(counts[case][min(ci, 2)] * args.scale)
-                n = max(conc, n - n % conc)
-                for name, (url, _) in targets.items():
-                    stats = asyncio.run(load(url, body, conc, n, warmup=max(conc * 2, 20)))
-                    rows.append({"case": case, "concurrency": conc, "target": name, "n": n, **stats})
-                    print(
-                        f"{case:<11} c={conc:<3} {name:<16} {stats['rps']:8.1f} req/s  P50 {stats['p50']:7.2f} ms  "
-                        f"P95 {stats['p95']:7.2f}  P99 {stats['p99']:7.2f}  errors {int(stats['errors'])}",
-                        flush=True,
-                    )
+        runs: dict[tuple[str, int, str], list[dict[str, float]]] = {}
+        for run in range(args.runs):
+            for case, body in bodies(image).items():
+                if args.cases and case not in args.cases:
+                    continue
+                for ci, conc in enumerate(args.concurrency):
+                    n = int(counts[case][min(ci, 2)] * args.scale)
+                    n = max(conc, n - n % conc)
+                    for name, (url, _) in targets.items():
+                        stats = asyncio.run(load(url, body, conc, n, warmup=max(conc * 2, 20)))
+                        runs.setdefault((case, conc, name), []).append(stats)
+                        print(
+                            f"run {run + 1} {case:<11} c={conc:<3} {name:<16} {stats['rps']:8.1f} req/s  "
+                            f"P50 {stats['p50']:7.2f} ms  P95 {stats['p95']:7.2f}  P99 {stats['p99']:7.2f}  "
+                            f"errors {int(stats['errors'])}",
+                            flush=True,
+                        )
         print(f"load after: {os.getloadavg()[0]:.2f}")
         print()
+        if args.runs > 1:
+            print(f"medians of {args.runs} runs:")
+        rows: list[dict[str, Any]] = [
+            {"case": case, "concurrency": conc, "target": name}
+            | {key: statistics.median(s[key] for s in stats) for key in ("rps", "p50", "p95", "p99")}
+            for (case, conc, name), stats in runs.items()
+        ]
         print("| case | concurrency | target | req/s | P50 ms | P95 ms | P99 ms | P50 overhead ms |")
         print("|---|---|---|---|---|---|---|---|")
         for r in rows:
@@ -288,7 +298,7 @@ def main() -> None:
         print()
         for name, (_, pid) in targets.items():
             if pid is not None:
-                print(f"peak memory, {name}: {tree_hwm_mb(pid):.0f} MB")
+                print(f"peak memory, {name} (all runs): {tree_hwm_mb(pid):.0f} MB")
     finally:
         for p in procs:
             p.terminate()
