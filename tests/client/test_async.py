@@ -65,7 +65,8 @@ async def test_cancelling_the_task_cancels_the_prediction(generated: Generated) 
     async with vk.AsyncClient(backend=backend) as client:
         model = await client.llm.model(KEY, config=LOAD)
         task = asyncio.create_task(model.respond("tell me everything"))
-        await asyncio.to_thread(backend.holding.wait, LIMIT)  # generating, held after its first fragment
+        held = await asyncio.to_thread(backend.holding.wait, LIMIT)  # generating, held after its first fragment
+        assert held, f"the prediction was never held; it ended with {task.result() if task.done() else 'nothing'!r}"
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
