@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 import vlmkit as vk
-from tests.client.conftest import KEY, LOAD, Generated, HeldBackend
+from tests.client.conftest import HELD_SEED, KEY, LOAD, Generated, HeldBackend
 
-SHORT = vk.PredictionConfig(max_tokens=12)
+SHORT = vk.PredictionConfig(max_tokens=12, seed=HELD_SEED)
 LIMIT = 20  # seconds: only so that a broken test fails instead of hanging
 
 

@@ -11,10 +11,10 @@ import pytest
 from pydantic import BaseModel
 
 import vlmkit as vk
-from tests.client.conftest import KEY, LOAD, Generated, HeldBackend
+from tests.client.conftest import HELD_SEED, KEY, LOAD, Generated, HeldBackend
 from vlmkit.client.backend import CancelToken, FragmentCallback, LocalBackend
 
-SHORT = vk.PredictionConfig(max_tokens=12)
+SHORT = vk.PredictionConfig(max_tokens=12, seed=HELD_SEED)
 
 
 @pytest.fixture()
