@@ -80,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--api-key", action="append", default=[], help="require this key (repeatable; also VLMKIT_API_KEY)"
     )
+    serve.add_argument("--files-dir", help="keep uploaded images here, across restarts (default: in memory only)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(run=_serve)
     return parser
@@ -163,7 +164,7 @@ def _serve(args: argparse.Namespace) -> int:
     keys = set(args.api_key) | ({os.environ["VLMKIT_API_KEY"]} if os.environ.get("VLMKIT_API_KEY") else set())
     if keys:
         settings = settings.with_overrides(api_keys=settings.api_keys | keys)
-    serve(settings.with_overrides(host=args.host, port=args.port), log_level=args.log_level)
+    serve(settings.with_overrides(host=args.host, port=args.port, files_dir=args.files_dir), log_level=args.log_level)
     return 0
 
 

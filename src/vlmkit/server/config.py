@@ -83,6 +83,8 @@ class ServerSettings:
     """Requests with bodies over 256 KB (images) handled at once; more wait, unread, in their sockets."""
     files_max_bytes: int = 512 * 1024 * 1024
     """Total bytes of uploaded images kept in memory."""
+    files_dir: str | None = None
+    """Where uploads are also written, so they survive a restart (None: in memory only)."""
     models_dir: str | None = None
     model_ttl: float | None = 3600.0
     fetch: FetchOptions = field(default_factory=FetchOptions)
@@ -134,7 +136,7 @@ def parse_config(raw: Any, base: ServerSettings | None = None, *, where: str = "
     settings = base or ServerSettings()
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: the top level must be a mapping (api_keys, models, limits, fetch)")
-    unknown = set(raw) - {"api_keys", "models", "limits", "fetch", "models_dir"}
+    unknown = set(raw) - {"api_keys", "models", "limits", "fetch", "models_dir", "files_dir"}
     if unknown:
         raise ConfigError(f"{where}: unknown section(s) {', '.join(sorted(map(str, unknown)))}")
     changes: dict[str, Any] = {}
@@ -143,8 +145,9 @@ def parse_config(raw: Any, base: ServerSettings | None = None, *, where: str = "
         if isinstance(keys, str) or not isinstance(keys, list):
             raise ConfigError(f"{where}: api_keys must be a list of strings")
         changes["api_keys"] = frozenset(str(env_value(k, f"{where}: api_keys")) for k in keys)
-    if "models_dir" in raw:
-        changes["models_dir"] = str(raw["models_dir"])
+    for key in ("models_dir", "files_dir"):
+        if raw.get(key) is not None:
+            changes[key] = str(raw[key])
     gateway: dict[str, GatewayModel] = {}
     local: dict[str, LocalModel] = {}
     models = raw.get("models") or {}

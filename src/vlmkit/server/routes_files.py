@@ -55,7 +55,11 @@ async def _upload(request: Request, state: ServerState) -> Response:
     except VlmkitError as exc:
         exc.add_location("file")
         raise
-    stored = state.files.add(image, filename, purpose)
+    files = state.files
+    if files.directory is None:
+        stored = files.add(image, filename, purpose)
+    else:  # written to disk: off the event loop
+        stored = await anyio.to_thread.run_sync(lambda: files.add(image, filename, purpose))
     return _json(stored.to_dict())
 
 

@@ -35,7 +35,7 @@ class ServerState:
         local = LocalModels(settings)
         return cls(
             settings=settings,
-            files=FileStore(settings.files_max_bytes),
+            files=FileStore(settings.files_max_bytes, settings.files_dir),
             local=local,
             gateway=Gateway(settings.gateway, cooldown=settings.failover_cooldown, fetch=settings.fetch),
             downloads=Downloads(settings.models_dir, on_done=lambda: local.entries(refresh=True)),
