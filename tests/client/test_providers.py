@@ -91,6 +91,22 @@ def test_convenience_api_over_a_provider(openai_server: list[dict[str, Any]], ph
     assert [m.identifier for m in vk.list_loaded_models()] == ["openai/gpt-4o"]
 
 
+def test_config_detail_reaches_the_provider(openai_server: list[dict[str, Any]], photo: Path) -> None:
+    model = vk.llm("openai/gpt-4o")
+    chat = vk.Chat()
+    chat.add_user_message("Describe this image please", images=[vk.prepare_image(str(photo))])
+    model.respond(chat, config={"detail": "low"})
+    part = next(p for p in openai_server[-1]["messages"][-1]["content"] if p["type"] == "image_url")
+    assert part["image_url"]["detail"] == "low"
+    assert max(sent_image(openai_server[-1]).size) == 512  # rendered for OpenAI's low detail
+    chat.add_user_message("And this one?", images=[vk.prepare_image(str(photo))], detail="high")
+    model.respond(chat, config={"detail": "low"})  # a detail set on the image wins over the config's
+    assert sent_image(openai_server[-1]).size == (512, 600)
+    with pytest.raises(vk.InvalidSettingError, match="token cap, which only the embedded engine applies"):
+        model.respond(chat, config={"detail": 300})
+    assert len(openai_server) == 2  # nothing was sent for the refused setting
+
+
 async def test_async_api_over_a_provider(openai_server: list[dict[str, Any]], photo: Path) -> None:
     async with vk.AsyncClient() as client:
         chat = vk.Chat("Be brief.")

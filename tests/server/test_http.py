@@ -199,6 +199,17 @@ def test_gateway_passes_images_and_data_url_text_through_exactly(
     assert sent[1]["image_url"]["url"] == url  # a JPEG OpenAI accepts is passed on untouched
 
 
+def test_detail_token_cap_is_for_local_models(http: httpx.Client) -> None:
+    messages = [{"role": "user", "content": "hi"}]
+    r = http.post("/v1/chat/completions", json={"model": "gw", "messages": messages, "detail": 64}, headers=AUTH)
+    assert r.status_code == 400 and _error(r)["param"] == "detail"
+    assert "applies to local models" in _error(r)["message"]
+    r = http.post("/v1/chat/completions", json={"model": "tiny", "messages": messages, "detail": "x"}, headers=AUTH)
+    assert r.status_code == 422 and _error(r)["param"] == "detail"
+    body = {"model": "tiny", "messages": messages, "detail": 64, "max_tokens": 2}
+    assert http.post("/v1/chat/completions", json=body, headers=AUTH).status_code == 200
+
+
 def test_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_files: Any) -> None:
     monkeypatch.setenv("TEST_UP_KEY", "sk-from-env")
     path = tmp_path / "vlmkit.yaml"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -157,3 +158,26 @@ def test_full_queue_is_queue_full_error(settings: ServerSettings, monkeypatch: p
         release.set()
     finally:
         running.stop()
+
+
+def test_config_detail_crosses_the_wire(remote: Running, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = remote.state.local.engine
+    seen: list[tuple[vk.Chat, vk.PredictionConfig]] = []
+    respond = engine.respond
+
+    def spy(*args: Any, **kwargs: Any) -> vk.PredictionResult:  # records what reached the engine, runs it
+        every = [*args, *kwargs.values()]
+        chat = next(a for a in every if isinstance(a, vk.Chat))
+        seen.append((chat, next(a for a in every if isinstance(a, vk.PredictionConfig))))
+        return respond(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "respond", spy)
+    with vk.Client(remote.url) as client:
+        model = client.llm.model(KEY)
+        for detail in (16, "low"):
+            chat = vk.Chat()
+            chat.add_user_message("Describe this image please", images=[client.files.prepare_image(PHOTO)])
+            model.respond(chat, config={**SHORT, "detail": detail})
+    (_, capped), (low_chat, low) = seen
+    assert capped.detail == 16  # the token cap reached the server's engine
+    assert low.detail is None and low_chat.messages[-1].content[-1].detail == "low"  # 'low' went on the image

@@ -12,14 +12,16 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vlmkit.chat import Chat
+from vlmkit.chat import Chat, ImagePart
 from vlmkit.client.backend import CancelToken, FragmentCallback
-from vlmkit.errors import ClientError, PredictionError
+from vlmkit.errors import ClientError, InvalidSettingError, PredictionError
 from vlmkit.images import ImageHandle
 from vlmkit.prediction import (
+    Detail,
     ModelInfo,
     PredictionConfig,
     PredictionFragment,
@@ -121,6 +123,7 @@ class ProviderBackend:
         from vlmkit.providers import completion
 
         t0 = time.perf_counter()
+        chat = with_detail(chat, config.detail)
         stream = completion(key, chat, stream=True, **self.options, **openai_params(config))
         cancel.on_cancel(stream.close)
         pieces: list[str] = []
@@ -152,6 +155,24 @@ class ProviderBackend:
     def close(self) -> None:
         with self._lock:
             self._used.clear()
+
+
+def with_detail(chat: Chat, detail: Detail | None) -> Chat:
+    """``chat`` with a config's ``detail`` on every image that does not set its own."""
+    if detail is None:
+        return chat
+    if not isinstance(detail, str):
+        raise InvalidSettingError(
+            f"detail={detail} is a token cap, which only the embedded engine applies; "
+            "provider models take 'low', 'high' or 'auto'"
+        )
+    out = chat.copy()
+    for message in out.messages:
+        message.content = [
+            replace(part, detail=detail) if isinstance(part, ImagePart) and part.detail is None else part
+            for part in message.content
+        ]
+    return out
 
 
 def openai_params(config: PredictionConfig) -> dict[str, Any]:

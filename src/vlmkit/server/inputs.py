@@ -42,7 +42,7 @@ class ChatRequest:
     params: dict[str, Any] = field(default_factory=dict)
     """OpenAI settings, checked: temperature, top_p, max_tokens, stop, seed, response_format, penalties."""
     extensions: dict[str, Any] = field(default_factory=dict)
-    """vlmkit's own settings for local models: top_k, min_p, repeat_penalty."""
+    """vlmkit's own settings for local models: top_k, min_p, repeat_penalty, detail (an image token cap)."""
 
 
 def parse_json(body: bytes) -> dict[str, Any]:
@@ -142,6 +142,11 @@ def parse_chat_request(body: Mapping[str, Any]) -> ChatRequest:
         if not _is_int(top_k) or top_k < 0:
             raise _schema("'top_k' must be a non-negative integer", "top_k")
         extensions["top_k"] = top_k
+    detail = body.get("detail")
+    if detail is not None:
+        if not _is_int(detail) or detail < 1:
+            raise _schema(f"'detail' is a local model's image token cap: a positive integer, not {detail!r}", "detail")
+        extensions["detail"] = detail
     return ChatRequest(model, messages, stream, include_usage, params, extensions)
 
 

@@ -19,7 +19,7 @@ from vlmkit.engine import CancelToken
 from vlmkit.prediction import PredictionConfig, PredictionFragment, PredictionResult
 from vlmkit.providers import AsyncCompletionStream, ChatCompletion
 from vlmkit.server import shapes
-from vlmkit.server.errors import body_of
+from vlmkit.server.errors import APIError, body_of
 from vlmkit.server.inputs import ChatRequest, parse_chat_request, parse_lifted, resolve_chat
 from vlmkit.server.jsonutil import dumps
 from vlmkit.server.lifted import lift
@@ -49,6 +49,13 @@ async def _chat_completions(request: Request, state: ServerState) -> Response:
         lifted=body,
     )
     if gateway:
+        if "detail" in req.extensions:
+            raise APIError(
+                "'detail' as an image token cap applies to local models; for a gateway model set "
+                "'detail': 'low' | 'high' | 'auto' on each image_url",
+                400,
+                param="detail",
+            )
         return await _gateway(state, req, chat)
     return await _local(request, state, req, chat)
 
@@ -95,6 +102,7 @@ def _config(req: ChatRequest) -> PredictionConfig:
         top_k=x.get("top_k"),
         min_p=x.get("min_p"),
         repeat_penalty=x.get("repeat_penalty"),
+        detail=x.get("detail"),
     )
 
 
