@@ -39,6 +39,13 @@ async def _chat_completions(request: Request, state: ServerState) -> Response:
     gateway = state.gateway.has(req.model)
     if not gateway and state.local.find(req.model) is None:
         raise state.unknown_model(req.model)
+    if gateway and "detail" in req.extensions:
+        raise APIError(
+            "'detail' as an image token cap applies to local models; for a gateway model set "
+            "'detail': 'low' | 'high' | 'auto' on each image_url",
+            400,
+            param="detail",
+        )
     s = state.settings
     chat = await resolve_chat(
         req.messages,
@@ -49,13 +56,6 @@ async def _chat_completions(request: Request, state: ServerState) -> Response:
         lifted=body,
     )
     if gateway:
-        if "detail" in req.extensions:
-            raise APIError(
-                "'detail' as an image token cap applies to local models; for a gateway model set "
-                "'detail': 'low' | 'high' | 'auto' on each image_url",
-                400,
-                param="detail",
-            )
         return await _gateway(state, req, chat)
     return await _local(request, state, req, chat)
 
