@@ -162,14 +162,12 @@ class RemoteBackend:
         on_first_token: Callable[[], None],
         cancel: CancelToken,
     ) -> PredictionResult:
-        if isinstance(config.detail, int):
-            detail: Any = config.detail  # a token cap: the server applies it to its local models
-        else:
-            chat, detail = with_detail(chat, config.detail), None
         body: dict[str, Any] = {"model": key, "stream": True, "stream_options": {"include_usage": True}}
         body.update(openai_params(config))
-        if detail is not None:
-            body["detail"] = detail
+        if isinstance(config.detail, int):
+            body["detail"] = config.detail  # a token cap: the server applies it to its local models
+        else:
+            chat = with_detail(chat, config.detail)
         for name in ("top_k", "min_p", "repeat_penalty"):
             if getattr(config, name) is not None:
                 body[name] = getattr(config, name)
