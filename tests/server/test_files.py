@@ -11,8 +11,11 @@ import openai
 import pytest
 
 from tests.server.conftest import API_KEY, data_url, start_server
+from vlmkit.images import prepare_image
 from vlmkit.server import ServerSettings
 from vlmkit.server.config import parse_config
+from vlmkit.server.errors import APIError
+from vlmkit.server.files import FileStore
 
 
 def client(base: str) -> openai.OpenAI:
@@ -83,3 +86,12 @@ def test_damaged_uploads_are_skipped_and_left_alone(
 def test_files_dir_in_the_config() -> None:
     assert parse_config({"files_dir": "/srv/vlmkit/files"}).files_dir == "/srv/vlmkit/files"
     assert parse_config({}).files_dir is None
+
+
+def test_an_upload_that_cannot_be_saved_is_507_and_not_kept(hopper_jpeg: bytes, tmp_path: Path) -> None:
+    store = FileStore(1 << 30, tmp_path / "files")
+    (tmp_path / "files").rmdir()  # the disk went away under the server
+    with pytest.raises(APIError, match="the upload could not be saved on the server: ") as caught:
+        store.add(prepare_image(hopper_jpeg), "h.jpg", "vision")
+    assert (caught.value.status_code, caught.value.code) == (507, "storage_error")
+    assert store.list() == [] and store.used_bytes == 0

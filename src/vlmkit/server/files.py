@@ -83,6 +83,7 @@ class FileStore:
                 _write(self.directory, stored)
             except OSError as exc:
                 self._forget(stored.id)
+                self._unlink(stored.id)
                 message = f"the upload could not be saved on the server: {exc}"
                 raise APIError(message, 507, code="storage_error") from None
         return stored
@@ -90,7 +91,7 @@ class FileStore:
     def get(self, file_id: str) -> StoredFile:
         stored = self._files.get(file_id)
         if stored is None:
-            raise APIError(f"no file with id {file_id!r} on this server", 404, code="file_not_found")
+            raise _not_found(file_id)
         return stored
 
     def find(self, file_id: str) -> StoredFile | None:
@@ -99,11 +100,14 @@ class FileStore:
     def delete(self, file_id: str) -> StoredFile:
         stored = self._forget(file_id)
         if stored is None:
-            raise APIError(f"no file with id {file_id!r} on this server", 404, code="file_not_found")
+            raise _not_found(file_id)
+        self._unlink(file_id)
+        return stored
+
+    def _unlink(self, file_id: str) -> None:
         if self.directory is not None:
             for path in (self.directory / f"{file_id}.json", self.directory / file_id):  # the record first
                 path.unlink(missing_ok=True)
-        return stored
 
     def _forget(self, file_id: str) -> StoredFile | None:
         with self._lock:
@@ -137,6 +141,10 @@ class FileStore:
         return self._bytes
 
 
+def _not_found(file_id: str) -> APIError:
+    return APIError(f"no file with id {file_id!r} on this server", 404, code="file_not_found")
+
+
 def _write(directory: Path, stored: StoredFile) -> None:
     """The bytes, then the record that makes them an upload: each written whole, then renamed into place."""
     record = {"id": stored.id, "filename": stored.filename, "purpose": stored.purpose, "created_at": stored.created_at}
@@ -145,5 +153,8 @@ def _write(directory: Path, stored: StoredFile) -> None:
         (directory / f"{stored.id}.json", json.dumps(record).encode("utf-8")),
     ):
         partial = path.with_name(path.name + ".partial")
-        partial.write_bytes(content)
-        os.replace(partial, path)
+        try:
+            partial.write_bytes(content)
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)  # gone after the rename; left only by a failed write
