@@ -33,7 +33,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 MODELS = HERE / ".models"
-DEFAULT_IMAGE = ROOT.parent / "shared" / "images" / "grace_hopper.jpg"
+DEFAULT_IMAGE = ROOT / "examples" / "images" / "grace_hopper.jpg"
 THREADS = 2
 MAX_TOKENS = 64
 FIRST = "Describe this image."

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-IMAGES = ROOT.parent / "shared" / "images"
+IMAGES = ROOT / "examples" / "images"
 
 
 def make_inputs(workdir: Path) -> dict[str, Path]:

@@ -33,7 +33,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "sk-bench-0123456789abcdef0123456789abcdef"  # both servers check it (LiteLLM refuses to start without one)
-IMAGES = ROOT.parent / "shared" / "images"
+IMAGES = ROOT / "examples" / "images"
 
 UPSTREAM = r"""
 import asyncio, json, sys

@@ -1,4 +1,4 @@
-"""Shared fixtures: the real photographs in ../shared/images, and edge cases generated from them."""
+"""Shared fixtures: the real photographs in examples/images, and edge cases generated from them."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ import anyio
 import pytest
 from PIL import Image
 
-SHARED_IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "images"
+PHOTOS = Path(__file__).resolve().parents[1] / "examples" / "images"
 
 
 def photo_path(name: str) -> Path:
-    path = SHARED_IMAGES / name
+    path = PHOTOS / name
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: the tests need the repo's ../shared/images beside the checkout")
+        raise FileNotFoundError(f"{path} is missing: the tests read the photos kept in the repository's examples/images")
     return path
 
 

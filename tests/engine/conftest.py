@@ -15,9 +15,7 @@ from vlmkit.images import ImageHandle, prepare_image
 # one thread: the tiny model needs no more, and spinning threads crawl on a shared, busy CPU
 ONE_THREAD = LoadOptions(cpu_threads=1)
 
-IMAGES = Path(__file__).resolve().parents[3] / "shared" / "images"
-if not IMAGES.is_dir():
-    IMAGES = Path("/work/shared/images")
+IMAGES = Path(__file__).resolve().parents[2] / "examples" / "images"
 
 
 @pytest.fixture(scope="session")
