@@ -18,7 +18,7 @@ PHOTOS = Path(__file__).resolve().parents[1] / "examples" / "images"
 def photo_path(name: str) -> Path:
     path = PHOTOS / name
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: the tests read the photos kept in the repository's examples/images")
+        raise FileNotFoundError(f"{path} is missing: the tests read the photos kept in examples/images")
     return path
 
 
