@@ -9,6 +9,7 @@ import pytest
 
 import vlmkit as vk
 from tests.client.conftest import KEY, LOAD, Generated
+from tests.conftest import photo_path
 from vlmkit.errors import InvalidSettingError
 
 
@@ -84,7 +85,7 @@ def test_bad_prediction_settings(client: vk.Client) -> None:
 
 def test_configure_default_client_too_late() -> None:
     vk.configure_default_client(timeout=30)  # before first use: fine, and may be repeated
-    vk.prepare_image(Path(__file__).parents[2].parent / "shared" / "images" / "coffee.png")  # needs no client
+    vk.prepare_image(photo_path("coffee.png"))  # needs no client
     vk.configure_default_client(timeout=30)
     vk.list_downloaded_models()  # the default client is made here
     too_late = r"already in use.*configure_default_client\(\.\.\.\) first"

@@ -25,13 +25,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import guard_loopback, is_numeric_host
+from tests.conftest import guard_loopback, is_numeric_host, photo_path
 from vlmkit.errors import ImageFetchError
 from vlmkit.images import fetch as fetch_module
 from vlmkit.images.fetch import FetchedImage, FetchOptions, afetch_image, check_address, fetch_image
 from vlmkit.images.source import aprepare_image, prepare_image
 
-IMAGE = (Path(__file__).resolve().parents[3] / "shared" / "images" / "grace_hopper.jpg").read_bytes()
+IMAGE = photo_path("grace_hopper.jpg").read_bytes()
 ALLOW = FetchOptions(allow_hosts=frozenset({"127.0.0.1"}))
 
 
