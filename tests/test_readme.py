@@ -24,9 +24,15 @@ def test_readme_starts_with_two_setup_commands() -> None:
     assert commands[1].startswith("pip install -e")
 
 
-def test_the_main_job_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The first command's vlmkit steps, run in-process (the install step is what CI itself does)."""
+def test_the_main_job_runs_as_written_and_prints_words(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The first command's vlmkit steps, run in-process (the install step is what CI itself does).
+
+    The demo model's answer is noise, but noise in words: printable text, words from its vocabulary.
+    """
     from vlmkit.cli import main
+    from vlmkit.engine.synthetic import COMMON_WORDS
 
     monkeypatch.setenv("VLMKIT_HOME", str(tmp_path))
     monkeypatch.chdir(ROOT)
@@ -34,7 +40,14 @@ def test_the_main_job_runs_as_written(tmp_path: Path, monkeypatch: pytest.Monkey
     for step in steps:
         argv = shlex.split(step)
         assert argv[0] == "vlmkit"
+        capsys.readouterr()
         assert main(argv[1:]) == 0, step
+    out, err = capsys.readouterr()  # the last step's: the description
+    assert out.endswith("\n") and out[:-1].isprintable(), out
+    words = out.split()
+    assert words and set(words) <= set(COMMON_WORDS), out
+    said = re.search(r"\[(\d+) tokens, .*images 1 encoded", err)
+    assert said is not None and int(said.group(1)) == len(words), err  # one word a token
 
 
 def test_ci_runs_the_readme_test_command_word_for_word() -> None:

@@ -1,16 +1,19 @@
 """Answering chats with images on the real llama.cpp path (tiny generated model, random weights).
 
-Random weights never stop on purpose: these tests assert structure, stats and stop reasons, never words.
+Random weights never stop on purpose: these tests assert structure, stats and stop reasons, and that
+the noise is words from the model's vocabulary, never which words.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 
 from vlmkit.chat import Chat, ImagePart
 from vlmkit.engine import Engine
+from vlmkit.engine.synthetic import COMMON_WORDS
 from vlmkit.errors import ContextLengthError, ModelCapabilityError, ModelNotFoundError, PredictionError
 from vlmkit.images import ImageHandle
 from vlmkit.prediction import PredictionConfig, PredictionFragment, StopReason
@@ -35,6 +38,20 @@ def test_respond_with_image_gives_content_stats_and_model_info(
     assert sum(f.tokens_count for f in fragments) == 6
     assert result.model_info is not None and result.model_info.vision and result.model_info.key == "tiny"
     assert result.model_info.architecture == "llama" and result.model_info.projector_type == "mlp"
+
+
+def test_any_prompt_tokenizes_and_every_piece_said_is_a_word(engine: Engine) -> None:
+    """No top-k, top-p or min-p to hide the byte and control tokens: only the model keeps them out."""
+    untruncated = PredictionConfig(max_tokens=64, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=7)
+    fragments: list[PredictionFragment] = []
+    prompt = "Ünïcödé, 🙂 and tabs\t: any text tokenizes"
+    result = engine.respond("tiny", prompt, untruncated, on_fragment=fragments.append)
+    assert result.stats.stop_reason is StopReason.MAX_PREDICTED_TOKENS_REACHED
+    assert result.stats.prompt_tokens > 40  # the prompt fell back to byte tokens
+    assert all(re.fullmatch(r"( [a-z]+)+", f.content) for f in fragments), fragments
+    words = result.content.split()
+    assert len(words) == 64 and set(words) <= set(COMMON_WORDS)
+    assert len(set(words)) > 20  # noise, not one word on repeat
 
 
 def test_string_prompt_and_text_only_chat(engine: Engine) -> None:

@@ -9,11 +9,15 @@ writers produce such models with the ``gguf`` package:
 - :func:`write_smolvlm_256m`: SmolVLM-256M-Instruct's exact dimensions (text Q8_0, idefics3
   projector), for benchmarks.
 
-Random weights never emit end-of-sequence on purpose: use these for structure, not for words.
+Random weights say nothing meaningful, but the test model's noise reads as words: its vocabulary
+holds :data:`COMMON_WORDS` as whole tokens beside the 256 byte tokens (which still tokenize any
+prompt), and its output head (:func:`readable_head`) keeps the byte and control tokens out of what
+it samples. It never emits end-of-sequence on purpose, except to finish a grammar-constrained reply.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +61,8 @@ class TextSpec:
     quant: str = "F32"  # F32, F16 or Q8_0 for the 2-D weight matrices
     name: str = "vlmkit-synthetic"
     extra_tokens: tuple[str, ...] = ()  # normal (non-special) multi-byte tokens, GPT-2 byte form
+    words: tuple[str, ...] = ()
+    """Whole words, each a token after a space; with any, :func:`readable_head` makes them all it says."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,114 @@ class VisionSpec:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+# --- readable vocabulary ------------------------------------------------------------------------
+
+_WORDS_TEXT = """
+    the of and to in is was for on are with as his they be at one have this from or had by word but what some
+    we can out other were all there when up use your how said an each she which do their time if will way
+    about many then them write would like so these her long make thing see him two has look more day could go
+    come did number sound no most people my over know water than call first who may down side been now find
+    any new work part take get place made live where after back little only round man year came show every
+    good me give our under name very through just form sentence great think say help low line differ turn
+    cause much mean before move right boy old too same tell does set three want air well also play small end
+    put home read hand port large spell add even land here must big high such follow act why ask men change
+    went light kind off need house picture try us again animal point mother world near build self earth father
+    head stand own page should country found answer school grow study still learn plant cover food sun four
+    between state keep eye never last let thought city tree cross farm hard start might story saw far sea draw
+    left late run while press close night real life few north open seem together next white children begin got
+    walk example ease paper group always music those both mark often letter until mile river car feet care
+    second book carry took science eat room friend began idea fish mountain stop once base hear horse cut sure
+    watch color face wood main enough plain girl usual young ready above ever red list though feel talk bird
+    soon body dog family direct pose leave song measure door product black short numeral class wind question
+    happen complete ship area half rock order fire south problem piece told knew pass since top whole king
+    space heard best hour better true during hundred five remember step early hold west ground interest reach
+    fast verb sing listen six table travel less morning ten simple several vowel toward lay against pattern
+    slow center love person money serve appear road map rain rule govern pull cold notice voice unit power
+    town fine certain fly fall lead cry dark machine note wait plan figure star box noun field rest correct
+    able pound done beauty drive stood contain front teach week final gave green quick develop ocean warm free
+    minute strong special mind behind clear tail produce fact street inch multiply nothing course stay wheel
+    full force blue object decide surface deep moon island foot system busy test record boat common gold
+    possible plane stead dry wonder laugh thousand ago ran check game shape equate hot miss brought heat snow
+    tire bring yes distant fill east paint language among grand ball yet wave drop heart present heavy dance
+    engine position arm wide sail material size vary settle speak weight general ice matter circle pair
+    include divide syllable felt perhaps pick sudden count square reason length represent art subject region
+    energy hunt probable bed brother egg ride cell believe fraction forest sit race window store summer train
+    sleep prove lone leg exercise wall catch mount wish sky board joy winter sat written wild instrument kept
+    glass grass cow job edge sign visit past soft fun bright gas weather month million bear finish happy hope
+    flower clothe strange gone jump baby eight village meet root buy raise solve metal whether push seven
+    paragraph third shall held hair describe cook floor either result burn hill safe cat century consider type
+    law bit coast copy phrase silent tall sand soil roll temperature finger industry value fight lie beat
+    excite natural view sense ear else quite broke case middle son lake moment scale loud spring observe child
+    straight consonant nation dictionary milk speed method organ pay age section dress cloud surprise quiet
+    stone tiny climb cool design poor lot experiment bottom key iron single stick flat twenty skin smile
+    crease hole trade melody trip office receive row mouth exact symbol least trouble shout except wrote seed
+    tone join suggest clean break lady yard rise bad blow oil touch grew cent mix team wire cost lost brown
+    wear garden equal sent choose fell fit flow fair bank collect save control decimal gentle woman captain
+    practice separate difficult doctor please protect noon whose locate ring character insect caught period
+    indicate radio spoke atom human history effect electric expect crop modern element hit student corner
+    party supply bone rail imagine provide agree thus capital chair fruit rich thick process operate guess
+    necessary sharp wing create neighbor wash bat rather crowd corn compare poem string bell depend meat rub
+    tube famous dollar stream sight thin triangle planet hurry chief colony clock mine tie enter major fresh
+    search send yellow allow print spot desert suit current lift rose continue block chart hat sell success
+    company subtract event particular deal swim term opposite wife shoe shoulder spread arrange camp invent
+    cotton born determine quart nine truck noise level chance gather shop stretch throw shine property column
+    molecule select wrong gray repeat require broad prepare salt nose plural claim continent oxygen sugar
+    pretty skill women season solution magnet silver thank branch match suffix especially fig huge sister
+    steel discuss forward similar guide experience score apple bought led pitch coat mass card band rope slip
+    win dream evening condition feed tool total basic smell valley nor double seat arrive master track parent
+    shore division sheet substance favor connect post spend chord glad original share station dad bread charge
+    proper bar offer segment duck instant market degree populate chick dear reply drink occur support speech
+    nature range steam motion path liquid log meant quotient teeth shell neck
+"""
+
+COMMON_WORDS: tuple[str, ...] = tuple(_WORDS_TEXT.split())
+"""Common English words (lower case, ASCII letters), written as whole tokens into synthetic vocabularies."""
+
+
+def word_tokens(words: Sequence[str] = COMMON_WORDS, *, space: str = "Ġ") -> list[str]:
+    """Each word as the vocabulary piece of the word after a space.
+
+    ``space`` is how the tokenizer writes a leading space: ``"Ġ"`` in byte-level BPE (GPT-2 form),
+    ``"▁"`` in SentencePiece. Decoding such a piece gives ``" word"``, so sampled words come out
+    separated by spaces. The pieces need no merges: tokenizing a prompt falls back to the byte (or
+    byte-fallback) tokens, and only the sampler ever picks a whole word.
+    """
+    return [space + word for word in words]
+
+
+def readable_head(
+    rng: np.random.Generator, n_embd: int, n_vocab: int, words: Iterable[int], *, eos: int, quote: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Token embeddings and an output matrix (numpy ``(n_vocab, n_embd)`` each) that make a model say words.
+
+    Random weights give nearly uniform logits, so a vocabulary of bytes and words would print stray
+    bytes (broken UTF-8) and control tokens. Two embedding dimensions steer instead. Dimension 0 is 1
+    in every token's embedding and outweighs the random rest, so after the final RMS norm it is
+    about ``0.8 * sqrt(n_embd)`` whatever the context (6.3 at 64); its weight in each output row is
+    then a fixed logit bias: 0 for ``words``, -4 (times that) for everything else, -2 for ``eos``,
+    which is never said in free text yet beats the bytes once a grammar allows nothing else.
+    Dimension 1 is 1 only in the ``quote`` token (``"``): right after a quote, the quote is by far
+    the likeliest token, so a JSON grammar's strings close (as ``""``) instead of running on as
+    words. The other dimensions are random, scaled so that the words' logits spread by about 1.5
+    at any width: which word comes next, varied by the context.
+    """
+    if n_embd < 8:
+        raise ValueError(f"readable_head needs n_embd >= 8, not {n_embd}")
+    embd = rng.standard_normal((n_vocab, n_embd), dtype=np.float32) * np.float32(0.8 / np.sqrt(n_embd))
+    out = rng.standard_normal((n_vocab, n_embd), dtype=np.float32) * np.float32(2.4 / np.sqrt(n_embd))
+    embd[:, :2] = 0.0
+    embd[:, 0] = 1.0
+    out[:, :2] = 0.0
+    said = np.zeros(n_vocab, dtype=bool)
+    said[list(words)] = True
+    out[~said, 0] = -4.0
+    out[eos, 0] = -2.0
+    if quote is not None:
+        embd[quote, 1] = 1.0
+        out[quote, 1] = 8.0
+    return embd, out
+
+
 TEST_TEXT = TextSpec(
     n_embd=64,
     n_layer=2,
@@ -89,6 +203,7 @@ TEST_TEXT = TextSpec(
     special_tokens=("<|im_start|>", "<|im_end|>", "<|endoftext|>"),
     eos="<|im_end|>",
     name="vlmkit-test-vlm",
+    words=COMMON_WORDS,
 )
 
 TEST_VISION = VisionSpec(
@@ -210,6 +325,7 @@ _COMMON_MERGES = (
 
 
 def _vocabulary(spec: TextSpec) -> tuple[list[str], list[int], list[str]]:
+    """Tokens, token types and merges: bytes, a few merges, ``spec.words``, extras, specials, filler."""
     tokens = byte_unicode_table()
     types = [1] * len(tokens)  # normal
     merges: list[str] = []
@@ -219,7 +335,7 @@ def _vocabulary(spec: TextSpec) -> tuple[list[str], list[int], list[str]]:
         if merged not in tokens:
             tokens.append(merged)
             types.append(1)
-    for extra in spec.extra_tokens:
+    for extra in (*word_tokens(spec.words), *spec.extra_tokens):
         if extra not in tokens:
             tokens.append(extra)
             types.append(1)
@@ -287,7 +403,15 @@ def write_text_model(path: str | Path, spec: TextSpec, *, seed: int = 0) -> None
         return (rng.standard_normal(shape, dtype=np.float32) * scale).astype(np.float32)
 
     # numpy shapes are (rows, cols) = (out, in); GGUF reverses them into ne
-    _add_matrix(writer, "token_embd.weight", rand(n_vocab, spec.n_embd), spec.quant)
+    if spec.words:
+        said = [tokens.index(t) for t in word_tokens(spec.words)]
+        quote = tokens.index(byte_unicode_table()[ord('"')])
+        embd, output = readable_head(rng, spec.n_embd, n_vocab, said, eos=tokens.index(spec.eos), quote=quote)
+        # the two largest matrices once a vocabulary holds words: F16 halves them, and loses nothing here
+        _add_matrix(writer, "token_embd.weight", embd, "F16")
+        _add_matrix(writer, "output.weight", output, "F16")
+    else:  # the output is token_embd, tied
+        _add_matrix(writer, "token_embd.weight", rand(n_vocab, spec.n_embd), spec.quant)
     writer.add_tensor("output_norm.weight", np.ones(spec.n_embd, dtype=np.float32))
     for i in range(spec.n_layer):
         p = f"blk.{i}."
