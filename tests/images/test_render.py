@@ -59,7 +59,23 @@ def test_handles_are_equal_when_bytes_name_and_source_are(hopper_bytes: bytes) -
     a, b, named = prepare_image(hopper_bytes), prepare_image(hopper_bytes), prepare_image(hopper_bytes, name="h.jpg")
     assert a == b and hash(a) == hash(b) and len({a, b}) == 1
     assert a != named and named.name == "h.jpg"
-    assert "image/jpeg" in repr(a) and a.identifier in repr(a)
+    assert "image/jpeg" in repr(a) and a.identifier[:12] in repr(a)
+
+
+def test_reprs_are_one_short_line_without_bytes_or_hashing(twelve_mp_jpeg: bytes) -> None:
+    handle = prepare_image(twelve_mp_jpeg, name="big.jpg")
+    size = f"{len(twelve_mp_jpeg):,} bytes"
+    assert repr(handle) == f"ImageHandle('big.jpg', image/jpeg, 4000x3000, {size})"
+    assert handle._identifier is None  # a repr does not hash the image to show its identity
+    assert repr(handle.render(None)) == f"RenderedImage(image/jpeg, 4000x3000, {size}, original bytes)"
+    out = handle.render(ANTHROPIC)
+    shown = f"RenderedImage(image/jpeg, {out.width}x{out.height}, {len(out.data):,} bytes, re-encoded)"
+    assert repr(out) == str(out) == shown and len(shown) < 80
+    assert handle._identifier is not None  # rendering keyed its cache by the identity: now it is shown
+    assert repr(handle).endswith(f", {size}, id {handle.identifier[:12]})")
+    assert repr(prepare_image("gs://bucket/x", format="image/png")) == (
+        "ImageHandle('x', image/png, reference to gs://bucket/x)"
+    )
 
 
 def test_data_url_is_exact_and_computed_once(hopper_bytes: bytes) -> None:

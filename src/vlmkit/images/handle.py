@@ -22,6 +22,12 @@ def content_identifier(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def image_summary(mime_type: str | None, width: int | None, height: int | None, size_bytes: int | None) -> str:
+    """``image/jpeg, 1024x768, 183,412 bytes``: what an image is, in a few words (for reprs)."""
+    size = f"{size_bytes:,} bytes" if size_bytes is not None else "size unknown"
+    return f"{mime_type or 'unknown type'}, {width}x{height}, {size}"
+
+
 def _extension(fmt: ImageFormat | None) -> str:
     if fmt is None:
         return ""
@@ -80,8 +86,15 @@ class ImageHandle:
         return hash(self.identifier)
 
     def __repr__(self) -> str:
-        size = f"{self.width}x{self.height}" if self.width is not None else "reference"
-        return f"ImageHandle(name={self.name!r}, mime_type={self.mime_type!r}, {size}, identifier={self.identifier!r})"
+        """One short line, never the bytes; the identity only once computed (a repr does not hash)."""
+        parts = [repr(self._name)] if self._name is not None else []
+        if self._data is None:
+            parts += [self.mime_type or "unknown type", f"reference to {self.source}"]
+        else:
+            parts.append(image_summary(self.mime_type, self.width, self.height, self.size_bytes))
+        if self._identifier is not None:
+            parts.append(f"id {self._identifier[:12]}")
+        return f"ImageHandle({', '.join(parts)})"
 
     @property
     def format(self) -> ImageFormat | None:

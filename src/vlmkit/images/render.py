@@ -19,6 +19,7 @@ import pybase64
 from PIL import Image, ImageOps
 
 from vlmkit.errors import ImageTooLargeError, InvalidImageError
+from vlmkit.images.handle import image_summary
 from vlmkit.images.policy import ImagePolicy, base64_length
 from vlmkit.images.probe import open_image
 from vlmkit.images.sniff import ImageFormat
@@ -37,6 +38,11 @@ class RenderedImage:
     height: int
     changed: bool
     """False when the original bytes passed through untouched."""
+
+    def __repr__(self) -> str:
+        """One short line: printing a rendered image must not print megabytes of bytes."""
+        how = "re-encoded" if self.changed else "original bytes"
+        return f"RenderedImage({image_summary(self.mime_type, self.width, self.height, len(self.data))}, {how})"
 
     @cached_property
     def base64(self) -> str:
