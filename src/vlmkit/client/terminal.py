@@ -8,6 +8,7 @@ evaluated (the images above all) and starts answering at once.
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TextIO
@@ -16,6 +17,9 @@ from vlmkit.chat import Chat
 from vlmkit.client.model import LLM
 from vlmkit.client.stream import PredictionStream
 from vlmkit.client.sync import Client
+from vlmkit.errors import VlmkitError
+from vlmkit.images import ImageHandle
+from vlmkit.images.handle import image_summary
 from vlmkit.prediction import PredictionConfig, PredictionResult, PredictionStats, StopReason
 
 DEFAULT_PROMPT = "Describe this image."
@@ -54,31 +58,95 @@ def chat(
 ) -> list[PredictionResult]:
     """A conversation about ``images``: each line read from ``lines`` is a user turn, answered on ``out``.
 
-    The images go with the first turn. An empty line is skipped; ``/quit`` or end of input ends.
-    Ctrl-C stops the answer being written and goes on with the conversation.
+    The images go with the first turn. An empty line is skipped; ``/quit`` or end of input (Ctrl-D)
+    ends. A line that starts with ``/`` is a command (:data:`COMMANDS`), never sent to the model; what
+    commands say goes to ``err``, so ``out`` holds the answers alone. Ctrl-C stops the answer being
+    written and goes on with the conversation.
     """
     model = _model(client, settings)
-    handles = [client.files.prepare_image(image) for image in images]
+    given = [client.files.prepare_image(image) for image in images]
     conversation = Chat(system)
+    attached = list(given)  # what goes with the next message
     results: list[PredictionResult] = []
     interactive = lines.isatty()
-    names = ", ".join(h.name for h in handles)
     if interactive:
-        err.write(f"Chatting with {model.identifier} about {names}. /quit to end.\n")
+        about = f" about {', '.join(h.name for h in given)}" if given else ""
+        err.write(f"Chatting with {model.identifier}{about}. /help lists the commands.\n")
     while True:
         if interactive:
             err.write("> ")
             err.flush()
         line = lines.readline()
-        if not line or line.strip() in QUIT:
+        if not line:
+            if interactive:
+                err.write("\n")  # after Ctrl-D, leave the shell's prompt a line of its own
             return results
         text = line.strip()
         if not text:
             continue
-        conversation.add_user_message(text, images=handles if not results else ())
+        if text.startswith("/") and not text.startswith("//"):
+            command, _, argument = text.partition(" ")
+            if command in QUIT:
+                return results
+            if command == "/help":
+                err.write(help_text())
+            elif command == "/image":
+                handle = _attach(client, argument.strip(), err)
+                if handle is not None:
+                    attached.append(handle)
+            elif command == "/clear":
+                conversation, attached = Chat(system), list(given)
+                err.write("New chat: the conversation so far is forgotten; the model stays loaded.\n")
+            else:
+                err.write(f"unknown command {command!r}; the commands are:\n" + help_text())
+            continue
+        conversation.add_user_message(text[1:] if text.startswith("//") else text, images=attached)
+        attached = []
         result = _answer(model, conversation, settings, out, err)
         conversation.add_assistant_response(result)
         results.append(result)
+
+
+COMMANDS: dict[str, str] = {
+    "/help": "list these commands",
+    "/image PATH": "attach an image (a file path or a URL) to your next message",
+    "/clear": "start a new chat (about the images it began with); the model stays loaded",
+    "/quit": f"end the chat (so do {', '.join(QUIT[1:])} and Ctrl-D)",
+}
+"""The chat's commands and what each does."""
+
+
+def help_text() -> str:
+    """The commands, one a line, and how to send a message that starts with ``/``."""
+    width = max(map(len, COMMANDS))
+    rows = "".join(f"  {usage:<{width}}  {what}\n" for usage, what in COMMANDS.items())
+    return rows + "  (a message that starts with / is typed with two: //etc/hosts sends /etc/hosts)\n"
+
+
+def _attach(client: Client, argument: str, err: TextIO) -> ImageHandle | None:
+    """The image ``/image`` names, read and validated now; on a bad one, say why and attach nothing."""
+    if not argument:
+        err.write("nothing attached: name the image, /image PATH (a file path or a URL)\n")
+        return None
+    try:
+        handle = client.files.prepare_image(_unquoted(argument))
+    except VlmkitError as exc:
+        err.write(f"nothing attached: {exc}\n")
+        return None
+    shown = image_summary(handle.mime_type, handle.width, handle.height, handle.size_bytes)
+    err.write(f"attached {handle.name} ({shown}) to your next message\n")
+    return handle
+
+
+def _unquoted(argument: str) -> str:
+    """A path as typed, or unquoted the way terminals paste one (``'my photo.jpg'``, ``my\\ photo.jpg``)."""
+    if os.path.exists(argument):
+        return argument
+    try:
+        words = shlex.split(argument)
+    except ValueError:
+        return argument
+    return words[0] if len(words) == 1 else argument
 
 
 def _model(client: Client, settings: Settings) -> LLM:
