@@ -63,3 +63,12 @@ def test_get_unknown_key_names_the_catalog(home: Path, capsys: pytest.CaptureFix
     assert "'no-such-model' is not a catalog key" in err and "qwen2-vl-2b-instruct" in err
     assert main(["ls", "--catalog"]) == 0
     assert "qwen2-vl-2b-instruct" in capsys.readouterr().out
+
+
+def test_python_dash_m_vlmkit_is_the_command_line() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "vlmkit", "--help"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: vlmkit ")
