@@ -15,7 +15,8 @@ import pytest
 
 from tests.conftest import photo_path
 from vlmkit.chat import Chat
-from vlmkit.client.backend import CancelToken, FragmentCallback, LocalBackend
+from vlmkit.client.backend import CancelToken, FragmentCallback
+from vlmkit.client.backends import LocalBackend
 from vlmkit.client.default import _reset_default_client
 from vlmkit.prediction import PredictionConfig, PredictionFragment, PredictionResult
 

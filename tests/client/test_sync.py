@@ -12,7 +12,8 @@ from pydantic import BaseModel
 
 import vlmkit as vk
 from tests.client.conftest import HELD_SEED, KEY, LOAD, Generated, HeldBackend
-from vlmkit.client.backend import CancelToken, FragmentCallback, LocalBackend
+from vlmkit.client.backend import CancelToken, FragmentCallback
+from vlmkit.client.backends import LocalBackend
 
 SHORT = vk.PredictionConfig(max_tokens=12, seed=HELD_SEED)
 

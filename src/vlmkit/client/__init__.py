@@ -1,13 +1,18 @@
 """The SDK: ``Client`` (sync), ``AsyncClient``, model handles and the convenience API, over a backend.
 
-``import vlmkit as vk`` exposes the parts users need; this package holds them:
-:mod:`~vlmkit.client.backend` (what runs the models), :mod:`~vlmkit.client.sync`,
-:mod:`~vlmkit.client.aio`, :mod:`~vlmkit.client.model`, :mod:`~vlmkit.client.stream` and
-:mod:`~vlmkit.client.default`.
+``import vlmkit as vk`` exposes the parts users need; this package holds them, from the bottom up:
+:mod:`~vlmkit.client.backend` (the seam: what runs the models), :mod:`~vlmkit.client.backends`
+(one file per backend, and the factory), :mod:`~vlmkit.client.stream` (predictions as streams),
+:mod:`~vlmkit.client.common` (what the sync and async surfaces share), :mod:`~vlmkit.client.sync`
+(``Client``, ``LLM``), :mod:`~vlmkit.client.aio` (``AsyncClient``, ``AsyncLLM``),
+:mod:`~vlmkit.client.default` (``vk.llm`` and the default client) and :mod:`~vlmkit.client.terminal`
+(the command line's chat). Everything public is listed in ``__all__`` below; the modules may move.
 """
 
-from vlmkit.client.aio import AsyncClient
-from vlmkit.client.backend import Backend, CancelToken, LocalBackend
+from vlmkit.client.aio import AsyncClient, AsyncLLM
+from vlmkit.client.backend import Backend, CancelToken, FragmentCallback
+from vlmkit.client.backends import LocalBackend, ProviderBackend, RemoteBackend
+from vlmkit.client.common import DEFAULT_TIMEOUT, DEFAULT_TTL, ModelKey
 from vlmkit.client.default import (
     configure_default_client,
     get_default_client,
@@ -15,9 +20,8 @@ from vlmkit.client.default import (
     list_loaded_models,
     llm,
 )
-from vlmkit.client.model import LLM, AsyncLLM
 from vlmkit.client.stream import AsyncPredictionStream, PredictionStream
-from vlmkit.client.sync import DEFAULT_TIMEOUT, DEFAULT_TTL, Client
+from vlmkit.client.sync import LLM, Client
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -29,8 +33,12 @@ __all__ = [
     "Backend",
     "CancelToken",
     "Client",
+    "FragmentCallback",
     "LocalBackend",
+    "ModelKey",
     "PredictionStream",
+    "ProviderBackend",
+    "RemoteBackend",
     "configure_default_client",
     "get_default_client",
     "list_downloaded_models",

@@ -1,4 +1,5 @@
-"""The asynchronous API: ``async with vk.AsyncClient() as client: await client.llm.model(...)``.
+"""The asynchronous API: ``async with vk.AsyncClient() as client: await client.llm.model(...)``, and
+its model handle :class:`AsyncLLM`.
 
 Every backend call (loading a model, reading an image file, predicting) runs on a worker thread,
 so the event loop keeps serving other tasks, and predictions on different models run side by side.
@@ -9,16 +10,25 @@ from __future__ import annotations
 import asyncio
 import os
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vlmkit.client.backend import Backend, load_options, make_backend
-from vlmkit.client.model import AsyncLLM, default_model_key
+from vlmkit.client.backend import Backend, FragmentCallback
+from vlmkit.client.backends.factory import make_backend
+from vlmkit.client.common import (
+    DEFAULT_TTL,
+    ConfigInput,
+    History,
+    ModelKey,
+    default_model_key,
+    load_options,
+    prediction_work,
+)
 from vlmkit.client.stream import AsyncPredictionStream
-from vlmkit.client.sync import DEFAULT_TTL, ModelKey
 from vlmkit.errors import ClientClosedError, ModelNotFoundError
 from vlmkit.images import ImageHandle
-from vlmkit.prediction import ModelInfo
+from vlmkit.prediction import ModelInfo, PredictionResult
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -124,3 +134,68 @@ class AsyncFilesNamespace:
     ) -> ImageHandle:
         backend = self._client._open_backend()
         return await asyncio.to_thread(lambda: backend.prepare_image(src, name, format=format, fetch=fetch))
+
+
+class AsyncLLM:
+    """A loaded model in the async API: ``await model.respond(chat)``."""
+
+    def __init__(self, client: AsyncClient, info: ModelInfo) -> None:
+        self._client = client
+        self._info = info
+
+    @property
+    def identifier(self) -> str:
+        return self._info.key
+
+    def __repr__(self) -> str:
+        return f"AsyncLLM({self.identifier!r})"
+
+    async def respond(
+        self,
+        history: History,
+        *,
+        config: ConfigInput = None,
+        response_format: Any = None,
+        on_prediction_fragment: FragmentCallback | None = None,
+        on_first_token: Callable[[], None] | None = None,
+    ) -> PredictionResult:
+        """Answer a chat without blocking the event loop. Cancelling the awaiting task stops it."""
+        stream = await self.respond_stream(
+            history,
+            config=config,
+            response_format=response_format,
+            on_prediction_fragment=on_prediction_fragment,
+            on_first_token=on_first_token,
+        )
+        return await stream.wait_for_result()
+
+    async def respond_stream(
+        self,
+        history: History,
+        *,
+        config: ConfigInput = None,
+        response_format: Any = None,
+        on_prediction_fragment: FragmentCallback | None = None,
+        on_first_token: Callable[[], None] | None = None,
+    ) -> AsyncPredictionStream:
+        """Start answering; ``async for`` the stream, then ``stream.result()``. Callbacks run on the loop."""
+        work = prediction_work(self._client._open_backend(), self.identifier, history, config, response_format)
+        stream = AsyncPredictionStream(
+            work,
+            model=self.identifier,
+            on_prediction_fragment=on_prediction_fragment,
+            on_first_token=on_first_token,
+        )
+        self._client._streams.add(stream)  # closing the client cancels it
+        return stream
+
+    async def get_info(self) -> ModelInfo:
+        backend = self._client._open_backend()
+        self._info = await asyncio.to_thread(backend.get_info, self.identifier)
+        return self._info
+
+    async def get_context_length(self) -> int:
+        return (await self.get_info()).context_length
+
+    async def unload(self) -> None:
+        await self._client.llm.unload(self.identifier)

@@ -15,8 +15,8 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vlmkit.client.model import LLM
-from vlmkit.client.sync import DEFAULT_TIMEOUT, DEFAULT_TTL, Client, ModelKey
+from vlmkit.client.common import DEFAULT_TIMEOUT, DEFAULT_TTL, ModelKey
+from vlmkit.client.sync import LLM, Client
 from vlmkit.errors import DefaultClientAlreadyCreatedError
 
 if TYPE_CHECKING:

@@ -1,32 +1,41 @@
-"""The scoped resource API: ``with vk.Client() as client: client.llm.model(...)``."""
+"""The sync API: ``with vk.Client() as client: client.llm.model(...)``, and its model handle :class:`LLM`.
+
+A handle names a model its client has loaded. It holds no engine state of its own, so a handle
+stays valid when the model is unloaded after its idle TTL: the next call loads it again.
+The async twin is :mod:`vlmkit.client.aio`; what the two share is in :mod:`vlmkit.client.common`.
+"""
 
 from __future__ import annotations
 
 import os
 import threading
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vlmkit.client.backend import Backend, load_options, make_backend
-from vlmkit.client.model import LLM, default_model_key
+from vlmkit.client.backend import Backend, FragmentCallback
+from vlmkit.client.backends.factory import make_backend
+from vlmkit.client.common import (
+    DEFAULT_TIMEOUT,
+    DEFAULT_TTL,
+    ConfigInput,
+    History,
+    ModelKey,
+    default_model_key,
+    load_options,
+    prediction_work,
+)
 from vlmkit.client.stream import PredictionStream
 from vlmkit.errors import ClientClosedError, ModelNotFoundError
 from vlmkit.images import ImageHandle
+from vlmkit.prediction import ModelInfo, PredictionResult
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from vlmkit.engine import LoadOptions, ModelListing
     from vlmkit.images.fetch import FetchOptions
-
-DEFAULT_TIMEOUT = 60.0
-"""Seconds a sync call waits for the next fragment before it gives up (``None``: forever)."""
-
-DEFAULT_TTL = 3600.0
-"""Seconds a model stays loaded while idle (``None``: until unloaded)."""
-
-ModelKey = str | os.PathLike[str]
 
 
 class Client:
@@ -138,3 +147,74 @@ class FilesNamespace:
         ``format`` declares a MIME type the bytes must agree with; ``fetch`` sets how URLs are fetched.
         """
         return self._client._open_backend().prepare_image(src, name, format=format, fetch=fetch)
+
+
+class LLM:
+    """A loaded model, from ``vk.llm(...)`` or ``client.llm.model(...)``."""
+
+    def __init__(self, client: Client, info: ModelInfo) -> None:
+        self._client = client
+        self._info = info
+
+    @property
+    def identifier(self) -> str:
+        """The key the model answers to."""
+        return self._info.key
+
+    def __repr__(self) -> str:
+        return f"LLM({self.identifier!r})"
+
+    def respond(
+        self,
+        history: History,
+        *,
+        config: ConfigInput = None,
+        response_format: Any = None,
+        on_prediction_fragment: FragmentCallback | None = None,
+        on_first_token: Callable[[], None] | None = None,
+    ) -> PredictionResult:
+        """Answer a chat (or a prompt). Blocks; fragments also go to ``on_prediction_fragment``.
+
+        ``response_format`` (a JSON schema or a pydantic model class) constrains the reply to that
+        schema; the result's ``parsed`` then holds it parsed (a pydantic instance for a class).
+        """
+        stream = self.respond_stream(
+            history,
+            config=config,
+            response_format=response_format,
+            on_prediction_fragment=on_prediction_fragment,
+            on_first_token=on_first_token,
+        )
+        return stream.result()
+
+    def respond_stream(
+        self,
+        history: History,
+        *,
+        config: ConfigInput = None,
+        response_format: Any = None,
+        on_prediction_fragment: FragmentCallback | None = None,
+        on_first_token: Callable[[], None] | None = None,
+    ) -> PredictionStream:
+        """Start answering; iterate the stream for fragments, then ``stream.result()``."""
+        work = prediction_work(self._client._open_backend(), self.identifier, history, config, response_format)
+        stream = PredictionStream(
+            work,
+            model=self.identifier,
+            timeout=self._client.timeout,
+            on_prediction_fragment=on_prediction_fragment,
+            on_first_token=on_first_token,
+        )
+        self._client._streams.add(stream)  # closing the client cancels it
+        return stream
+
+    def get_info(self) -> ModelInfo:
+        """Architecture, context length, size, and whether it takes images (``vision``)."""
+        self._info = self._client._open_backend().get_info(self.identifier)
+        return self._info
+
+    def get_context_length(self) -> int:
+        return self.get_info().context_length
+
+    def unload(self) -> None:
+        self._client.llm.unload(self.identifier)

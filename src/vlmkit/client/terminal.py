@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from vlmkit.chat import Chat
-from vlmkit.client.model import LLM
 from vlmkit.client.stream import PredictionStream
-from vlmkit.client.sync import Client
+from vlmkit.client.sync import LLM, Client
 from vlmkit.errors import VlmkitError
 from vlmkit.images import ImageHandle
 from vlmkit.images.handle import image_summary

@@ -21,7 +21,7 @@ import httpx
 
 from vlmkit.chat import Chat, ImagePart
 from vlmkit.client.backend import CancelToken, FragmentCallback
-from vlmkit.client.providers import openai_params, with_detail
+from vlmkit.client.backends.providers import openai_params, with_detail
 from vlmkit.errors import (
     APIConnectionError,
     AuthenticationError,
