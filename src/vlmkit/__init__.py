@@ -8,6 +8,7 @@
 Importing vlmkit is light: llama.cpp loads with the first local model.
 """
 
+from vlmkit._version import __version__
 from vlmkit.chat import Chat
 from vlmkit.client import (
     LLM,
@@ -65,8 +66,6 @@ from vlmkit.prediction import (
     StopReason,
 )
 from vlmkit.providers import acompletion, completion, supports_vision
-
-__version__ = "0.1.0"
 
 __all__ = [
     "LLM",

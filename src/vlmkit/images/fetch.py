@@ -28,6 +28,7 @@ import anyio.to_thread
 import httpcore
 import httpx
 
+from vlmkit._version import __version__
 from vlmkit.errors import ImageFetchError
 from vlmkit.images.netcheck import IPAddress, check_address, check_host_name
 
@@ -41,9 +42,7 @@ Headers = list[tuple[bytes, bytes]]
 
 
 def _default_user_agent() -> str:
-    import vlmkit  # at call time: vlmkit/__init__ may still be importing this module
-
-    return f"vlmkit/{vlmkit.__version__}"
+    return f"vlmkit/{__version__}"
 
 
 @dataclass(frozen=True)
