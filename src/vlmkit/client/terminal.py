@@ -18,7 +18,7 @@ from vlmkit.client.stream import PredictionStream
 from vlmkit.client.sync import LLM, Client
 from vlmkit.errors import VlmkitError
 from vlmkit.images import ImageHandle
-from vlmkit.images.handle import image_summary
+from vlmkit.images.probe import image_summary
 from vlmkit.prediction import PredictionConfig, PredictionResult, PredictionStats, StopReason
 
 DEFAULT_PROMPT = "Describe this image."

@@ -5,7 +5,7 @@ validated from its header), and ``handle.render(policy)`` gives bytes that a tar
 """
 
 from vlmkit.images.fetch import FetchedImage, FetchOptions, afetch_image, fetch_image
-from vlmkit.images.handle import ImageHandle
+from vlmkit.images.handle import ImageHandle, image_from_bytes
 from vlmkit.images.policy import (
     ANTHROPIC,
     BEDROCK,
@@ -19,7 +19,7 @@ from vlmkit.images.policy import (
 from vlmkit.images.probe import DEFAULT_MAX_PIXELS
 from vlmkit.images.render import RenderedImage, render, render_cache
 from vlmkit.images.sniff import ImageFormat, sniff_format
-from vlmkit.images.source import aprepare_image, image_from_bytes, prepare_image
+from vlmkit.images.source import aprepare_image, prepare_image
 from vlmkit.images.tokens import estimate_image_tokens
 
 __all__ = [

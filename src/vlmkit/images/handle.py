@@ -1,31 +1,31 @@
-"""``ImageHandle``: one validated image, cheap to create, identified by its content."""
+"""``ImageHandle``: one validated image, cheap to create, identified by its content; and the two ways
+to make one, from bytes (sniffed and validated: :func:`image_from_bytes`) and from a ``gs://`` or
+``s3://`` URI (:func:`reference_handle`). Reading whatever a user hands in is :mod:`~vlmkit.images.source`.
+"""
 
 from __future__ import annotations
 
 import base64
 import dataclasses
 import hashlib
+import mimetypes
+import urllib.parse
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from vlmkit.errors import ImageSourceError
-from vlmkit.images.sniff import ImageFormat
+from vlmkit.errors import ImageFormatMismatchError, ImageSourceError, UnsupportedImageError
+from vlmkit.images.policy import ImagePolicy
+from vlmkit.images.probe import DEFAULT_MAX_PIXELS, image_summary, probe
+from vlmkit.images.render import RenderedImage, original, render
+from vlmkit.images.sniff import ImageFormat, describe_non_image, sniff_format
 
-if TYPE_CHECKING:
-    from vlmkit.images.policy import ImagePolicy
-    from vlmkit.images.render import RenderedImage
+REFERENCE_SCHEMES = ("gs://", "s3://")
 
 
 def content_identifier(data: bytes) -> str:
     """The identifier of image bytes: the same bytes always give the same identifier."""
     return hashlib.sha256(data).hexdigest()
-
-
-def image_summary(mime_type: str | None, width: int | None, height: int | None, size_bytes: int | None) -> str:
-    """``image/jpeg, 1024x768, 183,412 bytes``: what an image is, in a few words (for reprs)."""
-    size = f"{size_bytes:,} bytes" if size_bytes is not None else "size unknown"
-    return f"{mime_type or 'unknown type'}, {width}x{height}, {size}"
 
 
 def _extension(fmt: ImageFormat | None) -> str:
@@ -122,8 +122,6 @@ class ImageHandle:
     @cached_property
     def original(self) -> RenderedImage:
         """The original bytes as a :class:`RenderedImage` (their base64 and data URL computed once)."""
-        from vlmkit.images.render import original
-
         return original(self)
 
     def render(self, policy: ImagePolicy | None) -> RenderedImage:
@@ -131,8 +129,6 @@ class ImageHandle:
 
         ``None`` gives the original bytes, whose base64 and data URL are then computed once.
         """
-        from vlmkit.images.render import render
-
         return render(self, policy)
 
     def to_dict(self) -> dict[str, Any]:
@@ -150,8 +146,6 @@ class ImageHandle:
     @classmethod
     def from_dict(cls, obj: dict[str, Any]) -> ImageHandle:
         """Rebuild a handle from :meth:`to_dict`, re-validating the bytes and checking the identifier."""
-        from vlmkit.images.source import prepare_image, reference_handle
-
         try:
             name, identifier, data_b64 = obj["name"], obj["identifier"], obj.get("data")
         except (KeyError, TypeError):
@@ -164,9 +158,91 @@ class ImageHandle:
             data = base64.b64decode(data_b64, validate=True)
         except (ValueError, TypeError):
             raise ImageSourceError(f"the serialised image {name!r} has invalid base64 data") from None
-        handle = prepare_image(data, name=name)
+        handle = image_from_bytes(data, name)
         if handle.identifier != identifier:
             raise ImageSourceError(f"the serialised image {name!r} does not match its identifier: its data was changed")
         if obj.get("source"):
             handle = dataclasses.replace(handle, source=obj["source"])
         return handle
+
+
+def image_from_bytes(
+    data: bytes,
+    name: str | None = None,
+    *,
+    format: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    source: str | None = None,
+) -> ImageHandle:
+    """Sniff and validate image bytes: the type comes from the bytes, never from a label."""
+    declared = _declared_format(format)
+    fmt = sniff_format(data)
+    if fmt is None:
+        found = describe_non_image(data)
+        where = f" {name!r}" if name else ""
+        raise UnsupportedImageError(
+            f"the image{where} is not an image vlmkit reads: found {found}. "
+            "Supported: JPEG, PNG, WebP, GIF, BMP, TIFF, HEIC/HEIF, AVIF"
+        )
+    if declared is not None and not _same_format(declared, fmt):
+        raise ImageFormatMismatchError(
+            f"format={format!r} was declared but the bytes are {fmt.mime_type}; "
+            f"drop format= to use the real type, or pass the right file",
+            declared=declared.mime_type,
+            actual=fmt.mime_type,
+        )
+    info = probe(data, fmt, max_pixels=max_pixels)
+    width, height = info.display_size
+    return ImageHandle(
+        mime_type=fmt.mime_type,
+        size_bytes=len(data),
+        width=width,
+        height=height,
+        frames=info.frames,
+        orientation=info.orientation,
+        mode=info.mode,
+        source=source,
+        _data=data,
+        _name=name or None,
+    )
+
+
+def reference_handle(uri: str, *, name: str | None = None, format: str | None = None) -> ImageHandle:
+    """A handle for a ``gs://``/``s3://`` URI: no bytes, so ``format`` (or the extension) is taken as given."""
+    if not uri.startswith(REFERENCE_SCHEMES):
+        raise ImageSourceError(f"{uri!r} is not a gs:// or s3:// reference")
+    declared = _declared_format(format)
+    if declared is None:
+        guessed = mimetypes.guess_type(uri)[0]
+        declared = ImageFormat.from_mime(guessed) if guessed else None
+    return ImageHandle(
+        mime_type=declared.mime_type if declared else None,
+        size_bytes=None,
+        width=None,
+        height=None,
+        source=uri,
+        _name=name or name_from_url(uri) or uri,
+    )
+
+
+def _declared_format(format: str | None) -> ImageFormat | None:
+    if format is None:
+        return None
+    declared = ImageFormat.from_mime(format)
+    if declared is None:
+        raise UnsupportedImageError(
+            f"format={format!r} is not an image type vlmkit reads; use a MIME type such as "
+            "'image/jpeg', 'image/png', 'image/webp', 'image/gif', 'image/heic' or 'image/avif'"
+        )
+    return declared
+
+
+def _same_format(declared: ImageFormat, actual: ImageFormat) -> bool:
+    heif_family = {ImageFormat.HEIC, ImageFormat.HEIF}
+    return declared is actual or (declared in heif_family and actual in heif_family)
+
+
+def name_from_url(url: str) -> str | None:
+    """The last segment of a URL's path, unquoted (None when empty): a default name for what it names."""
+    tail = urllib.parse.urlparse(url).path.rsplit("/", 1)[-1]
+    return urllib.parse.unquote(tail) or None

@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from vlmkit.errors import ImageFetchError
-
-if TYPE_CHECKING:
-    from vlmkit.images.fetch import FetchOptions
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -40,6 +37,14 @@ _ADVICE = (
     "vlmkit does not fetch loopback, private, link-local or metadata addresses unless the host is in "
     "allow_hosts (FetchOptions(allow_hosts={...}) takes host names, addresses and networks)"
 )
+
+
+class AllowList(Protocol):
+    """What the checks read from the fetch options (:class:`~vlmkit.images.fetch.FetchOptions`), named here
+    so that the policy depends on nothing of the fetcher that uses it."""
+
+    @property
+    def allow_hosts(self) -> frozenset[str]: ...
 
 
 def normalize_host(host: str) -> str:
@@ -100,7 +105,7 @@ def _category(ip: IPAddress) -> str | None:
     return None
 
 
-def check_host_name(host: str, options: FetchOptions) -> None:
+def check_host_name(host: str, options: AllowList) -> None:
     """Refuse a cloud metadata host name before it is even resolved, unless it is in ``allow_hosts``."""
     name = normalize_host(host)
     names, _ = _parse_allow_hosts(options.allow_hosts)
@@ -108,7 +113,7 @@ def check_host_name(host: str, options: FetchOptions) -> None:
         raise ImageFetchError(f"{host} is a cloud metadata host name; {_ADVICE}")
 
 
-def check_address(ip: IPAddress, host: str, options: FetchOptions) -> None:
+def check_address(ip: IPAddress, host: str, options: AllowList) -> None:
     """Raise :class:`ImageFetchError` unless vlmkit may connect to ``ip`` to fetch from ``host``.
 
     ``host`` is the URL's host (a name or the address itself). A host name in ``allow_hosts`` allows

@@ -17,6 +17,12 @@ DEFAULT_MAX_PIXELS = 100_000_000
 _EXIF_ORIENTATION = 0x0112
 
 
+def image_summary(mime_type: str | None, width: int | None, height: int | None, size_bytes: int | None) -> str:
+    """``image/jpeg, 1024x768, 183,412 bytes``: what an image is, in a few words (for reprs)."""
+    size = f"{size_bytes:,} bytes" if size_bytes is not None else "size unknown"
+    return f"{mime_type or 'unknown type'}, {width}x{height}, {size}"
+
+
 @dataclass(frozen=True)
 class ImageInfo:
     width: int

@@ -4,6 +4,9 @@ The ladder, from cheapest to most lossy: pass the bytes through; re-encode (othe
 EXIF orientation baked in); downscale to the policy's size (JPEG decoded at reduced scale); lower the
 JPEG/WebP quality until the byte limit is met; downscale further. Results are cached by
 ``(identifier, policy)`` within a memory budget, so each image is encoded once per target.
+
+This module sits below :mod:`~vlmkit.images.handle`: it renders anything that has an image's bytes and
+header facts (:class:`Renderable`, which ``ImageHandle`` is), and ``ImageHandle.render`` calls it.
 """
 
 from __future__ import annotations
@@ -13,19 +16,15 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import pybase64
 from PIL import Image, ImageOps
 
 from vlmkit.errors import ImageTooLargeError, InvalidImageError
-from vlmkit.images.handle import image_summary
 from vlmkit.images.policy import ImagePolicy, base64_length
-from vlmkit.images.probe import open_image
+from vlmkit.images.probe import image_summary, open_image
 from vlmkit.images.sniff import ImageFormat
-
-if TYPE_CHECKING:
-    from vlmkit.images.handle import ImageHandle
 
 
 @dataclass(frozen=True)
@@ -53,6 +52,37 @@ class RenderedImage:
     def data_url(self) -> str:
         """The data as a ``data:`` URL (computed once)."""
         return _base64(f"data:{self.mime_type};base64,", self.data)
+
+
+class Renderable(Protocol):
+    """What rendering reads from an image: an :class:`~vlmkit.images.handle.ImageHandle`."""
+
+    @property
+    def identifier(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def data(self) -> bytes: ...
+    @property
+    def mime_type(self) -> str | None: ...
+    @property
+    def format(self) -> ImageFormat | None: ...
+    @property
+    def size_bytes(self) -> int | None: ...
+    @property
+    def width(self) -> int | None: ...
+    @property
+    def height(self) -> int | None: ...
+    @property
+    def orientation(self) -> int: ...
+    @property
+    def mode(self) -> str | None: ...
+    @property
+    def animated(self) -> bool: ...
+    @property
+    def original(self) -> RenderedImage:
+        """Its own bytes as a :class:`RenderedImage`, kept with it (see :func:`original`)."""
+        ...
 
 
 _BASE64_CHUNK = 3 * 32 * 1024
@@ -124,7 +154,7 @@ render_cache = RenderCache()
 """The process-wide cache that :func:`render` uses."""
 
 
-def render(handle: ImageHandle, policy: ImagePolicy | None) -> RenderedImage:
+def render(handle: Renderable, policy: ImagePolicy | None) -> RenderedImage:
     """Bytes of ``handle`` that satisfy ``policy``, changing as little as possible (cached).
 
     ``policy=None``, or a policy the image already meets, gives the original bytes: they are kept with
@@ -142,7 +172,7 @@ def render(handle: ImageHandle, policy: ImagePolicy | None) -> RenderedImage:
     return result
 
 
-def needs_change(handle: ImageHandle, policy: ImagePolicy | None) -> list[str]:
+def needs_change(handle: Renderable, policy: ImagePolicy | None) -> list[str]:
     """Why ``handle``'s original bytes would not do for ``policy`` (empty when they would)."""
     fmt = handle.format
     reasons: list[str] = []
@@ -163,14 +193,14 @@ def needs_change(handle: ImageHandle, policy: ImagePolicy | None) -> list[str]:
     return reasons
 
 
-def original(handle: ImageHandle) -> RenderedImage:
+def original(handle: Renderable) -> RenderedImage:
     """``handle``'s own bytes as a rendered image (use ``handle.original``, which keeps it)."""
     data = handle.data  # a reference has none: this raises the error that says so
     assert handle.width is not None and handle.height is not None
     return RenderedImage(data, handle.mime_type or "", handle.width, handle.height, False)
 
 
-def _render(handle: ImageHandle, policy: ImagePolicy) -> RenderedImage:
+def _render(handle: Renderable, policy: ImagePolicy) -> RenderedImage:
     assert handle.width is not None and handle.height is not None and handle.format is not None
     target = policy.target_size(handle.width, handle.height)
     image = _decode(handle, target)
@@ -180,7 +210,7 @@ def _render(handle: ImageHandle, policy: ImagePolicy) -> RenderedImage:
     return RenderedImage(out, mime, image.width, image.height, True)
 
 
-def _decode(handle: ImageHandle, target: tuple[int, int]) -> Image.Image:
+def _decode(handle: Renderable, target: tuple[int, int]) -> Image.Image:
     """Decode the first frame, upright, at no less than ``target`` (JPEG decodes at reduced scale)."""
     assert handle.format is not None
     try:

@@ -1,10 +1,13 @@
-"""``prepare_image``: whatever a user hands in as an image, turned into a validated ``ImageHandle``."""
+"""``prepare_image``: whatever a user hands in as an image, turned into a validated ``ImageHandle``.
+
+The reading happens here (files, file objects, PIL images, data and file URLs, and http(s) through
+:mod:`~vlmkit.images.fetch`); the bytes then become a handle through :mod:`~vlmkit.images.handle`.
+"""
 
 from __future__ import annotations
 
 import binascii
 import io
-import mimetypes
 import os
 import urllib.parse
 import urllib.request
@@ -15,20 +18,13 @@ import anyio.to_thread
 import pybase64
 from PIL import Image
 
-from vlmkit.errors import (
-    ImageFormatMismatchError,
-    ImageSourceError,
-    UnsupportedImageError,
-)
+from vlmkit.errors import ImageSourceError
 from vlmkit.images.fetch import FetchedImage, FetchOptions, afetch_image, fetch_image
-from vlmkit.images.handle import ImageHandle
-from vlmkit.images.probe import DEFAULT_MAX_PIXELS, probe
-from vlmkit.images.sniff import ImageFormat, describe_non_image, sniff_format
+from vlmkit.images.handle import REFERENCE_SCHEMES, ImageHandle, image_from_bytes, name_from_url, reference_handle
+from vlmkit.images.probe import DEFAULT_MAX_PIXELS
 
 ImageSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, Image.Image, ImageHandle, Any]
 """Anything :func:`prepare_image` takes: a path, URL, image bytes, binary file object, PIL image or handle."""
-
-REFERENCE_SCHEMES = ("gs://", "s3://")
 
 
 def prepare_image(
@@ -77,66 +73,7 @@ def _from_fetched(
     fetched: FetchedImage, url: str, name: str | None, format: str | None, max_pixels: int
 ) -> ImageHandle:
     return image_from_bytes(
-        fetched.data, name or _url_name(fetched.url), format=format, max_pixels=max_pixels, source=url
-    )
-
-
-def image_from_bytes(
-    data: bytes,
-    name: str | None = None,
-    *,
-    format: str | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    source: str | None = None,
-) -> ImageHandle:
-    """Sniff and validate image bytes: the type comes from the bytes, never from a label."""
-    declared = _declared_format(format)
-    fmt = sniff_format(data)
-    if fmt is None:
-        found = describe_non_image(data)
-        where = f" {name!r}" if name else ""
-        raise UnsupportedImageError(
-            f"the image{where} is not an image vlmkit reads: found {found}. "
-            "Supported: JPEG, PNG, WebP, GIF, BMP, TIFF, HEIC/HEIF, AVIF"
-        )
-    if declared is not None and not _same_format(declared, fmt):
-        raise ImageFormatMismatchError(
-            f"format={format!r} was declared but the bytes are {fmt.mime_type}; "
-            f"drop format= to use the real type, or pass the right file",
-            declared=declared.mime_type,
-            actual=fmt.mime_type,
-        )
-    info = probe(data, fmt, max_pixels=max_pixels)
-    width, height = info.display_size
-    return ImageHandle(
-        mime_type=fmt.mime_type,
-        size_bytes=len(data),
-        width=width,
-        height=height,
-        frames=info.frames,
-        orientation=info.orientation,
-        mode=info.mode,
-        source=source,
-        _data=data,
-        _name=name or None,
-    )
-
-
-def reference_handle(uri: str, *, name: str | None = None, format: str | None = None) -> ImageHandle:
-    """A handle for a ``gs://``/``s3://`` URI: no bytes, so ``format`` (or the extension) is taken as given."""
-    if not uri.startswith(REFERENCE_SCHEMES):
-        raise ImageSourceError(f"{uri!r} is not a gs:// or s3:// reference")
-    declared = _declared_format(format)
-    if declared is None:
-        guessed = mimetypes.guess_type(uri)[0]
-        declared = ImageFormat.from_mime(guessed) if guessed else None
-    return ImageHandle(
-        mime_type=declared.mime_type if declared else None,
-        size_bytes=None,
-        width=None,
-        height=None,
-        source=uri,
-        _name=name or _url_name(uri) or uri,
+        fetched.data, name or name_from_url(fetched.url), format=format, max_pixels=max_pixels, source=url
     )
 
 
@@ -249,27 +186,5 @@ def _encode_pil(image: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def _declared_format(format: str | None) -> ImageFormat | None:
-    if format is None:
-        return None
-    declared = ImageFormat.from_mime(format)
-    if declared is None:
-        raise UnsupportedImageError(
-            f"format={format!r} is not an image type vlmkit reads; use a MIME type such as "
-            "'image/jpeg', 'image/png', 'image/webp', 'image/gif', 'image/heic' or 'image/avif'"
-        )
-    return declared
-
-
-def _same_format(declared: ImageFormat, actual: ImageFormat) -> bool:
-    heif_family = {ImageFormat.HEIC, ImageFormat.HEIF}
-    return declared is actual or (declared in heif_family and actual in heif_family)
-
-
 def _is_http(src: str) -> bool:
     return src[:8].lower().startswith(("http://", "https://"))
-
-
-def _url_name(url: str) -> str | None:
-    tail = urllib.parse.urlparse(url).path.rsplit("/", 1)[-1]
-    return urllib.parse.unquote(tail) or None
