@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from vlmkit.providers.base import Event, ProviderConfig, WireRequest, dig, reference_error, render
+from vlmkit.providers.base import Event, ProviderConfig, WireRequest
+from vlmkit.providers.jsonbody import Blob, dig
+from vlmkit.providers.rendering import reference_error, render
 from vlmkit.providers.request import CompletionRequest, ImageInput, Message, TextInput
 from vlmkit.providers.response import (
     ChatCompletion,
@@ -80,7 +82,7 @@ def _source(image: ImageInput, cfg: ProviderConfig) -> dict[str, Any]:
     if image.handle is not None and image.handle.is_reference:
         raise reference_error(image, cfg.provider, "send the image's bytes, a data URL or an https URL instead")
     rendered = render(image, cfg.policy)
-    return {"type": "base64", "media_type": rendered.mime_type, "data": rendered.base64}
+    return {"type": "base64", "media_type": rendered.mime_type, "data": Blob(rendered.base64)}
 
 
 # --- responses -----------------------------------------------------------------------------------

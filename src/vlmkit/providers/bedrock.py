@@ -15,7 +15,9 @@ from typing import Any
 from urllib.parse import quote
 
 from vlmkit.errors import AuthenticationError
-from vlmkit.providers.base import Event, ProviderConfig, WireRequest, dig, reference_error, render
+from vlmkit.providers.base import Event, ProviderConfig, WireRequest
+from vlmkit.providers.jsonbody import Blob, dig
+from vlmkit.providers.rendering import reference_error, render
 from vlmkit.providers.request import CompletionRequest, ImageInput, Message, TextInput
 from vlmkit.providers.response import (
     ChatCompletion,
@@ -107,7 +109,7 @@ def _image(image: ImageInput, cfg: ProviderConfig) -> dict[str, Any]:
             location["bucketOwner"] = owner
         return {"format": fmt, "source": {"s3Location": location}}
     rendered = render(image, cfg.policy)
-    return {"format": _FORMATS[rendered.mime_type], "source": {"bytes": rendered.base64}}
+    return {"format": _FORMATS[rendered.mime_type], "source": {"bytes": Blob(rendered.base64)}}
 
 
 def sign(wire: WireRequest, body: bytes, cfg: ProviderConfig) -> dict[str, str]:

@@ -18,7 +18,8 @@ from vlmkit.chat import Chat
 from vlmkit.errors import BadRequestError, ProviderError, VlmkitError
 from vlmkit.images import aprepare_image, prepare_image
 from vlmkit.images.render import needs_change
-from vlmkit.providers.base import ProviderConfig, ProviderModule, encode_json
+from vlmkit.providers.base import ProviderConfig, ProviderModule
+from vlmkit.providers.jsonbody import encode_json
 from vlmkit.providers.registry import module, resolve
 from vlmkit.providers.request import CompletionRequest, ImageInput, build_params, parse_messages
 from vlmkit.providers.response import ChatCompletion
@@ -297,7 +298,8 @@ def _replace_image(req: CompletionRequest, old: ImageInput, new: ImageInput) -> 
 
 def _wire(mod: ProviderModule, req: CompletionRequest, cfg: ProviderConfig) -> tuple[str, dict[str, str], bytes]:
     """URL, headers (signed where the provider signs) and the JSON body as bytes."""
-    wire, body = encode_json(lambda: mod.build_request(req, cfg))
+    wire = mod.build_request(req, cfg)
+    body = encode_json(wire.json)
     sign = getattr(mod, "sign", None)
     headers = sign(wire, body, cfg) if sign is not None else wire.headers
     return wire.url, headers, body

@@ -16,7 +16,9 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from vlmkit.providers.base import Event, ProviderConfig, WireRequest, dig, reference_error, render
+from vlmkit.providers.base import Event, ProviderConfig, WireRequest
+from vlmkit.providers.jsonbody import Blob, dig
+from vlmkit.providers.rendering import reference_error, render
 from vlmkit.providers.request import CompletionRequest, ImageInput, Message, TextInput
 from vlmkit.providers.response import (
     ChatCompletion,
@@ -121,7 +123,7 @@ def _image(image: ImageInput, cfg: ProviderConfig, gcs: bool) -> dict[str, Any]:
             )
         return {"file_data": {"mime_type": handle.mime_type, "file_uri": source}}
     rendered = render(image, cfg.policy)
-    return {"inline_data": {"mime_type": rendered.mime_type, "data": rendered.base64}}
+    return {"inline_data": {"mime_type": rendered.mime_type, "data": Blob(rendered.base64)}}
 
 
 # --- responses -----------------------------------------------------------------------------------

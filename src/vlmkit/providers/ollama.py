@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from vlmkit.providers.base import Event, ProviderConfig, WireRequest, dig, reference_error, render
+from vlmkit.providers.base import Event, ProviderConfig, WireRequest
+from vlmkit.providers.jsonbody import Blob, dig
+from vlmkit.providers.rendering import reference_error, render
 from vlmkit.providers.request import CompletionRequest, Message
 from vlmkit.providers.response import (
     ChatCompletion,
@@ -67,7 +69,7 @@ def _message(m: Message, cfg: ProviderConfig) -> dict[str, Any]:
     for image in m.images:
         if image.handle is not None and image.handle.is_reference:
             raise reference_error(image, cfg.provider, "send the image's bytes, a data URL or an http URL instead")
-        images.append(render(image, cfg.policy).base64)
+        images.append(Blob(render(image, cfg.policy).base64))
     if images:
         out["images"] = images
     return out

@@ -12,7 +12,9 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from vlmkit.providers.base import Event, ProviderConfig, WireRequest, dig, reference_error, render
+from vlmkit.providers.base import Event, ProviderConfig, WireRequest
+from vlmkit.providers.jsonbody import Blob, dig
+from vlmkit.providers.rendering import reference_error, render
 from vlmkit.providers.request import CompletionRequest, ImageInput, Message
 from vlmkit.providers.response import (
     ChatCompletion,
@@ -89,6 +91,7 @@ def _message(m: Message, cfg: ProviderConfig) -> dict[str, Any]:
 
 def _image(image: ImageInput, cfg: ProviderConfig) -> dict[str, Any]:
     detail = image.detail if cfg.options.get("detail", False) else None
+    url: str | Blob
     if image.handle is None and image.url and cfg.fetches_urls:
         url = image.url
     elif image.handle is not None and image.handle.is_reference:
@@ -97,7 +100,7 @@ def _image(image: ImageInput, cfg: ProviderConfig) -> dict[str, Any]:
         policy = cfg.policy
         if detail == "low":
             policy = policy.replace(max_long_edge=min(policy.max_long_edge or LOW_DETAIL_EDGE, LOW_DETAIL_EDGE))
-        url = render(image, policy).data_url
+        url = Blob(render(image, policy).data_url)
     return {"url": url, "detail": detail} if detail else {"url": url}
 
 
