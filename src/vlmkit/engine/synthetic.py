@@ -364,18 +364,19 @@ def _add_matrix(writer: Any, name: str, array: np.ndarray, quant: str) -> None:
         writer.add_tensor(name, array.astype(np.float32))
 
 
-def write_text_model(path: str | Path, spec: TextSpec, *, seed: int = 0) -> None:
-    """Write a llama-architecture text model with random weights."""
+def text_model_writer(path: str | Path, spec: TextSpec, arch: str) -> tuple[Any, Path, list[str], list[int]]:
+    """A GGUF writer for a text model of ``arch``: ``spec``'s hyperparameters and tokenizer written.
+
+    Returns ``(writer, part_path, tokens, token_types)``; add the tensors, then :func:`_finish` it.
+    """
     import gguf
 
-    rng = np.random.default_rng(seed)
     tokens, types, merges = _vocabulary(spec)
     n_vocab = len(tokens)
     head_dim = spec.n_embd // spec.n_head
-    n_kv = head_dim * spec.n_head_kv
 
     tmp = Path(str(path) + ".part")
-    writer = gguf.GGUFWriter(str(tmp), "llama")
+    writer = gguf.GGUFWriter(str(tmp), arch)
     writer.add_name(spec.name)
     writer.add_context_length(spec.context_length)
     writer.add_embedding_length(spec.n_embd)
@@ -398,6 +399,15 @@ def write_text_model(path: str | Path, spec: TextSpec, *, seed: int = 0) -> None
         writer.add_bos_token_id(tokens.index(spec.bos))
     writer.add_add_bos_token(False)
     writer.add_chat_template(spec.chat_template)
+    return writer, tmp, tokens, types
+
+
+def write_text_model(path: str | Path, spec: TextSpec, *, seed: int = 0) -> None:
+    """Write a llama-architecture text model with random weights."""
+    rng = np.random.default_rng(seed)
+    writer, tmp, tokens, _ = text_model_writer(path, spec, "llama")
+    n_vocab = len(tokens)
+    n_kv = spec.n_embd // spec.n_head * spec.n_head_kv
 
     def rand(*shape: int, scale: float = 0.02) -> np.ndarray:
         return (rng.standard_normal(shape, dtype=np.float32) * scale).astype(np.float32)
@@ -427,15 +437,13 @@ def write_text_model(path: str | Path, spec: TextSpec, *, seed: int = 0) -> None
     _finish(writer, tmp, Path(path))
 
 
-def write_mmproj(path: str | Path, spec: VisionSpec, *, seed: int = 0) -> None:
-    """Write a CLIP/SigLIP-style vision encoder with an "mlp" or "idefics3" projector."""
+def mmproj_writer(path: str | Path, spec: VisionSpec) -> tuple[Any, Path]:
+    """A GGUF writer for a vision projector, with the keys every projector has written from ``spec``.
+
+    Returns ``(writer, part_path)``; add the image statistics, the activation, the projector's own
+    keys and the tensors, then :func:`_finish` it.
+    """
     import gguf
-
-    rng = np.random.default_rng(seed)
-    e, ff, ps = spec.n_embd, spec.n_ff, spec.patch_size
-
-    def rand(*shape: int, scale: float = 0.02) -> np.ndarray:
-        return (rng.standard_normal(shape, dtype=np.float32) * scale).astype(np.float32)
 
     tmp = Path(str(path) + ".part")
     writer = gguf.GGUFWriter(str(tmp), "clip")
@@ -444,13 +452,25 @@ def write_mmproj(path: str | Path, spec: VisionSpec, *, seed: int = 0) -> None:
     writer.add_bool("clip.has_vision_encoder", True)
     writer.add_string("clip.projector_type", spec.projector)
     writer.add_uint32("clip.vision.image_size", spec.image_size)
-    writer.add_uint32("clip.vision.patch_size", ps)
-    writer.add_uint32("clip.vision.embedding_length", e)
-    writer.add_uint32("clip.vision.feed_forward_length", ff)
+    writer.add_uint32("clip.vision.patch_size", spec.patch_size)
+    writer.add_uint32("clip.vision.embedding_length", spec.n_embd)
+    writer.add_uint32("clip.vision.feed_forward_length", spec.n_ff)
     writer.add_uint32("clip.vision.block_count", spec.n_layer)
     writer.add_uint32("clip.vision.projection_dim", spec.projection_dim)
     writer.add_uint32("clip.vision.attention.head_count", spec.n_head)
     writer.add_float32("clip.vision.attention.layer_norm_epsilon", 1e-6)
+    return writer, tmp
+
+
+def write_mmproj(path: str | Path, spec: VisionSpec, *, seed: int = 0) -> None:
+    """Write a CLIP/SigLIP-style vision encoder with an "mlp" or "idefics3" projector."""
+    rng = np.random.default_rng(seed)
+    e, ff, ps = spec.n_embd, spec.n_ff, spec.patch_size
+
+    def rand(*shape: int, scale: float = 0.02) -> np.ndarray:
+        return (rng.standard_normal(shape, dtype=np.float32) * scale).astype(np.float32)
+
+    writer, tmp = mmproj_writer(path, spec)
     writer.add_array("clip.vision.image_mean", [0.5, 0.5, 0.5])
     writer.add_array("clip.vision.image_std", [0.5, 0.5, 0.5])
     writer.add_bool("clip.use_gelu", True)
