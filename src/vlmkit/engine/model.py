@@ -48,8 +48,8 @@ class Chunk:
     tokens: list[int] | None = None
     image: Any = None  # mtmd_input_chunk_p (owned, freed with the ChunkList)
     image_id: str = ""
-    n_tokens: int = 0
-    n_pos: int = 0
+    n_tokens: int = 0  # an image chunk's tokens: its embeddings, each taking a KV cache cell
+    n_pos: int = 0  # the positions it advances: n_tokens, or fewer with M-RoPE (Qwen-VL)
 
     @property
     def is_image(self) -> bool:
@@ -84,6 +84,9 @@ class NativeModel:
             self._vocab = L.llama_model_get_vocab(self._model)
             self.n_ctx_train = int(L.llama_model_n_ctx_train(self._model))
             self.n_embd = int(L.llama_model_n_embd(self._model))
+            # the width of an input embedding, image embeddings included: wider than n_embd where
+            # image features also feed later layers (Qwen3-VL's deepstack: n_embd x (1 + layers))
+            self.n_embd_inp = int(L.llama_model_n_embd_inp(self._model))
             self.n_vocab = int(L.llama_vocab_n_tokens(self._vocab))
             n_ctx = options.context_length or min(self.n_ctx_train or 4096, 8192)
             self.batch_size = max(32, min(options.batch_size, n_ctx))
@@ -99,6 +102,9 @@ class NativeModel:
                 L.LLAMA_FLASH_ATTN_TYPE_ENABLED if options.flash_attention else L.LLAMA_FLASH_ATTN_TYPE_DISABLED
             )
             cp.no_perf = True
+            # sliding-window layers keep every position (llama.cpp's default, said here because reuse
+            # relies on it): a prefix trimmed back still holds the window its next token looks at
+            cp.swa_full = True
             self._ctx = L.llama_init_from_model(self._model, cp)
             if not self._ctx:
                 raise ModelLoadError(
@@ -270,20 +276,32 @@ class NativeModel:
         return n_past
 
     def encode_image(self, chunk: Chunk) -> np.ndarray:
-        """Run the vision encoder on an image chunk; returns its embeddings (n_tokens x n_embd, a copy)."""
+        """Run the vision encoder on an image chunk; returns its embeddings (n_tokens x n_embd_inp, a copy).
+
+        The copy is exactly what :meth:`decode_image` reads back: mtmd's decode helper takes
+        ``n_embd_inp`` floats per token (checked against the projector's width when mtmd loaded).
+        """
         M = native.mtmd()
         rc = M.mtmd_encode_chunk(self._mctx, chunk.image)
         if rc != 0:
             raise PredictionError(f"image encoding failed ({rc}): {native.recent_errors() or 'no details'}")
         ptr = M.mtmd_get_output_embd(self._mctx)
-        n = chunk.n_tokens * self.n_embd
+        n = chunk.n_tokens * self.n_embd_inp
         out: np.ndarray = np.ctypeslib.as_array(ptr, shape=(n,)).copy()
         return out
 
     def decode_image(self, chunk: Chunk, embd: np.ndarray, n_past: int) -> int:
-        """Evaluate an image chunk's embeddings at ``n_past``; returns the new n_past."""
+        """Evaluate an image chunk's embeddings at position ``n_past``; returns the new n_past.
+
+        The chunk takes ``chunk.n_tokens`` KV cells but advances the position by ``chunk.n_pos``
+        (fewer with M-RoPE, where an image's tokens share positions by row and column).
+        """
         M = native.mtmd()
         embd = np.ascontiguousarray(embd, dtype=np.float32)
+        if embd.size != chunk.n_tokens * self.n_embd_inp:  # mtmd would read past the end
+            raise PredictionError(
+                f"internal: {embd.size} image embedding values for {chunk.n_tokens} tokens of width {self.n_embd_inp}"
+            )
         ptr = embd.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
         rc = M.mtmd_helper_decode_image_chunk(
             self._mctx,
