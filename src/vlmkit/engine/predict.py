@@ -99,7 +99,7 @@ def run(
             if out.feed(native.piece(token)):
                 stop_reason = StopReason.STOP_STRING_FOUND
                 break
-            if lm.state.n_past + 1 >= native.n_ctx:
+            if lm.state.n_cells + 1 >= native.n_ctx:  # cells, not positions: M-RoPE images take fewer of those
                 stop_reason = StopReason.CONTEXT_LENGTH_REACHED
                 break
             if cfg.max_tokens is not None and n_predicted >= cfg.max_tokens:

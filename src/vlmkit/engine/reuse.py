@@ -32,7 +32,6 @@ class ChunkLike(Protocol):
     tokens: list[int] | None
     image_id: str
     n_tokens: int
-    n_pos: int
 
     @property
     def is_image(self) -> bool: ...
@@ -131,6 +130,11 @@ def units_of(chunks: Sequence[ChunkLike]) -> tuple[list[Unit], list[int]]:
     return units, firsts
 
 
+def cells_of(chunk: ChunkLike) -> int:
+    """The KV cache cells a chunk fills: one per text token, one per image token (not per position)."""
+    return chunk.n_tokens if chunk.is_image else len(chunk.tokens or ())
+
+
 def common_prefix(a: Sequence[Unit], b: Sequence[Unit]) -> int:
     n = min(len(a), len(b))
     i = 0
@@ -141,31 +145,44 @@ def common_prefix(a: Sequence[Unit], b: Sequence[Unit]) -> int:
 
 @dataclass
 class PrefixState:
-    """What a model's KV cache holds: its units and the position where each starts."""
+    """What a model's KV cache holds: its units, and where each starts in positions and in cells.
+
+    Positions and cells part ways with M-RoPE (Qwen-VL): an image chunk fills a cell per token but
+    advances the position only by its number of rows or columns, whichever is larger. Evaluation
+    and trimming go by positions; the context's limit is on cells (:attr:`n_cells`).
+    """
 
     units: list[Unit] = field(default_factory=list)
     starts: list[int] = field(default_factory=list)
-    n_past: int = 0
+    cells: list[int] = field(default_factory=list)  # the cells in use before each unit
+    n_past: int = 0  # the next position
+    n_cells: int = 0  # the cells in use
 
     def reset(self) -> None:
         self.units.clear()
         self.starts.clear()
+        self.cells.clear()
         self.n_past = 0
+        self.n_cells = 0
 
     def _truncate(self, keep: int) -> None:
         if keep < len(self.units):
             self.n_past = self.starts[keep]
+            self.n_cells = self.cells[keep]
             del self.units[keep:]
             del self.starts[keep:]
+            del self.cells[keep:]
 
-    def _push(self, unit: Unit, n_pos: int) -> None:
+    def _push(self, unit: Unit, n_pos: int, n_cells: int) -> None:
         self.units.append(unit)
         self.starts.append(self.n_past)
+        self.cells.append(self.n_cells)
         self.n_past += n_pos
+        self.n_cells += n_cells
 
     def push_token(self, token: int) -> None:
         """Record a generated token that was just evaluated at ``n_past``."""
-        self._push(("t", token), 1)
+        self._push(("t", token), 1, 1)
 
     def evaluate(
         self,
@@ -179,16 +196,15 @@ class PrefixState:
         """Bring the KV cache to hold exactly ``chunks`` (logits ready for the last token).
 
         Evaluates only what differs from what is already there; image chunks come from ``cache``
-        when they can. ``reserve`` positions must stay free for generation.
+        when they can. ``reserve`` cells must stay free for generation.
         """
         units, firsts = units_of(chunks)
-        total_pos = sum(c.n_pos if c.is_image else len(c.tokens or ()) for c in chunks)
-        report = EvalReport(prompt_tokens=sum(c.n_tokens if c.is_image else len(c.tokens or ()) for c in chunks))
-        if total_pos + reserve > model.n_ctx:
+        report = EvalReport(prompt_tokens=sum(cells_of(c) for c in chunks))
+        if report.prompt_tokens + reserve > model.n_ctx:
             raise ContextLengthError(
-                f"the prompt takes {total_pos} tokens but the model's context holds {model.n_ctx} "
-                f"(and {reserve} must stay free for the reply); shorten the chat, lower the image "
-                "detail, or load the model with a larger context_length"
+                f"the prompt takes {report.prompt_tokens} tokens but the model's context holds {model.n_ctx} "
+                f"(and {reserve} must stay free for the reply); shorten the chat or send fewer images, "
+                "lower the image detail, or load the model with a larger context_length"
             )
 
         keep = common_prefix(self.units, units)
@@ -221,7 +237,7 @@ class PrefixState:
                     cache.put(key, embd)
                     encoded.add(c.image_id)
                 n_after = model.decode_image(c, embd, self.n_past)
-                self._push(units[first], n_after - self.n_past)
+                self._push(units[first], n_after - self.n_past, c.n_tokens)
             else:
                 tokens = c.tokens or []
                 skip = max(0, min(len(tokens), keep - first))
@@ -239,7 +255,9 @@ class PrefixState:
                     for i, t in enumerate(part):
                         self.units.append(("t", t))
                         self.starts.append(start + i)
+                        self.cells.append(self.n_cells + i)
                     self.n_past = start + len(part)
+                    self.n_cells += len(part)
                     if s + step < len(todo) and should_stop():
                         raise PredictionCancelledError("the prediction was cancelled while reading the prompt")
         report.images_encoded = len(encoded)
