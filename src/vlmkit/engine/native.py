@@ -2,7 +2,13 @@
 
 Everything that touches ``ctypes`` lives here (and in :mod:`vlmkit.engine.model`), so the rest of
 the engine reads as plain Python. llama.cpp's own log lines are kept out of the user's terminal
-(``VLMKIT_LLAMA_LOG=1`` shows them); the last errors are kept so that a failed load can say why.
+(``VLMKIT_LLAMA_LOG=1`` shows them); its error lines are kept so that a failure can say why.
+
+llama.cpp reports a failure as a return code and says why only in its log, so the log callback keeps
+the error lines (level ERROR, and the CONT lines that continue one; never warnings) per thread: a
+call and the failure it explains run on the same thread, and two models answering on two threads
+never read each other's errors. Each prediction and each load starts with
+:func:`clear_recent_errors`, so a message never carries an earlier failure's lines.
 """
 
 from __future__ import annotations
@@ -16,7 +22,6 @@ from typing import Any
 
 _lock = threading.Lock()
 _initialised = False
-_recent_errors: collections.deque[str] = collections.deque(maxlen=20)
 _callbacks: list[Any] = []  # keep the ctypes callbacks alive
 
 
@@ -36,13 +41,40 @@ def mtmd() -> Any:
     return mtmd_cpp
 
 
+# ggml_log_level (ggml.h): 1 DEBUG, 2 INFO, 3 WARN, 4 ERROR, 5 CONT
+LOG_ERROR = 4
+LOG_CONT = 5  # continues the previous line, at its level
+
+
+class _ErrorLines(threading.local):
+    """This thread's last error lines, and the level of the last line logged (for CONT lines)."""
+
+    def __init__(self) -> None:
+        self.lines: collections.deque[str] = collections.deque(maxlen=20)
+        self.last_level = 0
+
+    def add(self, level: int, message: str) -> None:
+        if level == LOG_CONT:
+            if self.last_level == LOG_ERROR and self.lines:
+                self.lines[-1] += message
+            return
+        self.last_level = level
+        if level == LOG_ERROR:
+            self.lines.append(message)
+
+
+_errors = _ErrorLines()
+
+
 def recent_errors() -> str:
-    """The last error lines llama.cpp logged, joined (for error messages)."""
-    return " ".join(line.strip() for line in _recent_errors if line.strip())
+    """The error lines llama.cpp logged on this thread since the last clear, joined (for messages)."""
+    return " ".join(line.strip() for line in _errors.lines if line.strip())
 
 
 def clear_recent_errors() -> None:
-    _recent_errors.clear()
+    """Forget this thread's error lines: call before the work whose failure they should explain."""
+    _errors.lines.clear()
+    _errors.last_level = 0
 
 
 def _is_initialised() -> bool:
@@ -63,8 +95,7 @@ def _init(llama_cpp: Any) -> None:
         @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
         def _log(level: int, text: bytes, _user: ctypes.c_void_p) -> None:
             message = text.decode("utf-8", errors="replace")
-            if level == 3:  # GGML_LOG_LEVEL_ERROR
-                _recent_errors.append(message)
+            _errors.add(level, message)
             if verbose:
                 sys.stderr.write(message)
 

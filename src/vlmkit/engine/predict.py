@@ -18,6 +18,7 @@ from vlmkit.chat import Chat, ChatMessage
 from vlmkit.engine.images import ImageInput, render_inputs, shrink_edge
 from vlmkit.engine.loaded import LoadedModel
 from vlmkit.engine.model import Chunk
+from vlmkit.engine.native import clear_recent_errors
 from vlmkit.errors import ModelCapabilityError, PredictionCancelledError, PredictionError
 from vlmkit.prediction import (
     PredictionConfig,
@@ -45,6 +46,7 @@ def run(
 ) -> PredictionResult:
     cfg = DEFAULTS.merged(config)
     t0 = time.perf_counter()
+    clear_recent_errors()  # a failure here is explained by this prediction's log lines alone
     native = lm.native
     prompt = lm.template.render(chat, native.marker)
     if prompt.images and not native.vision:
