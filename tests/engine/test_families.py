@@ -1,0 +1,175 @@
+"""The engine on every model family: each shape's own bugs, on the real llama.cpp path.
+
+Each family is a generated random-weight model with its real architecture, projector, metadata,
+special tokens and chat template (:mod:`vlmkit.engine.synthetic_families`): LLaVA's MLP, SmolVLM's
+tiles, Qwen2-VL's and Qwen2.5-VL's M-RoPE (an image takes fewer positions than KV cells), Qwen3-VL's
+deepstack (image embeddings three times the text width), Gemma 3's sliding-window layers and
+non-causal image tokens. Greedy replies are compared token for token (the text and the count) with
+the same chat evaluated from scratch in a fresh load: reuse must never change an answer.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from vlmkit.chat import Chat
+from vlmkit.engine import Engine, LoadOptions, native
+from vlmkit.engine.model import NativeModel
+from vlmkit.engine.synthetic_families import FAMILIES, write_family
+from vlmkit.errors import ContextLengthError, ModelLoadError, PredictionError
+from vlmkit.images import ImageHandle
+from vlmkit.prediction import PredictionConfig, PredictionResult, StopReason
+
+GREEDY = PredictionConfig(temperature=0, max_tokens=8)
+KEY = "family"
+
+Files = tuple[Path, Path]
+
+
+@pytest.fixture(scope="session")
+def family_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Files]:
+    root = tmp_path_factory.mktemp("families")
+    return {name: write_family(name, root / name) for name in FAMILIES}
+
+
+@pytest.fixture(params=list(FAMILIES))
+def family(request: pytest.FixtureRequest, family_models: dict[str, Files]) -> Files:
+    return family_models[request.param]
+
+
+def fresh(files: Files, *, context_length: int | None = None) -> Engine:
+    """An engine that has loaded nothing yet, with the family's model registered under ``KEY``."""
+    engine = Engine(default_ttl=None, load_options=LoadOptions(cpu_threads=1, context_length=context_length))
+    engine.register(KEY, *files)
+    return engine
+
+
+@pytest.fixture()
+def warm(family: Files) -> Iterator[Engine]:
+    with fresh(family) as engine:
+        yield engine
+
+
+def from_scratch(files: Files, chat: Chat, config: PredictionConfig = GREEDY) -> tuple[str, int]:
+    with fresh(files) as engine:
+        return said(engine.respond(KEY, chat, config))
+
+
+def said(result: PredictionResult) -> tuple[str, int]:
+    return result.content, result.stats.predicted_tokens
+
+
+def test_reuse_answers_as_a_fresh_load_does(
+    family: Files, warm: Engine, image_chat: Any, hopper: ImageHandle, rocket: ImageHandle
+) -> None:
+    # a follow-up turn: the first turn's prefix (image included) stays in the KV cache
+    chat = image_chat(hopper)
+    first = warm.respond(KEY, chat, GREEDY)
+    chat.add_assistant_response(first)
+    chat.add_user_message("What else?")
+    follow_up = warm.respond(KEY, chat, GREEDY)
+    assert follow_up.stats.images_encoded == 0 and follow_up.stats.images_reused == 1
+    assert follow_up.stats.cached_prompt_tokens > first.stats.prompt_tokens // 2
+    assert said(follow_up) == from_scratch(family, chat)
+
+    # a new chat about a picture seen before: its embeddings come from the cache
+    warm.respond(KEY, image_chat(rocket, "Another picture."), GREEDY)
+    again_chat = image_chat(hopper, "A different question entirely.")
+    again = warm.respond(KEY, again_chat, GREEDY)
+    assert again.stats.images_encoded == 0 and again.stats.images_reused == 1
+    assert said(again) == from_scratch(family, again_chat)
+
+    # two images in one message, both known
+    two = Chat()
+    two.add_user_message("Compare these.", images=[rocket, hopper])
+    both = warm.respond(KEY, two, GREEDY)
+    assert both.stats.images_encoded == 0 and both.stats.images_reused == 2
+    assert said(both) == from_scratch(family, two)
+
+
+def test_replies_are_stable_across_loads_and_depend_on_the_image(
+    family: Files, image_chat: Any, hopper: ImageHandle, rocket: ImageHandle
+) -> None:
+    config = PredictionConfig(temperature=0, max_tokens=12)
+    a = from_scratch(family, image_chat(hopper), config)
+    b = from_scratch(family, image_chat(hopper), config)
+    assert a == b  # nothing read from outside the embeddings (a NaN or a stray value would differ)
+    assert a != from_scratch(family, image_chat(rocket), config)
+    assert a[1] == 12 and a[0].startswith(" ")  # words, each after a space
+
+
+def test_image_embeddings_are_as_wide_as_the_model_reads(family: Files, hopper_bytes: bytes) -> None:
+    model = NativeModel(*family, LoadOptions(cpu_threads=1, context_length=2048))
+    chunks = model.tokenize_prompt(f"Look: {model.marker}", [(hopper_bytes, "hopper@0")])
+    try:
+        images = [c for c in chunks if c.is_image]
+        assert images
+        for chunk in images:
+            embd = model.encode_image(chunk)
+            assert embd.shape == (chunk.n_tokens * model.n_embd_inp,)
+            assert np.isfinite(embd).all()
+        if Path(family[0]).stem == "qwen3-vl":  # deepstack: two more layers' features beside the main ones
+            assert model.n_embd_inp == 3 * model.n_embd
+        with pytest.raises(PredictionError, match="image embedding values for"):
+            model.decode_image(images[0], embd[: -model.n_embd_inp], 0)  # never read past the end
+    finally:
+        model.free_chunks(chunks)
+        model.close()
+
+
+def _tokens_per_image(files: Files, image_chat: Any, image: ImageHandle) -> tuple[int, int]:
+    """(prompt tokens of a one-image chat, of which the image's)."""
+    with fresh(files) as engine:
+        with_image = engine.respond(KEY, image_chat(image), PredictionConfig(max_tokens=1))
+        without = engine.respond(KEY, "Describe this image.", PredictionConfig(max_tokens=1))
+    return with_image.stats.prompt_tokens, with_image.stats.prompt_tokens - without.stats.prompt_tokens
+
+
+def test_too_many_images_is_a_context_length_error(family: Files, image_chat: Any, hopper: ImageHandle) -> None:
+    _, per_image = _tokens_per_image(family, image_chat, hopper)
+    with fresh(family, context_length=768) as engine:
+        n_ctx = engine.load(KEY).context_length
+        chat = Chat()
+        chat.add_user_message("Compare these.", images=[hopper] * (n_ctx // per_image + 1))
+        with pytest.raises(ContextLengthError) as err:
+            engine.respond(KEY, chat, GREEDY)
+    message = str(err.value)
+    taken = re.search(r"the prompt takes (\d+) tokens", message)
+    assert taken is not None and int(taken.group(1)) > n_ctx
+    assert f"the model's context holds {n_ctx}" in message
+    assert "send fewer images" in message and "larger context_length" in message
+    assert err.value.status_code == 400
+
+
+def test_a_reply_reaching_the_context_end_stops_there(family: Files, image_chat: Any, hopper: ImageHandle) -> None:
+    prompt, _ = _tokens_per_image(family, image_chat, hopper)
+    with fresh(family, context_length=(prompt + 32) // 256 * 256 + 256) as engine:
+        n_ctx = engine.load(KEY).context_length
+        result = engine.respond(KEY, image_chat(hopper), PredictionConfig(temperature=0))
+    assert result.stats.stop_reason is StopReason.CONTEXT_LENGTH_REACHED
+    assert result.stats.prompt_tokens + result.stats.predicted_tokens == n_ctx
+
+
+def test_a_failed_load_says_llama_cpps_error_and_not_its_warnings(
+    family_models: dict[str, Files], image_chat: Any, hopper: ImageHandle
+) -> None:
+    qwen2_text, _ = family_models["qwen2-vl"]
+    _, qwen3_projector = family_models["qwen3-vl"]  # 3 x 64 wide: another model's
+    with fresh(family_models["qwen2-vl"]) as engine:
+        engine.load(KEY)
+        with pytest.raises(ModelLoadError) as err:
+            NativeModel(qwen2_text, qwen3_projector, LoadOptions(cpu_threads=1))
+        message = str(err.value)
+        assert "mismatch between text model (n_embd = 64) and mmproj (n_embd = 192)" in message
+        assert "Does the mmproj belong to this model" in message
+        assert "Qwen-VL models require at minimum" not in message  # a warning llama.cpp logged on the way
+
+        # a prediction on the model loaded before starts with no error lines: none of the failed load's
+        engine.respond(KEY, image_chat(hopper), PredictionConfig(max_tokens=2))
+        assert native.recent_errors() == ""
