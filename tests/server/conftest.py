@@ -254,6 +254,15 @@ def hopper_jpeg() -> bytes:
     return photo_path("grace_hopper.jpg").read_bytes()
 
 
+def error_of(r: Any) -> dict[str, Any]:
+    """The ``error`` of an HTTP answer, checked to be in OpenAI's error shape."""
+    body = r.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    error: dict[str, Any] = body["error"]
+    return error
+
+
 def data_url(data: bytes, mime: str = "image/jpeg") -> str:
     return f"data:{mime};base64," + base64.b64encode(data).decode()
 

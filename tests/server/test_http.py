@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from tests.server.conftest import API_KEY, Running, data_url, image_message
+from tests.server.conftest import error_of as _error
 from vlmkit.server import ConfigError, ServerSettings, load_config
 from vlmkit.server.config import parse_config
 
@@ -22,14 +23,6 @@ AUTH = {"Authorization": f"Bearer {API_KEY}"}
 def http(server: Running) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=30) as client:
         yield client
-
-
-def _error(r: httpx.Response) -> dict[str, Any]:
-    body = r.json()
-    assert set(body) == {"error"}
-    assert set(body["error"]) == {"message", "type", "param", "code"}
-    error: dict[str, Any] = body["error"]
-    return error
 
 
 def test_health_is_open_and_the_rest_needs_a_key(http: httpx.Client) -> None:

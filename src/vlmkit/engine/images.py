@@ -1,7 +1,8 @@
 """Images on their way into mtmd: rendered with the llama.cpp policy, bounded by ``detail``.
 
 Every image is rendered with :data:`vlmkit.images.policy.LLAMA_CPP` (formats stb_image reads, EXIF
-orientation baked in), so no raw decoder failure reaches the user. ``detail`` bounds the long edge,
+orientation baked in), so no raw decoder failure reaches the user, and a failure names the image's
+place in the chat (``messages[i].content[j]``). ``detail`` bounds the long edge,
 which bounds the image tokens of every projector that tiles or scales with resolution; an explicit
 token cap is met by measuring the tokens mtmd gives and scaling the image down until it fits.
 """
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from vlmkit.chat import ImagePart
+from vlmkit.errors import ImageError
 from vlmkit.images.policy import LLAMA_CPP, ImagePolicy
 from vlmkit.prediction import Detail
 
@@ -58,15 +60,25 @@ def render_input(part: ImagePart, long_edge: int | None, occurrence: int) -> Ima
     return ImageInput(data=r.data, bitmap_id=f"{key}@{occurrence}", width=r.width, height=r.height)
 
 
-def render_inputs(parts: Sequence[ImagePart], default: Detail | None, edges: dict[int, int | None]) -> list[ImageInput]:
-    """Render every image; ``edges`` overrides the long-edge bound of some (by index)."""
+def render_inputs(
+    parts: Sequence[ImagePart], default: Detail | None, edges: dict[int, int | None], where: Sequence[str]
+) -> list[ImageInput]:
+    """Render every image; ``edges`` overrides the long-edge bound of some (by index).
+
+    ``where`` names each part's place in the chat; an image that cannot be rendered raises its
+    :class:`~vlmkit.errors.ImageError` located there.
+    """
     out: list[ImageInput] = []
     seen: dict[str, int] = {}
     for i, part in enumerate(parts):
         edge = edges.get(i, long_edge_for(detail_of(part, default)))
         occurrence = seen.get(part.image.identifier, 0)
         seen[part.image.identifier] = occurrence + 1
-        out.append(render_input(part, edge, occurrence))
+        try:
+            out.append(render_input(part, edge, occurrence))
+        except ImageError as exc:
+            exc.add_location(where[i])
+            raise
     return out
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from vlmkit.engine import native
-from vlmkit.errors import ModelLoadError, PredictionError
+from vlmkit.errors import InvalidImageError, ModelLoadError, PredictionError
 
 
 @dataclass(frozen=True)
@@ -185,11 +185,13 @@ class NativeModel:
             return buf.raw[:n]
         return self._piece.raw[:n]
 
-    def tokenize_prompt(self, text: str, images: Sequence[tuple[bytes, str]]) -> list[Chunk]:
+    def tokenize_prompt(self, text: str, images: Sequence[tuple[bytes, str]], where: Sequence[str]) -> list[Chunk]:
         """Split ``text`` at the media markers and tokenize it with ``images`` (bytes, id) in order.
 
         Without images this is plain tokenization (one text chunk). Image chunks are owned copies;
-        release them with :meth:`free_chunks`.
+        release them with :meth:`free_chunks`. An image that llama.cpp's decoder (stb_image) cannot
+        read is the caller's bad input, located at its ``where``: Pillow reads some corrupt data
+        (a scrambled JPEG scan) without complaint, so this decode is where such an image shows.
         """
         if not images:
             return [Chunk(tokens=self.tokenize(text), n_tokens=0)] if text else []
@@ -199,14 +201,19 @@ class NativeModel:
         bitmaps = []
         chunks_p = None
         try:
-            for data, image_id in images:
+            for (data, image_id), place in zip(images, where, strict=True):
                 arr = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+                native.clear_recent_errors()  # what the decoder logs now is about this image alone
                 bmp = M.mtmd_helper_bitmap_init_from_buf(self._mctx, arr, len(data), False)
                 if not bmp:
-                    raise PredictionError(
-                        "llama.cpp could not decode an image that the image layer prepared for it "
-                        f"({native.recent_errors() or 'unknown error'})"
+                    said = native.recent_errors()
+                    exc = InvalidImageError(
+                        "llama.cpp's image decoder cannot read this image's pixels"
+                        f"{f' ({said})' if said else ''}: its header is sound but its image data is corrupt; "
+                        "re-save it with an image editor, or send another image"
                     )
+                    exc.add_location(place)
+                    raise exc
                 bitmaps.append(bmp)
                 M.mtmd_bitmap_set_id(bmp, image_id.encode())
             chunks_p = M.mtmd_input_chunks_init()

@@ -19,6 +19,7 @@ from vlmkit.engine.images import ImageInput, render_inputs, shrink_edge
 from vlmkit.engine.loaded import LoadedModel
 from vlmkit.engine.model import Chunk
 from vlmkit.engine.native import clear_recent_errors
+from vlmkit.engine.prompt import Prompt
 from vlmkit.errors import ModelCapabilityError, PredictionCancelledError, PredictionError
 from vlmkit.prediction import (
     PredictionConfig,
@@ -58,7 +59,7 @@ def run(
     if cfg.cpu_threads:
         native.set_threads(cfg.cpu_threads)
 
-    chunks = _tokenize(lm, prompt.text, prompt.images, cfg)
+    chunks = _tokenize(lm, prompt, cfg)
     try:
         reserve = 1 if cfg.max_tokens is None else max(1, min(cfg.max_tokens, 16))
         report = lm.state.evaluate(native, chunks, lm.embeddings, should_stop=should_stop, reserve=reserve)
@@ -140,28 +141,30 @@ def run(
     return PredictionResult(content=out.text, stats=stats, model_info=lm.info, parsed=parsed)
 
 
-def _tokenize(lm: LoadedModel, text: str, images: Sequence[Any], cfg: PredictionConfig) -> list[Chunk]:
+def _tokenize(lm: LoadedModel, prompt: Prompt, cfg: PredictionConfig) -> list[Chunk]:
     """Tokenize with images rendered for ``detail``; with a token cap, shrink images until they fit."""
+    text, images, where = prompt.text, prompt.images, prompt.locations
     edges: dict[int, int | None] = {}
     cap = cfg.detail if isinstance(cfg.detail, int) else None
     for _attempt in range(5):
-        inputs = render_inputs(images, cfg.detail, edges)
-        chunks = lm.native.tokenize_prompt(text, [(i.data, i.bitmap_id) for i in inputs])
+        inputs = render_inputs(images, cfg.detail, edges, where)
+        chunks = lm.native.tokenize_prompt(text, [(i.data, i.bitmap_id) for i in inputs], where)
         over = _over_cap(chunks, inputs, images, cap)
         if not over:
             return chunks
         lm.native.free_chunks(chunks)
         changed = False
         for index, tokens in over.items():
-            part_cap = images[index].detail if isinstance(images[index].detail, int) else cap
+            detail = images[index].detail
+            part_cap = detail if isinstance(detail, int) else cap
             edge = shrink_edge(inputs[index], tokens, part_cap) if part_cap is not None else None
             if edge is not None:
                 edges[index] = edge
                 changed = True
         if not changed:  # a fixed-size projector: its token count is what it is
             break
-    inputs = render_inputs(images, cfg.detail, edges)
-    return lm.native.tokenize_prompt(text, [(i.data, i.bitmap_id) for i in inputs])
+    inputs = render_inputs(images, cfg.detail, edges, where)
+    return lm.native.tokenize_prompt(text, [(i.data, i.bitmap_id) for i in inputs], where)
 
 
 def _over_cap(

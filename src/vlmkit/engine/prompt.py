@@ -30,6 +30,8 @@ _PROBE = "vlmkit-probe-4f1c"
 class Prompt:
     text: str
     images: list[ImagePart]
+    locations: list[str]
+    """Where each image is in the chat (``messages[i].content[j]``), for the errors that name it."""
 
 
 class ChatTemplate:
@@ -67,14 +69,16 @@ class ChatTemplate:
     def render(self, chat: Chat | Sequence[ChatMessage], marker: str) -> Prompt:
         messages = chat.messages if isinstance(chat, Chat) else list(chat)
         images: list[ImagePart] = []
+        locations: list[str] = []
         shaped: list[dict[str, Any]] = []
-        for msg in messages:
+        for i, msg in enumerate(messages):
             parts: list[dict[str, Any]] = []
-            for part in msg.content:
+            for j, part in enumerate(msg.content):
                 if isinstance(part, TextPart):
                     parts.append({"type": "text", "text": part.text})
                 elif isinstance(part, ImagePart):
                     images.append(part)
+                    locations.append(f"messages[{i}].content[{j}]")
                     parts.append({"type": "text", "text": marker})
             if self.typed_content:
                 shaped.append({"role": msg.role, "content": parts or [{"type": "text", "text": ""}]})
@@ -89,7 +93,7 @@ class ChatTemplate:
                 f"the model's chat template dropped images ({text.count(marker)} of {len(images)} kept); "
                 "put images in user messages"
             )
-        return Prompt(text=text, images=images)
+        return Prompt(text=text, images=images, locations=locations)
 
 
 @lru_cache(maxsize=16)

@@ -1,8 +1,8 @@
 """The ASGI application: routes, API keys, the body limit, errors in OpenAI's shape, and shutdown.
 
 Middleware order (outermost first): API key check (a request without a valid key is refused before
-its body is read), body size limit, then Starlette's router. Unknown routes and methods answer in
-OpenAI's error shape too. On shutdown, in-flight predictions are cancelled and every model unloaded.
+its body is read), body limits (size, deadline, rate), then Starlette's router. Unknown routes and
+methods answer in OpenAI's error shape too. On shutdown, in-flight predictions are cancelled and every model unloaded.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from vlmkit.server.auth import APIKeyMiddleware
 from vlmkit.server.config import ServerSettings
 from vlmkit.server.errors import error_response, response_for
 from vlmkit.server.jsonutil import dumps
-from vlmkit.server.limits import BodyLimitMiddleware
+from vlmkit.server.limits import BodyLimitMiddleware, BodyLimits
 from vlmkit.server.state import ServerState
 
 log = logging.getLogger("vlmkit.server")
@@ -91,7 +91,10 @@ def create_app(settings: ServerSettings | None = None, *, state: ServerState | N
         lifespan=lifespan,
     )
     app.state.vlmkit = shared
-    wrapped: Any = BodyLimitMiddleware(app, settings.max_body_bytes)
+    limits = BodyLimits(
+        settings.max_body_bytes, settings.body_timeout, settings.min_body_rate, settings.body_rate_grace
+    )
+    wrapped: Any = BodyLimitMiddleware(app, limits)
     wrapped = APIKeyMiddleware(wrapped, settings.api_keys)
     return _Lifespan(wrapped, shared)
 

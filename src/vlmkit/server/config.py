@@ -80,7 +80,13 @@ class ServerSettings:
     max_queue: int = 16
     """Requests that may wait for one local model before the next is answered 429."""
     max_large_requests: int = 4
-    """Requests with bodies over 256 KB (images) handled at once; more wait, unread, in their sockets."""
+    """Requests with bodies over 256 KB (images) worked on at once; more wait, their bodies received."""
+    body_timeout: float = 120.0
+    """Seconds a request may take to send its whole body (408 after)."""
+    min_body_rate: float = 8 * 1024
+    """Bytes a second a body must keep up once ``body_rate_grace`` has passed (408 below; 0: no minimum)."""
+    body_rate_grace: float = 10.0
+    """Seconds a body has before ``min_body_rate`` applies to it (for a slow start)."""
     files_max_bytes: int = 512 * 1024 * 1024
     """Total bytes of uploaded images kept in memory."""
     files_dir: str | None = None
@@ -171,8 +177,10 @@ def parse_config(raw: Any, base: ServerSettings | None = None, *, where: str = "
             changes["files_max_bytes"] = int(float(value) * 1024 * 1024)
         elif key in ("max_queue", "max_pixels", "max_images_per_request", "max_large_requests"):
             changes[key] = int(value)
-        elif key in ("failover_cooldown", "shutdown_grace"):
+        elif key in ("failover_cooldown", "shutdown_grace", "body_timeout", "body_rate_grace"):
             changes[key] = float(value)
+        elif key == "min_body_rate_kb":
+            changes["min_body_rate"] = float(value) * 1024
         elif key == "model_ttl":
             changes[key] = None if value is None else float(value)
         else:

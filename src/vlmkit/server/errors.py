@@ -4,6 +4,7 @@ Every :class:`~vlmkit.errors.VlmkitError` carries its ``status_code`` (and ``loc
 ``messages[i].content[j]`` it was found at, which becomes ``param``), so bad input is a 4xx from
 whichever layer noticed it. Upstream failures of the gateway become 502/504 (or 429), never the
 upstream's 401/404: those describe the server's configuration, not the caller's request.
+A client that went away (:class:`ClientGone`) is one line in the log at info level, never a traceback.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ _TYPES = {
     403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    408: "timeout_error",
     413: "invalid_request_error",
     422: "invalid_request_error",
     429: "rate_limit_error",
@@ -52,6 +54,18 @@ class APIError(VlmkitError):
         self.code = code
         self.location = param
         self.headers = headers or {}
+
+
+class ClientGone(APIError):
+    """The client closed its connection while still sending its body: nobody is left to answer."""
+
+    def __init__(self, request: str, received: int, declared: int | None) -> None:
+        of = f" of {declared:,}" if declared is not None else ""
+        super().__init__(
+            f"{request}: the client went away while sending its body ({received:,}{of} bytes read)",
+            499,
+            code="client_closed_request",
+        )
 
 
 def error_body(message: str, status: int, *, code: str | None = None, param: str | None = None) -> dict[str, Any]:
@@ -83,6 +97,8 @@ def error_response(
 
 def response_for(exc: BaseException) -> Response:
     """The HTTP answer for any exception raised while handling a request."""
+    if isinstance(exc, ClientGone):
+        log.info("%s", exc.message)  # an answer is still made, for the ASGI server to drop
     if isinstance(exc, APIError):
         return error_response(exc.message, exc.status_code, code=exc.code, param=exc.location, headers=exc.headers)
     if isinstance(exc, VlmkitError):

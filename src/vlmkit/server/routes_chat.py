@@ -24,17 +24,18 @@ from vlmkit.server.inputs import ChatRequest, parse_chat_request, parse_lifted, 
 from vlmkit.server.jsonutil import dumps
 from vlmkit.server.lifted import lift
 from vlmkit.server.sse import DONE, EventStream, event, until_disconnect
-from vlmkit.server.state import ServerState, body_slot, endpoint
+from vlmkit.server.state import ServerState, endpoint, image_slot
 
 
 @endpoint
 async def chat_completions(request: Request, state: ServerState) -> Response:
-    async with body_slot(request, state):
-        return await _chat_completions(request, state)
+    raw = await request.body()  # under the body limits, and holding no slot while it arrives
+    async with image_slot(state, len(raw)):
+        return await _chat_completions(request, state, raw)
 
 
-async def _chat_completions(request: Request, state: ServerState) -> Response:
-    body = lift(await request.body())
+async def _chat_completions(request: Request, state: ServerState, raw: bytes) -> Response:
+    body = lift(raw)
     req = parse_chat_request(parse_lifted(body))
     gateway = state.gateway.has(req.model)
     if not gateway and state.local.find(req.model) is None:

@@ -16,7 +16,7 @@ from vlmkit.errors import VlmkitError
 from vlmkit.images import image_from_bytes
 from vlmkit.server.errors import APIError
 from vlmkit.server.jsonutil import dumps
-from vlmkit.server.state import ServerState, body_slot, endpoint
+from vlmkit.server.state import ServerState, endpoint, image_slot
 
 
 def _json(obj: object, status: int = 200) -> Response:
@@ -25,11 +25,15 @@ def _json(obj: object, status: int = 200) -> Response:
 
 @endpoint
 async def upload(request: Request, state: ServerState) -> Response:
-    async with body_slot(request, state):
-        return await _upload(request, state)
+    data, filename, purpose = await _received(request)  # holding no slot while the body arrives
+    if not data:
+        raise APIError("the uploaded file is empty", 400, param="file")
+    async with image_slot(state, len(data)):
+        return await _store(state, data, filename, purpose)
 
 
-async def _upload(request: Request, state: ServerState) -> Response:
+async def _received(request: Request) -> tuple[bytes, str, str]:
+    """The uploaded bytes, their file name and purpose, from a multipart form or a raw body."""
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
         form = await request.form(max_files=1, max_fields=8)
@@ -47,8 +51,10 @@ async def _upload(request: Request, state: ServerState) -> Response:
         data = await request.body()
         filename = request.query_params.get("filename") or "upload"
         purpose = request.query_params.get("purpose") or "vision"
-    if not data:
-        raise APIError("the uploaded file is empty", 400, param="file")
+    return data, filename, purpose
+
+
+async def _store(state: ServerState, data: bytes, filename: str, purpose: str) -> Response:
     settings = state.settings
     try:
         image = await anyio.to_thread.run_sync(lambda: image_from_bytes(data, filename, max_pixels=settings.max_pixels))

@@ -27,8 +27,9 @@ class ServerState:
     gateway: Gateway
     downloads: Downloads
     large_bodies: asyncio.Semaphore
-    """Slots for requests with large bodies (images): a request waits for one before its body is read,
-    so memory stays bounded by the slots, not by the number of clients (the rest wait in the sockets)."""
+    """Slots for requests with large bodies (images), which bound the image work in flight (decoding,
+    rendering, predicting). A request takes one once its body has arrived, so a slow sender never
+    holds one: it is bounded by the body limits instead (:mod:`vlmkit.server.limits`)."""
 
     @classmethod
     def create(cls, settings: ServerSettings) -> ServerState:
@@ -57,13 +58,9 @@ LARGE_BODY = 256 * 1024
 
 
 @contextlib.asynccontextmanager
-async def body_slot(request: Request, state: ServerState) -> AsyncIterator[None]:
-    """Hold a large-body slot while the request is handled (small requests pass straight through)."""
-    try:
-        size = int(request.headers.get("content-length", "0"))
-    except ValueError:
-        size = 0
-    if size <= LARGE_BODY and "chunked" not in request.headers.get("transfer-encoding", ""):
+async def image_slot(state: ServerState, body_size: int) -> AsyncIterator[None]:
+    """Hold a large-body slot while a received body's images are worked on (small ones pass straight through)."""
+    if body_size <= LARGE_BODY:
         yield
         return
     async with state.large_bodies:
