@@ -106,7 +106,7 @@ def test_replies_are_stable_across_loads_and_depend_on_the_image(
 
 def test_image_embeddings_are_as_wide_as_the_model_reads(family: Files, hopper_bytes: bytes) -> None:
     model = NativeModel(*family, LoadOptions(cpu_threads=1, context_length=2048))
-    chunks = model.tokenize_prompt(f"Look: {model.marker}", [(hopper_bytes, "hopper@0")])
+    chunks = model.tokenize_prompt(f"Look: {model.marker}", [(hopper_bytes, "hopper@0")], ["messages[0].content[1]"])
     try:
         images = [c for c in chunks if c.is_image]
         assert images
