@@ -7,6 +7,7 @@ backend can recognise an image it has already encoded.
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -94,6 +95,11 @@ class Chat:
     def _add(self, role: Role, text: str, images: Iterable[ImageHandle], detail: Detail | None = None) -> ChatMessage:
         parts: list[Part] = [TextPart(text)] if text else []
         for i, image in enumerate(images):
+            if inspect.isawaitable(image):
+                raise InvalidMessageError(
+                    f"images[{i}] is a {type(image).__name__}, not an image handle: "
+                    "await client.files.prepare_image(...) first (the async client's methods are coroutines)"
+                )
             if not isinstance(image, ImageHandle):
                 raise InvalidMessageError(
                     f"images[{i}] is a {type(image).__name__}, not an image handle; "

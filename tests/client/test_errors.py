@@ -64,6 +64,21 @@ def test_a_path_where_an_image_handle_belongs(photo: Path) -> None:
         chat.add_user_message("What is this?", images=[str(photo)])  # type: ignore[list-item]
 
 
+async def test_an_image_not_awaited_is_told_to_await(generated: Generated, photo: Path) -> None:
+    async with vk.AsyncClient(models_dir=generated.models_dir) as client:
+        pending = client.files.prepare_image(photo)
+        chat = vk.Chat()
+        with pytest.raises(vk.InvalidMessageError) as info:
+            chat.add_user_message("What is this?", images=[pending])  # type: ignore[list-item]
+        assert str(info.value) == (
+            "images[0] is a coroutine, not an image handle: await client.files.prepare_image(...) first "
+            "(the async client's methods are coroutines)"
+        )
+        assert len(chat) == 0  # nothing half-added
+        chat.add_user_message("What is this?", images=[await pending])
+        assert chat.images[0].width == 512
+
+
 def test_not_an_image(client: vk.Client) -> None:
     with pytest.raises(vk.ImageError):
         client.files.prepare_image(b"%PDF-1.7 not an image")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import struct
+import warnings
 import zlib
 from pathlib import Path
 
@@ -19,9 +20,11 @@ from vlmkit import (
     InvalidImageError,
     UnsupportedImageError,
 )
-from vlmkit.images import ImageHandle, aprepare_image, prepare_image
+from vlmkit.images import OPENAI, ImageHandle, aprepare_image, prepare_image
 
 HOPPER = photo_path("grace_hopper.jpg")
+PILLOWS_LIMIT = 89_478_485
+"""Pillow's ``Image.MAX_IMAGE_PIXELS`` as it ships."""
 
 
 def test_path_str_pathlike_bytes_fileobj_agree(hopper_bytes: bytes) -> None:
@@ -81,6 +84,48 @@ def test_wrapped_or_spaced_base64_is_still_read(hopper_bytes: bytes) -> None:
     wrapped = "\n".join(b64[i : i + 76] for i in range(0, len(b64), 76))  # MIME line breaks
     for text in (wrapped + "\n", " " + b64 + " "):
         assert prepare_image(f"data:image/jpeg;base64,{text}").data == hopper_bytes
+
+
+def test_unpadded_base64_is_still_read(hopper_bytes: bytes) -> None:
+    b64 = base64.b64encode(hopper_bytes).decode().rstrip("=")
+    assert len(b64) % 4 and prepare_image(f"data:image/jpeg;base64,{b64}").data == hopper_bytes
+
+
+REMEDY = "send the image's bytes in standard base64 (A-Z, a-z, 0-9, + and /), e.g. base64.b64encode(data)"
+
+
+@pytest.mark.parametrize(
+    ("payload", "problem"),
+    [
+        ("!!!!", "'!' at offset 0 of the data is not a base64 character"),
+        ("iVBORw0KGgo*AAA", "'*' at offset 11 of the data is not a base64 character"),
+        ('iVBO\nRw0K"Ggo', "'\"' at offset 9 of the data is not a base64 character"),
+        (
+            "iVBORw0K_Ggo",
+            "'_' at offset 8 of the data is not a base64 character (URL-safe base64: use + and / instead of - and _)",
+        ),
+        ("iVBORw0KGgoAAAANS", "17 characters cannot be base64 (one too many, or the data is cut short)"),
+        ("AAAA==AAAA", "'=' padding in the middle of the data, at character 4 of 10 (two base64 texts joined?)"),
+    ],
+)
+def test_invalid_base64_says_what_and_where(payload: str, problem: str) -> None:
+    with pytest.raises(ImageSourceError) as info:
+        prepare_image(f"data:image/png;base64,{payload}")
+    assert str(info.value) == f"the data URL's base64 is invalid: {problem}; {REMEDY}"
+
+
+def test_a_data_url_with_no_data_says_so() -> None:
+    with pytest.raises(ImageSourceError) as info:
+        prepare_image("data:image/png;base64,  ")
+    assert str(info.value) == "the data URL has no data after its ','; put the image's base64 there"
+
+
+async def test_a_coroutine_is_told_to_be_awaited(hopper_bytes: bytes) -> None:
+    pending = aprepare_image(hopper_bytes)
+    with pytest.raises(ImageSourceError) as info:
+        prepare_image(pending)
+    assert str(info.value) == "cannot make an image from a coroutine: await it first, and pass what it returns"
+    assert (await pending).width == 512
 
 
 def test_data_url_label_is_not_trusted(chelsea: Image.Image) -> None:
@@ -163,6 +208,61 @@ def _png_header_only(width: int, height: int) -> bytes:
 def test_bomb_headers_are_refused_before_decoding(side: int) -> None:
     with pytest.raises(ImageTooLargeError, match="refused before"):
         prepare_image(_png_header_only(side, side))
+
+
+@pytest.mark.parametrize("size", [(10_000, 9_500), (14_000, 14_000), (20_000, 10_000)])
+def test_over_pillows_limits_is_vlmkits_own_error_with_no_warning(size: tuple[int, int]) -> None:
+    # 95 MP is over Pillow's warning limit (89.5 MP) and under max_pixels; 196 and 200 MP are over its
+    # error limit (179 MP): Pillow's words and warning never reach the user, vlmkit's limit decides
+    width, height = size
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a DecompressionBombWarning would fail the test here
+        if width * height <= 100_000_000:
+            assert prepare_image(_png_header_only(width, height)).width == width
+        else:
+            with pytest.raises(ImageTooLargeError) as info:
+                prepare_image(_png_header_only(width, height))
+            assert str(info.value) == (
+                f"the PNG image is {width}x{height} = {width * height:,} pixels, over the limit of 100,000,000; it "
+                "is refused before decoding. Downscale it first, or raise max_pixels if you trust the source"
+            )
+            assert prepare_image(_png_header_only(width, height), max_pixels=width * height).height == height
+    assert Image.MAX_IMAGE_PIXELS == PILLOWS_LIMIT  # Pillow's own setting, for everyone else, untouched
+
+
+def test_a_gif_frame_reaching_far_outside_its_image_is_refused_with_the_limit_that_applies() -> None:
+    screen = b"GIF89a" + struct.pack("<HHBBB", 10, 10, 0, 0, 0)  # a 10x10 image...
+    frame = b"," + struct.pack("<HHHHB", 0, 0, 20_000, 20_000, 0) + b"\x02\x02\x44\x01\x00;"  # ...a 400 MP frame
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ImageTooLargeError) as info:
+            prepare_image(screen + frame)
+        assert str(info.value) == (
+            "the GIF image has a frame of more than 100,000,000 pixels, reaching outside the size its header gives: "
+            "over the limit; it is refused before decoding. Downscale it first, or raise max_pixels if you trust "
+            "the source"
+        )
+        with pytest.raises(ImageTooLargeError) as pillows:  # max_pixels allows it: Pillow's own limit is named
+            prepare_image(screen + frame, max_pixels=1_000_000_000)
+        assert str(pillows.value) == (
+            "the GIF image needs more than 178,956,970 pixels decoded at once, over Pillow's decompression-bomb "
+            "limit (PIL.Image.MAX_IMAGE_PIXELS), which applies beside vlmkit's max_pixels; downscale the image "
+            "first, or raise PIL.Image.MAX_IMAGE_PIXELS if you trust the source"
+        )
+
+
+def test_a_pixel_decode_over_pillows_limit_says_what_to_do(
+    chelsea: Image.Image, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # TIFF pixels still pass Pillow's check when decoded; a user who raised max_pixels past it is told both limits
+    handle = prepare_image(encode(chelsea, "TIFF"))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", handle.width * handle.height // 4)
+    with pytest.raises(ImageTooLargeError) as info:
+        handle.render(OPENAI.replace(name="decoded-here"))  # a policy of its own: no cached rendering
+    assert "over Pillow's decompression-bomb limit (PIL.Image.MAX_IMAGE_PIXELS)" in str(info.value)
+    assert str(info.value).endswith(
+        "downscale the image first, or raise PIL.Image.MAX_IMAGE_PIXELS if you trust the source"
+    )
 
 
 def test_pixel_limit_is_configurable(hopper_bytes: bytes) -> None:

@@ -48,10 +48,24 @@ def register_plugins() -> None:
 
 
 def open_image(data: bytes, fmt: ImageFormat) -> Image.Image:
-    """Open ``data`` lazily with Pillow (reads the header only)."""
+    """Open ``data`` lazily with Pillow (reads the header only), through the format's own opener.
+
+    ``Image.open`` would also apply Pillow's process-wide decompression-bomb limit
+    (``Image.MAX_IMAGE_PIXELS``): a warning on stderr above about 89 million pixels, an error that
+    names no remedy above 179 million, whatever vlmkit's own ``max_pixels`` says. vlmkit checks the
+    pixel count itself (:func:`probe`, before any pixels are decoded), so it opens images the way
+    ``Image.open`` does minus that check, and leaves Pillow's setting alone for everyone else.
+    Pillow still checks in two places after opening, decoding a TIFF's pixels and seeking to a GIF
+    frame that grows the image: over twice its limit, :func:`over_pillow_limit` says what to do;
+    between the two, Pillow warns (only reached when ``max_pixels`` is above its limit).
+    """
     if fmt in (ImageFormat.HEIC, ImageFormat.HEIF):
         register_plugins()
-    return Image.open(io.BytesIO(data), formats=[_PILLOW_FORMAT[fmt]])
+    name = _PILLOW_FORMAT[fmt]
+    if name not in Image.OPEN:
+        Image.init()
+    factory, _ = Image.OPEN[name]
+    return factory(io.BytesIO(data), "")
 
 
 _PILLOW_FORMAT = {
@@ -82,12 +96,18 @@ def probe(data: bytes, fmt: ImageFormat, *, max_pixels: int = DEFAULT_MAX_PIXELS
             if width * height > max_pixels:
                 raise _too_large(what, width, height, max_pixels)
             frames = int(getattr(im, "n_frames", 1))
+            grown_width, grown_height = im.size  # seeking through a GIF's frames can grow it
+            if grown_width * grown_height > max_pixels:
+                raise _too_large(what, grown_width, grown_height, max_pixels)
             orientation = _orientation(im, data, fmt)
             mode = im.mode
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(
-            f"the {what} image is over Pillow's decompression-bomb limit ({exc}); "
-            "it is refused before any pixels are decoded"
+    except Image.DecompressionBombError:  # a GIF frame reaching outside the image's size, past twice Pillow's limit
+        if max_pixels >= 2 * (Image.MAX_IMAGE_PIXELS or 0):
+            raise over_pillow_limit(what) from None
+        raise ImageTooLargeError(  # past max_pixels as well: vlmkit's limit is the one to name
+            f"the {what} image has a frame of more than {max_pixels:,} pixels, reaching outside the size its header "
+            "gives: over the limit; it is refused before decoding. Downscale it first, or raise max_pixels "
+            "if you trust the source"
         ) from None
     except InvalidImageError:
         raise
@@ -123,6 +143,16 @@ def _too_large(what: str, width: int, height: int, max_pixels: int) -> ImageTooL
         f"the {what} image is {width}x{height} = {width * height:,} pixels, over the limit of "
         f"{max_pixels:,}; it is refused before decoding. Downscale it first, or raise max_pixels "
         "if you trust the source"
+    )
+
+
+def over_pillow_limit(what: str) -> ImageTooLargeError:
+    """Pillow refused to decode part of an image that vlmkit's ``max_pixels`` allowed (a frame reaching
+    outside the image's size, or the pixels of a TIFF), under its own process-wide limit."""
+    return ImageTooLargeError(
+        f"the {what} image needs more than {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels decoded at once, over "
+        "Pillow's decompression-bomb limit (PIL.Image.MAX_IMAGE_PIXELS), which applies beside vlmkit's "
+        "max_pixels; downscale the image first, or raise PIL.Image.MAX_IMAGE_PIXELS if you trust the source"
     )
 
 

@@ -23,7 +23,7 @@ from PIL import Image, ImageOps
 
 from vlmkit.errors import ImageTooLargeError, InvalidImageError
 from vlmkit.images.policy import ImagePolicy, base64_length
-from vlmkit.images.probe import image_summary, open_image
+from vlmkit.images.probe import image_summary, open_image, over_pillow_limit
 from vlmkit.images.sniff import ImageFormat
 
 
@@ -221,6 +221,8 @@ def _decode(handle: Renderable, target: tuple[int, int]) -> Image.Image:
             im.seek(0)
             im.load()
             upright = ImageOps.exif_transpose(im) if handle.orientation != 1 else im.copy()
+    except Image.DecompressionBombError:
+        raise over_pillow_limit(handle.format.name) from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
         raise InvalidImageError(
             f"the image {handle.name!r} ({handle.mime_type}) cannot be decoded ({exc}); "

@@ -7,8 +7,10 @@ The reading happens here (files, file objects, PIL images, data and file URLs, a
 from __future__ import annotations
 
 import binascii
+import inspect
 import io
 import os
+import re
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -92,6 +94,10 @@ def read_source(src: ImageSource) -> tuple[bytes, str | None, str | None]:
         return _read_file(path), path.name, None
     if callable(getattr(src, "read", None)):
         return _read_fileobj(src)
+    if inspect.isawaitable(src):
+        raise ImageSourceError(
+            f"cannot make an image from a {type(src).__name__}: await it first, and pass what it returns"
+        )
     raise ImageSourceError(
         f"cannot make an image from a {type(src).__name__}; pass a path, a URL, image bytes, "
         "a binary file object or a PIL image"
@@ -143,17 +149,45 @@ def _decode_data_url(url: str) -> bytes:
     header, sep, payload = url.partition(",")
     if not sep:
         raise ImageSourceError("the data URL has no ',' between its header and its data")
+    if not payload.strip():
+        raise ImageSourceError("the data URL has no data after its ','; put the image's base64 there")
     if header.endswith(";base64"):
         try:
-            # strict decoding is the SIMD path (several times faster); wrapped or padded-off text takes the lenient one
-            return pybase64.b64decode(payload, validate=True)
+            return pybase64.b64decode(payload, validate=True)  # strict decoding is the SIMD path, several times faster
         except (binascii.Error, ValueError):
-            pass
-        try:
-            return pybase64.b64decode(payload.strip(), validate=False)
-        except (binascii.Error, ValueError) as exc:
-            raise ImageSourceError(f"the data URL's base64 data is invalid ({exc})") from None
+            return _decode_loose_base64(payload)
     return urllib.parse.unquote_to_bytes(payload)
+
+
+_NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/=\s]")
+_BASE64_REMEDY = "send the image's bytes in standard base64 (A-Z, a-z, 0-9, + and /), e.g. base64.b64encode(data)"
+
+
+def _decode_loose_base64(payload: str) -> bytes:
+    """Base64 that the strict decoder refused: line-wrapped or unpadded is decoded, anything else is
+    an error that says what is wrong and where (never data silently dropped, leaving an empty image)."""
+    bad = _NOT_BASE64.search(payload)
+    if bad is not None:
+        char = bad.group()
+        why = " (URL-safe base64: use + and / instead of - and _)" if char in "-_" else ""
+        raise ImageSourceError(
+            f"the data URL's base64 is invalid: {char!r} at offset {bad.start()} of the data is not a base64 "
+            f"character{why}; {_BASE64_REMEDY}"
+        )
+    text = "".join(payload.split())
+    padding = text.find("=")
+    if padding >= 0 and text.rstrip("=") != text[:padding]:
+        raise ImageSourceError(
+            f"the data URL's base64 is invalid: '=' padding in the middle of the data, at character {padding} "
+            f"of {len(text)} (two base64 texts joined?); {_BASE64_REMEDY}"
+        )
+    text = text.rstrip("=")
+    if len(text) % 4 == 1:
+        raise ImageSourceError(
+            f"the data URL's base64 is invalid: {len(text)} characters cannot be base64 (one too many, or the "
+            f"data is cut short); {_BASE64_REMEDY}"
+        )
+    return pybase64.b64decode(text + "=" * (-len(text) % 4), validate=True)
 
 
 def _read_file(path: Path) -> bytes:
