@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -72,3 +76,53 @@ def test_python_dash_m_vlmkit_is_the_command_line() -> None:
     done = subprocess.run([sys.executable, "-m", "vlmkit", "--help"], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: vlmkit ")
+
+
+@pytest.fixture
+def photo_url() -> Iterator[str]:
+    """The photo served on 127.0.0.1: a loopback address, which vlmkit fetches only when allowed."""
+    data = photo_path("grace_hopper.jpg").read_bytes()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/grace_hopper.jpg"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_refused_url_names_allow_host_and_allow_host_fetches_it(
+    home: Path, photo_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert main(["get", "tiny-random-vlm"]) == 0
+    model = ["--model", "tiny-random-vlm", "--max-tokens", "4", "--threads", "1"]
+    capsys.readouterr()
+    for command in (
+        ["describe", photo_url, *model],
+        ["chat", "--image", photo_url, *model],
+        ["image", "inspect", photo_url],
+    ):
+        assert main(command) == 1
+        assert capsys.readouterr().err == (
+            f"vlmkit: error: refused {photo_url}: 127.0.0.1 is a loopback address; vlmkit does not fetch loopback, "
+            "private, link-local or metadata addresses unless the host is allowed: pass --allow-host HOST "
+            "(repeatable; host names, addresses and CIDR networks)\n"
+        )
+    allowed = ["--allow-host", "10.0.0.0/8", "--allow-host", "127.0.0.1"]
+    assert main(["describe", photo_url, *model, *allowed, "--stats"]) == 0
+    assert "images 1 encoded" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"/image {photo_url}\nWhat is this?\n"))
+    assert main(["chat", "--image", photo_url, *model, *allowed, "--stats"]) == 0
+    err = capsys.readouterr().err
+    assert "attached grace_hopper.jpg (image/jpeg, 512x600" in err  # the URL named by /image was fetched too
+    assert "images 1 encoded, 1 reused" in err

@@ -12,6 +12,7 @@ from vlmkit.errors import VlmkitError
 
 if TYPE_CHECKING:
     from vlmkit.client.terminal import Settings
+    from vlmkit.images.fetch import FetchOptions
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -43,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument(
         "--target", action="append", help="only these targets (openai, anthropic, gemini, bedrock, ollama, llama.cpp)"
     )
-    inspect.add_argument("--allow-host", action="append", default=[], help="let URLs reach this private/loopback host")
+    _allow_host_argument(inspect)
     inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
     inspect.set_defaults(run=_image_inspect)
 
@@ -65,12 +66,14 @@ def _parser() -> argparse.ArgumentParser:
     describe.add_argument("image", help="an image file path or URL")
     describe.add_argument("--prompt", default=None, help='what to ask (default: "Describe this image.")')
     _model_arguments(describe)
+    _allow_host_argument(describe)
     describe.set_defaults(run=_describe)
 
     chat = commands.add_parser("chat", help="an interactive multi-turn chat about one or more images")
     chat.add_argument("--image", action="append", required=True, help="an image to talk about (repeatable)")
     chat.add_argument("--system", help="a system prompt")
     _model_arguments(chat)
+    _allow_host_argument(chat)
     chat.set_defaults(run=_chat)
 
     serve = commands.add_parser("serve", help="serve local and gateway models over an OpenAI-compatible HTTP API")
@@ -126,10 +129,36 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stats", action="store_true", help="print each answer's speed and reuse to stderr")
 
 
+def _allow_host_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="let image URLs reach this private or loopback host, address or network (repeatable)",
+    )
+
+
+def _fetch_options(args: argparse.Namespace) -> FetchOptions:
+    """How this command fetches image URLs; its refusals name the command line's own options."""
+    from vlmkit.images.fetch import FetchOptions, FetchRemedies
+
+    command_line = "download the image yourself and pass its path"
+    remedies = FetchRemedies(
+        allow_hosts="pass --allow-host HOST (repeatable; host names, addresses and CIDR networks)",
+        max_bytes=command_line,
+        timeout=command_line,
+        max_redirects=command_line,
+    )
+    return FetchOptions(allow_hosts=frozenset(args.allow_host), remedies=remedies)
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     from vlmkit.client.terminal import Settings
 
-    return Settings(model=args.model, max_tokens=args.max_tokens, threads=args.threads, stats=args.stats)
+    return Settings(
+        model=args.model, max_tokens=args.max_tokens, threads=args.threads, stats=args.stats, fetch=_fetch_options(args)
+    )
 
 
 def _describe(args: argparse.Namespace) -> int:
@@ -172,12 +201,7 @@ def _image_inspect(args: argparse.Namespace) -> int:
     from vlmkit.images import POLICIES, estimate_image_tokens, prepare_image
     from vlmkit.images.render import needs_change
 
-    fetch = None
-    if args.allow_host:
-        from vlmkit.images.fetch import FetchOptions
-
-        fetch = FetchOptions(allow_hosts=frozenset(args.allow_host))
-    handle = prepare_image(args.source, fetch=fetch)
+    handle = prepare_image(args.source, fetch=_fetch_options(args))
     names = args.target or list(POLICIES)
     unknown = [n for n in names if n not in POLICIES]
     if unknown:

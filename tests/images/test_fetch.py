@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from tests.conftest import guard_loopback, is_numeric_host, photo_path
 from vlmkit.errors import ImageFetchError
 from vlmkit.images import fetch as fetch_module
-from vlmkit.images.fetch import FetchedImage, FetchOptions, afetch_image, check_address, fetch_image
+from vlmkit.images.fetch import FetchedImage, FetchOptions, FetchRemedies, afetch_image, check_address, fetch_image
 from vlmkit.images.source import aprepare_image, prepare_image
 
 IMAGE = photo_path("grace_hopper.jpg").read_bytes()
@@ -188,8 +188,27 @@ def test_loopback_is_refused_without_the_allow_list_and_never_contacted(kind: st
     with pytest.raises(ImageFetchError) as err:
         run_fetch(kind, url)
     assert err.value.message.startswith(f"refused {url}: 127.0.0.1 is a loopback address;")
-    assert "allow_hosts" in err.value.message
+    assert err.value.message.endswith(
+        "allowed: pass fetch=vlmkit.images.FetchOptions(allow_hosts={...}) (host names, addresses and CIDR networks)"
+    )
     assert server.httpd.connections == []
+
+
+@both
+def test_refusals_name_the_remedies_of_whoever_built_the_options(kind: str, server: Server) -> None:
+    remedies = FetchRemedies(allow_hosts="say ALLOW", max_bytes="say BYTES", timeout="say T", max_redirects="say R")
+    with pytest.raises(ImageFetchError) as err:
+        run_fetch(kind, server.url("/grace.jpg"), FetchOptions(remedies=remedies))
+    assert err.value.message.endswith("unless the host is allowed: say ALLOW")
+    options = FetchOptions(allow_hosts=ALLOW.allow_hosts, max_bytes=1000, max_redirects=0, remedies=remedies)
+    with pytest.raises(ImageFetchError) as err:
+        run_fetch(kind, server.url("/declared-big"), options)
+    assert err.value.message.endswith("over the 1000-byte limit; to fetch larger images, say BYTES")
+    with pytest.raises(ImageFetchError) as err:
+        run_fetch(kind, redirect_to(server, "/grace.jpg"), options)
+    assert err.value.message.endswith("more than 0 redirects; to follow more, say R")
+    assert "FetchOptions" not in str(err.value)
+    assert options == FetchOptions(allow_hosts=ALLOW.allow_hosts, max_bytes=1000, max_redirects=0)  # words only
 
 
 @both
@@ -233,7 +252,7 @@ def test_a_redirect_into_a_refused_address_is_refused_before_connecting(
 
 @both
 def test_too_many_redirects(kind: str, server: Server) -> None:
-    with pytest.raises(ImageFetchError, match=r"more than 3 redirects \(FetchOptions.max_redirects\)"):
+    with pytest.raises(ImageFetchError, match=r"more than 3 redirects; to follow more, pass fetch=vlmkit.images.Fetch"):
         run_fetch(kind, server.url("/loop"), FetchOptions(allow_hosts=ALLOW.allow_hosts, max_redirects=3))
     assert server.paths == ["/loop"] * 4
 
@@ -250,7 +269,9 @@ def test_a_declared_content_length_over_the_cap_is_refused(kind: str, server: Se
     with pytest.raises(ImageFetchError) as err:
         run_fetch(kind, server.url("/declared-big"), options)
     assert "the server says it is 10000000 bytes, over the 1000-byte limit" in err.value.message
-    assert "FetchOptions.max_bytes" in err.value.message
+    assert err.value.message.endswith(
+        "; to fetch larger images, pass fetch=vlmkit.images.FetchOptions(max_bytes=...) with a higher limit"
+    )
 
 
 @both
@@ -269,8 +290,9 @@ def test_a_slow_trickle_is_stopped_by_the_total_timeout(kind: str, server: Serve
     with pytest.raises(ImageFetchError) as err:
         run_fetch(kind, server.url(path), options)
     assert err.value.message == (
-        f"could not fetch {server.url(path)}: no complete answer within the total timeout of 0.5 s "
-        "(FetchOptions.timeout covers resolution, redirects and the body)"
+        f"could not fetch {server.url(path)}: no complete answer within the total timeout of 0.5 s, which "
+        "covers resolution, redirects and the body; to wait longer, pass fetch=vlmkit.images.FetchOptions(timeout=...) "
+        "with more seconds"
     )
 
 

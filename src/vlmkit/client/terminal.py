@@ -17,7 +17,7 @@ from vlmkit.chat import Chat
 from vlmkit.client.stream import PredictionStream
 from vlmkit.client.sync import LLM, Client
 from vlmkit.errors import VlmkitError
-from vlmkit.images import ImageHandle
+from vlmkit.images import FetchOptions, ImageHandle
 from vlmkit.images.probe import image_summary
 from vlmkit.prediction import PredictionConfig, PredictionResult, PredictionStats, StopReason
 
@@ -33,6 +33,8 @@ class Settings:
     threads: int | None = None
     stats: bool = False
     """Print each answer's stats (tokens, speed, reuse) to ``err``."""
+    fetch: FetchOptions | None = None
+    """How image URLs are fetched (``None``: the defaults)."""
 
 
 def describe(
@@ -41,7 +43,7 @@ def describe(
     """Stream a description of ``image`` to ``out``."""
     model = _model(client, settings)
     chat = Chat()
-    chat.add_user_message(prompt, images=[client.files.prepare_image(image)])
+    chat.add_user_message(prompt, images=[client.files.prepare_image(image, fetch=settings.fetch)])
     return _answer(model, chat, settings, out, err)
 
 
@@ -63,7 +65,7 @@ def chat(
     written and goes on with the conversation.
     """
     model = _model(client, settings)
-    given = [client.files.prepare_image(image) for image in images]
+    given = [client.files.prepare_image(image, fetch=settings.fetch) for image in images]
     conversation = Chat(system)
     attached = list(given)  # what goes with the next message
     results: list[PredictionResult] = []
@@ -90,7 +92,7 @@ def chat(
             if command == "/help":
                 err.write(help_text())
             elif command == "/image":
-                handle = _attach(client, argument.strip(), err)
+                handle = _attach(client, argument.strip(), err, settings.fetch)
                 if handle is not None:
                     attached.append(handle)
             elif command == "/clear":
@@ -122,13 +124,13 @@ def help_text() -> str:
     return rows + "  (a message that starts with / is typed with two: //etc/hosts sends /etc/hosts)\n"
 
 
-def _attach(client: Client, argument: str, err: TextIO) -> ImageHandle | None:
+def _attach(client: Client, argument: str, err: TextIO, fetch: FetchOptions | None) -> ImageHandle | None:
     """The image ``/image`` names, read and validated now; on a bad one, say why and attach nothing."""
     if not argument:
         err.write("nothing attached: name the image, /image PATH (a file path or a URL)\n")
         return None
     try:
-        handle = client.files.prepare_image(_unquoted(argument))
+        handle = client.files.prepare_image(_unquoted(argument), fetch=fetch)
     except VlmkitError as exc:
         err.write(f"nothing attached: {exc}\n")
         return None

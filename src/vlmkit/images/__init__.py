@@ -4,7 +4,7 @@ Whatever a user hands in as an image becomes an :class:`ImageHandle` (sniffed fr
 validated from its header), and ``handle.render(policy)`` gives bytes that a target accepts.
 """
 
-from vlmkit.images.fetch import FetchedImage, FetchOptions, afetch_image, fetch_image
+from vlmkit.images.fetch import FetchedImage, FetchOptions, FetchRemedies, afetch_image, fetch_image
 from vlmkit.images.handle import ImageHandle, image_from_bytes
 from vlmkit.images.policy import (
     ANTHROPIC,
@@ -32,6 +32,7 @@ __all__ = [
     "OPENAI",
     "POLICIES",
     "FetchOptions",
+    "FetchRemedies",
     "FetchedImage",
     "ImageFormat",
     "ImageHandle",

@@ -32,7 +32,7 @@ from vlmkit._version import __version__
 from vlmkit.errors import ImageFetchError
 from vlmkit.images.netcheck import IPAddress, check_address, check_host_name
 
-__all__ = ["FetchOptions", "FetchedImage", "afetch_image", "check_address", "fetch_image"]
+__all__ = ["FetchOptions", "FetchRemedies", "FetchedImage", "afetch_image", "check_address", "fetch_image"]
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _TIMEOUTS = (TimeoutError, concurrent.futures.TimeoutError, httpcore.TimeoutException)
@@ -46,12 +46,31 @@ def _default_user_agent() -> str:
 
 
 @dataclass(frozen=True)
+class FetchRemedies:
+    """How the person reading a refusal changes each fetch setting, in the words of the face they use.
+
+    A refusal names the limit it hit and ends with the matching remedy, so the SDK says
+    ``FetchOptions(allow_hosts=...)``, the server its YAML ``fetch:`` section and the command line its
+    ``--allow-host``: whoever builds the :class:`FetchOptions` sets these. Each completes a sentence
+    such as "to fetch larger images, ...".
+    """
+
+    allow_hosts: str = (
+        "pass fetch=vlmkit.images.FetchOptions(allow_hosts={...}) (host names, addresses and CIDR networks)"
+    )
+    max_bytes: str = "pass fetch=vlmkit.images.FetchOptions(max_bytes=...) with a higher limit"
+    timeout: str = "pass fetch=vlmkit.images.FetchOptions(timeout=...) with more seconds"
+    max_redirects: str = "pass fetch=vlmkit.images.FetchOptions(max_redirects=...) with a higher limit"
+
+
+@dataclass(frozen=True)
 class FetchOptions:
     """How images are fetched.
 
     ``allow_hosts`` lists host names, addresses or CIDR networks (``"localhost"``, ``"127.0.0.1"``,
     ``"10.0.0.0/8"``) that may be fetched although they are private. ``timeout`` is the total for the
-    whole fetch: resolution, every redirect and the body.
+    whole fetch: resolution, every redirect and the body. ``remedies`` is what refusals tell the
+    reader to change (see :class:`FetchRemedies`); it does not change what is fetched.
     """
 
     allow_hosts: frozenset[str] = frozenset()
@@ -59,6 +78,7 @@ class FetchOptions:
     timeout: float = 10.0
     max_redirects: int = 5
     user_agent: str = field(default_factory=_default_user_agent)
+    remedies: FetchRemedies = field(default=FetchRemedies(), compare=False)
 
     def __post_init__(self) -> None:
         hosts: object = self.allow_hosts  # a plain string would become a set of its letters
@@ -156,7 +176,9 @@ def _follow(target: _Target, status: int, headers: Headers, redirects: int, opts
     if location is None:
         raise ImageFetchError(f"could not fetch {where}: the server answered {status} with no Location")
     if redirects >= opts.max_redirects:
-        raise ImageFetchError(f"refused {where}: more than {opts.max_redirects} redirects (FetchOptions.max_redirects)")
+        raise ImageFetchError(
+            f"refused {where}: more than {opts.max_redirects} redirects; to follow more, {opts.remedies.max_redirects}"
+        )
     try:
         next_url = str(target.url.join(location))
     except (httpx.InvalidURL, ValueError, UnicodeError) as exc:
@@ -174,6 +196,7 @@ class _Body:
 
     def __init__(self, target: _Target, headers: Headers, options: FetchOptions) -> None:
         self._target, self._headers, self._limit = target, headers, options.max_bytes
+        self._remedy = options.remedies.max_bytes
         self._chunks: list[bytes] = []
         self._size = 0
         declared = _header(headers, b"content-length")
@@ -182,8 +205,8 @@ class _Body:
 
     def _too_large(self, what: str) -> ImageFetchError:
         return ImageFetchError(
-            f"refused {self._target.shown()}: {what}, over the {self._limit}-byte limit "
-            "(FetchOptions.max_bytes); raise max_bytes to fetch larger images"
+            f"refused {self._target.shown()}: {what}, over the {self._limit}-byte limit; "
+            f"to fetch larger images, {self._remedy}"
         )
 
     def add(self, chunk: bytes) -> None:
@@ -238,7 +261,8 @@ def _lookup(target: _Target) -> list[IPAddress]:
 def _timeout_error(target: _Target, options: FetchOptions) -> ImageFetchError:
     return ImageFetchError(
         f"could not fetch {target.shown()}: no complete answer within the total timeout of "
-        f"{options.timeout:g} s (FetchOptions.timeout covers resolution, redirects and the body)"
+        f"{options.timeout:g} s, which covers resolution, redirects and the body; to wait longer, "
+        f"{options.remedies.timeout}"
     )
 
 

@@ -33,10 +33,12 @@ _SHARED = ipaddress.IPv4Network("100.64.0.0/10")  # RFC 6598 carrier-grade NAT
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052 well-known prefix
 _COMPAT = ipaddress.IPv6Network("::/96")  # deprecated IPv4-compatible addresses
 
-_ADVICE = (
-    "vlmkit does not fetch loopback, private, link-local or metadata addresses unless the host is in "
-    "allow_hosts (FetchOptions(allow_hosts={...}) takes host names, addresses and networks)"
-)
+
+class AllowRemedy(Protocol):
+    """How the reader of a refusal allows a host (:class:`~vlmkit.images.fetch.FetchRemedies`)."""
+
+    @property
+    def allow_hosts(self) -> str: ...
 
 
 class AllowList(Protocol):
@@ -45,6 +47,17 @@ class AllowList(Protocol):
 
     @property
     def allow_hosts(self) -> frozenset[str]: ...
+
+    @property
+    def remedies(self) -> AllowRemedy: ...
+
+
+def _refused(options: AllowList) -> str:
+    """Why such addresses are refused, and how to allow one in the words of the caller's face."""
+    return (
+        "vlmkit does not fetch loopback, private, link-local or metadata addresses unless the host is "
+        f"allowed: {options.remedies.allow_hosts}"
+    )
 
 
 def normalize_host(host: str) -> str:
@@ -110,7 +123,7 @@ def check_host_name(host: str, options: AllowList) -> None:
     name = normalize_host(host)
     names, _ = _parse_allow_hosts(options.allow_hosts)
     if name in METADATA_HOSTS and name not in names:
-        raise ImageFetchError(f"{host} is a cloud metadata host name; {_ADVICE}")
+        raise ImageFetchError(f"{host} is a cloud metadata host name; {_refused(options)}")
 
 
 def check_address(ip: IPAddress, host: str, options: AllowList) -> None:
@@ -129,7 +142,7 @@ def check_address(ip: IPAddress, host: str, options: AllowList) -> None:
         return
     if any(c in METADATA_ADDRESSES for c in candidates):
         if not any(n.num_addresses == 1 and n.network_address in candidates for n in networks):
-            raise ImageFetchError(f"{what} a cloud metadata address; {_ADVICE}")
+            raise ImageFetchError(f"{what} a cloud metadata address; {_refused(options)}")
         return
     if any(c in n for c in candidates for n in networks):
         return
@@ -137,4 +150,4 @@ def check_address(ip: IPAddress, host: str, options: AllowList) -> None:
     if reason is not None and inner is not None:
         reason = f"an IPv6 form of {inner}, {reason}"
     if reason is not None:
-        raise ImageFetchError(f"{what} {reason}; {_ADVICE}")
+        raise ImageFetchError(f"{what} {reason}; {_refused(options)}")

@@ -15,6 +15,11 @@ models:
 limits:
   max_body_mb: 32
   max_queue: 16
+fetch:                                  # how image URLs in requests are fetched
+  allow_hosts: [127.0.0.1, 10.0.0.0/8]  # private hosts that may be fetched (names, addresses, networks)
+  max_mb: 20
+  timeout: 10                           # seconds, for the whole fetch
+  max_redirects: 5
 ```
 
 A value ``os.environ/NAME`` (LiteLLM's spelling) or ``${NAME}`` is read from the environment.
@@ -31,7 +36,16 @@ from typing import Any
 
 from vlmkit.errors import VlmkitError
 from vlmkit.images import DEFAULT_MAX_PIXELS
-from vlmkit.images.fetch import FetchOptions
+from vlmkit.images.fetch import FetchOptions, FetchRemedies
+
+FETCH_REMEDIES = FetchRemedies(
+    allow_hosts="list the host under `fetch: allow_hosts:` in the server's YAML config (host names, "
+    "addresses and CIDR networks) and restart the server",
+    max_bytes="raise `fetch: max_mb` in the server's YAML config",
+    timeout="raise `fetch: timeout` (seconds) in the server's YAML config",
+    max_redirects="raise `fetch: max_redirects` in the server's YAML config",
+)
+"""What the server's fetch refusals tell its users to change: its config, not Python's FetchOptions."""
 
 
 class ConfigError(VlmkitError):
@@ -93,7 +107,7 @@ class ServerSettings:
     """Where uploads are also written, so they survive a restart (None: in memory only)."""
     models_dir: str | None = None
     model_ttl: float | None = 3600.0
-    fetch: FetchOptions = field(default_factory=FetchOptions)
+    fetch: FetchOptions = field(default_factory=lambda: FetchOptions(remedies=FETCH_REMEDIES))
     gateway: Mapping[str, GatewayModel] = field(default_factory=dict)
     local: Mapping[str, LocalModel] = field(default_factory=dict)
     failover_cooldown: float = 5.0
@@ -188,11 +202,22 @@ def parse_config(raw: Any, base: ServerSettings | None = None, *, where: str = "
     fetch = raw.get("fetch")
     if fetch is not None:
         if not isinstance(fetch, Mapping):
-            raise ConfigError(f"{where}: fetch must be a mapping (allow_hosts, max_mb, timeout)")
+            raise ConfigError(f"{where}: fetch must be a mapping (allow_hosts, max_mb, timeout, max_redirects)")
+        unknown = set(fetch) - {"allow_hosts", "max_mb", "timeout", "max_redirects"}
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown fetch setting(s) {', '.join(sorted(map(str, unknown)))}; "
+                "known: allow_hosts, max_mb, timeout, max_redirects"
+            )
+        hosts = fetch.get("allow_hosts") or []
+        if not isinstance(hosts, list):
+            raise ConfigError(f"{where}: fetch.allow_hosts must be a list, e.g. [127.0.0.1, printer.lan, 10.0.0.0/8]")
         changes["fetch"] = FetchOptions(
-            allow_hosts=frozenset(str(h) for h in fetch.get("allow_hosts", ())),
+            allow_hosts=frozenset(str(h) for h in hosts),
             max_bytes=int(float(fetch.get("max_mb", 20)) * 1024 * 1024),
             timeout=float(fetch.get("timeout", 10.0)),
+            max_redirects=int(fetch.get("max_redirects", 5)),
+            remedies=FETCH_REMEDIES,
         )
     return replace(settings, **changes)
 
