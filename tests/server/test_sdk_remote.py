@@ -14,7 +14,7 @@ import vlmkit as vk
 from tests.conftest import photo_path
 from tests.server.conftest import API_KEY, Running, start_server
 from vlmkit.client.default import _reset_default_client
-from vlmkit.errors import AuthenticationError, ModelCapabilityError, ModelNotFoundError, QueueFullError
+from vlmkit.errors import AuthenticationError, ClientError, ModelCapabilityError, ModelNotFoundError, QueueFullError
 from vlmkit.server import LocalModel, ServerSettings
 
 KEY = "qwen2-vl-2b-instruct"
@@ -138,10 +138,55 @@ def test_errors_over_the_wire(remote: Running, monkeypatch: pytest.MonkeyPatch) 
             client.files.prepare_image(b"GIF89a" + b"\0" * 10)
         assert str(bad.value) == "the GIF data ends without its trailer: it is truncated"
         assert len(remote.state.files.list()) == 1
-    monkeypatch.setenv("VLMKIT_API_KEY", "sk-wrong")
-    with vk.Client(remote.url) as client, pytest.raises(AuthenticationError) as auth:
+
+
+def test_the_key_is_an_argument_or_the_variable(remote: Running, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = remote.url
+    said = "(the server said: the API key is not valid for this server)"
+    monkeypatch.delenv("VLMKIT_API_KEY")
+    with vk.Client(url) as client, pytest.raises(AuthenticationError) as missing:
         client.llm.list_loaded()
-    assert str(auth.value) == "the API key is not valid for this server"
+    assert str(missing.value) == (
+        f"the vlmkit server at {url} needs an API key: pass vk.Client({url!r}, api_key=...) or set VLMKIT_API_KEY "
+        "(the server said: no API key given: send 'Authorization: Bearer <key>')"
+    )
+    assert missing.value.status_code == 401
+    with vk.Client(url, api_key=API_KEY) as client:
+        assert client.llm.list_loaded() == []
+    with vk.Client(url, api_key="sk-wrong") as client, pytest.raises(AuthenticationError) as wrong:
+        client.llm.model(KEY)
+    assert str(wrong.value) == (
+        f"the vlmkit server at {url} refused the key from api_key=: pass the key it was started with (`vlmkit serve "
+        f"--api-key`, or its config's api_keys) as vk.Client(..., api_key=...) or in VLMKIT_API_KEY {said}"
+    )
+    monkeypatch.setenv("VLMKIT_API_KEY", "sk-wrong")
+    with vk.Client(url) as client, pytest.raises(AuthenticationError) as from_env:
+        client.llm.list_loaded()
+    assert f"at {url} refused the key from VLMKIT_API_KEY: pass the key it was started with" in str(from_env.value)
+    with vk.Client(url, api_key=API_KEY) as client:  # the argument wins over the variable
+        assert client.llm.list_loaded() == []
+    vk.configure_default_client(url, api_key=API_KEY)
+    assert KEY in {m.key for m in vk.list_downloaded_models()}
+
+
+async def test_the_async_client_takes_the_key(remote: Running, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VLMKIT_API_KEY")
+    async with vk.AsyncClient(remote.url, api_key=API_KEY) as client:
+        assert KEY in {m.key for m in await client.list_downloaded_models()}
+    async with vk.AsyncClient(remote.url) as client:
+        with pytest.raises(
+            AuthenticationError, match=r"needs an API key: pass vk.Client\(.*api_key=...\) or set VLMKIT"
+        ):
+            await client.llm.list_loaded()
+
+
+def test_a_key_without_a_server_is_refused() -> None:
+    with pytest.raises(ClientError) as info:
+        vk.Client(api_key="sk-anything")
+    assert str(info.value).startswith(
+        "api_key= is the key of a vlmkit server: pass it with the server's address, vk.Client('http://HOST:PORT', "
+        "api_key=...). The in-process engine needs no key"
+    )
 
 
 def test_full_queue_is_queue_full_error(settings: ServerSettings, monkeypatch: pytest.MonkeyPatch) -> None:

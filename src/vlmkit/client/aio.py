@@ -45,11 +45,12 @@ class AsyncClient:
         self,
         host: str | None = None,
         *,
+        api_key: str | None = None,
         models_dir: str | Path | None = None,
         backend: Backend | None = None,
     ) -> None:
         self.host = host
-        self._backend = backend if backend is not None else make_backend(host, models_dir=models_dir)
+        self._backend = backend if backend is not None else make_backend(host, models_dir=models_dir, api_key=api_key)
         self._closed = False
         self._streams: weakref.WeakSet[AsyncPredictionStream] = weakref.WeakSet()
         self.llm = AsyncLlmNamespace(self)

@@ -32,10 +32,14 @@ _settings: dict[str, Any] = {}
 def configure_default_client(
     host: str | None = None,
     *,
+    api_key: str | None = None,
     models_dir: str | Path | None = None,
     timeout: float | None = DEFAULT_TIMEOUT,
 ) -> None:
-    """Set up the client that ``vk.llm`` and friends use. Only before their first call."""
+    """Set up the client that ``vk.llm`` and friends use. Only before their first call.
+
+    The arguments are :class:`~vlmkit.client.sync.Client`'s: ``host`` and ``api_key`` for a vlmkit server.
+    """
     global _settings
     with _lock:
         if _client is not None:
@@ -44,7 +48,7 @@ def configure_default_client(
                 "created it), so it can no longer be configured; call "
                 "vk.configure_default_client(...) first thing, or create your own vk.Client(...)"
             )
-        _settings = {"host": host, "models_dir": models_dir, "timeout": timeout}
+        _settings = {"host": host, "api_key": api_key, "models_dir": models_dir, "timeout": timeout}
 
 
 def get_default_client() -> Client:

@@ -41,8 +41,10 @@ if TYPE_CHECKING:
 class Client:
     """A connection to what runs the models: with no ``host``, the embedded engine in this process.
 
-    ``timeout`` bounds the wait between fragments of a sync prediction. ``models_dir`` overrides
-    where downloaded models are found (default ``$VLMKIT_HOME/models``). ``backend`` plugs in any
+    ``host`` is the address of a ``vlmkit serve`` (``"http://127.0.0.1:8000"``), and ``api_key`` the key
+    it was started with (default: the ``VLMKIT_API_KEY`` environment variable). ``timeout`` bounds the
+    wait between fragments of a sync prediction. ``models_dir`` overrides where downloaded models are
+    found (default ``$VLMKIT_HOME/models``). ``backend`` plugs in any
     :class:`~vlmkit.client.backend.Backend`.
     """
 
@@ -50,13 +52,14 @@ class Client:
         self,
         host: str | None = None,
         *,
+        api_key: str | None = None,
         models_dir: str | Path | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
         backend: Backend | None = None,
     ) -> None:
         self.host = host
         self.timeout = timeout
-        self._backend = backend if backend is not None else make_backend(host, models_dir=models_dir)
+        self._backend = backend if backend is not None else make_backend(host, models_dir=models_dir, api_key=api_key)
         self._closed = False
         self._lock = threading.Lock()
         self._streams: weakref.WeakSet[PredictionStream] = weakref.WeakSet()

@@ -62,6 +62,7 @@ class RemoteBackend:
             self.base = "http://" + self.base
         key = api_key if api_key is not None else os.environ.get("VLMKIT_API_KEY")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._auth_remedy = _auth_remedy(self.base, "api_key=" if api_key is not None else "VLMKIT_API_KEY", key)
         self._http = httpx.Client(base_url=self.base, headers=headers, timeout=httpx.Timeout(timeout, connect=10.0))
         self._uploaded: dict[str, str] = {}  # image identifier -> file id on the server
         self._lock = threading.Lock()
@@ -201,7 +202,7 @@ class RemoteBackend:
             with self._http.stream("POST", "/v1/chat/completions", json=body) as response:
                 if response.status_code >= 400:
                     response.read()
-                    raise _error(response, key)
+                    raise _error(response, key, self._auth_remedy)
                 cancel.on_cancel(response.close)
                 for data in _events(response.iter_lines()):
                     if "error" in data:
@@ -245,9 +246,8 @@ class RemoteBackend:
                 provider=PROVIDER,
             ) from exc
         if response.status_code >= 400:
-            raise _error(
-                response, kwargs.get("json", {}).get("model") if isinstance(kwargs.get("json"), dict) else None
-            )
+            body = kwargs.get("json")
+            raise _error(response, body.get("model") if isinstance(body, dict) else None, self._auth_remedy)
         return response.json()
 
     def close(self) -> None:
@@ -267,7 +267,19 @@ def _events(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
         yield json.loads(payload)
 
 
-def _error(response: httpx.Response, model: str | None) -> VlmkitError:
+def _auth_remedy(base: str, source: str, key: str | None) -> str:
+    """What to do when the server answers 401, in the SDK's words: the key is an argument or a variable."""
+    if not key:
+        return (
+            f"the vlmkit server at {base} needs an API key: pass vk.Client({base!r}, api_key=...) or set VLMKIT_API_KEY"
+        )
+    return (
+        f"the vlmkit server at {base} refused the key from {source}: pass the key it was started with "
+        "(`vlmkit serve --api-key`, or its config's api_keys) as vk.Client(..., api_key=...) or in VLMKIT_API_KEY"
+    )
+
+
+def _error(response: httpx.Response, model: str | None, auth_remedy: str) -> VlmkitError:
     try:
         err = response.json()["error"]
         message, code, param = str(err["message"]), err.get("code"), err.get("param")
@@ -285,7 +297,7 @@ def _error(response: httpx.Response, model: str | None) -> VlmkitError:
     elif status == 429:
         exc = QueueFullError(message, retry_after=float(response.headers.get("retry-after", "1")))
     elif status == 401:
-        exc = AuthenticationError(message, provider=PROVIDER, status_code=401)
+        exc = AuthenticationError(f"{auth_remedy} (the server said: {message})", provider=PROVIDER, status_code=401)
     else:
         exc = ServerError(message, provider=PROVIDER, status_code=status)
     exc.location = param
