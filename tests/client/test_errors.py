@@ -25,6 +25,17 @@ def test_unknown_model_key(client: vk.Client) -> None:
     assert info.value.status_code == 404
 
 
+@pytest.mark.parametrize("path", ["/nope/model.gguf", "models/nope.gguf", "~/nope/dir/model", "./nope"])
+def test_a_model_path_that_does_not_exist_says_to_fix_it(client: vk.Client, path: str) -> None:
+    with pytest.raises(vk.ModelNotFoundError) as info:
+        client.llm.model(path)
+    shown = Path(path).expanduser()
+    assert str(info.value) == (
+        f"the model file {shown} does not exist; fix the path, or name a downloaded model (`vlmkit ls`)"
+    )
+    assert "vlmkit get" not in str(info.value)
+
+
 def test_catalog_model_not_downloaded_says_how_to_get_it(client: vk.Client) -> None:
     with pytest.raises(vk.ModelNotFoundError, match=r"run `vlmkit get smolvlm-256m` first"):
         client.llm.model("smolvlm-256m")

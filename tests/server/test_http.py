@@ -48,6 +48,13 @@ def test_bad_json_is_400(http: httpx.Client) -> None:
     assert _error(r)["message"] == "the request body must be a JSON object, not an array"
 
 
+def chat_with(part: dict[str, Any]) -> dict[str, Any]:
+    return {"model": "tiny", "messages": image_message(part)}
+
+
+UPLOAD = "upload the image with POST /v1/files and send the id it answers with, or check the id against GET /v1/files"
+
+
 @pytest.mark.parametrize(
     ("body", "status", "param", "message"),
     [
@@ -69,6 +76,19 @@ def test_bad_json_is_400(http: httpx.Client) -> None:
             {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]}, 400,
          "messages[0].content[0]", "messages[0].content[0]: images can only be sent in user messages, "
          "not in a assistant message"),
+        (chat_with({"type": "image_url", "image_url": {"url": "file-" + "0" * 24}}), 400, "messages[0].content[1]",
+         f"messages[0].content[1]: no such file: no uploaded file has the id 'file-{'0' * 24}' (it was never "
+         f"uploaded here, or was deleted); {UPLOAD}"),
+        (chat_with({"type": "image_url", "image_url": {"url": "file-AbC123xyz"}}), 400, "messages[0].content[1]",
+         "messages[0].content[1]: no such file: no uploaded file has the id 'file-AbC123xyz' (it was never uploaded "
+         f"here, or was deleted; this server's ids are 'file-' and 24 hex digits); {UPLOAD}"),
+        (chat_with({"type": "input_image", "file_id": "file_011CNha8iCJcU1wXNR6q4V8w"}), 400, "messages[0].content[1]",
+         "messages[0].content[1]: no such file: no uploaded file has the id 'file_011CNha8iCJcU1wXNR6q4V8w'"
+         f" (it was never uploaded here, or was deleted; this server's ids are 'file-' and 24 hex digits); {UPLOAD}"),
+        (chat_with({"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo*AAA"}}), 400,
+         "messages[0].content[1]", "messages[0].content[1]: the data URL's base64 is invalid: '*' at offset 11 of "
+         "the data is not a base64 character; send the image's bytes in standard base64 (A-Z, a-z, 0-9, + and /), "
+         "e.g. base64.b64encode(data)"),
     ],
 )  # fmt: skip
 def test_schema_and_message_errors(http: httpx.Client, body: Any, status: int, param: str, message: str) -> None:
@@ -201,6 +221,47 @@ def test_detail_token_cap_is_for_local_models(http: httpx.Client) -> None:
     assert r.status_code == 422 and _error(r)["param"] == "detail"
     body = {"model": "tiny", "messages": messages, "detail": 64, "max_tokens": 2}
     assert http.post("/v1/chat/completions", json=body, headers=AUTH).status_code == 200
+
+
+def test_a_config_naming_missing_model_files_names_the_entry(tmp_path: Path, tiny_files: Any) -> None:
+    from vlmkit.server import create_app
+
+    def refused(local: dict[str, Any]) -> str:
+        with pytest.raises(ConfigError) as info:
+            create_app(parse_config({"models": {"vision-local": local}, "models_dir": str(tmp_path)}))
+        return str(info.value)
+
+    assert refused({"path": "/nope/model.gguf"}) == (
+        "the config entry models.vision-local.path: the model file /nope/model.gguf does not exist; fix the path, "
+        "or name a downloaded model (`vlmkit ls`)"
+    )
+    assert refused({"path": str(tiny_files[0]), "mmproj": "/nope/mmproj.gguf"}) == (
+        "the config entry models.vision-local.mmproj: the mmproj file /nope/mmproj.gguf does not exist; fix the path"
+    )
+    assert refused({"path": "smolvlm-256m"}) == (  # a catalog key: that one is fetched with vlmkit get
+        "the config entry models.vision-local.path: model 'smolvlm-256m' is not downloaded or found as a file; "
+        "run `vlmkit get smolvlm-256m` first"
+    )
+
+
+def test_config_fetch_section(tmp_path: Path) -> None:
+    s = parse_config({"fetch": {"allow_hosts": ["printer.lan", "10.0.0.0/8"], "max_mb": 1, "max_redirects": 2}})
+    assert (s.fetch.allow_hosts, s.fetch.max_bytes, s.fetch.max_redirects) == (
+        frozenset({"printer.lan", "10.0.0.0/8"}),
+        1024 * 1024,
+        2,
+    )
+    for settings in (s, ServerSettings()):  # written in the config or not, refusals name the config's words
+        assert settings.fetch.remedies.allow_hosts.startswith("list the host under `fetch: allow_hosts:` in the")
+        assert settings.fetch.remedies.max_bytes == "raise `fetch: max_mb` in the server's YAML config"
+    with pytest.raises(ConfigError) as text:
+        parse_config({"fetch": {"allow_hosts": "127.0.0.1"}})
+    assert str(text.value) == "config: fetch.allow_hosts must be a list, e.g. [127.0.0.1, printer.lan, 10.0.0.0/8]"
+    with pytest.raises(ConfigError) as unknown:
+        parse_config({"fetch": {"allow_host": ["127.0.0.1"]}})
+    assert str(unknown.value) == (
+        "config: unknown fetch setting(s) allow_host; known: allow_hosts, max_mb, timeout, max_redirects"
+    )
 
 
 def test_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_files: Any) -> None:

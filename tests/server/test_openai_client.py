@@ -106,7 +106,7 @@ def test_uploaded_file_used_by_id_in_two_ways(server: Running, hopper_jpeg: byte
     assert msg(info.value).endswith(f"no file with id {uploaded.id!r} on this server")
     with pytest.raises(openai.BadRequestError) as bad:
         c.chat.completions.create(model="tiny", messages=image_message(file_part))  # type: ignore[arg-type]
-    assert "messages[0].content[1]: no uploaded file has the id" in msg(bad.value)
+    assert "messages[0].content[1]: no such file: no uploaded file has the id" in msg(bad.value)
     assert bad.value.body["param"] == "messages[0].content[1]"  # type: ignore[index]
 
 

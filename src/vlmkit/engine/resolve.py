@@ -25,7 +25,7 @@ def resolve_model(spec: str, *, mmproj: str | Path | None = None, models_dir: st
     """
     mm = Path(mmproj).expanduser() if mmproj is not None else None
     if mm is not None and not mm.is_file():
-        raise ModelNotFoundError(f"mmproj file {mm} does not exist")
+        raise ModelNotFoundError(f"the mmproj file {mm} does not exist; fix the path")
     path = Path(spec).expanduser()
     if path.is_file():
         if not is_gguf(path):
@@ -40,6 +40,10 @@ def resolve_model(spec: str, *, mmproj: str | Path | None = None, models_dir: st
         if len(ggufs) != 1:
             raise ModelNotFoundError(f"{path} holds {len(ggufs)} language-model GGUF files; name one")
         return ModelFiles(key=path.name, model=ggufs[0], mmproj=mm or _sibling_mmproj(path, exclude=ggufs[0]))
+    if _is_path(spec):
+        raise ModelNotFoundError(
+            f"the model file {path} does not exist; fix the path, or name a downloaded model (`vlmkit ls`)"
+        )
     entry = lookup(spec)
     stored = store.find(entry.key if entry else spec, models_dir)
     if stored is not None:
@@ -50,6 +54,17 @@ def resolve_model(spec: str, *, mmproj: str | Path | None = None, models_dir: st
         else "use a catalog key, `repo/name`, or a path to a .gguf file"
     )
     raise ModelNotFoundError(f"model {spec!r} is not downloaded or found as a file; {hint}")
+
+
+def _is_path(spec: str) -> bool:
+    """Whether ``spec`` names a file, not a catalog key or a hub ``repo/name`` (which ``vlmkit get`` fetches)."""
+    return (
+        spec.lower().endswith(".gguf")
+        or spec.startswith((".", "~", "/", "\\"))
+        or Path(spec).is_absolute()
+        or spec.count("/") > 1
+        or "\\" in spec
+    )
 
 
 def _sibling_mmproj(directory: Path, *, exclude: Path) -> Path | None:

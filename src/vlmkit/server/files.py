@@ -27,6 +27,15 @@ from vlmkit.server.errors import APIError
 log = logging.getLogger("vlmkit.server")
 
 FILE_ID = re.compile(r"^file-[0-9a-f]{24}$")
+"""The ids this server gives out."""
+
+_ID_LIKE = re.compile(r"^file[-_][A-Za-z0-9_-]{1,100}$")
+
+
+def looks_like_file_id(value: str) -> bool:
+    """Whether ``value`` was meant as the id of an upload (this server's, or one in OpenAI's ``file-...``
+    style), so that a reference to no file is answered "no such file", not "not a URL"."""
+    return _ID_LIKE.match(value) is not None
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from vlmkit.errors import InvalidMessageError, VlmkitError
 from vlmkit.images import ImageHandle, aprepare_image, image_from_bytes, prepare_image
 from vlmkit.images.fetch import FetchOptions
 from vlmkit.server.errors import APIError
-from vlmkit.server.files import FILE_ID, FileStore
+from vlmkit.server.files import FILE_ID, FileStore, looks_like_file_id
 from vlmkit.server.jsonutil import loads
 from vlmkit.server.lifted import Lifted, reinstate
 
@@ -250,7 +250,7 @@ def _part(
     data = lifted.image(url) if lifted is not None else None
     if data is not None:
         return _ToPrepare(url, detail, declared, data)
-    if FILE_ID.match(url):
+    if looks_like_file_id(url):
         return ImagePart(_file(files, url, where), detail)
     scheme = url[:8].lower()
     if not (scheme.startswith(("http://", "https://", "data:"))):
@@ -289,7 +289,13 @@ async def _prepare_all(pending: list[tuple[list[Part], int, str, Any]], fetch: F
 def _file(files: FileStore, file_id: str, where: str) -> ImageHandle:
     stored = files.find(file_id)
     if stored is None:
-        raise _bad(f"no uploaded file has the id {file_id!r} (it was never uploaded, or was deleted)", where)
+        shape = "" if FILE_ID.match(file_id) else "; this server's ids are 'file-' and 24 hex digits"
+        raise _bad(
+            f"no such file: no uploaded file has the id {file_id!r} (it was never uploaded here, or was "
+            f"deleted{shape}); upload the image with POST /v1/files and send the id it answers with, "
+            "or check the id against GET /v1/files",
+            where,
+        )
     return stored.image
 
 

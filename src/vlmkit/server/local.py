@@ -15,15 +15,16 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from vlmkit.chat import Chat
 from vlmkit.engine import CancelToken, Engine, list_downloaded
 from vlmkit.engine.gguf_meta import read_mmproj_meta, read_model_meta
 from vlmkit.engine.resolve import resolve_model
-from vlmkit.errors import VlmkitError
+from vlmkit.errors import ModelLoadError, ModelNotFoundError, VlmkitError
 from vlmkit.prediction import ModelInfo, PredictionConfig, PredictionFragment, PredictionResult
-from vlmkit.server.config import ServerSettings
+from vlmkit.server.config import ConfigError, ServerSettings
 
 T = TypeVar("T")
 
@@ -47,7 +48,11 @@ class LocalModels:
         )
         self._configured: dict[str, LocalEntry] = {}
         for m in settings.local.values():
-            files = resolve_model(m.path, mmproj=m.mmproj, models_dir=settings.models_dir)
+            try:
+                files = resolve_model(m.path, mmproj=m.mmproj, models_dir=settings.models_dir)
+            except (ModelNotFoundError, ModelLoadError) as exc:
+                entry = "mmproj" if m.mmproj is not None and not Path(m.mmproj).expanduser().is_file() else "path"
+                raise ConfigError(f"the config entry models.{m.name}.{entry}: {exc.detail}") from None
             self.engine.register(m.name, files.model, files.mmproj)
             vision = files.mmproj is not None and read_mmproj_meta(files.mmproj).vision
             size = sum(p.stat().st_size for p in (files.model, files.mmproj) if p is not None)
