@@ -14,7 +14,7 @@ import pytest
 from vlmkit.chat import Chat, ImagePart
 from vlmkit.engine import Engine
 from vlmkit.engine.synthetic import COMMON_WORDS
-from vlmkit.errors import ContextLengthError, ModelCapabilityError, ModelNotFoundError, PredictionError
+from vlmkit.errors import ContextLengthError, InvalidSettingError, ModelCapabilityError, ModelNotFoundError
 from vlmkit.images import ImageHandle
 from vlmkit.prediction import PredictionConfig, PredictionFragment, StopReason
 
@@ -189,8 +189,12 @@ def test_bad_config_values_are_rejected() -> None:
 def test_chat_template_refusal_is_a_prediction_error(engine: Engine) -> None:
     chat = Chat()
     assert isinstance(engine.respond("tiny", chat, GREEDY).content, str)  # empty chat: still a prompt
-    with pytest.raises(PredictionError):
+
+
+def test_a_malformed_schema_is_a_bad_request(engine: Engine) -> None:
+    with pytest.raises(InvalidSettingError, match="'properties' that is not an object") as err:
         engine.respond("tiny", "x", PredictionConfig(response_format={"type": "object", "properties": 3}))
+    assert err.value.status_code == 400  # a malformed schema is the caller's to fix
 
 
 def test_a_chat_the_template_refuses_is_a_bad_request(hopper: ImageHandle) -> None:

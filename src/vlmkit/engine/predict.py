@@ -16,6 +16,7 @@ from typing import Any
 
 from vlmkit.chat import Chat, ChatMessage
 from vlmkit.engine.images import ImageInput, render_inputs, shrink_edge
+from vlmkit.engine.json_grammar import json_schema_grammar
 from vlmkit.engine.loaded import LoadedModel
 from vlmkit.engine.model import Chunk
 from vlmkit.engine.native import clear_recent_errors
@@ -58,6 +59,8 @@ def run(
         )
     if cfg.cpu_threads:
         native.set_threads(cfg.cpu_threads)
+    schema = json_schema_of(cfg.response_format)
+    grammar = json_schema_grammar(schema) if schema is not None else None  # a bad schema fails before any work
 
     chunks = _tokenize(lm, prompt, cfg)
     try:
@@ -67,8 +70,6 @@ def run(
         native.free_chunks(chunks)
     t_prompt = time.perf_counter()
 
-    schema = json_schema_of(cfg.response_format)
-    grammar = _grammar(schema) if schema is not None else None
     sampler = native.make_sampler(
         temperature=cfg.temperature or 0.0,
         top_k=cfg.top_k or 0,
@@ -181,17 +182,6 @@ def _over_cap(
         if limit is not None and n > limit:
             over[i] = n
     return over
-
-
-def _grammar(schema: dict[str, Any]) -> str:
-    import json
-
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
-
-    try:
-        return str(json_schema_to_gbnf(json.dumps(schema)))
-    except Exception as exc:
-        raise PredictionError(f"this JSON schema cannot be turned into a grammar: {exc}") from exc
 
 
 class _Output:
