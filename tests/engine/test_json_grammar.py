@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 from vlmkit.chat import Chat
 from vlmkit.engine import Engine
+from vlmkit.engine.grammar_guard import TokenTable
 from vlmkit.engine.json_grammar import json_schema_grammar
 from vlmkit.engine.model import LoadOptions, NativeModel
 from vlmkit.errors import InvalidSettingError
@@ -470,6 +471,30 @@ def test_replies_of_the_engine_that_end_are_valid(engine_once: Engine, schema: A
     result = engine_once.respond("tiny", "JSON", config)
     if result.stats.stop_reason is StopReason.EOS_FOUND:
         assert_valid(result.content, schema)
+
+
+def test_replies_are_well_formed_utf8_of_the_length_the_grammar_counted(engine_once: Engine) -> None:
+    """The random model has byte tokens: without the grammar guard it wrote overlong and out-of-range
+    UTF-8 that llama.cpp counted as one character each and a strict decoder as several."""
+    schema = {"type": "array", "items": {"type": "string", "minLength": 2, "maxLength": 4}, "maxItems": 6}
+    ended = 0
+    for seed in range(40):
+        config = PredictionConfig(seed=seed, max_tokens=120, temperature=1.0, response_format=schema)
+        result = engine_once.respond("tiny", "Strings", config)
+        if result.stats.stop_reason is StopReason.EOS_FOUND:
+            ended += 1
+            assert "\ufffd" not in result.content, result.content
+            assert_valid(result.content, schema)
+    assert ended >= 20
+
+
+def test_the_token_table_bans_what_llama_cpp_and_strict_utf8_read_differently() -> None:
+    pieces = [b"a", b"\xc0\xa2", b"x\xe0\x80", b"\xed\xa0\x80", b"\xf4\x90", b"\xf5", b"", b"", b"b\xe0", b"\xa0"]
+    table = TokenTable.build(pieces, [False] * 7 + [True, False, False])
+    assert table.banned.tolist() == [False, True, True, True, True, True, True, False, False, False]
+    assert table.lead[8] == 0xE0 and table.lead[0] == -1
+    assert table.after[0xE0][9] and not table.after[0xE0][0]  # after E0 only A0-BF, or the end
+    assert table.after[0xE0][7] and table.empty[7]
 
 
 @pytest.fixture(scope="module")

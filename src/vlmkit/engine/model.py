@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from vlmkit.engine import native
+from vlmkit.engine.grammar_guard import GrammarGuard, TokenTable
 from vlmkit.errors import InvalidImageError, ModelLoadError, PredictionError
 
 
@@ -70,6 +71,8 @@ class NativeModel:
         self._ctx: Any = None
         self._mctx: Any = None
         self._batch: Any = None
+        self._token_table: TokenTable | None = None
+        self._guards: dict[int | None, GrammarGuard] = {}
         native.clear_recent_errors()
 
         mp = L.llama_model_default_params()
@@ -353,11 +356,14 @@ class NativeModel:
         sp = L.llama_sampler_chain_default_params()
         chain = L.llama_sampler_chain_init(sp)
         if grammar is not None:
+            guard = GrammarGuard(L, self.token_table())  # before the grammar: see grammar_guard
+            L.llama_sampler_chain_add(chain, guard.sampler)
             g = L.llama_sampler_init_grammar(self._vocab, grammar.encode(), b"root")
             if not g:
                 L.llama_sampler_free(chain)
                 raise PredictionError(f"the JSON schema's grammar was refused: {native.recent_errors()}")
             L.llama_sampler_chain_add(chain, g)
+            self._guards[ctypes.cast(chain, ctypes.c_void_p).value] = guard
         if repeat_penalty and repeat_penalty != 1.0:
             L.llama_sampler_chain_add(chain, L.llama_sampler_init_penalties(self.n_vocab, 64, repeat_penalty, 0.0, 0.0))
         if temperature <= 0:
@@ -378,6 +384,14 @@ class NativeModel:
 
     def free_sampler(self, sampler: Any) -> None:
         self._L.llama_sampler_free(sampler)
+        self._guards.pop(ctypes.cast(sampler, ctypes.c_void_p).value, None)  # its callbacks may go now
+
+    def token_table(self) -> TokenTable:
+        """Each token's bytes as the grammar guard needs them: read from the vocabulary once."""
+        if self._token_table is None:
+            eog = [bool(self._L.llama_vocab_is_eog(self._vocab, t)) for t in range(self.n_vocab)]
+            self._token_table = TokenTable.build([self.piece(t) for t in range(self.n_vocab)], eog)
+        return self._token_table
 
     # --- lifetime -------------------------------------------------------------------------------
 
