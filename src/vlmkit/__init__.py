@@ -46,6 +46,7 @@ from vlmkit.errors import (
     PredictionTimeoutError,
     ProviderError,
     QueueFullError,
+    StructuredOutputError,
     UnsupportedImageError,
     VlmkitError,
 )
@@ -106,6 +107,7 @@ __all__ = [
     "QueueFullError",
     "RenderedImage",
     "StopReason",
+    "StructuredOutputError",
     "UnsupportedImageError",
     "VlmkitError",
     "__version__",

@@ -128,6 +128,23 @@ class PredictionError(VlmkitError):
     status_code = 500
 
 
+class StructuredOutputError(PredictionError):
+    """A reply asked for as structured output (``response_format``) does not parse or fit the schema.
+
+    The grammar keeps a local model's reply to the schema, so this is a reply cut short (by the token
+    limit, the context window or a stop string; the message names the limit to raise) or a remote
+    model that did not keep to the schema. ``content`` is the reply as it came, ``stop_reason`` why
+    it ended (a :class:`~vlmkit.prediction.StopReason` value).
+    """
+
+    status_code = 422
+
+    def __init__(self, message: str, *, content: str, stop_reason: str) -> None:
+        super().__init__(message)
+        self.content = content
+        self.stop_reason = stop_reason
+
+
 class QueueFullError(PredictionError):
     """Too many callers are already waiting for this model."""
 

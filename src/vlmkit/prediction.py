@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Literal
 
-from vlmkit.errors import InvalidSettingError
+from vlmkit.errors import InvalidSettingError, StructuredOutputError
 
 Detail = Literal["low", "high", "auto"] | int
 
@@ -132,12 +132,37 @@ def json_schema_of(response_format: Any) -> dict[str, Any] | None:
     )
 
 
-def parse_structured(content: str, response_format: Any) -> Any:
-    """Parse ``content`` as JSON, validated into the pydantic class when one was given."""
-    validate = getattr(response_format, "model_validate_json", None)
-    if callable(validate):
-        return validate(content)
-    return json.loads(content)
+def parse_structured(result: PredictionResult, response_format: Any, model: str) -> Any:
+    """The reply parsed as JSON (validated into the pydantic class when one was given).
+
+    The one place a structured reply is parsed, whichever backend answered. A reply that does not
+    parse or fit is a :class:`~vlmkit.errors.StructuredOutputError` saying why: cut at N tokens by
+    the token limit or the context window (and which to raise), cut by a stop string, or a model
+    that did not keep to the schema. A prediction the caller stopped has nothing parsed (``None``).
+    """
+    content, stats = result.content, result.stats
+    try:
+        validate = getattr(response_format, "model_validate_json", None)
+        return validate(content) if callable(validate) else json.loads(content)
+    except ValueError as exc:  # json.JSONDecodeError and pydantic.ValidationError are ValueErrors
+        if stats.stop_reason is StopReason.USER_STOPPED:
+            return None
+        why = _CUT.get(stats.stop_reason)
+        if why is not None:
+            message = f"the structured reply of {model} {why.format(n=stats.predicted_tokens)}"
+        else:
+            message = f"{model} answered, but not in the requested format: {exc}"
+        raise StructuredOutputError(message, content=content, stop_reason=stats.stop_reason.value) from exc
+
+
+_CUT = {
+    StopReason.MAX_PREDICTED_TOKENS_REACHED: "was cut at {n} tokens by the token limit before its JSON was "
+    "complete; raise max_tokens (maxTokens), or leave it unset",
+    StopReason.CONTEXT_LENGTH_REACHED: "was cut at {n} tokens when the context window was full, before its "
+    "JSON was complete; load the model with a larger context_length, or send a shorter chat",
+    StopReason.STOP_STRING_FOUND: "was cut at {n} tokens by a stop string before its JSON was complete; "
+    "leave out stop strings that can occur inside the JSON",
+}
 
 
 @dataclass

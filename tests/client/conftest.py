@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import vlmkit as vk
 from tests.conftest import photo_path
 from vlmkit.chat import Chat
 from vlmkit.client.backend import CancelToken, FragmentCallback
@@ -53,6 +54,19 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Generated:
     write_manifest(directory, KEY, model.name, mmproj.name, repo=None)
     text_model = write_test_text_model(home / "text-only")
     return Generated(home, home / "models", model, mmproj, text_model)
+
+
+@pytest.fixture()
+def client(generated: Generated) -> Iterator[vk.Client]:
+    """A client of the engine over the generated models (tests that need another one define their own)."""
+    with vk.Client(models_dir=generated.models_dir) as client:
+        yield client
+
+
+@pytest.fixture()
+def model(client: vk.Client) -> vk.LLM:
+    """The test VLM, loaded as ``KEY`` with one thread."""
+    return client.llm.model(KEY, config=LOAD)
 
 
 @pytest.fixture()

@@ -36,13 +36,16 @@ class _OpenAI(BaseHTTPRequestHandler):
         self.requests.append(request)
         structured = request.get("response_format", {}).get("type") == "json_schema"
         pieces = ['{"name": "Grace", ', '"count": 1}'] if structured else REPLY
+        cut = request.get("max_completion_tokens", request.get("max_tokens")) == 2
+        if cut:  # OpenAI's answer to a token limit the reply does not fit in
+            pieces = pieces[:1]
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": request["model"]}
         events = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": p}}]} for p in pieces]
-        events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "length" if cut else "stop"}]})
         events.append(
             {**base, "choices": [], "usage": {"prompt_tokens": 85, "completion_tokens": 3, "total_tokens": 88}}
         )
@@ -133,6 +136,14 @@ def test_structured_output_over_a_provider(openai_server: list[dict[str, Any]]) 
     [request] = openai_server
     assert request["response_format"]["type"] == "json_schema"
     assert request["response_format"]["json_schema"]["schema"] == Answer.model_json_schema()
+
+
+def test_structured_output_cut_by_a_providers_token_limit(openai_server: list[dict[str, Any]]) -> None:
+    with vk.Client() as client, pytest.raises(vk.StructuredOutputError) as err:
+        client.llm.model("openai/gpt-4o").respond("Who?", response_format=Answer, config={"maxTokens": 2})
+    assert "the structured reply of openai/gpt-4o was cut at 3 tokens by the token limit" in str(err.value)
+    assert "raise max_tokens" in str(err.value)
+    assert err.value.content == '{"name": "Grace", ' and err.value.stop_reason == "maxPredictedTokensReached"
 
 
 def test_provider_without_a_key(monkeypatch: pytest.MonkeyPatch) -> None:

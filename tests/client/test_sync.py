@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,17 +16,6 @@ from vlmkit.client.backend import CancelToken, FragmentCallback
 from vlmkit.client.backends import LocalBackend
 
 SHORT = vk.PredictionConfig(max_tokens=12, seed=HELD_SEED)
-
-
-@pytest.fixture()
-def client(generated: Generated) -> Iterator[vk.Client]:
-    with vk.Client(models_dir=generated.models_dir) as client:
-        yield client
-
-
-@pytest.fixture()
-def model(client: vk.Client) -> vk.LLM:
-    return client.llm.model(KEY, config=LOAD)
 
 
 @pytest.fixture()

@@ -16,7 +16,7 @@ from vlmkit.chat import Chat
 from vlmkit.client.backend import Backend, CancelToken, FragmentCallback
 from vlmkit.client.stream import Work
 from vlmkit.errors import InvalidSettingError, ModelNotFoundError
-from vlmkit.prediction import PredictionConfig, PredictionResult
+from vlmkit.prediction import PredictionConfig, PredictionResult, parse_structured
 
 if TYPE_CHECKING:
     from vlmkit.engine import LoadOptions
@@ -97,6 +97,9 @@ def prediction_work(backend: Backend, key: str, history: History, config: Config
     cfg = prediction_config(config, response_format)
 
     def work(on_fragment: FragmentCallback, first_token: Callable[[], None], cancel: CancelToken) -> PredictionResult:
-        return backend.respond(key, chat, cfg, on_fragment=on_fragment, on_first_token=first_token, cancel=cancel)
+        result = backend.respond(key, chat, cfg, on_fragment=on_fragment, on_first_token=first_token, cancel=cancel)
+        if cfg.response_format is not None:  # every backend's reply is parsed here, and only here
+            result.parsed = parse_structured(result, cfg.response_format, key)
+        return result
 
     return work

@@ -4,6 +4,11 @@ The caller holds the model's turn (see :mod:`vlmkit.engine.queue`); this module 
 render the chat with the model's template, render and tokenize the images (bounded by ``detail``),
 evaluate what is new (:mod:`vlmkit.engine.reuse`), then sample until a stop condition, streaming
 text fragments that never split a UTF-8 character or show part of a stop string.
+
+A ``response_format`` constrains sampling with a grammar (:mod:`vlmkit.engine.json_grammar`), so a
+reply that ends is JSON of the schema. The reply is returned as text with its stop reason and
+parsed by the SDK (:func:`vlmkit.prediction.parse_structured`): a reply cut by a limit still
+reaches the server as text, which answers it as OpenAI does (``finish_reason: "length"``).
 """
 
 from __future__ import annotations
@@ -29,7 +34,6 @@ from vlmkit.prediction import (
     PredictionStats,
     StopReason,
     json_schema_of,
-    parse_structured,
 )
 
 DEFAULTS = PredictionConfig(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.1)
@@ -133,13 +137,7 @@ def run(
         tokens_per_second=(n_predicted / gen_time) if n_predicted and gen_time > 0 else None,
         total_time_sec=t_end - t0,
     )
-    parsed: Any = None
-    if schema is not None and stop_reason is StopReason.EOS_FOUND:
-        try:
-            parsed = parse_structured(out.text, cfg.response_format)
-        except Exception as exc:
-            raise PredictionError(f"the structured reply did not validate against the schema: {exc}") from exc
-    return PredictionResult(content=out.text, stats=stats, model_info=lm.info, parsed=parsed)
+    return PredictionResult(content=out.text, stats=stats, model_info=lm.info)
 
 
 def _tokenize(lm: LoadedModel, prompt: Prompt, cfg: PredictionConfig) -> list[Chunk]:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from vlmkit.chat import Chat, ImagePart
 from vlmkit.client.backend import CancelToken, FragmentCallback
-from vlmkit.errors import ClientError, InvalidSettingError, PredictionError
+from vlmkit.errors import ClientError, InvalidSettingError
 from vlmkit.images import ImageHandle
 from vlmkit.prediction import (
     Detail,
@@ -29,7 +29,6 @@ from vlmkit.prediction import (
     PredictionStats,
     StopReason,
     json_schema_of,
-    parse_structured,
 )
 
 if TYPE_CHECKING:
@@ -221,10 +220,4 @@ def _result(
         else None,
         total_time_sec=t_end - t0,
     )
-    parsed: Any = None
-    if config.response_format is not None and reason is StopReason.EOS_FOUND:
-        try:
-            parsed = parse_structured(content, config.response_format)
-        except Exception as exc:
-            raise PredictionError(f"{key} answered, but not in the requested format: {exc}") from exc
-    return PredictionResult(content=content, stats=stats, model_info=info, parsed=parsed)
+    return PredictionResult(content=content, stats=stats, model_info=info)

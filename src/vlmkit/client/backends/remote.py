@@ -41,7 +41,6 @@ from vlmkit.prediction import (
     PredictionFragment,
     PredictionResult,
     PredictionStats,
-    parse_structured,
 )
 from vlmkit.prediction import StopReason as SR
 
@@ -227,13 +226,7 @@ class RemoteBackend:
         content = "".join(pieces)
         stats = _stats(final, usage, finish, cancel.cancelled, t0, t_first)
         info = _model_info(final["model_info"]) if final.get("model_info") else self.get_info(key)
-        parsed: Any = None
-        if config.response_format is not None and stats.stop_reason is SR.EOS_FOUND:
-            try:
-                parsed = parse_structured(content, config.response_format)
-            except Exception as exc:
-                raise PredictionError(f"{key} answered, but not in the requested format: {exc}") from exc
-        return PredictionResult(content=content, stats=stats, model_info=info, parsed=parsed)
+        return PredictionResult(content=content, stats=stats, model_info=info)
 
     # --- plumbing ------------------------------------------------------------------------------
 
