@@ -1,9 +1,9 @@
 """A JSON schema turned into a llama.cpp grammar (GBNF) whose every sentence is JSON valid against the schema.
 
 Why vlmkit has its own: llama-cpp-python's ``json_schema_to_gbnf`` lets raw control characters into
-strings (its string character is ``[^"\\]``), so a reply it constrained could still fail to parse;
-it lets integers start with zeros, and it passes over keywords it does not know (``pattern``,
-``uniqueItems``, ``minimum``), so its grammar accepts replies the schema rejects.
+strings (its string character is ``[^"\\]``), so a reply it constrained could still fail to parse,
+and it passes over keywords it does not enforce (``minimum``, ``uniqueItems``), so its grammar
+accepts replies the schema rejects.
 
 The contract here: every text the grammar accepts parses with ``json.loads`` and validates against
 the schema. A keyword the grammar cannot honour makes the schema refused with an
@@ -16,11 +16,15 @@ quietly dropped. The grammar may be narrower than the schema, as a subset is sti
   no exponent, and 15 significant digits, so that a float never rounds onto an exclusive bound);
 - properties come in the schema's order; an object has only its declared properties unless
   ``additionalProperties`` asks for others (a schema that declares none, like ``{"type": "object"}``,
-  is any object), and an extra key never repeats a declared one;
-- ``\\u`` escapes of surrogates are left out (a lone surrogate is not a string every parser takes);
+  is any object), and an extra key never repeats a declared one (extra keys may repeat each
+  other: JSON allows it, and parsers keep the last);
+- a string holds no raw surrogate or code point past U+10FFFF, and no ``\\u`` escape of a
+  surrogate (a lone one is not a string every parser takes); that llama.cpp reads the reply's
+  bytes as a strict UTF-8 decoder does is :mod:`vlmkit.engine.grammar_guard`'s part;
 - ``oneOf`` is accepted when its branches cannot match the same value (different types, or
   objects told apart by a required ``const`` tag, as pydantic's discriminated unions are);
-- an ``anyOf`` branch vlmkit cannot express is left out when another branch can be.
+- an ``anyOf`` branch vlmkit cannot express is left out when another branch can be;
+- OpenAPI's ``nullable`` is read as JSON Schema reads it, as a note: it adds no ``null``.
 
 Pure: a schema in, a grammar's text out; nothing here touches llama.cpp.
 """
@@ -32,6 +36,7 @@ import math
 import re
 import urllib.parse
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
@@ -338,12 +343,12 @@ def _integers(lo: int | None, hi: int | None) -> str:
     return _alternatives(parts)
 
 
+@dataclass(frozen=True)
 class _Bound:
     """A lower or upper limit: its value, and whether the value itself is excluded."""
 
-    def __init__(self, value: Fraction, exclusive: bool) -> None:
-        self.value = value
-        self.exclusive = exclusive
+    value: Fraction
+    exclusive: bool
 
 
 # --- the builder --------------------------------------------------------------------------------
