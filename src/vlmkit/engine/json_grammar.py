@@ -24,6 +24,8 @@ quietly dropped. The grammar may be narrower than the schema, as a subset is sti
 - ``oneOf`` is accepted when its branches cannot match the same value (different types, or
   objects told apart by a required ``const`` tag, as pydantic's discriminated unions are);
 - an ``anyOf`` branch vlmkit cannot express is left out when another branch can be;
+- ``anyOf: [number, string]`` with nothing else said is read as a number: pydantic (from 2.14)
+  writes a ``Decimal`` so, yet validates only numeric strings, and a number satisfies both;
 - OpenAPI's ``nullable`` is read as JSON Schema reads it, as a note: it adds no ``null``.
 
 Pure: a schema in, a grammar's text out; nothing here touches llama.cpp.
@@ -593,6 +595,8 @@ class _Builder:
         branches = s[word]
         if not isinstance(branches, list) or not branches:
             raise _refuse(path, f"has a {word!r} that is not a non-empty list")
+        if word == "anyOf":
+            branches = _numbers_over_free_strings(branches)
         rest = {k: v for k, v in s.items() if k != word}
         if rest:
             branches = [{"allOf": [b, rest]} for b in branches]
@@ -874,3 +878,11 @@ class _Builder:
             return _alternatives(parts)
 
         return self.rule(f"{hint}-key", f'"\\"" {node("")}')
+
+
+def _numbers_over_free_strings(branches: Sequence[Any]) -> Sequence[Any]:
+    """``[number, string]`` (nothing but annotations beside the types) narrowed to its number branch."""
+    plain = [{k: v for k, v in b.items() if k not in _ANNOTATIONS} if isinstance(b, Mapping) else b for b in branches]
+    if len(plain) == 2 and {"type": "number"} in plain and {"type": "string"} in plain:
+        return [branches[plain.index({"type": "number"})]]
+    return branches
