@@ -7,26 +7,48 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Literal
+from typing import Any
 
+from vlmkit._types import DETAIL_NAMES, type_name
+from vlmkit._types import Detail as ImageDetail
 from vlmkit.errors import InvalidSettingError, StructuredOutputError
 
-Detail = Literal["low", "high", "auto"] | int
+Detail = ImageDetail | int
+"""A prediction's ``detail`` setting: a level (``"low"``, ``"high"``, ``"auto"``) or a cap on image tokens."""
 
-DETAIL_NAMES = ("low", "high", "auto")
+__all__ = [
+    "DETAIL_NAMES",
+    "Detail",
+    "ModelInfo",
+    "PredictionConfig",
+    "PredictionFragment",
+    "PredictionResult",
+    "PredictionStats",
+    "StopReason",
+    "json_schema_of",
+    "parse_structured",
+    "setting_error",
+    "snake_case",
+]
 
 
 class StopReason(str, Enum):
-    """Why generation stopped (the strings LM Studio uses)."""
+    """Why generation stopped (the strings LM Studio uses).
+
+    ``CONTENT_FILTERED`` (a provider withheld the answer) is vlmkit's own; ``TOOL_CALLS`` is reserved
+    for when vlmkit does tool calls.
+    """
 
     EOS_FOUND = "eosFound"
     MAX_PREDICTED_TOKENS_REACHED = "maxPredictedTokensReached"
     STOP_STRING_FOUND = "stopStringFound"
     USER_STOPPED = "userStopped"
     CONTEXT_LENGTH_REACHED = "contextLengthReached"
+    CONTENT_FILTERED = "contentFiltered"
+    TOOL_CALLS = "toolCalls"
     FAILED = "failed"
 
     def __str__(self) -> str:
@@ -36,6 +58,12 @@ class StopReason(str, Enum):
 @dataclass(frozen=True)
 class PredictionConfig:
     """Settings of one prediction. ``None`` means the engine's default.
+
+    Every setting is checked here, whichever face it came through (a ``PredictionConfig`` built in
+    code, a dict in LM Studio's camelCase, ``completion(...)`` keywords, a server request): this is
+    the one validator. A bad value is an :class:`~vlmkit.errors.InvalidSettingError` whose
+    ``location`` is the setting's name. Ranges are OpenAI's where OpenAI has the setting
+    (``max_tokens`` at least 1, penalties between -2 and 2).
 
     ``detail`` bounds what an image may cost: ``"low"`` (a small rendering, fewest image tokens),
     ``"high"`` (the model's full resolution), ``"auto"`` (the default: a medium bound), or an int,
@@ -54,29 +82,27 @@ class PredictionConfig:
     detail: Detail | None = None
     response_format: Any = None
     cpu_threads: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.stop, str):
-            object.__setattr__(self, "stop", (self.stop,))
-        else:
-            object.__setattr__(self, "stop", tuple(self.stop))
-        if self.temperature is not None and self.temperature < 0:
-            raise InvalidSettingError(f"temperature must be >= 0, got {self.temperature}")
-        if self.max_tokens is not None and self.max_tokens < 0:
-            raise InvalidSettingError(f"max_tokens must be >= 0 (or None for no limit), got {self.max_tokens}")
-        if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise InvalidSettingError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.min_p is not None and not 0 <= self.min_p <= 1:
-            raise InvalidSettingError(f"min_p must be in [0, 1], got {self.min_p}")
-        if self.cpu_threads is not None and self.cpu_threads < 1:
-            raise InvalidSettingError(f"cpu_threads must be >= 1, got {self.cpu_threads}")
+        object.__setattr__(self, "stop", _stop_strings(self.stop))
+        _number("temperature", self.temperature, "at least 0", lambda v: v >= 0)
+        _number("top_p", self.top_p, "in (0, 1]", lambda v: 0 < v <= 1)
+        _number("min_p", self.min_p, "in [0, 1]", lambda v: 0 <= v <= 1)
+        _number("repeat_penalty", self.repeat_penalty, "at least 0", lambda v: v >= 0)
+        for name in ("presence_penalty", "frequency_penalty"):
+            _number(name, getattr(self, name), "between -2 and 2", lambda v: -2 <= v <= 2)
+        _integer("max_tokens", self.max_tokens, 1)
+        _integer("top_k", self.top_k, 0)
+        _integer("seed", self.seed, None)
+        _integer("cpu_threads", self.cpu_threads, 1)
         d = self.detail
-        if d is not None and not (
-            (isinstance(d, str) and d in DETAIL_NAMES) or (isinstance(d, int) and not isinstance(d, bool))
-        ):
-            raise InvalidSettingError(f"detail must be 'low', 'high', 'auto' or a positive token count, got {d!r}")
-        if isinstance(d, int) and d < 1:
-            raise InvalidSettingError(f"detail as a token cap must be >= 1, got {d}")
+        if d is not None and not (d in DETAIL_NAMES or (isinstance(d, int) and not isinstance(d, bool) and d >= 1)):
+            raise setting_error(
+                "detail", f"detail must be 'low', 'high', 'auto' or a positive image token count, not {d!r}"
+            )
+        object.__setattr__(self, "response_format", _response_format(self.response_format))
 
     def merged(self, other: PredictionConfig | None) -> PredictionConfig:
         """This config with every field that ``other`` sets (not ``None``/empty) taking precedence."""
@@ -95,7 +121,7 @@ class PredictionConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
-            name = _snake(key)
+            name = snake_case(key)
             if name == "max_predicted_tokens":
                 name = "max_tokens"
             elif name == "stop_strings":
@@ -110,12 +136,73 @@ class PredictionConfig:
         return json_schema_of(self.response_format)
 
 
+def setting_error(name: str, message: str) -> InvalidSettingError:
+    """The error for a bad setting: ``location`` names it (a server answers with it as ``param``)."""
+    exc = InvalidSettingError(message)
+    exc.location = name
+    return exc
+
+
+def _number(name: str, value: Any, rule: str, ok: Callable[[float], bool]) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise setting_error(name, f"{name} must be a number, not {type_name(value)}")
+    if not ok(value):
+        raise setting_error(name, f"{name} must be {rule}, not {value!r}")
+
+
+def _integer(name: str, value: Any, minimum: int | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise setting_error(name, f"{name} must be an integer, not {type_name(value)}")
+    if minimum is not None and value < minimum:
+        raise setting_error(name, f"{name} must be at least {minimum}, not {value!r}")
+
+
+def _stop_strings(stop: Any) -> tuple[str, ...]:
+    """``stop`` as a tuple of strings: one string, or any sequence of them (an empty string stops nothing)."""
+    if stop is None:
+        return ()
+    strings = (stop,) if isinstance(stop, str) else tuple(stop) if isinstance(stop, (list, tuple)) else None
+    if strings is None:
+        raise setting_error("stop", f"stop must be a string or a list of strings, not {type_name(stop)}")
+    for i, s in enumerate(strings):
+        if not isinstance(s, str):
+            raise setting_error("stop", f"stop must be a string or a list of strings; stop[{i}] is {type_name(s)}")
+    return tuple(s for s in strings if s)
+
+
+def _response_format(fmt: Any) -> Any:
+    """``fmt`` checked: a JSON schema, one of OpenAI's forms, or a pydantic class; OpenAI's ``text`` is None."""
+    if fmt is None:
+        return None
+    if isinstance(fmt, Mapping):
+        kind = fmt.get("type")
+        if kind == "text":
+            return None
+        if kind == "json_schema" and not isinstance(fmt.get("json_schema"), Mapping):
+            raise setting_error(
+                "response_format", "a 'json_schema' response_format needs a 'json_schema' object holding the schema"
+            )
+        return fmt
+    if callable(getattr(fmt, "model_json_schema", None)):
+        return fmt
+    raise setting_error(
+        "response_format",
+        f"response_format must be a JSON schema dict or a pydantic model class, not {type_name(fmt)}",
+    )
+
+
 def json_schema_of(response_format: Any) -> dict[str, Any] | None:
     """A JSON schema from a dict, an OpenAI-style ``{"type": "json_schema", ...}`` or a pydantic class."""
     if response_format is None:
         return None
     if isinstance(response_format, Mapping):
         fmt = dict(response_format)
+        if fmt.get("type") == "text":
+            return None
         if fmt.get("type") == "json_schema" and isinstance(fmt.get("json_schema"), Mapping):
             inner = dict(fmt["json_schema"])
             return dict(inner.get("schema", {}))
@@ -194,6 +281,16 @@ class PredictionStats:
         d["stop_reason"] = self.stop_reason.value
         return d
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PredictionStats:
+        """Read back :meth:`to_dict` (unknown keys are ignored; an unknown stop reason reads as ``FAILED``)."""
+        stats = cls(**{k: v for k, v in data.items() if k in _STATS_FIELDS and k != "stop_reason"})
+        try:
+            stats.stop_reason = StopReason(data.get("stop_reason", StopReason.FAILED))
+        except ValueError:
+            stats.stop_reason = StopReason.FAILED
+        return stats
+
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -211,6 +308,15 @@ class ModelInfo:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelInfo:
+        """Read back :meth:`to_dict` (unknown keys are ignored, so newer servers' additions are harmless)."""
+        return cls(**{k: v for k, v in data.items() if k in _INFO_FIELDS})
+
+
+_STATS_FIELDS = frozenset(f.name for f in dataclasses.fields(PredictionStats))
+_INFO_FIELDS = frozenset(f.name for f in dataclasses.fields(ModelInfo))
 
 
 @dataclass(frozen=True)
@@ -235,7 +341,8 @@ class PredictionResult:
         return self.content
 
 
-def _snake(name: str) -> str:
+def snake_case(name: str) -> str:
+    """``maxTokens`` -> ``max_tokens``: LM Studio's camelCase keys as Python names."""
     out = []
     for ch in name:
         if ch.isupper():
