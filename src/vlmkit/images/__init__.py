@@ -2,6 +2,8 @@
 
 Whatever a user hands in as an image becomes an :class:`ImageHandle` (sniffed from its bytes and
 validated from its header), and ``handle.render(policy)`` gives bytes that a target accepts.
+:mod:`vlmkit.images.resolve` reads the images a request names (the only image I/O besides
+``prepare_image`` itself).
 """
 
 from vlmkit.images.fetch import FetchedImage, FetchOptions, FetchRemedies, afetch_image, fetch_image
@@ -18,6 +20,7 @@ from vlmkit.images.policy import (
 )
 from vlmkit.images.probe import DEFAULT_MAX_PIXELS
 from vlmkit.images.render import RenderedImage, render, render_cache
+from vlmkit.images.resolve import ResolveOptions, aresolve_images, resolve_images
 from vlmkit.images.sniff import ImageFormat, sniff_format
 from vlmkit.images.source import aprepare_image, prepare_image
 from vlmkit.images.tokens import estimate_image_tokens
@@ -38,13 +41,16 @@ __all__ = [
     "ImageHandle",
     "ImagePolicy",
     "RenderedImage",
+    "ResolveOptions",
     "afetch_image",
     "aprepare_image",
+    "aresolve_images",
     "estimate_image_tokens",
     "fetch_image",
     "image_from_bytes",
     "prepare_image",
     "render",
     "render_cache",
+    "resolve_images",
     "sniff_format",
 ]

@@ -46,7 +46,7 @@ def prepare_image(
     """
     if isinstance(src, ImageHandle):
         return src
-    if isinstance(src, str) and _is_http(src):
+    if isinstance(src, str) and is_http(src):
         return _from_fetched(fetch_image(src, fetch), src, name, format, max_pixels)
     if isinstance(src, str) and src.startswith(REFERENCE_SCHEMES):
         return reference_handle(src, name=name, format=format)
@@ -63,7 +63,7 @@ async def aprepare_image(
     fetch: FetchOptions | None = None,
 ) -> ImageHandle:
     """:func:`prepare_image` for async code: network, file reads and header parsing run off the loop."""
-    if isinstance(src, str) and _is_http(src):
+    if isinstance(src, str) and is_http(src):
         fetched = await afetch_image(src, fetch)
         return await anyio.to_thread.run_sync(_from_fetched, fetched, src, name, format, max_pixels)
     return await anyio.to_thread.run_sync(
@@ -112,14 +112,15 @@ def _read_string(src: str) -> tuple[bytes, str | None, str | None]:
         path = Path(urllib.request.url2pathname(parsed.path))
         return _read_file(path), path.name, src
     path = Path(src).expanduser()
-    if _is_file(path):
+    if is_file(path):
         return _read_file(path), path.name, None
     raise ImageSourceError(_not_a_source_message(src))
 
 
-def _is_file(path: Path) -> bool:
+def is_file(path: str | Path) -> bool:
+    """Whether ``path`` names an existing file (this asks the disk)."""
     try:
-        return path.is_file()
+        return Path(path).expanduser().is_file()
     except (OSError, ValueError):  # a name too long for the OS, or with a NUL in it
         return False
 
@@ -132,7 +133,7 @@ def _not_a_source_message(src: str) -> str:
             f"{shown!r} uses the scheme {scheme}://, which vlmkit does not read; "
             "use http(s)://, data:, file://, gs://, s3:// or a local path"
         )
-    if len(src) > 200 and _looks_like_base64(src):
+    if len(src) > 200 and looks_like_base64(src):
         return (
             f"the string {shown!r} is neither an existing file nor a URL. It looks like base64: pass it "
             "as a data URL ('data:image/png;base64,...') or decode it to bytes first"
@@ -140,9 +141,9 @@ def _not_a_source_message(src: str) -> str:
     return f"{shown!r} is neither an existing file nor a URL (looked for the file in {os.getcwd()})"
 
 
-def _looks_like_base64(text: str) -> bool:
-    sample = text[:400].rstrip("=")
-    return all(ch.isalnum() or ch in "+/_-" for ch in sample)
+def looks_like_base64(text: str) -> bool:
+    """Whether ``text`` could be bare base64 data (standard or URL-safe alphabet), judged from its ends."""
+    return len(text) >= 16 and all(ch.isalnum() or ch in "+/=_-" for ch in text[:256] + text[-4:])
 
 
 def _decode_data_url(url: str) -> bytes:
@@ -220,5 +221,6 @@ def _encode_pil(image: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def _is_http(src: str) -> bool:
+def is_http(src: str) -> bool:
+    """Whether ``src`` is an ``http://`` or ``https://`` URL (the scheme in any case)."""
     return src[:8].lower().startswith(("http://", "https://"))
