@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import ipaddress
+import logging
 import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +87,82 @@ def guard_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "create_connection", connect)
     monkeypatch.setattr(anyio, "connect_tcp", aconnect)
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+# --- an image server on 127.0.0.1, and a watch on the event loop ----------------------------------
+
+
+@dataclass
+class ImageServer:
+    """Serves the real photos of examples/images at ``/NAME`` from 127.0.0.1; each answer waits
+    ``delay`` seconds first (a slow network), and every path asked for is kept in ``served``."""
+
+    delay: float = 0.0
+    served: list[str] = field(default_factory=list)
+    port: int = 0
+
+    def url(self, name: str = "grace_hopper.jpg") -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+
+@pytest.fixture()
+def image_server() -> Iterator[ImageServer]:
+    state = ImageServer()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            state.served.append(self.path)
+            time.sleep(state.delay)
+            data = photo_path(self.path.lstrip("/")).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    state.port = httpd.server_address[1]
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield state
+    httpd.shutdown()
+    httpd.server_close()
+
+
+class _SlowCallbacks(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.seen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("Executing"):  # asyncio's "Executing <Handle ...> took 1.234 seconds"
+            self.seen.append(message)
+
+
+@contextlib.asynccontextmanager
+async def loop_must_not_block(limit: float) -> AsyncIterator[list[str]]:
+    """Inside a running event loop: every callback or task step that holds the loop longer than
+    ``limit`` seconds is recorded in the yielded list (asyncio's debug mode measures each one)."""
+    loop = asyncio.get_running_loop()
+    logger = logging.getLogger("asyncio")
+    handler = _SlowCallbacks()
+    saved = loop.get_debug(), loop.slow_callback_duration, logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    loop.set_debug(True)
+    loop.slow_callback_duration = limit
+    await asyncio.sleep(0)  # debug mode measures from the next step on: this one began before it was on
+    try:
+        yield handler.seen
+    finally:
+        loop.set_debug(saved[0])
+        loop.slow_callback_duration = saved[1]
+        logger.setLevel(saved[2])
+        logger.removeHandler(handler)

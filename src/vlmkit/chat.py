@@ -1,27 +1,34 @@
-"""The chat history, and its conversion to and from OpenAI-style ``messages``.
+"""The chat history: messages whose parts are text, images, and image references not read yet.
 
-A :class:`Chat` holds messages whose content is text and :class:`~vlmkit.images.ImageHandle` parts.
-Images keep their identity (content identifier) through copies, JSON and OpenAI conversion, so a
-backend can recognise an image it has already encoded.
+A :class:`Chat` holds messages whose content is :class:`TextPart`, :class:`ImagePart` (an
+:class:`~vlmkit.images.ImageHandle`: bytes sniffed and validated) and :class:`ImageRef` (an image
+named in a request, by URL, path, data URL or upload id, that nothing has read yet). Images keep
+their identity (content identifier) through copies and JSON, so a backend can recognise an image it
+has already encoded.
+
+This module is pure values: nothing here reads a file, fetches a URL or decodes an image. OpenAI's
+messages are read into a Chat, and written from one, by :mod:`vlmkit.wire.openai_chat` (the layer
+above, built on these values: ``to_chat``, ``chat_from_history``, ``messages_from_chat``), which
+makes every image it reads a reference; reading the references is :mod:`vlmkit.images.resolve`,
+the only image I/O, and :meth:`Chat.with_images` puts the handles in.
 """
 
 from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
+from vlmkit._types import Detail
 from vlmkit.errors import InvalidMessageError, VlmkitError
-from vlmkit.images import ImageHandle, ImagePolicy, prepare_image
+from vlmkit.images import ImageHandle
 
-if TYPE_CHECKING:
-    from vlmkit.images.fetch import FetchOptions
+__all__ = ["ROLES", "Chat", "ChatMessage", "Detail", "ImagePart", "ImageRef", "Part", "Role", "TextPart"]
 
 Role = Literal["system", "user", "assistant"]
 ROLES: tuple[Role, ...] = ("system", "user", "assistant")
-Detail = Literal["low", "high", "auto"]
 
 
 @dataclass(frozen=True)
@@ -35,7 +42,24 @@ class ImagePart:
     detail: Detail | None = None
 
 
-Part = TextPart | ImagePart
+@dataclass(frozen=True)
+class ImageRef:
+    """An image named in a request but not read yet.
+
+    ``url`` is what the request said: an ``http(s)://`` URL, a ``data:`` URL, base64 text, a local
+    path, a ``gs://``/``s3://`` URI, or (``file_id``) the id of an image uploaded to a vlmkit server.
+    ``format`` is the MIME type the request declared (checked against the bytes once there are
+    bytes); ``location`` is where the part was, ``messages[i].content[j]``, for error messages.
+    """
+
+    url: str
+    detail: Detail | None = None
+    format: str | None = None
+    location: str = ""
+    file_id: bool = False
+
+
+Part = TextPart | ImagePart | ImageRef
 
 
 @dataclass
@@ -51,6 +75,10 @@ class ChatMessage:
     @property
     def images(self) -> list[ImageHandle]:
         return [p.image for p in self.content if isinstance(p, ImagePart)]
+
+    @property
+    def image_refs(self) -> list[ImageRef]:
+        return [p for p in self.content if isinstance(p, ImageRef)]
 
 
 class _HasContent(Protocol):
@@ -119,11 +147,20 @@ class Chat:
         return iter(self.messages)
 
     def __repr__(self) -> str:
-        return f"Chat({len(self.messages)} messages, {len(self.images)} images)"
+        unread = len(self.image_refs)
+        return (
+            f"Chat({len(self.messages)} messages, {len(self.images)} images{f', {unread} not read' if unread else ''})"
+        )
 
     @property
     def images(self) -> list[ImageHandle]:
+        """The images read so far (see :attr:`image_refs` for the ones not read yet)."""
         return [img for m in self.messages for img in m.images]
+
+    @property
+    def image_refs(self) -> list[ImageRef]:
+        """The images named but not read yet, in order (:func:`vlmkit.images.resolve.resolve_images` reads them)."""
+        return [ref for m in self.messages for ref in m.image_refs]
 
     def copy(self) -> Chat:
         """An independent copy (images are immutable and shared)."""
@@ -131,57 +168,22 @@ class Chat:
         new.messages = [ChatMessage(m.role, list(m.content)) for m in self.messages]
         return new
 
-    @classmethod
-    def from_history(cls, history: str | Chat | Mapping[str, Any] | Sequence[Any]) -> Chat:
-        """A chat from a user prompt string, another Chat, ``{"messages": [...]}`` or a message list."""
-        if isinstance(history, Chat):
-            return history.copy()
-        if isinstance(history, str):
-            chat = cls()
-            chat.add_user_message(history)
-            return chat
-        if isinstance(history, Mapping):
-            if "messages" not in history:
-                raise InvalidMessageError("a history dict needs a 'messages' list")
-            return cls.from_openai(history["messages"])
-        if isinstance(history, (list, tuple)):
-            return cls.from_openai(history)
-        raise InvalidMessageError(
-            f"cannot make a chat from a {type(history).__name__}; pass a string, a Chat, "
-            "a {'messages': [...]} dict or a list of OpenAI-style messages"
-        )
+    def with_images(self, images: Mapping[ImageRef, ImageHandle]) -> Chat:
+        """This chat with each reference in ``images`` replaced by its handle; other references stay.
 
-    # --- OpenAI messages ---------------------------------------------------------------------
-
-    def to_openai(self, policy: ImagePolicy | None = None) -> list[dict[str, Any]]:
-        """OpenAI-style messages; images as data URLs, rendered for ``policy`` when one is given."""
-        out: list[dict[str, Any]] = []
-        for m in self.messages:
-            if all(isinstance(p, TextPart) for p in m.content):
-                out.append({"role": m.role, "content": m.text})
-                continue
-            parts: list[dict[str, Any]] = []
-            for p in m.content:
-                if isinstance(p, TextPart):
-                    parts.append({"type": "text", "text": p.text})
-                else:
-                    parts.append({"type": "image_url", "image_url": _image_url(p, policy)})
-            out.append({"role": m.role, "content": parts})
-        return out
-
-    @classmethod
-    def from_openai(cls, messages: Sequence[Any], *, fetch: FetchOptions | None = None) -> Chat:
-        """Rebuild a chat from OpenAI-style messages. http(s) image URLs are fetched safely."""
-        chat = cls()
-        if not isinstance(messages, (list, tuple)):
-            raise InvalidMessageError("messages must be a list of {'role': ..., 'content': ...} objects")
-        for i, raw in enumerate(messages):
-            try:
-                chat.messages.append(_message_from_openai(raw, fetch))
-            except VlmkitError as exc:
-                exc.add_location(f"messages[{i}]")
-                raise
-        return chat
+        Returns ``self`` when there is nothing to replace, else a copy (the parts are immutable).
+        """
+        if not images:
+            return self
+        new = Chat()
+        new.messages = [
+            ChatMessage(
+                m.role,
+                [ImagePart(images[p], p.detail) if isinstance(p, ImageRef) and p in images else p for p in m.content],
+            )
+            for m in self.messages
+        ]
+        return new
 
     # --- JSON --------------------------------------------------------------------------------
 
@@ -227,87 +229,40 @@ def _role(role: object) -> Role:
     for known in ROLES:
         if role == known:
             return known
-    if role in ("developer",):
+    if role == "developer":
         return "system"
     raise InvalidMessageError(f"role must be one of 'system', 'user', 'assistant', not {role!r}")
-
-
-def _image_url(part: ImagePart, policy: ImagePolicy | None) -> dict[str, Any]:
-    image = part.image
-    if image.is_reference:
-        url = image.source or ""
-    else:
-        url = image.render(policy).data_url
-    body: dict[str, Any] = {"url": url}
-    if part.detail:
-        body["detail"] = part.detail
-    if image.mime_type:
-        body["format"] = image.mime_type
-    return body
-
-
-def _message_from_openai(raw: Any, fetch: FetchOptions | None) -> ChatMessage:
-    if not isinstance(raw, Mapping):
-        raise InvalidMessageError(f"a message must be an object, not {type(raw).__name__}")
-    role = _role(raw.get("role"))
-    content = raw.get("content")
-    if content is None:
-        return ChatMessage(role, [])
-    if isinstance(content, str):
-        return ChatMessage(role, [TextPart(content)] if content else [])
-    if not isinstance(content, list):
-        raise InvalidMessageError(f"content must be a string or a list of parts, not {type(content).__name__}")
-    parts: list[Part] = []
-    for j, part in enumerate(content):
-        try:
-            parts.append(_part_from_openai(part, fetch))
-        except VlmkitError as exc:
-            exc.add_location(f"content[{j}]")
-            raise
-    return ChatMessage(role, parts)
-
-
-def _part_from_openai(part: Any, fetch: FetchOptions | None) -> Part:
-    if not isinstance(part, Mapping):
-        raise InvalidMessageError(f"a content part must be an object, not {type(part).__name__}")
-    kind = part.get("type")
-    if kind in ("text", "input_text"):
-        return TextPart(_check_text(part.get("text"), "a text part's 'text'"))
-    if kind in ("image_url", "input_image"):
-        url, detail, declared = parse_image_url(part.get("image_url"))
-        return ImagePart(prepare_image(url, format=declared, fetch=fetch), detail)
-    raise InvalidMessageError(f"unknown content part type {kind!r}; vlmkit reads 'text' and 'image_url' parts")
-
-
-def parse_image_url(value: Any) -> tuple[str, Detail | None, str | None]:
-    """``(url, detail, format)`` of an ``image_url`` value: a string or ``{"url", "detail", "format"}``."""
-    if isinstance(value, str):
-        return value, None, None
-    if not isinstance(value, Mapping):
-        raise InvalidMessageError("an image_url part needs 'image_url': a URL string or {'url': ...}")
-    url = value.get("url")
-    if not isinstance(url, str) or not url:
-        raise InvalidMessageError("an image_url part needs a non-empty string 'url'")
-    detail = value.get("detail")
-    if detail not in (None, "low", "high", "auto"):
-        raise InvalidMessageError(f"detail must be 'low', 'high' or 'auto', not {detail!r}")
-    declared = value.get("format")
-    if declared is not None and not isinstance(declared, str):
-        raise InvalidMessageError("format must be a MIME type string such as 'image/png'")
-    return url, detail, declared
 
 
 def _part_to_dict(part: Part) -> dict[str, Any]:
     if isinstance(part, TextPart):
         return {"type": "text", "text": part.text}
+    if isinstance(part, ImageRef):
+        return {
+            "type": "image_ref",
+            "url": part.url,
+            "detail": part.detail,
+            "format": part.format,
+            "location": part.location,
+            "file_id": part.file_id,
+        }
     return {"type": "image", "image": part.image.to_dict(), "detail": part.detail}
 
 
 def _part_from_dict(raw: Any) -> Part:
     if not isinstance(raw, Mapping):
         raise InvalidMessageError("a serialised part must be an object")
-    if raw.get("type") == "text":
+    kind = raw.get("type")
+    if kind == "text":
         return TextPart(_check_text(raw.get("text"), "a text part's 'text'"))
-    if raw.get("type") == "image":
+    if kind == "image":
         return ImagePart(ImageHandle.from_dict(raw["image"]), raw.get("detail"))
-    raise InvalidMessageError(f"unknown serialised part type {raw.get('type')!r}")
+    if kind == "image_ref":
+        return ImageRef(
+            _check_text(raw.get("url"), "an image reference's 'url'"),
+            raw.get("detail"),
+            raw.get("format"),
+            str(raw.get("location") or ""),
+            bool(raw.get("file_id")),
+        )
+    raise InvalidMessageError(f"unknown serialised part type {kind!r}")

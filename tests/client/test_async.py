@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import vlmkit as vk
 from tests.client.conftest import HELD_SEED, KEY, LOAD, Generated, HeldBackend
+from tests.conftest import ImageServer, loop_must_not_block
+from vlmkit.images.fetch import FetchOptions
 
 SHORT = vk.PredictionConfig(max_tokens=12, seed=HELD_SEED)
 LIMIT = 20  # seconds: only so that a broken test fails instead of hanging
@@ -181,3 +184,51 @@ async def test_closing_the_async_client_cancels_its_predictions(generated: Gener
     await asyncio.wait_for(client.aclose(), LIMIT)
     result = await asyncio.wait_for(stream.wait_for_result(), LIMIT)
     assert result.stats.stop_reason is vk.StopReason.USER_STOPPED
+
+
+async def test_an_image_url_in_openai_messages_is_fetched_off_the_event_loop(
+    generated: Generated, image_server: ImageServer
+) -> None:
+    # The image server waits a second before it answers. Fetched on the event loop (as the SDK once
+    # did while reading OpenAI-style messages), that second would be one step of the loop: asyncio's
+    # debug mode records every step longer than the limit, and a ticker would stop ticking.
+    image_server.delay = 1.0
+    allow = FetchOptions(allow_hosts=frozenset({"127.0.0.1"}))
+    messages = [{"role": "user", "content": [{"type": "text", "text": "What is this?"}, image_url(image_server.url())]}]
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    async with vk.AsyncClient(models_dir=generated.models_dir, fetch=allow) as client:
+        model = await client.llm.model(KEY, config=LOAD)
+        ticking = asyncio.create_task(ticker())
+        try:
+            async with loop_must_not_block(0.5) as slow:
+                result = await asyncio.wait_for(model.respond(messages, config=SHORT), LIMIT)
+        finally:
+            ticking.cancel()
+    assert slow == []
+    assert ticks > 20  # about a hundred while the image was on its way
+    assert image_server.served == ["/grace_hopper.jpg"] and result.stats.images_encoded == 1
+
+
+async def test_an_image_url_is_refused_without_the_clients_allow_list(
+    generated: Generated, image_server: ImageServer
+) -> None:
+    messages = [{"role": "user", "content": [image_url(image_server.url())]}]
+    async with vk.AsyncClient(models_dir=generated.models_dir) as client:
+        model = await client.llm.model(KEY, config=LOAD)
+        with pytest.raises(vk.ImageFetchError) as err:
+            await model.respond(messages, config=SHORT)
+    assert err.value.message.startswith(
+        f"messages[0].content[0]: refused {image_server.url()}: 127.0.0.1 is a loopback"
+    )
+    assert image_server.served == []
+
+
+def image_url(url: str) -> dict[str, Any]:
+    return {"type": "image_url", "image_url": {"url": url}}

@@ -14,6 +14,7 @@ import vlmkit as vk
 from tests.client.conftest import HELD_SEED, KEY, LOAD, Generated, HeldBackend
 from vlmkit.client.backend import CancelToken, FragmentCallback
 from vlmkit.client.backends import LocalBackend
+from vlmkit.wire.openai_chat import messages_from_chat
 
 SHORT = vk.PredictionConfig(max_tokens=12, seed=HELD_SEED)
 
@@ -161,14 +162,14 @@ def test_chat_survives_json_with_image_identity(model: vk.LLM, chat: vk.Chat) ->
     restored = vk.Chat.from_json(chat.to_json())
 
     assert [i.identifier for i in restored.images] == [i.identifier for i in chat.images]
-    assert restored.to_openai() == chat.to_openai()
+    assert messages_from_chat(restored) == messages_from_chat(chat)
     again = model.respond(restored, config=SHORT)  # a new Chat object: the engine knows the image by identity
     assert first.stats.images_encoded == 1
     assert again.stats.images_encoded == 0 and again.stats.images_reused == 1
 
 
 def test_respond_takes_prompts_and_openai_histories(model: vk.LLM, chat: vk.Chat) -> None:
-    for history in ("hello", chat.to_openai(), {"messages": chat.to_openai()}):
+    for history in ("hello", messages_from_chat(chat), {"messages": messages_from_chat(chat)}):
         result = model.respond(history, config=SHORT)
         assert 0 < result.stats.predicted_tokens <= 12
 

@@ -204,13 +204,13 @@ Builder = Callable[..., tuple[str, dict[str, str], Any]]
 @pytest.fixture
 def wire() -> Builder:
     """``wire(model, messages, **kwargs) -> (url, headers, json body)``: what completion() would send."""
-    from vlmkit.providers.call import _start, _urls_to_fetch, _wire
+    from vlmkit.providers.call import _start, _wire
 
     def build(model: str, messages: Any, **kwargs: Any) -> tuple[str, dict[str, str], Any]:
         stream = kwargs.pop("stream", False)
         api_base, api_key = kwargs.pop("api_base", None), kwargs.pop("api_key", None)
         cfg, req, mod = _start(model, messages, stream, api_base, api_key, None, None, kwargs)
-        assert not _urls_to_fetch(req, cfg), "wire() builds only requests without URLs to fetch"
+        assert all(image.handle is not None or cfg.fetches_urls for image in req.images), "no fetching in wire()"
         url, headers, body = _wire(mod, req, cfg)
         return url, headers, json.loads(body)
 

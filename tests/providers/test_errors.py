@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 import pytest
 
+from tests.conftest import ImageServer, loop_must_not_block
 from tests.providers.conftest import OPENAI_REPLY, Reply, Samples, Upstream, data_url, image_message
 from vlmkit.errors import (
     APIConnectionError,
@@ -166,10 +167,10 @@ BAD_PARTS: list[tuple[Any, type[Exception], str]] = [
     ({"type": "image_url", "image_url": {"url": "https://x/y.png", "detail": "ultra"}}, InvalidMessageError,
      "messages[0].content[1]: detail must be 'low', 'high' or 'auto', not 'ultra'"),
     ({"type": "audio", "data": "..."}, InvalidMessageError,
-     "messages[0].content[1]: unknown content part type 'audio'; vlmkit reads 'text' and 'image_url' parts"),
+     "messages[0].content[1]: unknown content part type 'audio'; vlmkit reads 'text', 'image_url' and 'file' parts"),
     ({"type": "text", "text": 5}, InvalidMessageError,
-     "messages[0].content[1]: a text part needs a string 'text', not int"),
-    ("just a string", InvalidMessageError, "messages[0].content[1]: a content part must be an object, not str"),
+     "messages[0].content[1]: a text part needs a string 'text', not a number"),
+    ("just a string", InvalidMessageError, "messages[0].content[1]: a content part must be an object, not a string"),
 ]  # fmt: skip
 
 PROVIDERS = [
@@ -205,24 +206,16 @@ def test_mislabelled_image_names_both_types(upstream: Upstream, samples: Samples
     )
 
 
-def test_malformed_messages(upstream: Upstream) -> None:
-    cases: list[tuple[Any, str]] = [
-        ([], "messages is empty: send at least one message"),
-        ("hi", "messages must be a list of {'role': ..., 'content': ...} objects"),
-        ([{"role": "wizard", "content": "x"}], "messages[0]: role must be 'system', 'developer', 'user' or"),
-        ([{"role": "user", "content": "a"}, {"role": "user"}], "messages[1]: the message has no 'content'"),
-        ([{"role": "user", "content": 7}], "messages[0]: content must be a string or a list of parts, not int"),
-        ([{"role": "assistant", "content": [{"type": "image_url", "image_url": "https://x/y.png"}]}],
-         "messages[0].content[0]: images can only be sent in user messages, not in a assistant message"),
-    ]  # fmt: skip
-    for messages, message in cases:
-        with pytest.raises(BadRequestError) as err:
-            completion("openai/gpt-4o", messages, api_base=upstream.base, api_key="k")
-        assert err.value.message.startswith(message), err.value.message
+def test_malformed_calls(upstream: Upstream) -> None:
+    """What is completion()'s own (keywords, model names); messages and settings are read as on every face
+    (tests/wire/test_openai_chat.py, tests/server/test_one_wire.py)."""
+    with pytest.raises(BadRequestError) as err:
+        completion("openai/gpt-4o", [], api_base=upstream.base, api_key="k")
+    assert err.value.message == "messages is empty: send at least one message"
     for kwargs, message in [
-        ({"temperature": "hot"}, "temperature must be a number, not str"),
+        ({"temperature": "hot"}, "temperature must be a number, not a string"),
         ({"max_tokens": 0}, "max_tokens must be at least 1, not 0"),
-        ({"stop": [1]}, "stop must be a string or a list of strings"),
+        ({"stop": [1]}, "stop must be a string or a list of strings; stop[0] is a number"),
         ({"frobnicate": 1}, "unknown parameter(s) frobnicate; pass provider-specific fields in extra_body={...}"),
     ]:
         with pytest.raises(BadRequestError) as err:
@@ -266,3 +259,22 @@ def test_url_is_fetched_asynchronously_for_lm_studio(upstream: Upstream, samples
     assert sent.path == "/v1/chat/completions"
     url = sent.json["messages"][0]["content"][1]["image_url"]["url"]
     assert url.startswith(("data:image/jpeg;base64,", "data:image/png;base64,"))  # WebP rendered for llama.cpp
+
+
+def test_acompletion_fetches_an_image_url_off_the_event_loop(upstream: Upstream, image_server: ImageServer) -> None:
+    # The image server waits a second before it answers: on the event loop, that second would be one
+    # step of the loop, which asyncio's debug mode records.
+    image_server.delay = 1.0
+    options = FetchOptions(allow_hosts=frozenset({"127.0.0.1"}))
+
+    async def main() -> tuple[Any, list[str]]:
+        async with loop_must_not_block(0.5) as slow:
+            msg = image_message(image_server.url())
+            response = await acompletion("lm_studio/qwen2-vl", msg, api_base=upstream.base + "/v1", fetch=options)
+        return response, slow
+
+    response, slow = anyio.run(main)
+    assert slow == [] and response.content == "A cat."
+    assert image_server.served == ["/grace_hopper.jpg"]
+    url = upstream.seen[0].json["messages"][0]["content"][1]["image_url"]["url"]
+    assert url.startswith("data:image/jpeg;base64,")  # fetched by vlmkit, sent as data: llama.cpp fetches nothing

@@ -58,24 +58,24 @@ UPLOAD = "upload the image with POST /v1/files and send the id it answers with, 
 @pytest.mark.parametrize(
     ("body", "status", "param", "message"),
     [
-        ({"messages": []}, 422, "model", "'model' is required: the name of a model from GET /v1/models"),
-        ({"model": "tiny", "messages": []}, 422, "messages", "'messages' is empty: send at least one message"),
+        ({"messages": []}, 422, "model", "model is required: the name of a model from GET /v1/models"),
+        ({"model": "tiny", "messages": []}, 422, "messages", "messages is empty: send at least one message"),
         ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}, 422, "stream",
-         "'stream' must be true or false, not a string"),
+         "stream must be true or false, not a string"),
         ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}, 422, "max_tokens",
-         "'max_tokens' must be a positive integer, not 0"),
+         "max_tokens must be at least 1, not 0"),
         ({"model": "tiny", "messages": [{"role": "robot", "content": "x"}]}, 400, "messages[0].role",
          "messages[0].role: role must be 'system', 'developer', 'user' or 'assistant', not 'robot'"),
         ({"model": "tiny", "messages": [{"role": "user", "content": [{"type": "audio"}]}]}, 400,
          "messages[0].content[0]", "messages[0].content[0]: unknown content part type 'audio'; "
-         "this server reads 'text', 'image_url' and 'file' parts"),
+         "vlmkit reads 'text', 'image_url' and 'file' parts"),
         ({"model": "tiny", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, 400,
          "messages[0].content[0]", "messages[0].content[0]: an image_url part needs 'image_url': "
          "a URL string or {'url': ...}"),
         ({"model": "tiny", "messages": [{"role": "assistant", "content": [
             {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]}, 400,
          "messages[0].content[0]", "messages[0].content[0]: images can only be sent in user messages, "
-         "not in a assistant message"),
+         "not in an assistant message"),
         (chat_with({"type": "image_url", "image_url": {"url": "file-" + "0" * 24}}), 400, "messages[0].content[1]",
          f"messages[0].content[1]: no such file: no uploaded file has the id 'file-{'0' * 24}' (it was never "
          f"uploaded here, or was deleted); {UPLOAD}"),

@@ -183,7 +183,7 @@ def test_schema_errors_are_422(server: Running) -> None:
     c = client(server)
     with pytest.raises(openai.UnprocessableEntityError) as info:
         c.chat.completions.create(model="tiny", messages="hello")  # type: ignore[arg-type]
-    assert msg(info.value) == "'messages' must be a list of messages, not a string"
+    assert msg(info.value) == "messages must be a list of {'role': ..., 'content': ...} objects, not a string"
     with pytest.raises(openai.UnprocessableEntityError) as t:
         c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "x"}], temperature="hot")  # type: ignore[arg-type]
     assert t.value.body["param"] == "temperature"  # type: ignore[index]

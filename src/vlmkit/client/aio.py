@@ -21,6 +21,7 @@ from vlmkit.client.common import (
     ConfigInput,
     History,
     ModelKey,
+    aread_history,
     default_model_key,
     load_options,
     prediction_work,
@@ -48,8 +49,10 @@ class AsyncClient:
         api_key: str | None = None,
         models_dir: str | Path | None = None,
         backend: Backend | None = None,
+        fetch: FetchOptions | None = None,
     ) -> None:
         self.host = host
+        self.fetch = fetch
         self._backend = backend if backend is not None else make_backend(host, models_dir=models_dir, api_key=api_key)
         self._closed = False
         self._streams: weakref.WeakSet[AsyncPredictionStream] = weakref.WeakSet()
@@ -180,7 +183,9 @@ class AsyncLLM:
         on_first_token: Callable[[], None] | None = None,
     ) -> AsyncPredictionStream:
         """Start answering; ``async for`` the stream, then ``stream.result()``. Callbacks run on the loop."""
-        work = prediction_work(self._client._open_backend(), self.identifier, history, config, response_format)
+        backend = self._client._open_backend()
+        chat = await aread_history(history, self._client.fetch)  # images named in messages: read off the loop
+        work = prediction_work(backend, self.identifier, chat, config, response_format)
         stream = AsyncPredictionStream(
             work,
             model=self.identifier,

@@ -16,10 +16,13 @@ from vlmkit.chat import Chat
 from vlmkit.client.backend import Backend, CancelToken, FragmentCallback
 from vlmkit.client.stream import Work
 from vlmkit.errors import InvalidSettingError, ModelNotFoundError
+from vlmkit.images.resolve import ResolveOptions, aresolve_images, resolve_images
 from vlmkit.prediction import PredictionConfig, PredictionResult, parse_structured
+from vlmkit.wire.openai_chat import chat_from_history
 
 if TYPE_CHECKING:
     from vlmkit.engine import LoadOptions
+    from vlmkit.images.fetch import FetchOptions
 
 DEFAULT_TIMEOUT = 60.0
 """Seconds a sync call waits for the next fragment before it gives up (``None``: forever)."""
@@ -70,9 +73,17 @@ def load_options(config: LoadOptions | Mapping[str, Any] | None) -> LoadOptions 
     return LoadOptions(**kwargs)
 
 
-def as_chat(history: Any) -> Chat:
-    """A private copy of the chat to answer (so later edits by the caller cannot race the backend)."""
-    return Chat.from_history(history)
+def read_history(history: History, fetch: FetchOptions | None) -> Chat:
+    """A private copy of the chat to answer (so later edits by the caller cannot race the backend),
+    its images read here: the images named in OpenAI-style messages are fetched or read now."""
+    chat = chat_from_history(history)
+    return chat.with_images(resolve_images(chat.image_refs, ResolveOptions(fetch=fetch)))
+
+
+async def aread_history(history: History, fetch: FetchOptions | None) -> Chat:
+    """:func:`read_history` for async code: the images are read off the event loop, all at once."""
+    chat = chat_from_history(history)
+    return chat.with_images(await aresolve_images(chat.image_refs, ResolveOptions(fetch=fetch)))
 
 
 def prediction_config(config: ConfigInput, response_format: Any) -> PredictionConfig:
@@ -91,9 +102,9 @@ def prediction_config(config: ConfigInput, response_format: Any) -> PredictionCo
     return cfg
 
 
-def prediction_work(backend: Backend, key: str, history: History, config: ConfigInput, response_format: Any) -> Work:
-    """What a ``respond`` call asks of ``backend``, checked in the caller's thread, ready to run on a worker."""
-    chat = as_chat(history)
+def prediction_work(backend: Backend, key: str, chat: Chat, config: ConfigInput, response_format: Any) -> Work:
+    """What a ``respond`` call asks of ``backend`` (``chat`` read by :func:`read_history` or
+    :func:`aread_history`), checked in the caller's thread, ready to run on a worker."""
     cfg = prediction_config(config, response_format)
 
     def work(on_fragment: FragmentCallback, first_token: Callable[[], None], cancel: CancelToken) -> PredictionResult:

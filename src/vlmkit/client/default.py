@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from vlmkit.engine import LoadOptions, ModelListing
+    from vlmkit.images.fetch import FetchOptions
 
 _lock = threading.Lock()
 _client: Client | None = None
@@ -35,10 +36,12 @@ def configure_default_client(
     api_key: str | None = None,
     models_dir: str | Path | None = None,
     timeout: float | None = DEFAULT_TIMEOUT,
+    fetch: FetchOptions | None = None,
 ) -> None:
     """Set up the client that ``vk.llm`` and friends use. Only before their first call.
 
-    The arguments are :class:`~vlmkit.client.sync.Client`'s: ``host`` and ``api_key`` for a vlmkit server.
+    The arguments are :class:`~vlmkit.client.sync.Client`'s: ``host`` and ``api_key`` for a vlmkit
+    server, ``fetch`` for the images that OpenAI-style messages name by URL.
     """
     global _settings
     with _lock:
@@ -48,7 +51,7 @@ def configure_default_client(
                 "created it), so it can no longer be configured; call "
                 "vk.configure_default_client(...) first thing, or create your own vk.Client(...)"
             )
-        _settings = {"host": host, "api_key": api_key, "models_dir": models_dir, "timeout": timeout}
+        _settings = {"host": host, "api_key": api_key, "models_dir": models_dir, "timeout": timeout, "fetch": fetch}
 
 
 def get_default_client() -> Client:

@@ -25,6 +25,7 @@ from vlmkit.client.common import (
     default_model_key,
     load_options,
     prediction_work,
+    read_history,
 )
 from vlmkit.client.stream import PredictionStream
 from vlmkit.errors import ClientClosedError, ModelNotFoundError
@@ -45,7 +46,8 @@ class Client:
     it was started with (default: the ``VLMKIT_API_KEY`` environment variable). ``timeout`` bounds the
     wait between fragments of a sync prediction. ``models_dir`` overrides where downloaded models are
     found (default ``$VLMKIT_HOME/models``). ``backend`` plugs in any
-    :class:`~vlmkit.client.backend.Backend`.
+    :class:`~vlmkit.client.backend.Backend`. ``fetch`` governs how http(s) images named in
+    OpenAI-style messages are fetched (an allow-list for hosts on a private network, limits).
     """
 
     def __init__(
@@ -56,9 +58,11 @@ class Client:
         models_dir: str | Path | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
         backend: Backend | None = None,
+        fetch: FetchOptions | None = None,
     ) -> None:
         self.host = host
         self.timeout = timeout
+        self.fetch = fetch
         self._backend = backend if backend is not None else make_backend(host, models_dir=models_dir, api_key=api_key)
         self._closed = False
         self._lock = threading.Lock()
@@ -200,7 +204,9 @@ class LLM:
         on_first_token: Callable[[], None] | None = None,
     ) -> PredictionStream:
         """Start answering; iterate the stream for fragments, then ``stream.result()``."""
-        work = prediction_work(self._client._open_backend(), self.identifier, history, config, response_format)
+        backend = self._client._open_backend()
+        chat = read_history(history, self._client.fetch)
+        work = prediction_work(backend, self.identifier, chat, config, response_format)
         stream = PredictionStream(
             work,
             model=self.identifier,

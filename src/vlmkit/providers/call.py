@@ -1,10 +1,12 @@
 """``completion`` and ``acompletion``: one call for every provider.
 
-The path of a call: resolve ``provider/model`` (registry) → parse the OpenAI-format messages into a
-neutral request (request) → fetch, safely, the image URLs the provider cannot fetch itself → let the
-provider module build the wire request, rendering every image with the provider's policy → send it
-through the shared transport → translate the answer (or stream) back into OpenAI's shapes. Sync and
-async differ only in how they wait.
+The path of a call: resolve ``provider/model`` (registry) → read the OpenAI-format messages and
+settings (:mod:`vlmkit.wire.openai_chat`: pure, every image a reference) → read the images
+(:mod:`vlmkit.images.resolve`: files, data URLs, and safe fetches of the URLs the provider cannot
+fetch itself) → build the neutral request (request) → let the provider module build the wire
+request, rendering every image with the provider's policy → send it through the shared transport →
+translate the answer (or stream) back into OpenAI's shapes. Sync and async differ only in how they
+wait.
 """
 
 from __future__ import annotations
@@ -15,17 +17,18 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 from vlmkit.chat import Chat
-from vlmkit.errors import BadRequestError, ProviderError, VlmkitError
-from vlmkit.images import aprepare_image, prepare_image
+from vlmkit.errors import BadRequestError, ProviderError
 from vlmkit.images.render import needs_change
+from vlmkit.images.resolve import ResolveOptions, aresolve_images, resolve_images
 from vlmkit.providers.base import ProviderConfig, ProviderModule
 from vlmkit.providers.jsonbody import encode_json
 from vlmkit.providers.registry import module, resolve
-from vlmkit.providers.request import CompletionRequest, ImageInput, build_params, parse_messages
+from vlmkit.providers.request import CompletionRequest, Params, request_messages, request_params
 from vlmkit.providers.response import ChatCompletion
 from vlmkit.providers.status import provider_error
 from vlmkit.providers.streams import AsyncCompletionStream, CompletionStream
 from vlmkit.providers.transport import RetryPolicy, Transport, default_transport
+from vlmkit.wire import openai_chat
 
 if TYPE_CHECKING:
     from vlmkit.images.fetch import FetchOptions
@@ -43,7 +46,8 @@ PROVIDER_OPTIONS = frozenset(
         "vertex_location",
     }
 )
-_IGNORED = frozenset({"stream_options", "n"})
+_IGNORED = frozenset({"stream_options"})
+_KNOWN = openai_chat.OPENAI_SETTINGS | {"user"}
 
 
 @overload
@@ -113,9 +117,8 @@ def completion(
     of image URLs for providers that cannot fetch them. Errors are :class:`vlmkit.VlmkitError`s: a bad
     image or part is a ``BadRequestError`` naming ``messages[i].content[j]``.
     """
-    cfg, req, mod = _start(model, messages, stream, api_base or base_url, api_key, extra_headers, extra_body, params)
-    for image in _urls_to_fetch(req, cfg):
-        _replace_image(req, image, _fetched(image, fetch))
+    args = (model, messages, stream, api_base or base_url, api_key, extra_headers, extra_body, params)
+    cfg, req, mod = _start(*args, fetch=fetch)
     if cfg.kind == "local":
         from vlmkit.providers import local
 
@@ -189,18 +192,9 @@ async def acompletion(
     """:func:`completion` for async code: file reads, image work and network never block the loop."""
     import anyio.to_thread
 
-    args = (model, messages, stream, api_base or base_url, api_key, extra_headers, extra_body, params)
-    if _has_images(messages):
-        cfg, req, mod = await anyio.to_thread.run_sync(lambda: _start(*args))
-    else:
-        cfg, req, mod = _start(*args)
-    to_fetch = _urls_to_fetch(req, cfg)
-    if to_fetch:
-        import asyncio
-
-        handles = await asyncio.gather(*(_afetched(image, fetch) for image in to_fetch))
-        for image, handle in zip(to_fetch, handles, strict=True):
-            _replace_image(req, image, handle)
+    cfg, mod, chat, settings = _read(model, messages, stream, api_base or base_url, api_key, extra_headers, params)
+    chat = chat.with_images(await aresolve_images(chat.image_refs, _reading(cfg, fetch)))
+    req = _request(cfg, chat, settings, stream, extra_body)
     if cfg.kind == "local":
         from vlmkit.providers import local
 
@@ -229,23 +223,51 @@ def _start(
     extra_headers: Mapping[str, str] | None,
     extra_body: Mapping[str, Any] | None,
     params: Mapping[str, Any],
+    *,
+    fetch: FetchOptions | None = None,
 ) -> tuple[ProviderConfig, CompletionRequest, ProviderModule]:
+    """The call read, its images read (here and now: the sync way), and the neutral request built."""
+    cfg, mod, chat, settings = _read(model, messages, stream, api_base, api_key, extra_headers, params)
+    chat = chat.with_images(resolve_images(chat.image_refs, _reading(cfg, fetch)))
+    return cfg, _request(cfg, chat, settings, stream, extra_body), mod
+
+
+def _read(
+    model: str,
+    messages: Any,
+    stream: bool,
+    api_base: str | None,
+    api_key: str | None,
+    extra_headers: Mapping[str, str] | None,
+    params: Mapping[str, Any],
+) -> tuple[ProviderConfig, ProviderModule, Chat, Params]:
+    """The provider, and the call's messages and settings read (pure: no image is read yet)."""
     options = {k: v for k, v in params.items() if k in PROVIDER_OPTIONS}
     settings = {k: v for k, v in params.items() if k not in PROVIDER_OPTIONS and k not in _IGNORED}
     if not isinstance(stream, bool):
         raise BadRequestError(f"stream must be True or False, not {stream!r}")
     cfg = resolve(model, api_base=api_base, api_key=api_key, headers=extra_headers, options=options)
-    req = CompletionRequest(cfg.model, parse_messages(messages), build_params(settings), stream, dict(extra_body or {}))
-    return cfg, req, module(cfg.kind)
+    unknown = set(settings) - _KNOWN
+    if unknown:
+        raise BadRequestError(
+            f"unknown parameter(s) {', '.join(sorted(unknown))}; pass provider-specific fields in extra_body={{...}}"
+        )
+    user = settings.get("user")
+    if user is not None and not isinstance(user, str):
+        raise BadRequestError(f"user must be a string, not {user!r}")
+    config = openai_chat.config_from_openai(settings, extensions=False)
+    return cfg, module(cfg.kind), openai_chat.to_chat(messages), request_params(config, user)
 
 
-def _has_images(messages: Any) -> bool:
-    """Whether reading ``messages`` may read files or decode images (a :class:`Chat` holds them ready)."""
-    if isinstance(messages, Chat):
-        return False
-    if not isinstance(messages, list):
-        return True
-    return any(isinstance(m, Mapping) and isinstance(m.get("content"), list) for m in messages)
+def _request(
+    cfg: ProviderConfig, chat: Chat, settings: Params, stream: bool, extra_body: Mapping[str, Any] | None
+) -> CompletionRequest:
+    return CompletionRequest(cfg.model, request_messages(chat), settings, stream, dict(extra_body or {}))
+
+
+def _reading(cfg: ProviderConfig, fetch: FetchOptions | None) -> ResolveOptions:
+    """How a call reads its images: URLs stay URLs for the providers that fetch them themselves."""
+    return ResolveOptions(fetch=fetch, keep_urls=cfg.fetches_urls)
 
 
 INLINE_BYTES = 8 * 1024 * 1024
@@ -264,36 +286,6 @@ def _renders_pixels(req: CompletionRequest, cfg: ProviderConfig) -> bool:
             return True
         total += handle.size_bytes or 0
     return total > INLINE_BYTES
-
-
-def _urls_to_fetch(req: CompletionRequest, cfg: ProviderConfig) -> list[ImageInput]:
-    if cfg.fetches_urls:
-        return []
-    return [image for image in req.images if image.handle is None]
-
-
-def _fetched(image: ImageInput, fetch: FetchOptions | None) -> ImageInput:
-    try:
-        return replace(image, handle=prepare_image(image.url, format=image.format, fetch=fetch))
-    except VlmkitError as exc:
-        exc.add_location(image.location)
-        raise
-
-
-async def _afetched(image: ImageInput, fetch: FetchOptions | None) -> ImageInput:
-    try:
-        return replace(image, handle=await aprepare_image(image.url, format=image.format, fetch=fetch))
-    except VlmkitError as exc:
-        exc.add_location(image.location)
-        raise
-
-
-def _replace_image(req: CompletionRequest, old: ImageInput, new: ImageInput) -> None:
-    for m in req.messages:
-        for j, part in enumerate(m.content):
-            if part is old:
-                m.content[j] = new
-                return
 
 
 def _wire(mod: ProviderModule, req: CompletionRequest, cfg: ProviderConfig) -> tuple[str, dict[str, str], bytes]:

@@ -14,7 +14,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from vlmkit.chat import Chat, ChatMessage, ImagePart, TextPart
+from vlmkit.chat import Chat, ChatMessage, ImagePart, Part, TextPart
 from vlmkit.errors import BadRequestError, NotFoundError
 from vlmkit.providers.base import ProviderConfig
 from vlmkit.providers.request import CompletionRequest, TextInput
@@ -22,10 +22,10 @@ from vlmkit.providers.response import (
     ChatCompletion,
     ChatCompletionChunk,
     ChunkMaker,
-    FinishReason,
     Usage,
     completion_of,
 )
+from vlmkit.wire.openai_chat import finish_reason_of
 
 _engine: Any = None
 _lock = threading.Lock()
@@ -57,7 +57,7 @@ def engine() -> Any:
 def to_chat(req: CompletionRequest) -> Chat:
     chat = Chat()
     for m in req.messages:
-        parts: list[TextPart | ImagePart] = []
+        parts: list[Part] = []
         for p in m.content:
             if isinstance(p, TextInput):
                 parts.append(TextPart(p.text))
@@ -87,17 +87,12 @@ def _config(req: CompletionRequest) -> Any:
     )
 
 
-def _finish(stop_reason: Any) -> FinishReason:
-    value = str(stop_reason)
-    return "length" if value in ("maxPredictedTokensReached", "contextLengthReached") else "stop"
-
-
 def _result(result: Any, cfg: ProviderConfig) -> ChatCompletion:
     stats = result.stats
     return completion_of(
         result.content,
         cfg.model,
-        finish_reason=_finish(stats.stop_reason),
+        finish_reason=finish_reason_of(stats.stop_reason),
         usage=Usage.of(stats.prompt_tokens, stats.predicted_tokens),
         provider="local",
     )
@@ -109,7 +104,7 @@ def _chunks(stream: Any, cfg: ProviderConfig) -> Iterator[ChatCompletionChunk]:
         if fragment.content:
             yield maker.text(fragment.content)
     stats = stream.result().stats
-    yield maker.finish(_finish(stats.stop_reason), Usage.of(stats.prompt_tokens, stats.predicted_tokens))
+    yield maker.finish(finish_reason_of(stats.stop_reason), Usage.of(stats.prompt_tokens, stats.predicted_tokens))
 
 
 def completion(req: CompletionRequest, cfg: ProviderConfig) -> ChatCompletion | Iterator[ChatCompletionChunk]:

@@ -1,18 +1,32 @@
 """Responses in OpenAI's ``ChatCompletion`` and ``ChatCompletionChunk`` shapes, whatever the provider.
 
 Plain dataclasses: read them as attributes (``response.choices[0].message.content``) or as a dict
-(``response["choices"][0]["message"]["content"]``), and ``to_dict()`` gives the JSON form.
+(``response["choices"][0]["message"]["content"]``), and ``to_dict()`` gives the JSON form. They are
+the Python objects ``completion()`` returns; the protocol itself (finish reasons, ids, the bodies a
+server writes) is :mod:`vlmkit.wire.openai_chat`'s.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-FinishReason = Literal["stop", "length", "content_filter", "tool_calls"]
+from vlmkit.wire.openai_chat import FinishReason, completion_id
+
+__all__ = [
+    "ChatCompletion",
+    "ChatCompletionChunk",
+    "Choice",
+    "ChunkChoice",
+    "ChunkMaker",
+    "Delta",
+    "FinishReason",
+    "ResponseMessage",
+    "Usage",
+    "completion_of",
+]
 
 
 class _Record:
@@ -65,7 +79,7 @@ class ChatCompletion(_Record):
     choices: list[Choice]
     model: str
     usage: Usage = field(default_factory=Usage)
-    id: str = field(default_factory=lambda: new_id())
+    id: str = field(default_factory=completion_id)
     created: int = field(default_factory=lambda: int(time.time()))
     object: Literal["chat.completion"] = "chat.completion"
     system_fingerprint: str | None = None
@@ -103,10 +117,6 @@ class ChatCompletionChunk(_Record):
     system_fingerprint: str | None = None
 
 
-def new_id() -> str:
-    return "chatcmpl-" + uuid.uuid4().hex
-
-
 def completion_of(
     text: str | None,
     model: str,
@@ -122,7 +132,7 @@ def completion_of(
         choices=[Choice(ResponseMessage(text), finish_reason)],
         model=model,
         usage=usage,
-        id=id or new_id(),
+        id=id or completion_id(),
         created=created or int(time.time()),
         provider=provider,
     )
@@ -136,7 +146,7 @@ class ChunkMaker:
 
     def __init__(self, model: str, id: str | None = None, created: int | None = None) -> None:
         self.model = model
-        self.id = id or new_id()
+        self.id = id or completion_id()
         self.created = created or int(time.time())
         self._role_sent = False
         self.finished = False

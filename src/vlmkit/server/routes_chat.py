@@ -7,7 +7,6 @@ clients raise as an exception.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,15 +15,15 @@ from starlette.responses import Response
 
 from vlmkit.chat import Chat
 from vlmkit.engine import CancelToken
-from vlmkit.prediction import PredictionConfig, PredictionFragment, PredictionResult
+from vlmkit.prediction import PredictionFragment, PredictionResult
 from vlmkit.providers import AsyncCompletionStream, ChatCompletion
-from vlmkit.server import shapes
 from vlmkit.server.errors import APIError, body_of
 from vlmkit.server.inputs import ChatRequest, parse_chat_request, parse_lifted, resolve_chat
 from vlmkit.server.jsonutil import dumps
 from vlmkit.server.lifted import lift
 from vlmkit.server.sse import DONE, EventStream, event, until_disconnect
 from vlmkit.server.state import ServerState, endpoint, image_slot
+from vlmkit.wire.openai_chat import ChunkWriter, completion_body, config_to_openai
 
 
 @endpoint
@@ -40,7 +39,7 @@ async def _chat_completions(request: Request, state: ServerState, raw: bytes) ->
     gateway = state.gateway.has(req.model)
     if not gateway and state.local.find(req.model) is None:
         raise state.unknown_model(req.model)
-    if gateway and "detail" in req.extensions:
+    if gateway and req.config.detail is not None:
         raise APIError(
             "'detail' as an image token cap applies to local models; for a gateway model set "
             "'detail': 'low' | 'high' | 'auto' on each image_url",
@@ -65,7 +64,10 @@ async def _chat_completions(request: Request, state: ServerState, raw: bytes) ->
 
 
 async def _gateway(state: ServerState, req: ChatRequest, chat: Chat) -> Response:
-    result = await state.gateway.complete(req.model, chat, req.params, stream=req.stream)
+    params = config_to_openai(req.config)
+    if req.user is not None:
+        params["user"] = req.user
+    result = await state.gateway.complete(req.model, chat, params, stream=req.stream)
     if isinstance(result, ChatCompletion):
         body = result.to_dict()
         body["model"] = req.model
@@ -91,30 +93,14 @@ async def _relay(stream: AsyncCompletionStream, model: str) -> AsyncIterator[byt
 # --- the local engine ----------------------------------------------------------------------------
 
 
-def _config(req: ChatRequest) -> PredictionConfig:
-    p, x = req.params, req.extensions
-    return PredictionConfig(
-        temperature=p.get("temperature"),
-        max_tokens=p.get("max_tokens"),
-        top_p=p.get("top_p"),
-        stop=tuple(p.get("stop", ())),
-        seed=p.get("seed"),
-        response_format=p.get("response_format"),
-        top_k=x.get("top_k"),
-        min_p=x.get("min_p"),
-        repeat_penalty=x.get("repeat_penalty"),
-        detail=x.get("detail"),
-    )
-
-
 async def _local(request: Request, state: ServerState, req: ChatRequest, chat: Chat) -> Response:
-    config = _config(req)
+    config = req.config
     token = CancelToken()
     if not req.stream:
         result = await until_disconnect(
             request.receive, state.local.respond(req.model, chat, config, token), token.cancel
         )
-        return Response(dumps(shapes.completion(result, req.model)), media_type="application/json")
+        return Response(dumps(completion_body(result, req.model)), media_type="application/json")
     items = state.local.stream(req.model, chat, config, token)
     # wait for the first fragment so that a full queue or a bad request is still an HTTP error
     first = await until_disconnect(request.receive, anext(items), token.cancel)
@@ -124,24 +110,18 @@ async def _local(request: Request, state: ServerState, req: ChatRequest, chat: C
 async def _local_events(
     items: AsyncIterator[PredictionFragment | PredictionResult], first: Any, req: ChatRequest
 ) -> AsyncIterator[bytes]:
-    cid, created = shapes.completion_id(), int(time.time())
-    yield event(shapes.chunk(cid, req.model, created, role="assistant", content=""))
+    chunks = ChunkWriter(req.model)
+    yield event(chunks.start())
     item = first
     try:
         while True:
             if isinstance(item, PredictionResult):
-                stats = item.stats
-                extra: dict[str, Any] = {"stats": stats.to_dict()}
-                if item.model_info is not None:
-                    extra["model_info"] = item.model_info.to_dict()
-                yield event(shapes.chunk(cid, req.model, created, finish=shapes.finish_reason(stats), extra=extra))
+                yield event(chunks.finish(item))
                 if req.include_usage:
-                    yield event(
-                        shapes.chunk(cid, req.model, created, choices=False, extra={"usage": shapes.usage(stats)})
-                    )
+                    yield event(chunks.usage(item.stats))
                 break
             if item.content:
-                yield event(shapes.chunk(cid, req.model, created, content=item.content))
+                yield event(chunks.text(item.content))
             item = await anext(items)
     except Exception as exc:
         yield event(body_of(exc))

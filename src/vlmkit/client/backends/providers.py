@@ -2,7 +2,8 @@
 
 :class:`ProviderBackend` adapts :func:`vlmkit.providers.completion` to the
 :class:`~vlmkit.client.backend.Backend` protocol: the chat goes as it is (the providers layer renders
-each image for the provider), the settings as OpenAI's parameters, and the streamed chunks come back
+each image for the provider), the settings as OpenAI's parameters (:mod:`vlmkit.wire.openai_chat`
+writes them), and the streamed chunks come back
 as fragments and a :class:`~vlmkit.prediction.PredictionResult`, so nothing above changes.
 """
 
@@ -26,21 +27,13 @@ from vlmkit.prediction import (
     PredictionConfig,
     PredictionFragment,
     PredictionResult,
-    PredictionStats,
     StopReason,
-    json_schema_of,
 )
+from vlmkit.wire.openai_chat import config_to_openai, stats_from_openai
 
 if TYPE_CHECKING:
     from vlmkit.engine import LoadOptions, ModelListing
     from vlmkit.images.fetch import FetchOptions
-
-_FINISH = {
-    "stop": StopReason.EOS_FOUND,
-    "length": StopReason.MAX_PREDICTED_TOKENS_REACHED,
-    "content_filter": StopReason.FAILED,
-    "tool_calls": StopReason.EOS_FOUND,
-}
 
 
 def is_provider_model(key: str) -> bool:
@@ -123,7 +116,7 @@ class ProviderBackend:
 
         t0 = time.perf_counter()
         chat = with_detail(chat, config.detail)
-        stream = completion(key, chat, stream=True, **self.options, **openai_params(config))
+        stream = completion(key, chat, stream=True, **self.options, **config_to_openai(config))
         cancel.on_cancel(stream.close)
         pieces: list[str] = []
         usage: Any = None
@@ -174,25 +167,6 @@ def with_detail(chat: Chat, detail: Detail | None) -> Chat:
     return out
 
 
-def openai_params(config: PredictionConfig) -> dict[str, Any]:
-    """The settings OpenAI's API has; the others (top-k, min-p, repeat penalty, threads) are llama.cpp's own."""
-    params: dict[str, Any] = {
-        "temperature": config.temperature,
-        "max_tokens": config.max_tokens,
-        "top_p": config.top_p,
-        "stop": list(config.stop) or None,
-        "seed": config.seed,
-    }
-    schema = json_schema_of(config.response_format)
-    if schema is not None:
-        name = getattr(config.response_format, "__name__", None) or schema.get("title") or "response"
-        params["response_format"] = {
-            "type": "json_schema",
-            "json_schema": {"name": str(name), "schema": schema, "strict": True},
-        }
-    return {k: v for k, v in params.items() if v is not None}
-
-
 def _result(
     key: str,
     content: str,
@@ -204,20 +178,14 @@ def _result(
     t_first: float | None,
     info: ModelInfo,
 ) -> PredictionResult:
-    t_end = time.perf_counter()
-    if cancelled:
-        reason = StopReason.USER_STOPPED
-    else:
-        reason = _FINISH.get(finish or "", StopReason.FAILED)
-    predicted = usage.completion_tokens if usage is not None else 0
-    stats = PredictionStats(
-        stop_reason=reason,
-        prompt_tokens=usage.prompt_tokens if usage is not None else 0,
-        predicted_tokens=predicted,
-        time_to_first_token_sec=(t_first - t0) if t_first is not None else None,
-        tokens_per_second=predicted / (t_end - t_first)
-        if predicted and t_first is not None and t_end > t_first
-        else None,
-        total_time_sec=t_end - t0,
+    stats = stats_from_openai(
+        finish,
+        usage.prompt_tokens if usage is not None else 0,
+        usage.completion_tokens if usage is not None else 0,
+        started=t0,
+        first_token=t_first,
+        ended=time.perf_counter(),
     )
+    if cancelled:
+        stats.stop_reason = StopReason.USER_STOPPED
     return PredictionResult(content=content, stats=stats, model_info=info)

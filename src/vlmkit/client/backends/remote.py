@@ -1,10 +1,11 @@
 """The SDK over a vlmkit server: ``vk.Client("http://host:port")`` talks to ``vlmkit serve``.
 
-Images go up once: ``prepare_image`` validates locally, uploads the bytes to ``/v1/files`` and
-remembers the id by the image's content identifier, so every later turn of a chat sends the id,
-not the megabytes (an image that was never prepared this way is uploaded on first use). Answers
-stream back as server-sent events; cancelling closes the connection and the server stops the
-generation. The key comes from ``api_key=`` or ``VLMKIT_API_KEY``.
+Requests and answers are OpenAI's chat format with vlmkit's extension, written and read by
+:mod:`vlmkit.wire.openai_chat`. Images go up once: ``prepare_image`` validates locally, uploads
+the bytes to ``/v1/files`` and remembers the id by the image's content identifier, so every later
+turn of a chat sends the id, not the megabytes (an image that was never prepared this way is
+uploaded on first use). Answers stream back as server-sent events; cancelling closes the
+connection and the server stops the generation. The key comes from ``api_key=`` or ``VLMKIT_API_KEY``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import httpx
 
 from vlmkit.chat import Chat, ImagePart
 from vlmkit.client.backend import CancelToken, FragmentCallback
-from vlmkit.client.backends.providers import openai_params, with_detail
+from vlmkit.client.backends.providers import with_detail
 from vlmkit.errors import (
     APIConnectionError,
     AuthenticationError,
@@ -43,12 +44,13 @@ from vlmkit.prediction import (
     PredictionStats,
 )
 from vlmkit.prediction import StopReason as SR
+from vlmkit.providers.streams import DONE, SSEDecoder
+from vlmkit.wire.openai_chat import config_to_openai, messages_from_chat, read_extension, stats_from_openai
 
 if TYPE_CHECKING:
     from vlmkit.engine import LoadOptions, ModelListing
     from vlmkit.images.fetch import FetchOptions
 
-_FINISH = {"stop": SR.EOS_FOUND, "length": SR.MAX_PREDICTED_TOKENS_REACHED}
 PROVIDER = "vlmkit-server"
 
 
@@ -73,7 +75,7 @@ class RemoteBackend:
             if model["id"] == key and model.get("type") == "gateway":
                 return _gateway_info(model)
         body: dict[str, Any] = {"model": key, "ttl": ttl}
-        return _model_info(self._request("POST", "/api/v1/models/load", json=body)["info"])
+        return ModelInfo.from_dict(self._request("POST", "/api/v1/models/load", json=body)["info"])
 
     def get_info(self, key: str) -> ModelInfo:
         for info in self.list_loaded():
@@ -85,7 +87,7 @@ class RemoteBackend:
         return bool(self._request("POST", "/api/v1/models/unload", json={"model": key})["unloaded"])
 
     def list_loaded(self) -> list[ModelInfo]:
-        return [_model_info(d) for d in self._request("GET", "/api/v1/models")["loaded"]]
+        return [ModelInfo.from_dict(d) for d in self._request("GET", "/api/v1/models")["loaded"]]
 
     def list_downloaded(self) -> list[ModelListing]:
         from vlmkit.engine import ModelListing
@@ -136,19 +138,12 @@ class RemoteBackend:
         return str(stored["id"])
 
     def _messages(self, chat: Chat) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        for m in chat.messages:
-            parts: list[dict[str, Any]] = []
-            for p in m.content:
-                if isinstance(p, ImagePart):
-                    ref: dict[str, Any] = {"file_id": self._upload(p.image)}
-                    if p.detail:
-                        ref["detail"] = p.detail
-                    parts.append({"type": "image_url", "image_url": ref})
-                else:
-                    parts.append({"type": "text", "text": p.text})
-            out.append({"role": m.role, "content": parts})
-        return out
+        """The chat in OpenAI's format, each image by the id of its upload."""
+
+        def uploaded(part: ImagePart) -> dict[str, Any]:
+            return {"file_id": self._upload(part.image)}
+
+        return messages_from_chat(chat, image=uploaded)
 
     # --- predictions ---------------------------------------------------------------------------
 
@@ -163,14 +158,9 @@ class RemoteBackend:
         cancel: CancelToken,
     ) -> PredictionResult:
         body: dict[str, Any] = {"model": key, "stream": True, "stream_options": {"include_usage": True}}
-        body.update(openai_params(config))
-        if isinstance(config.detail, int):
-            body["detail"] = config.detail  # a token cap: the server applies it to its local models
-        else:
+        body.update(config_to_openai(config, extensions=True))  # a token cap as detail: the server applies it
+        if not isinstance(config.detail, int):
             chat = with_detail(chat, config.detail)
-        for name in ("top_k", "min_p", "repeat_penalty"):
-            if getattr(config, name) is not None:
-                body[name] = getattr(config, name)
         try:
             body["messages"] = self._messages(chat)
             return self._stream(key, body, config, on_fragment, on_first_token, cancel)
@@ -193,7 +183,8 @@ class RemoteBackend:
     ) -> PredictionResult:
         t0 = time.perf_counter()
         pieces: list[str] = []
-        final: dict[str, Any] = {}
+        stats: PredictionStats | None = None
+        info: ModelInfo | None = None
         usage: dict[str, Any] | None = None
         finish: str | None = None
         t_first: float | None = None
@@ -207,8 +198,9 @@ class RemoteBackend:
                     if "error" in data:
                         raise _stream_error(data["error"], key)
                     usage = data.get("usage") or usage
-                    if "stats" in data:
-                        final = data
+                    got_stats, got_info = read_extension(data)
+                    if got_stats is not None:
+                        stats, info = got_stats, got_info
                     for choice in data.get("choices") or ():
                         finish = choice.get("finish_reason") or finish
                         text = (choice.get("delta") or {}).get("content")
@@ -224,9 +216,14 @@ class RemoteBackend:
             if not cancel.cancelled:
                 raise APIConnectionError(f"lost the vlmkit server at {self.base}: {exc}", provider=PROVIDER) from exc
         content = "".join(pieces)
-        stats = _stats(final, usage, finish, cancel.cancelled, t0, t_first)
-        info = _model_info(final["model_info"]) if final.get("model_info") else self.get_info(key)
-        return PredictionResult(content=content, stats=stats, model_info=info)
+        if stats is None:  # a gateway model: only OpenAI's usage and finish reason
+            prompt, predicted = (usage or {}).get("prompt_tokens"), (usage or {}).get("completion_tokens")
+            stats = stats_from_openai(
+                finish, prompt, predicted, started=t0, first_token=t_first, ended=time.perf_counter()
+            )
+        if cancel.cancelled:
+            stats.stop_reason = SR.USER_STOPPED
+        return PredictionResult(content=content, stats=stats, model_info=info or self.get_info(key))
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -249,15 +246,15 @@ class RemoteBackend:
 
 
 def _events(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
-    import json
-
+    """The JSON events of a server-sent event stream, until ``[DONE]``."""
+    decoder = SSEDecoder(PROVIDER)
     for line in lines:
-        if not line.startswith("data:"):
+        event = decoder.feed_line(line)
+        if event is None:
             continue
-        payload = line[5:].strip()
-        if payload == "[DONE]":
+        if event.data is DONE:
             return
-        yield json.loads(payload)
+        yield event.data
 
 
 def _auth_remedy(base: str, source: str, key: str | None) -> str:
@@ -302,40 +299,6 @@ def _stream_error(err: dict[str, Any], model: str) -> VlmkitError:
     if err.get("code") == "model_not_vision_capable":
         return ModelCapabilityError(message, model=model)
     return PredictionError(message)
-
-
-def _stats(
-    final: dict[str, Any],
-    usage: dict[str, Any] | None,
-    finish: str | None,
-    cancelled: bool,
-    t0: float,
-    t_first: float | None,
-) -> PredictionStats:
-    t_end = time.perf_counter()
-    raw = final.get("stats")
-    if isinstance(raw, dict):
-        known = set(PredictionStats.__dataclass_fields__)
-        stats = PredictionStats(**{k: v for k, v in raw.items() if k in known and k != "stop_reason"})
-        stats.stop_reason = SR(raw.get("stop_reason", "failed"))
-    else:  # a gateway model: only OpenAI's usage and finish reason
-        predicted = int((usage or {}).get("completion_tokens", 0))
-        stats = PredictionStats(
-            stop_reason=_FINISH.get(finish or "", SR.FAILED),
-            prompt_tokens=int((usage or {}).get("prompt_tokens", 0)),
-            predicted_tokens=predicted,
-            time_to_first_token_sec=(t_first - t0) if t_first is not None else None,
-            tokens_per_second=predicted / (t_end - t_first) if predicted and t_first and t_end > t_first else None,
-            total_time_sec=t_end - t0,
-        )
-    if cancelled:
-        stats.stop_reason = SR.USER_STOPPED
-    return stats
-
-
-def _model_info(d: dict[str, Any]) -> ModelInfo:
-    known = set(ModelInfo.__dataclass_fields__)
-    return ModelInfo(**{k: v for k, v in d.items() if k in known})
 
 
 def _gateway_info(model: dict[str, Any]) -> ModelInfo:
