@@ -15,9 +15,16 @@ import pytest
 from vlmkit.chat import Chat, ImagePart
 from vlmkit.engine import Engine
 from vlmkit.engine.synthetic import COMMON_WORDS
-from vlmkit.errors import ContextLengthError, InvalidSettingError, ModelCapabilityError, ModelNotFoundError
+from vlmkit.errors import (
+    ContextLengthError,
+    InvalidMessageError,
+    InvalidSettingError,
+    ModelCapabilityError,
+    ModelNotFoundError,
+)
 from vlmkit.images import ImageHandle
 from vlmkit.prediction import PredictionConfig, PredictionFragment, StopReason
+from vlmkit.wire.openai_chat import to_chat
 
 GREEDY = PredictionConfig(temperature=0, max_tokens=6)
 
@@ -224,3 +231,16 @@ def test_a_chat_the_template_refuses_is_a_bad_request(hopper: ImageHandle) -> No
     chat.add_user_message("what is it?")
     with pytest.raises(ChatTemplateError, match=r"dropped images \(0 of 1 kept\); put images in user messages"):
         users_only.render(chat, "<__media__>")
+
+
+def test_an_image_not_read_yet_is_refused_not_dropped(engine: Engine) -> None:
+    chat = to_chat(
+        [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}]
+    )
+    with pytest.raises(InvalidMessageError) as err:
+        engine.respond("tiny", chat, GREEDY)
+    assert err.value.message == (
+        "messages[0].content[0]: the image 'https://example.com/cat.png' has not been read; read the chat's images "
+        "first: chat.with_images(vlmkit.images.resolve_images(chat.image_refs))"
+    )
+    assert err.value.location == "messages[0].content[0]"

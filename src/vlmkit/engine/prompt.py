@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from vlmkit.chat import Chat, ChatMessage, ImagePart, TextPart
-from vlmkit.errors import ChatTemplateError
+from vlmkit.chat import Chat, ChatMessage, ImagePart, ImageRef, TextPart
+from vlmkit.errors import ChatTemplateError, InvalidMessageError
 
 # Used when a GGUF carries no chat template.
 FALLBACK_TEMPLATE = (
@@ -80,6 +80,14 @@ class ChatTemplate:
                     images.append(part)
                     locations.append(f"messages[{i}].content[{j}]")
                     parts.append({"type": "text", "text": marker})
+                elif isinstance(part, ImageRef):  # the engine reads no files and fetches nothing
+                    exc = InvalidMessageError(
+                        f"the image {part.url[:80]!r} has not been read; read the chat's images first: "
+                        "chat.with_images(vlmkit.images.resolve_images(chat.image_refs))"
+                    )
+                    if part.location:
+                        exc.add_location(part.location)
+                    raise exc
             if self.typed_content:
                 shaped.append({"role": msg.role, "content": parts or [{"type": "text", "text": ""}]})
             else:
