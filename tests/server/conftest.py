@@ -39,12 +39,13 @@ class Upstream:
     """An OpenAI-compatible server on 127.0.0.1 that records what it was sent and answers as scripted.
 
     ``status``: the HTTP status to answer with (500 makes it a failing deployment); ``reply``: the
-    assistant's text. Streams are sent in OpenAI's chunk shape.
+    assistant's text; ``finish``: its finish reason. Streams are sent in OpenAI's chunk shape.
     """
 
     name: str
     status: int = 200
     reply: str = "a fake answer"
+    finish: str = "stop"
     error_message: str = "the upstream failed"
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
@@ -85,7 +86,7 @@ def _start_upstream(up: Upstream) -> ThreadingHTTPServer:
                         {"choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]}
                         for word in up.reply.split(" ")
                     ),
-                    {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+                    {"choices": [{"index": 0, "delta": {}, "finish_reason": up.finish}]},
                 ]
                 out = b""
                 for c in chunks:
@@ -100,7 +101,7 @@ def _start_upstream(up: Upstream) -> ThreadingHTTPServer:
                 "created": 1,
                 "model": body.get("model"),
                 "choices": [
-                    {"index": 0, "message": {"role": "assistant", "content": up.reply}, "finish_reason": "stop"}
+                    {"index": 0, "message": {"role": "assistant", "content": up.reply}, "finish_reason": up.finish}
                 ],
                 "usage": usage,
             }
