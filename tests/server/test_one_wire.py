@@ -9,6 +9,7 @@ go through ``vlmkit.wire.openai_chat``, and these tests pin the one behaviour on
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -52,13 +53,22 @@ MESSAGE_CASES = [
 ]  # fmt: skip
 
 
+@pytest.fixture()
+def sdk_model(monkeypatch: pytest.MonkeyPatch) -> Iterator[vk.LLM]:
+    """An SDK model handle over a provider that is never reached: the SDK refuses bad input before sending."""
+    monkeypatch.setenv("OPENAI_BASE_URL", NOWHERE)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-none")
+    with vk.Client() as client:
+        yield client.llm.model("openai/gpt-4o")
+
+
 @pytest.mark.parametrize(("messages", "where", "what"), MESSAGE_CASES)
 def test_messages_are_refused_alike_on_every_face(
-    server: Running, messages: list[dict[str, Any]], where: str, what: str
+    server: Running, sdk_model: vk.LLM, messages: list[dict[str, Any]], where: str, what: str
 ) -> None:
     message = f"{where}: {what}"
-    with pytest.raises(InvalidMessageError) as sdk:  # the SDK reads histories this way in respond()
-        vk.Chat.from_history(messages)
+    with pytest.raises(InvalidMessageError) as sdk:
+        sdk_model.respond(messages)
     with pytest.raises(InvalidMessageError) as call:
         vk.completion("openai/gpt-4o", messages, api_base=NOWHERE, api_key="k")
     for err in (sdk.value, call.value):
@@ -69,12 +79,12 @@ def test_messages_are_refused_alike_on_every_face(
 
 
 @pytest.mark.parametrize("name", ["max_tokens", "max_completion_tokens"])
-def test_max_tokens_must_be_at_least_one_on_every_face(server: Running, name: str) -> None:
+def test_max_tokens_must_be_at_least_one_on_every_face(server: Running, sdk_model: vk.LLM, name: str) -> None:
     message = f"{name} must be at least 1, not 0"
     with pytest.raises(InvalidSettingError, match=r"^max_tokens must be at least 1, not 0$"):
         vk.PredictionConfig(max_tokens=0)
     with pytest.raises(InvalidSettingError, match=r"^max_tokens must be at least 1, not 0$"):
-        vk.PredictionConfig.from_dict({"maxTokens": 0})  # LM Studio's names, as the SDK's config dicts have them
+        sdk_model.respond("hi", config={"maxTokens": 0})  # LM Studio's names, as the SDK's config dicts have them
     with pytest.raises(BadRequestError) as call:
         vk.completion("openai/gpt-4o", [{"role": "user", "content": "hi"}], api_base=NOWHERE, api_key="k", **{name: 0})
     assert (call.value.message, call.value.location, call.value.status_code) == (message, name, 400)
