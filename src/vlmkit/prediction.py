@@ -187,6 +187,10 @@ def _response_format(fmt: Any) -> Any:
                 "response_format", "a 'json_schema' response_format needs a 'json_schema' object holding the schema"
             )
         return fmt
+    if isinstance(fmt, bool):  # JSON Schema's boolean schemas: true accepts any value, false none
+        if not fmt:
+            raise setting_error("response_format", _FALSE_SCHEMA)
+        return fmt
     if callable(getattr(fmt, "model_json_schema", None)):
         return fmt
     raise setting_error(
@@ -195,10 +199,18 @@ def _response_format(fmt: Any) -> Any:
     )
 
 
+_FALSE_SCHEMA = "response_format is the JSON schema false, which no reply can meet; give a schema a reply can meet"
+
+
 def json_schema_of(response_format: Any) -> dict[str, Any] | None:
-    """A JSON schema from a dict, an OpenAI-style ``{"type": "json_schema", ...}`` or a pydantic class."""
+    """A JSON schema from a dict, an OpenAI-style ``{"type": "json_schema", ...}``, a pydantic class, or
+    a boolean schema (``true`` is the empty schema, any value)."""
     if response_format is None:
         return None
+    if response_format is True:
+        return {}
+    if response_format is False:
+        raise setting_error("response_format", _FALSE_SCHEMA)
     if isinstance(response_format, Mapping):
         fmt = dict(response_format)
         if fmt.get("type") == "text":

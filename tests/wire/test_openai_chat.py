@@ -293,6 +293,13 @@ def test_the_one_validator_is_the_configs_own() -> None:
     with pytest.raises(InvalidSettingError) as wire:
         config_from_openai({"max_tokens": 0})
     assert direct.value.message == camel.value.message == wire.value.message == "max_tokens must be at least 1, not 0"
+    assert PredictionConfig(response_format=True).json_schema() == {}  # JSON Schema's true: any value
+    with pytest.raises(InvalidSettingError) as false:
+        PredictionConfig(response_format=False)
+    assert false.value.location == "response_format"
+    assert false.value.message == (
+        "response_format is the JSON schema false, which no reply can meet; give a schema a reply can meet"
+    )
 
 
 class Answer(BaseModel):
