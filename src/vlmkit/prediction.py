@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -354,12 +355,5 @@ class PredictionResult:
 
 
 def snake_case(name: str) -> str:
-    """``maxTokens`` -> ``max_tokens``: LM Studio's camelCase keys as Python names."""
-    out = []
-    for ch in name:
-        if ch.isupper():
-            out.append("_")
-            out.append(ch.lower())
-        else:
-            out.append(ch)
-    return "".join(out)
+    """``maxTokens`` -> ``max_tokens``: LM Studio's camelCase keys as Python names (settings and load options)."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +16,7 @@ from vlmkit.client.backend import Backend, CancelToken, FragmentCallback
 from vlmkit.client.stream import Work
 from vlmkit.errors import InvalidSettingError, ModelNotFoundError
 from vlmkit.images.resolve import ResolveOptions, aresolve_images, resolve_images
-from vlmkit.prediction import PredictionConfig, PredictionResult, parse_structured
+from vlmkit.prediction import PredictionConfig, PredictionResult, parse_structured, snake_case
 from vlmkit.wire.openai_chat import chat_from_history
 
 if TYPE_CHECKING:
@@ -66,7 +65,7 @@ def load_options(config: LoadOptions | Mapping[str, Any] | None) -> LoadOptions 
     names = {f.name for f in dataclasses.fields(LoadOptions)}
     kwargs: dict[str, Any] = {}
     for key, value in config.items():
-        name = re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
+        name = snake_case(key)
         if name not in names:
             raise InvalidSettingError(f"unknown load setting {key!r}; known: {', '.join(sorted(names))}")
         kwargs[name] = value

@@ -12,13 +12,11 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
 
+from vlmkit._types import Detail
 from vlmkit.errors import VlmkitError
 from vlmkit.images.handle import ImageHandle
 from vlmkit.images.policy import ANTHROPIC
-
-Detail = Literal["low", "high", "auto"]
 
 
 def estimate_image_tokens(handle: ImageHandle, target: str, detail: Detail = "auto") -> int:
