@@ -7,6 +7,9 @@ JPEG/WebP quality until the byte limit is met; downscale further. Results are ca
 
 This module sits below :mod:`~vlmkit.images.handle`: it renders anything that has an image's bytes and
 header facts (:class:`Renderable`, which ``ImageHandle`` is), and ``ImageHandle.render`` calls it.
+
+A target that takes decoded pixels rather than a file (llama.cpp's mtmd) gets them from
+:func:`render_pixels`: the same decode and resize, without encoding what it would only decode again.
 """
 
 from __future__ import annotations
@@ -200,12 +203,45 @@ def original(handle: Renderable) -> RenderedImage:
     return RenderedImage(data, handle.mime_type or "", handle.width, handle.height, False)
 
 
-def _render(handle: Renderable, policy: ImagePolicy) -> RenderedImage:
+@dataclass(frozen=True)
+class RgbPixels:
+    """Decoded pixels, 8-bit RGB, row after row (``width * height * 3`` bytes)."""
+
+    data: bytes
+    width: int
+    height: int
+
+    def __repr__(self) -> str:
+        return f"RgbPixels({self.width}x{self.height})"
+
+
+def render_pixels(handle: Renderable, policy: ImagePolicy) -> RgbPixels:
+    """``handle``'s first frame as RGB pixels: upright, within ``policy``'s size, alpha on white.
+
+    For a target that decodes files itself this is the image :func:`render` would send, before
+    its encoding: nothing lossy in between, and no second decode. Not cached: whoever asks keeps
+    what it made of them.
+    """
+    image = _sized(handle, policy)
+    rgb = _flatten(image)
+    if rgb.mode != "RGB":
+        rgb = rgb.convert("RGB")
+    return RgbPixels(rgb.tobytes(), rgb.width, rgb.height)
+
+
+def _sized(handle: Renderable, policy: ImagePolicy) -> Image.Image:
+    """The first frame, upright, resized to fit ``policy``'s size limits."""
     assert handle.width is not None and handle.height is not None and handle.format is not None
     target = policy.target_size(handle.width, handle.height)
     image = _decode(handle, target)
     if image.size != target:
         image = image.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return image
+
+
+def _render(handle: Renderable, policy: ImagePolicy) -> RenderedImage:
+    assert handle.format is not None
+    image = _sized(handle, policy)
     out, mime = _encode_within(image, handle.format, policy, handle.name)
     return RenderedImage(out, mime, image.width, image.height, True)
 
