@@ -272,7 +272,8 @@ class PredictionStats:
     ``prompt_tokens`` counts every position of the prompt (text and image tokens);
     ``cached_prompt_tokens`` of them were already evaluated (reused from an earlier turn).
     ``images_encoded`` images went through the vision encoder; ``images_reused`` came from the
-    cache of encoded images or were already in the evaluated prefix.
+    cache of encoded images or were already in the evaluated prefix. ``images_preprocessed`` were
+    rendered and preprocessed for the model (an image kept from an earlier turn is not).
     """
 
     stop_reason: StopReason = StopReason.FAILED
@@ -281,6 +282,7 @@ class PredictionStats:
     cached_prompt_tokens: int = 0
     images_encoded: int = 0
     images_reused: int = 0
+    images_preprocessed: int = 0
     time_to_first_token_sec: float | None = None
     tokens_per_second: float | None = None
     total_time_sec: float = 0.0

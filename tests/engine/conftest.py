@@ -6,11 +6,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from PIL import Image
+from tests.conftest import encode
 
 from vlmkit.chat import Chat
 from vlmkit.engine import Engine, LoadOptions
 from vlmkit.engine.synthetic import write_test_model, write_test_text_model
-from vlmkit.images import ImageHandle, prepare_image
+from vlmkit.images import ImageHandle, image_from_bytes, prepare_image
 
 # one thread: the tiny model needs no more, and spinning threads crawl on a shared, busy CPU
 ONE_THREAD = LoadOptions(cpu_threads=1)
@@ -45,6 +47,12 @@ def hopper() -> ImageHandle:
 @pytest.fixture(scope="session")
 def rocket() -> ImageHandle:
     return prepare_image(IMAGES / "rocket.jpg")
+
+
+@pytest.fixture(scope="session")
+def webp_cat(chelsea: Image.Image) -> ImageHandle:
+    """A lossless WebP: stb_image cannot read it, so vlmkit decodes it and hands mtmd its pixels."""
+    return image_from_bytes(encode(chelsea, "WEBP", lossless=True), "chelsea.webp")
 
 
 def _image_chat(image: ImageHandle, text: str = "Describe this image.") -> Chat:

@@ -5,7 +5,8 @@ special tokens and chat template (:mod:`vlmkit.engine.synthetic_families`): LLaV
 tiles, Qwen2-VL's and Qwen2.5-VL's M-RoPE (an image takes fewer positions than KV cells), Qwen3-VL's
 deepstack (image embeddings three times the text width), Gemma 3's sliding-window layers and
 non-causal image tokens. Greedy replies are compared token for token (the text and the count) with
-the same chat evaluated from scratch in a fresh load: reuse must never change an answer.
+the same chat evaluated from scratch in a fresh load: reuse must never change an answer, whether
+of the KV cache or of images prepared on an earlier turn.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ import pytest
 
 from vlmkit.chat import Chat
 from vlmkit.engine import Engine, LoadOptions, native
-from vlmkit.engine.model import NativeModel
+from vlmkit.engine.images import budget_of, render_input
+from vlmkit.engine.loaded import LoadedModel
+from vlmkit.engine.model import Chunk, NativeModel
+from vlmkit.engine.prepared import assemble, occurrence_ids
 from vlmkit.engine.synthetic_families import FAMILIES, write_family
 from vlmkit.errors import ContextLengthError, ModelLoadError, PredictionError
 from vlmkit.images import ImageHandle
@@ -173,3 +177,66 @@ def test_a_failed_load_says_llama_cpps_error_and_not_its_warnings(
         # a prediction on the model loaded before starts with no error lines: none of the failed load's
         engine.respond(KEY, image_chat(hopper), PredictionConfig(max_tokens=2))
         assert native.recent_errors() == ""
+
+
+def test_a_follow_up_does_no_image_work_and_answers_as_a_fresh_load(
+    family: Files, warm: Engine, image_chat: Any, hopper: ImageHandle, webp_cat: ImageHandle
+) -> None:
+    chat = Chat()
+    chat.add_user_message("Compare these.", images=[hopper, webp_cat])  # a JPEG's bytes, and decoded pixels
+    first = warm.respond(KEY, chat, GREEDY)
+    assert first.stats.images_preprocessed == 2
+    chat.add_assistant_response(first)
+    chat.add_user_message("And the colours?")
+    follow_up = warm.respond(KEY, chat, GREEDY)
+    assert (follow_up.stats.images_preprocessed, follow_up.stats.images_encoded) == (0, 0)
+    assert said(follow_up) == from_scratch(family, chat)
+
+    # a new chat about a picture prepared before, at the same detail: no image work either
+    again_chat = image_chat(webp_cat, "Once more.")
+    again = warm.respond(KEY, again_chat, GREEDY)
+    assert (again.stats.images_preprocessed, again.stats.images_encoded) == (0, 0)
+    assert said(again) == from_scratch(family, again_chat)
+
+    # another detail is another budget: prepared again
+    low = warm.respond(KEY, again_chat, PredictionConfig(temperature=0, max_tokens=2, detail="low"))
+    assert low.stats.images_preprocessed == 1
+
+
+def _shape(chunks: list[Chunk]) -> list[tuple[object, ...]]:
+    return [(c.tokens, c.image_id, c.n_tokens, c.n_pos) if c.is_image else (c.tokens,) for c in chunks]
+
+
+def test_a_prompt_put_together_from_prepared_images_is_what_mtmd_makes_of_it(
+    family: Files, hopper: ImageHandle, webp_cat: ImageHandle
+) -> None:
+    lm = LoadedModel.load(KEY, *family, LoadOptions(cpu_threads=1), ttl=None, max_queue=1)
+    try:
+        chat = Chat("Answer in one word.")
+        chat.add_user_message("First <b>this</b>:", images=[hopper])
+        chat.add_assistant_response("Fine.")
+        chat.add_user_message("Now these two, and the first again.", images=[webp_cat, hopper])
+        prompt = lm.template.render(chat, lm.native.marker)
+        budgets = [budget_of(part, None) for part in prompt.images]
+        prepared = [
+            lm.prepared.prepare(lm.native, part, budget, where)
+            for part, budget, where in zip(prompt.images, budgets, prompt.locations, strict=True)
+        ]
+        assembled = assemble(lm.native, prompt.text, prepared)
+        inputs = [render_input(part, budget.long_edge) for part, budget in zip(prompt.images, budgets, strict=True)]
+        whole = lm.native.tokenize_prompt(
+            prompt.text,
+            [(i.data, image_id) for i, image_id in zip(inputs, occurrence_ids(prepared), strict=True)],
+            prompt.locations,
+        )
+        try:
+            assert [p.key for p in prepared] == [i.key for i in inputs]
+            assert _shape(assembled) == _shape(whole)
+            assert sum(1 for c in assembled if c.is_image) >= 3
+        finally:
+            lm.native.free_chunks(whole)
+            lm.native.free_chunks(assembled)  # borrowed chunks: not freed here
+            for p in prepared:
+                lm.native.free_chunks(p.chunks)
+    finally:
+        lm.close()

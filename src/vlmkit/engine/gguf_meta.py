@@ -32,6 +32,8 @@ class MmprojMeta:
     projector_type: str | None
     vision: bool
     audio: bool
+    image_size: int | None = None
+    """The vision encoder's input size in pixels (a side of its square), where the file says."""
 
 
 def is_gguf(path: str | Path) -> bool:
@@ -95,6 +97,7 @@ def read_mmproj_meta(path: str | Path) -> MmprojMeta:
             "clip.has_audio_encoder",
             "clip.projector_type",
             "clip.vision.projector_type",
+            "clip.vision.image_size",
         },
     )
     if f.get("general.architecture") != "clip":
@@ -107,6 +110,7 @@ def read_mmproj_meta(path: str | Path) -> MmprojMeta:
         projector_type=str(proj) if proj else None,
         vision=bool(f.get("clip.has_vision_encoder", False)),
         audio=bool(f.get("clip.has_audio_encoder", False)),
+        image_size=_int(f.get("clip.vision.image_size")),
     )
 
 

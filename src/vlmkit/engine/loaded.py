@@ -1,4 +1,8 @@
-"""A model the engine has loaded: native handles, what its KV cache holds, its caches and its turn queue."""
+"""A model the engine has loaded: native handles, what its KV cache holds, its caches and its turn queue.
+
+Its caches: the images it has prepared (:mod:`vlmkit.engine.prepared`), and the embeddings it has
+encoded (:mod:`vlmkit.engine.reuse`).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vlmkit.engine.gguf_meta import read_model_meta
+from vlmkit.engine.gguf_meta import read_mmproj_meta, read_model_meta
 from vlmkit.engine.model import LoadOptions, NativeModel
+from vlmkit.engine.prepared import WHOLE_PROMPT_PROJECTORS, PreparedImages
 from vlmkit.engine.prompt import ChatTemplate, compile_template
 from vlmkit.engine.queue import TurnQueue
 from vlmkit.engine.reuse import DEFAULT_EMBEDDING_CACHE_BYTES, EmbeddingCache, PrefixState
@@ -22,6 +27,7 @@ class LoadedModel:
     info: ModelInfo
     ttl: float | None
     queue: TurnQueue
+    prepared: PreparedImages
     state: PrefixState = field(default_factory=PrefixState)
     embeddings: EmbeddingCache = field(default_factory=EmbeddingCache)
     last_used: float = field(default_factory=time.monotonic)
@@ -40,20 +46,25 @@ class LoadedModel:
     ) -> LoadedModel:
         meta = read_model_meta(model_path)
         native = NativeModel(model_path, mmproj_path, options)
-        bos = _token_text(native, meta.bos_token_id)
-        eos = _token_text(native, meta.eos_token_id)
-        template = compile_template(native.chat_template() or meta.chat_template, bos, eos)
-        info = ModelInfo(
-            key=key,
-            path=str(model_path),
-            mmproj_path=str(mmproj_path) if mmproj_path else None,
-            architecture=meta.architecture,
-            context_length=native.n_ctx,
-            vision=native.vision,
-            size_bytes=model_path.stat().st_size + (mmproj_path.stat().st_size if mmproj_path else 0),
-            projector_type=_projector(mmproj_path),
-            n_params=None,
-        )
+        try:
+            projector = read_mmproj_meta(mmproj_path) if mmproj_path is not None else None
+            bos = _token_text(native, meta.bos_token_id)
+            eos = _token_text(native, meta.eos_token_id)
+            template = compile_template(native.chat_template() or meta.chat_template, bos, eos)
+            info = ModelInfo(
+                key=key,
+                path=str(model_path),
+                mmproj_path=str(mmproj_path) if mmproj_path else None,
+                architecture=meta.architecture,
+                context_length=native.n_ctx,
+                vision=native.vision,
+                size_bytes=model_path.stat().st_size + (mmproj_path.stat().st_size if mmproj_path else 0),
+                projector_type=projector.projector_type if projector else None,
+                n_params=None,
+            )
+        except BaseException:
+            native.close()
+            raise
         return cls(
             key=key,
             native=native,
@@ -61,11 +72,17 @@ class LoadedModel:
             info=info,
             ttl=ttl,
             queue=TurnQueue(max_queue),
+            prepared=PreparedImages(
+                native.free_chunks,
+                whole_prompt=(projector.projector_type if projector else None) in WHOLE_PROMPT_PROJECTORS,
+                pixels_per_chunk=(projector.image_size or 0) ** 2 if projector else 0,
+            ),
             embeddings=EmbeddingCache(embedding_cache_bytes),
         )
 
     def close(self) -> None:
         self.state.reset()
+        self.prepared.clear()
         self.embeddings.clear()
         self.native.close()
 
@@ -87,11 +104,3 @@ def _token_text(native: NativeModel, token: int | None) -> str:
         return buf.raw[: max(0, n)].decode("utf-8", errors="replace")
     except Exception:
         return ""
-
-
-def _projector(mmproj_path: Path | None) -> str | None:
-    if mmproj_path is None:
-        return None
-    from vlmkit.engine.gguf_meta import read_mmproj_meta
-
-    return read_mmproj_meta(mmproj_path).projector_type

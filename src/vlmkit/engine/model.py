@@ -21,6 +21,7 @@ import numpy as np
 from vlmkit.engine import native
 from vlmkit.engine.grammar_guard import GrammarGuard, TokenTable
 from vlmkit.errors import InvalidImageError, ModelLoadError, PredictionError
+from vlmkit.images.render import RgbPixels
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class Chunk:
     image_id: str = ""
     n_tokens: int = 0  # an image chunk's tokens: its embeddings, each taking a KV cache cell
     n_pos: int = 0  # the positions it advances: n_tokens, or fewer with M-RoPE (Qwen-VL)
+    owned: bool = True  # False: the image chunk is borrowed (a prepared image's), never freed with the prompt
 
     @property
     def is_image(self) -> bool:
@@ -188,13 +190,17 @@ class NativeModel:
             return buf.raw[:n]
         return self._piece.raw[:n]
 
-    def tokenize_prompt(self, text: str, images: Sequence[tuple[bytes, str]], where: Sequence[str]) -> list[Chunk]:
-        """Split ``text`` at the media markers and tokenize it with ``images`` (bytes, id) in order.
+    def tokenize_prompt(
+        self, text: str, images: Sequence[tuple[bytes | RgbPixels, str]], where: Sequence[str]
+    ) -> list[Chunk]:
+        """Split ``text`` at the media markers and tokenize it with ``images`` (data, id) in order.
 
-        Without images this is plain tokenization (one text chunk). Image chunks are owned copies;
-        release them with :meth:`free_chunks`. An image that llama.cpp's decoder (stb_image) cannot
-        read is the caller's bad input, located at its ``where``: Pillow reads some corrupt data
-        (a scrambled JPEG scan) without complaint, so this decode is where such an image shows.
+        An image's data is a file's bytes, which llama.cpp decodes, or pixels vlmkit decoded already,
+        handed over as they are. Without images this is plain tokenization (one text chunk). Image
+        chunks are owned copies; release them with :meth:`free_chunks`. An image that llama.cpp's
+        decoder (stb_image) cannot read is the caller's bad input, located at its ``where``: Pillow
+        reads some corrupt data (a scrambled JPEG scan) without complaint, so this decode is where
+        such an image shows.
         """
         if not images:
             return [Chunk(tokens=self.tokenize(text), n_tokens=0)] if text else []
@@ -205,6 +211,10 @@ class NativeModel:
         chunks_p = None
         try:
             for (data, image_id), place in zip(images, where, strict=True):
+                if isinstance(data, RgbPixels):
+                    bitmaps.append(self._pixels_bitmap(data))
+                    M.mtmd_bitmap_set_id(bitmaps[-1], image_id.encode())
+                    continue
                 arr = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
                 native.clear_recent_errors()  # what the decoder logs now is about this image alone
                 bmp = M.mtmd_helper_bitmap_init_from_buf(self._mctx, arr, len(data), False)
@@ -252,12 +262,25 @@ class NativeModel:
             for bmp in bitmaps:
                 M.mtmd_bitmap_free(bmp)
 
+    def _pixels_bitmap(self, pixels: RgbPixels) -> Any:
+        M = native.mtmd()
+        if len(pixels.data) != pixels.width * pixels.height * 3:
+            raise PredictionError(
+                f"internal: {len(pixels.data)} bytes of RGB pixels for a {pixels.width}x{pixels.height} image"
+            )
+        buf = (ctypes.c_uint8 * len(pixels.data)).from_buffer_copy(pixels.data)
+        bmp = M.mtmd_bitmap_init(pixels.width, pixels.height, buf)  # copies the pixels
+        if not bmp:
+            raise PredictionError(f"llama.cpp could not take a {pixels.width}x{pixels.height} image: out of memory?")
+        return bmp
+
     def free_chunks(self, chunks: Sequence[Chunk]) -> None:
+        """Free the image chunks ``chunks`` own (borrowed ones belong to their prepared image)."""
         M = native.mtmd()
         for c in chunks:
-            if c.image is not None:
+            if c.image is not None and c.owned:
                 M.mtmd_input_chunk_free(c.image)
-                c.image = None
+            c.image = None
 
     # --- evaluation -----------------------------------------------------------------------------
 

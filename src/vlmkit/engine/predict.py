@@ -1,9 +1,10 @@
 """One prediction on a loaded model: prompt in (reusing what the KV cache holds), tokens out.
 
 The caller holds the model's turn (see :mod:`vlmkit.engine.queue`); this module does the work:
-render the chat with the model's template, render and tokenize the images (bounded by ``detail``),
-evaluate what is new (:mod:`vlmkit.engine.reuse`), then sample until a stop condition, streaming
-text fragments that never split a UTF-8 character or show part of a stop string.
+render the chat with the model's template, tokenize it with its images (each image rendered and
+preprocessed once for its ``detail``, then kept: :mod:`vlmkit.engine.prepared`), evaluate what is
+new (:mod:`vlmkit.engine.reuse`), then sample until a stop condition, streaming text fragments that
+never split a UTF-8 character or show part of a stop string.
 
 A ``response_format`` constrains sampling with a grammar (:mod:`vlmkit.engine.json_grammar`), so a
 reply that ends is JSON of the schema. The reply is returned as text with its stop reason and
@@ -17,14 +18,14 @@ import codecs
 import random
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from vlmkit.chat import Chat, ChatMessage
-from vlmkit.engine.images import ImageInput, render_inputs, shrink_edge
+from vlmkit.engine.images import budget_of
 from vlmkit.engine.json_grammar import json_schema_grammar
 from vlmkit.engine.loaded import LoadedModel
 from vlmkit.engine.model import Chunk
 from vlmkit.engine.native import clear_recent_errors
+from vlmkit.engine.prepared import PreparedImage, assemble, occurrence_ids
 from vlmkit.engine.prompt import Prompt
 from vlmkit.errors import ModelCapabilityError, PredictionCancelledError, PredictionError
 from vlmkit.prediction import (
@@ -66,12 +67,18 @@ def run(
     schema = json_schema_of(cfg.response_format)
     grammar = json_schema_grammar(schema) if schema is not None else None  # a bad schema fails before any work
 
-    chunks = _tokenize(lm, prompt, cfg)
+    prepared, n_preprocessed = _prepare_images(lm, prompt, cfg)
     try:
-        reserve = 1 if cfg.max_tokens is None else max(1, min(cfg.max_tokens, 16))
-        report = lm.state.evaluate(native, chunks, lm.embeddings, should_stop=should_stop, reserve=reserve)
+        chunks = _tokenize(lm, prompt, prepared)
+        try:
+            reserve = 1 if cfg.max_tokens is None else max(1, min(cfg.max_tokens, 16))
+            report = lm.state.evaluate(native, chunks, lm.embeddings, should_stop=should_stop, reserve=reserve)
+        finally:
+            native.free_chunks(chunks)
     finally:
-        native.free_chunks(chunks)
+        lm.prepared.trim(keep=prepared)
+    if lm.prepared.whole_prompt:
+        n_preprocessed += len(prepared)  # mtmd preprocessed them again with the whole prompt
     t_prompt = time.perf_counter()
 
     sampler = native.make_sampler(
@@ -133,6 +140,7 @@ def run(
         cached_prompt_tokens=report.cached_tokens,
         images_encoded=report.images_encoded,
         images_reused=report.images_reused,
+        images_preprocessed=n_preprocessed,
         time_to_first_token_sec=(t_first - t0) if t_first is not None else None,
         tokens_per_second=(n_predicted / gen_time) if n_predicted and gen_time > 0 else None,
         total_time_sec=t_end - t0,
@@ -140,46 +148,34 @@ def run(
     return PredictionResult(content=out.text, stats=stats, model_info=lm.info)
 
 
-def _tokenize(lm: LoadedModel, prompt: Prompt, cfg: PredictionConfig) -> list[Chunk]:
-    """Tokenize with images rendered for ``detail``; with a token cap, shrink images until they fit."""
-    text, images, where = prompt.text, prompt.images, prompt.locations
-    edges: dict[int, int | None] = {}
-    cap = cfg.detail if isinstance(cfg.detail, int) else None
-    for _attempt in range(5):
-        inputs = render_inputs(images, cfg.detail, edges, where)
-        chunks = lm.native.tokenize_prompt(text, [(i.data, i.bitmap_id) for i in inputs], where)
-        over = _over_cap(chunks, inputs, images, cap)
-        if not over:
-            return chunks
-        lm.native.free_chunks(chunks)
-        changed = False
-        for index, tokens in over.items():
-            detail = images[index].detail
-            part_cap = detail if isinstance(detail, int) else cap
-            edge = shrink_edge(inputs[index], tokens, part_cap) if part_cap is not None else None
-            if edge is not None:
-                edges[index] = edge
-                changed = True
-        if not changed:  # a fixed-size projector: its token count is what it is
-            break
-    inputs = render_inputs(images, cfg.detail, edges, where)
-    return lm.native.tokenize_prompt(text, [(i.data, i.bitmap_id) for i in inputs], where)
+def _prepare_images(lm: LoadedModel, prompt: Prompt, cfg: PredictionConfig) -> tuple[list[PreparedImage], int]:
+    """Each image of the prompt prepared for its budget: kept from an earlier turn, else made now.
+
+    Returns them in prompt order, and how many had to be made (rendered and preprocessed).
+    """
+    out: list[PreparedImage] = []
+    made = 0
+    for part, where in zip(prompt.images, prompt.locations, strict=True):
+        budget = budget_of(part, cfg.detail)
+        item = lm.prepared.get(part.image.identifier, budget)
+        if item is None:
+            item = lm.prepared.prepare(lm.native, part, budget, where)
+            lm.prepared.put(part.image.identifier, budget, item)
+            made += 1
+        out.append(item)
+    return out, made
 
 
-def _over_cap(
-    chunks: Sequence[Chunk], inputs: Sequence[ImageInput], images: Sequence[Any], cap: int | None
-) -> dict[int, int]:
-    per_id: dict[str, int] = {}
-    for c in chunks:
-        if c.is_image:
-            per_id[c.image_id] = per_id.get(c.image_id, 0) + c.n_tokens
-    over: dict[int, int] = {}
-    for i, inp in enumerate(inputs):
-        limit = images[i].detail if isinstance(images[i].detail, int) else cap
-        n = per_id.get(inp.bitmap_id, 0)
-        if limit is not None and n > limit:
-            over[i] = n
-    return over
+def _tokenize(lm: LoadedModel, prompt: Prompt, prepared: Sequence[PreparedImage]) -> list[Chunk]:
+    """The prompt's chunks: assembled from the prepared images, or, where a projector places an
+    image by its position, tokenized whole by mtmd from their inputs."""
+    if not lm.prepared.whole_prompt or not prepared:
+        return assemble(lm.native, prompt.text, prepared)
+    inputs = []
+    for item, image_id in zip(prepared, occurrence_ids(prepared), strict=True):
+        assert item.source is not None
+        inputs.append((item.source.data, image_id))
+    return lm.native.tokenize_prompt(prompt.text, inputs, prompt.locations)
 
 
 class _Output:
