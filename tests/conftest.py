@@ -30,6 +30,14 @@ def photo_path(name: str) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def encoder_cache_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's own on-disk encoder cache (VLMKIT_CACHE_DIR): no test finds another's embeddings."""
+    path = tmp_path_factory.mktemp("vlmkit-cache")
+    monkeypatch.setenv("VLMKIT_CACHE_DIR", str(path))
+    return path
+
+
 @pytest.fixture(scope="session")
 def images_dir() -> Path:
     return photo_path("grace_hopper.jpg").parent

@@ -125,4 +125,28 @@ def test_a_refused_url_names_allow_host_and_allow_host_fetches_it(
     assert main(["chat", "--image", photo_url, *model, *allowed, "--stats"]) == 0
     err = capsys.readouterr().err
     assert "attached grace_hopper.jpg (image/jpeg, 512x600" in err  # the URL named by /image was fetched too
-    assert "images 1 encoded, 1 reused" in err
+    # the picture twice, each read from the encoder cache on disk, where `describe` above left it
+    assert "images 0 encoded, 2 reused" in err
+
+
+def test_cache_ls_and_clear(
+    encoder_cache_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+
+    from vlmkit.engine.encoder_cache import EncoderCache
+
+    directory = encoder_cache_dir / "embeddings"
+    assert main(["cache", "ls"]) == 0
+    assert capsys.readouterr().out == f"{directory}: 0 image embeddings, 0.0 MB of 1,024 MB\n"
+    cache = EncoderCache(directory, 1 << 30)
+    cache.write("a", np.zeros(250_000, dtype=np.float32))
+    cache.write("b", np.zeros(250_000, dtype=np.float32))
+    assert main(["cache", "ls"]) == 0
+    assert capsys.readouterr().out == f"{directory}: 2 image embeddings, 1.9 MB of 1,024 MB\n"
+    assert main(["cache", "clear"]) == 0
+    assert capsys.readouterr().out == f"removed 2 image embeddings (1.9 MB) from {directory}\n"
+    assert list(directory.iterdir()) == []
+    monkeypatch.setenv("VLMKIT_ENCODER_CACHE_MB", "0")
+    assert main(["cache", "ls"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "the cache is off (VLMKIT_ENCODER_CACHE_MB=0)"

@@ -62,6 +62,11 @@ def _parser() -> argparse.ArgumentParser:
     rm.add_argument("key")
     rm.set_defaults(run=_rm)
 
+    cache = commands.add_parser("cache", help="the on-disk cache of image embeddings (shared by every model)")
+    cache_commands = cache.add_subparsers(title="cache commands", metavar="COMMAND")
+    cache_commands.add_parser("ls", help="where the cache is, and how much it holds").set_defaults(run=_cache_ls)
+    cache_commands.add_parser("clear", help="delete every cached embedding").set_defaults(run=_cache_clear)
+
     describe = commands.add_parser("describe", help="describe an image with a vision model, streaming the answer")
     describe.add_argument("image", help="an image file path or URL")
     describe.add_argument("--prompt", default=None, help='what to ask (default: "Describe this image.")')
@@ -112,6 +117,24 @@ def _ls(args: argparse.Namespace) -> int:
     for m in models:
         vision, arch, context = "yes" if m.vision else "no", m.architecture or "?", m.context_length or "?"
         print(f"{m.key:<28} {m.size_bytes / 1e6:>8.1f}MB  {vision:<6}  {arch:<12}  {context}")
+    return 0
+
+
+def _cache_ls(args: argparse.Namespace) -> int:
+    from vlmkit.engine.encoder_cache import MB, summary
+
+    s = summary()
+    print(f"{s.directory}: {s.entries} image embeddings, {s.size_bytes / MB:,.1f} MB of {s.limit_bytes // MB:,} MB")
+    if not s.limit_bytes:
+        print("the cache is off (VLMKIT_ENCODER_CACHE_MB=0)")
+    return 0
+
+
+def _cache_clear(args: argparse.Namespace) -> int:
+    from vlmkit.engine.encoder_cache import MB, clear, embeddings_dir
+
+    removed, freed = clear()
+    print(f"removed {removed} image embeddings ({freed / MB:,.1f} MB) from {embeddings_dir()}")
     return 0
 
 

@@ -6,7 +6,7 @@ tiles, Qwen2-VL's and Qwen2.5-VL's M-RoPE (an image takes fewer positions than K
 deepstack (image embeddings three times the text width), Gemma 3's sliding-window layers and
 non-causal image tokens. Greedy replies are compared token for token (the text and the count) with
 the same chat evaluated from scratch in a fresh load: reuse must never change an answer, whether
-of the KV cache or of images prepared on an earlier turn.
+of the KV cache, of images prepared on an earlier turn, or of embeddings read back from disk.
 """
 
 from __future__ import annotations
@@ -47,9 +47,10 @@ def family(request: pytest.FixtureRequest, family_models: dict[str, Files]) -> F
     return family_models[request.param]
 
 
-def fresh(files: Files, *, context_length: int | None = None) -> Engine:
+def fresh(files: Files, *, context_length: int | None = None, encoder_cache_mb: int | None = None) -> Engine:
     """An engine that has loaded nothing yet, with the family's model registered under ``KEY``."""
-    engine = Engine(default_ttl=None, load_options=LoadOptions(cpu_threads=1, context_length=context_length))
+    options = LoadOptions(cpu_threads=1, context_length=context_length, encoder_cache_mb=encoder_cache_mb)
+    engine = Engine(default_ttl=None, load_options=options)
     engine.register(KEY, *files)
     return engine
 
@@ -61,7 +62,8 @@ def warm(family: Files) -> Iterator[Engine]:
 
 
 def from_scratch(files: Files, chat: Chat, config: PredictionConfig = GREEDY) -> tuple[str, int]:
-    with fresh(files) as engine:
+    """The reply of a fresh load that encodes every image (the encoder cache on disk is not read)."""
+    with fresh(files, encoder_cache_mb=0) as engine:
         return said(engine.respond(KEY, chat, config))
 
 
@@ -240,3 +242,16 @@ def test_a_prompt_put_together_from_prepared_images_is_what_mtmd_makes_of_it(
                 lm.native.free_chunks(p.chunks)
     finally:
         lm.close()
+
+
+def test_a_new_load_reads_the_embeddings_from_disk_and_answers_the_same(
+    family: Files, image_chat: Any, hopper: ImageHandle
+) -> None:
+    chat = image_chat(hopper)
+    with fresh(family) as first_engine:
+        first = first_engine.respond(KEY, chat, GREEDY)
+    assert first.stats.images_encoded == 1
+    with fresh(family) as engine:  # a new engine, a new load: nothing in memory
+        again = engine.respond(KEY, chat, GREEDY)
+    assert (again.stats.images_encoded, again.stats.images_reused) == (0, 1)
+    assert said(again) == said(first)

@@ -28,6 +28,9 @@ from vlmkit.prediction import Detail
 DETAIL_LONG_EDGE: dict[str, int | None] = {"low": 512, "auto": 1024, "high": None}
 MIN_LONG_EDGE = 64
 
+RENDERING = "rendering=2"
+"""How vlmkit makes an image's pixels for mtmd; change it when that changes (it names embeddings on disk)."""
+
 
 @dataclass(frozen=True)
 class Budget:

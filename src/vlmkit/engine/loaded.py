@@ -1,7 +1,7 @@
 """A model the engine has loaded: native handles, what its KV cache holds, its caches and its turn queue.
 
 Its caches: the images it has prepared (:mod:`vlmkit.engine.prepared`), and the embeddings it has
-encoded (:mod:`vlmkit.engine.reuse`).
+encoded, in memory and on disk (:mod:`vlmkit.engine.reuse`, :mod:`vlmkit.engine.encoder_cache`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vlmkit.engine.gguf_meta import read_mmproj_meta, read_model_meta
+from vlmkit.engine import encoder_cache
+from vlmkit.engine.gguf_meta import MmprojMeta, read_mmproj_meta, read_model_meta
+from vlmkit.engine.images import RENDERING
 from vlmkit.engine.model import LoadOptions, NativeModel
 from vlmkit.engine.prepared import WHOLE_PROMPT_PROJECTORS, PreparedImages
 from vlmkit.engine.prompt import ChatTemplate, compile_template
@@ -45,6 +47,7 @@ class LoadedModel:
         embedding_cache_bytes: int = DEFAULT_EMBEDDING_CACHE_BYTES,
     ) -> LoadedModel:
         meta = read_model_meta(model_path)
+        disk = encoder_cache.open_cache(options.encoder_cache_mb) if mmproj_path is not None else None
         native = NativeModel(model_path, mmproj_path, options)
         try:
             projector = read_mmproj_meta(mmproj_path) if mmproj_path is not None else None
@@ -62,6 +65,7 @@ class LoadedModel:
                 projector_type=projector.projector_type if projector else None,
                 n_params=None,
             )
+            namespace = _embedding_namespace(mmproj_path, projector, native) if disk is not None else ""
         except BaseException:
             native.close()
             raise
@@ -77,12 +81,13 @@ class LoadedModel:
                 whole_prompt=(projector.projector_type if projector else None) in WHOLE_PROMPT_PROJECTORS,
                 pixels_per_chunk=(projector.image_size or 0) ** 2 if projector else 0,
             ),
-            embeddings=EmbeddingCache(embedding_cache_bytes),
+            embeddings=EmbeddingCache(embedding_cache_bytes, disk=disk, namespace=namespace),
         )
 
     def close(self) -> None:
         self.state.reset()
         self.prepared.clear()
+        self.embeddings.flush()
         self.embeddings.clear()
         self.native.close()
 
@@ -104,3 +109,15 @@ def _token_text(native: NativeModel, token: int | None) -> str:
         return buf.raw[: max(0, n)].decode("utf-8", errors="replace")
     except Exception:
         return ""
+
+
+def _embedding_namespace(mmproj_path: Path | None, projector: MmprojMeta | None, native: NativeModel) -> str:
+    """What names this model's embeddings on disk beside each image (see :func:`encoder_cache.namespace`)."""
+    assert mmproj_path is not None and projector is not None
+    options = native.options
+    preprocessing = (
+        f"{RENDERING}|projector_type={projector.projector_type}|image_max_tokens={options.image_max_tokens}"
+        f"|flash_attention={options.flash_attention}"
+    )
+    device = "GPU" if options.use_gpu else "CPU"
+    return encoder_cache.namespace(mmproj_path, preprocessing=preprocessing, device=device)

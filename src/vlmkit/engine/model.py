@@ -20,7 +20,7 @@ import numpy as np
 
 from vlmkit.engine import native
 from vlmkit.engine.grammar_guard import GrammarGuard, TokenTable
-from vlmkit.errors import InvalidImageError, ModelLoadError, PredictionError
+from vlmkit.errors import InvalidImageError, InvalidSettingError, ModelLoadError, PredictionError
 from vlmkit.images.render import RgbPixels
 
 
@@ -36,6 +36,20 @@ class LoadOptions:
     image_max_tokens: int | None = None
     """Upper bound of image tokens per image passed to mtmd (for dynamic-resolution projectors)."""
     use_gpu: bool = False
+    encoder_cache_mb: int | None = None
+    """Bound of the on-disk cache of image embeddings, in MB (0: don't use it); default:
+    ``VLMKIT_ENCODER_CACHE_MB``, else 1024 (see :mod:`vlmkit.engine.encoder_cache`)."""
+
+    def __post_init__(self) -> None:
+        if self.encoder_cache_mb is not None and (
+            isinstance(self.encoder_cache_mb, bool)
+            or not isinstance(self.encoder_cache_mb, int)
+            or self.encoder_cache_mb < 0
+        ):
+            raise InvalidSettingError(
+                f"encoder_cache_mb={self.encoder_cache_mb!r} must be a whole number of megabytes, 0 or more "
+                "(0 turns the on-disk cache of image embeddings off)"
+            )
 
 
 def default_threads() -> int:

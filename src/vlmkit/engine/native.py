@@ -33,6 +33,11 @@ def llama() -> Any:
     return llama_cpp
 
 
+def version() -> str:
+    """llama-cpp-python's version (the package that vendors llama.cpp)."""
+    return str(llama().__version__)
+
+
 def mtmd() -> Any:
     """The ``llama_cpp.mtmd_cpp`` module (llama.cpp's multimodal library)."""
     llama()

@@ -8,7 +8,8 @@ common prefix is evaluated. The follow-up turn of a chat therefore evaluates jus
 
 Image chunks that must be evaluated again (a NEW chat about a picture seen before, or a prefix
 that changed before the image) take their embeddings from :class:`EmbeddingCache` instead of the
-vision encoder, which is most of the cost of a first turn.
+vision encoder, which is most of the cost of a first turn; behind it, the encoder cache on disk
+(:mod:`vlmkit.engine.encoder_cache`) keeps them for the next process.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from vlmkit.engine.encoder_cache import EncoderCache
 from vlmkit.errors import ContextLengthError, PredictionCancelledError
 
 Unit = tuple[str, object]  # ("t", token id) or ("i", image chunk key)
@@ -41,6 +43,7 @@ class Evaluator(Protocol):
     """What :class:`PrefixState` needs from a model (see :class:`vlmkit.engine.model.NativeModel`)."""
 
     n_ctx: int
+    n_embd_inp: int
 
     def decode_tokens(self, tokens: Sequence[int], n_past: int, *, want_logits: bool = True) -> int: ...
     def encode_image(self, chunk: Any) -> np.ndarray: ...
@@ -50,22 +53,51 @@ class Evaluator(Protocol):
 
 
 class EmbeddingCache:
-    """Image-chunk embeddings by key, least recently used first out, bounded in bytes."""
+    """Image-chunk embeddings by key, least recently used first out, bounded in bytes.
 
-    def __init__(self, max_bytes: int = DEFAULT_EMBEDDING_CACHE_BYTES) -> None:
+    With ``disk``, a miss here is looked for there (under ``namespace``, which names the projector
+    and its preprocessing) and every embedding put here is also written there.
+    """
+
+    def __init__(
+        self,
+        max_bytes: int = DEFAULT_EMBEDDING_CACHE_BYTES,
+        *,
+        disk: EncoderCache | None = None,
+        namespace: str = "",
+    ) -> None:
         self.max_bytes = max_bytes
+        self.disk = disk
+        self.namespace = namespace
         self._items: OrderedDict[str, np.ndarray] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def get(self, key: str) -> np.ndarray | None:
+    def get(self, key: str, n_values: int | None = None) -> np.ndarray | None:
+        """The embeddings of ``key`` (``n_values`` of them, when given), from memory or disk; else None."""
         with self._lock:
             item = self._items.get(key)
             if item is not None:
                 self._items.move_to_end(key)
-            return item
+                return item
+        if self.disk is None:
+            return None
+        item = self.disk.get(f"{self.namespace}|{key}", n_values)
+        if item is not None:
+            self._remember(key, item)
+        return item
 
     def put(self, key: str, embd: np.ndarray) -> None:
+        self._remember(key, embd)
+        if self.disk is not None:
+            self.disk.put(f"{self.namespace}|{key}", embd)
+
+    def flush(self) -> None:
+        """Wait for the writes to disk (so that another process, or the next load, finds them)."""
+        if self.disk is not None:
+            self.disk.flush()
+
+    def _remember(self, key: str, embd: np.ndarray) -> None:
         if embd.nbytes > self.max_bytes:
             return
         with self._lock:
@@ -231,7 +263,7 @@ class PrefixState:
                 if should_stop():
                     raise PredictionCancelledError("the prediction was cancelled while reading the prompt")
                 key = str(units[first][1])
-                embd = cache.get(key)
+                embd = cache.get(key, c.n_tokens * model.n_embd_inp)
                 if embd is None:
                     embd = model.encode_image(c)
                     cache.put(key, embd)
