@@ -129,6 +129,42 @@ def test_a_refused_url_names_allow_host_and_allow_host_fetches_it(
     assert "images 0 encoded, 2 reused" in err
 
 
+def test_version_and_ls_say_where_models_run(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from vlmkit import __version__
+    from vlmkit.engine.gpu import choose
+
+    where = choose("auto").reason  # on a CPU-only build: "CPU (this llama.cpp build has no GPU backend)"
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out == f"vlmkit {__version__} (llama-cpp-python 0.3.36); models run on: {where}\n"
+    assert main(["ls"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"models run on: {where}"
+
+
+def test_gpu_flag_is_validated_and_reaches_the_engine(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from vlmkit.engine import native
+
+    for command in (["describe", HOPPER], ["chat", "--image", HOPPER], ["serve"]):
+        with pytest.raises(SystemExit) as done:
+            main([*command, "--gpu", "fast"])
+        assert done.value.code == 2
+        assert (
+            "argument --gpu: --gpu='fast' is not a GPU setting; use 'auto' (the GPU when llama.cpp has one, "
+            "else the CPU), 'off' (the CPU only) or a number of layers to offload (0 or more)"
+        ) in capsys.readouterr().err
+    assert main(["get", "tiny-random-vlm"]) == 0
+    model = ["--model", "tiny-random-vlm", "--max-tokens", "2", "--threads", "1"]
+    assert main(["describe", HOPPER, *model, "--gpu", "off"]) == 0
+    capsys.readouterr()
+    if not native.llama().llama_supports_gpu_offload():
+        assert main(["describe", HOPPER, *model, "--gpu", "3"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(
+            "vlmkit: error: gpu=3 offloads 3 layers to a GPU, but this llama.cpp build runs on the CPU"
+        )
+
+
 def test_cache_ls_and_clear(
     encoder_cache_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

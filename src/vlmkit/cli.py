@@ -33,6 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vlmkit", description="Images into vision-language models.")
+    parser.add_argument(
+        "--version", action=_Version, help="print vlmkit's version and the backend models run on, and exit"
+    )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     image = commands.add_parser("image", help="look at an image the way vlmkit sees it")
@@ -90,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--files-dir", help="keep uploaded images here, across restarts (default: in memory only)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    _gpu_argument(serve, "for every local model (a model's own `gpu:` in --config wins)")
     serve.set_defaults(run=_serve)
     return parser
 
@@ -112,12 +116,31 @@ def _ls(args: argparse.Namespace) -> int:
     models = list_downloaded()
     if not models:
         print("no models downloaded; `vlmkit ls --catalog` lists what `vlmkit get KEY` can fetch")
-        return 0
-    print(f"{'KEY':<28} {'SIZE':>10}  {'VISION':<6}  {'ARCH':<12}  CONTEXT")
-    for m in models:
-        vision, arch, context = "yes" if m.vision else "no", m.architecture or "?", m.context_length or "?"
-        print(f"{m.key:<28} {m.size_bytes / 1e6:>8.1f}MB  {vision:<6}  {arch:<12}  {context}")
+    else:
+        print(f"{'KEY':<28} {'SIZE':>10}  {'VISION':<6}  {'ARCH':<12}  CONTEXT")
+        for m in models:
+            vision, arch, context = "yes" if m.vision else "no", m.architecture or "?", m.context_length or "?"
+            print(f"{m.key:<28} {m.size_bytes / 1e6:>8.1f}MB  {vision:<6}  {arch:<12}  {context}")
+    print(f"models run on: {_backend()}")
     return 0
+
+
+def _backend() -> str:
+    from vlmkit.engine.gpu import choose
+
+    return choose("auto").reason
+
+
+class _Version(argparse.Action):
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        from vlmkit._version import __version__
+        from vlmkit.engine import native
+
+        print(f"vlmkit {__version__} (llama-cpp-python {native.version()}); models run on: {_backend()}")
+        parser.exit()
 
 
 def _cache_ls(args: argparse.Namespace) -> int:
@@ -149,7 +172,27 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="a model key or .gguf path (default: the first downloaded vision model)")
     parser.add_argument("--max-tokens", type=int, help="the most tokens an answer may take")
     parser.add_argument("--threads", type=int, help="CPU threads for the model")
+    _gpu_argument(parser, "for the model")
     parser.add_argument("--stats", action="store_true", help="print each answer's speed and reuse to stderr")
+
+
+def _gpu_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    def gpu(value: str) -> str | int:
+        from vlmkit.engine.gpu import parse_gpu
+
+        try:
+            return parse_gpu(value, "--gpu")
+        except VlmkitError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parser.add_argument(
+        "--gpu",
+        type=gpu,
+        default=None,
+        metavar="auto|off|N",
+        help=f"where to run, {what}: auto (the GPU when llama.cpp was built with one; the default), "
+        "off (the CPU), or N layers on the GPU",
+    )
 
 
 def _allow_host_argument(parser: argparse.ArgumentParser) -> None:
@@ -180,7 +223,12 @@ def _settings(args: argparse.Namespace) -> Settings:
     from vlmkit.client.terminal import Settings
 
     return Settings(
-        model=args.model, max_tokens=args.max_tokens, threads=args.threads, stats=args.stats, fetch=_fetch_options(args)
+        model=args.model,
+        max_tokens=args.max_tokens,
+        threads=args.threads,
+        gpu=args.gpu,
+        stats=args.stats,
+        fetch=_fetch_options(args),
     )
 
 
@@ -216,7 +264,8 @@ def _serve(args: argparse.Namespace) -> int:
     keys = set(args.api_key) | ({os.environ["VLMKIT_API_KEY"]} if os.environ.get("VLMKIT_API_KEY") else set())
     if keys:
         settings = settings.with_overrides(api_keys=settings.api_keys | keys)
-    serve(settings.with_overrides(host=args.host, port=args.port, files_dir=args.files_dir), log_level=args.log_level)
+    settings = settings.with_overrides(host=args.host, port=args.port, files_dir=args.files_dir, gpu=args.gpu)
+    serve(settings, log_level=args.log_level)
     return 0
 
 

@@ -31,6 +31,8 @@ class Settings:
     """A model key or .gguf path; ``None``: the first loaded or downloaded vision model."""
     max_tokens: int | None = None
     threads: int | None = None
+    gpu: str | int | None = None
+    """Where the model runs (``LoadOptions.gpu``); ``None``: the default, ``"auto"``."""
     stats: bool = False
     """Print each answer's stats (tokens, speed, reuse) to ``err``."""
     fetch: FetchOptions | None = None
@@ -151,8 +153,8 @@ def _unquoted(argument: str) -> str:
 
 
 def _model(client: Client, settings: Settings) -> LLM:
-    config = {"cpu_threads": settings.threads} if settings.threads else None
-    return client.llm.model(settings.model, config=config)
+    config = {"cpu_threads": settings.threads, "gpu": settings.gpu}
+    return client.llm.model(settings.model, config={k: v for k, v in config.items() if v is not None} or None)
 
 
 def _answer(model: LLM, chat: Chat, settings: Settings, out: TextIO, err: TextIO) -> PredictionResult:

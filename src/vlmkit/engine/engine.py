@@ -5,8 +5,11 @@
 >>> result = engine.respond("smolvlm-256m", chat, PredictionConfig(max_tokens=64))
 
 One loaded model serves one prediction at a time; concurrent callers queue in order (bounded).
-Models unload after an idle TTL (default one hour). A follow-up turn reuses the evaluated prefix
-and a new chat about a known image reuses its embeddings (see :mod:`vlmkit.engine.reuse`).
+Models unload after an idle TTL (default one hour). A model runs on the GPU when llama.cpp was
+built with one (:mod:`vlmkit.engine.gpu`). A follow-up turn reuses the evaluated prefix and does no
+image work at all (:mod:`vlmkit.engine.prepared`); a new chat about a known image reuses its
+embeddings, in this process or, from the encoder cache on disk, in the next one
+(:mod:`vlmkit.engine.reuse`, :mod:`vlmkit.engine.encoder_cache`).
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ class Engine:
         self.embedding_cache_bytes = embedding_cache_bytes
         self._loaded: dict[str, LoadedModel] = {}
         self._registered: dict[str, ModelFiles] = {}
+        self._registered_options: dict[str, LoadOptions] = {}
         self._lock = threading.RLock()
         self._load_locks: dict[str, threading.Lock] = {}
         self._janitor_wake = threading.Event()
@@ -74,10 +78,22 @@ class Engine:
 
     # --- models ---------------------------------------------------------------------------------
 
-    def register(self, key: str, model_path: str | Path, mmproj_path: str | Path | None = None) -> None:
-        """Make local files answer to ``key`` (e.g. a generated test model standing in for a real one)."""
+    def register(
+        self,
+        key: str,
+        model_path: str | Path,
+        mmproj_path: str | Path | None = None,
+        *,
+        options: LoadOptions | None = None,
+    ) -> None:
+        """Make local files answer to ``key`` (e.g. a generated test model standing in for a real one).
+
+        ``options``: how it loads when a load does not say (default: the engine's ``load_options``).
+        """
         files = resolve_model(str(model_path), mmproj=mmproj_path, models_dir=self.models_dir)
         self._registered[key] = ModelFiles(key=key, model=files.model, mmproj=files.mmproj)
+        if options is not None:
+            self._registered_options[key] = options
 
     def load(
         self,
@@ -108,7 +124,7 @@ class Engine:
                 name,
                 files.model,
                 files.mmproj,
-                options or self.load_options,
+                options or self._registered_options.get(name) or self.load_options,
                 ttl=self.default_ttl if ttl is ... else ttl,
                 max_queue=self.max_queue,
                 embedding_cache_bytes=self.embedding_cache_bytes,

@@ -119,5 +119,5 @@ def _embedding_namespace(mmproj_path: Path | None, projector: MmprojMeta | None,
         f"{RENDERING}|projector_type={projector.projector_type}|image_max_tokens={options.image_max_tokens}"
         f"|flash_attention={options.flash_attention}"
     )
-    device = "GPU" if options.use_gpu else "CPU"
+    device = native.placement.backend if native.placement.projector else "CPU"
     return encoder_cache.namespace(mmproj_path, preprocessing=preprocessing, device=device)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from vlmkit.engine import native
+from vlmkit.engine.gpu import GpuChoice, GpuSetting, choose, parse_gpu
 from vlmkit.engine.grammar_guard import GrammarGuard, TokenTable
 from vlmkit.errors import InvalidImageError, InvalidSettingError, ModelLoadError, PredictionError
 from vlmkit.images.render import RgbPixels
@@ -35,12 +36,15 @@ class LoadOptions:
     flash_attention: bool = True
     image_max_tokens: int | None = None
     """Upper bound of image tokens per image passed to mtmd (for dynamic-resolution projectors)."""
-    use_gpu: bool = False
+    gpu: GpuSetting = "auto"
+    """Where the model runs: ``"auto"`` (all of it on the GPU when llama.cpp was built with one, else
+    the CPU), ``"off"`` (the CPU), or a number of text layers to offload (see :mod:`vlmkit.engine.gpu`)."""
     encoder_cache_mb: int | None = None
     """Bound of the on-disk cache of image embeddings, in MB (0: don't use it); default:
     ``VLMKIT_ENCODER_CACHE_MB``, else 1024 (see :mod:`vlmkit.engine.encoder_cache`)."""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "gpu", parse_gpu(self.gpu))
         if self.encoder_cache_mb is not None and (
             isinstance(self.encoder_cache_mb, bool)
             or not isinstance(self.encoder_cache_mb, int)
@@ -91,8 +95,9 @@ class NativeModel:
         self._guards: dict[int | None, GrammarGuard] = {}
         native.clear_recent_errors()
 
+        self.placement: GpuChoice = choose(options.gpu)
         mp = L.llama_model_default_params()
-        mp.n_gpu_layers = -1 if options.use_gpu else 0
+        mp.n_gpu_layers = self.placement.layers
         self._model = L.llama_model_load_from_file(self.model_path.encode(), mp)
         if not self._model:
             raise ModelLoadError(
@@ -137,7 +142,7 @@ class NativeModel:
             if self.mmproj_path:
                 M = native.mtmd()
                 prm = M.mtmd_context_params_default()
-                prm.use_gpu = options.use_gpu
+                prm.use_gpu = self.placement.projector
                 prm.print_timings = False
                 prm.n_threads = self.threads
                 prm.warmup = False

@@ -12,6 +12,7 @@ models:
   vision-local:                         # a local model: a GGUF (and its mmproj) for the engine
     path: /models/smolvlm.gguf
     mmproj: /models/mmproj-smolvlm.gguf
+    gpu: auto                           # auto (the GPU when llama.cpp has one), off, or a number of layers
 limits:
   max_body_mb: 32
   max_queue: 16
@@ -32,11 +33,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vlmkit.errors import VlmkitError
 from vlmkit.images import DEFAULT_MAX_PIXELS
 from vlmkit.images.fetch import FetchOptions, FetchRemedies
+
+if TYPE_CHECKING:
+    from vlmkit.engine.gpu import GpuSetting
 
 FETCH_REMEDIES = FetchRemedies(
     allow_hosts="list the host under `fetch: allow_hosts:` in the server's YAML config (host names, "
@@ -81,6 +85,8 @@ class LocalModel:
     name: str
     path: str
     mmproj: str | None = None
+    gpu: GpuSetting | None = None
+    """Where it runs (``LoadOptions.gpu``); ``None``: the server's ``gpu``."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,8 @@ class ServerSettings:
     """Where uploads are also written, so they survive a restart (None: in memory only)."""
     models_dir: str | None = None
     model_ttl: float | None = 3600.0
+    gpu: GpuSetting = "auto"
+    """Where local models run unless their entry says (``vlmkit serve --gpu``; see ``LoadOptions.gpu``)."""
     fetch: FetchOptions = field(default_factory=lambda: FetchOptions(remedies=FETCH_REMEDIES))
     gateway: Mapping[str, GatewayModel] = field(default_factory=dict)
     local: Mapping[str, LocalModel] = field(default_factory=dict)
@@ -176,7 +184,8 @@ def parse_config(raw: Any, base: ServerSettings | None = None, *, where: str = "
     for name, spec in models.items():
         here = f"{where}: models.{name}"
         if isinstance(spec, Mapping) and "path" in spec:
-            local[str(name)] = LocalModel(str(name), str(spec["path"]), _opt_str(spec.get("mmproj")))
+            gpu = _gpu(spec["gpu"], f"{here}.gpu") if spec.get("gpu") is not None else None
+            local[str(name)] = LocalModel(str(name), str(spec["path"]), _opt_str(spec.get("mmproj")), gpu)
         else:
             gateway[str(name)] = _gateway_model(str(name), spec, here)
     changes["gateway"] = gateway
@@ -252,6 +261,15 @@ def _gateway_model(name: str, spec: Any, where: str) -> GatewayModel:
             )
         )
     return GatewayModel(name, tuple(deployments), vision)
+
+
+def _gpu(value: Any, where: str) -> GpuSetting:
+    from vlmkit.engine.gpu import parse_gpu
+
+    try:
+        return parse_gpu(value, "gpu")
+    except VlmkitError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def _opt_str(value: Any) -> str | None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from vlmkit.chat import Chat
-from vlmkit.engine import CancelToken, Engine, list_downloaded
+from vlmkit.engine import CancelToken, Engine, LoadOptions, list_downloaded
 from vlmkit.engine.gguf_meta import read_mmproj_meta, read_model_meta
 from vlmkit.engine.resolve import resolve_model
 from vlmkit.errors import ModelLoadError, ModelNotFoundError, VlmkitError
@@ -44,7 +44,10 @@ class LocalModels:
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
         self.engine = Engine(
-            models_dir=settings.models_dir, default_ttl=settings.model_ttl, max_queue=settings.max_queue
+            models_dir=settings.models_dir,
+            default_ttl=settings.model_ttl,
+            max_queue=settings.max_queue,
+            load_options=LoadOptions(gpu=settings.gpu),
         )
         self._configured: dict[str, LocalEntry] = {}
         for m in settings.local.values():
@@ -53,7 +56,9 @@ class LocalModels:
             except (ModelNotFoundError, ModelLoadError) as exc:
                 entry = "mmproj" if m.mmproj is not None and not Path(m.mmproj).expanduser().is_file() else "path"
                 raise ConfigError(f"the config entry models.{m.name}.{entry}: {exc.detail}") from None
-            self.engine.register(m.name, files.model, files.mmproj)
+            self.engine.register(
+                m.name, files.model, files.mmproj, options=LoadOptions(gpu=settings.gpu if m.gpu is None else m.gpu)
+            )
             vision = files.mmproj is not None and read_mmproj_meta(files.mmproj).vision
             size = sum(p.stat().st_size for p in (files.model, files.mmproj) if p is not None)
             meta = read_model_meta(files.model)
