@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from vlmkit.engine import CancelToken, Engine, LoadOptions
 from vlmkit.errors import PredictionCancelledError, PredictionTimeoutError, QueueFullError
 from vlmkit.prediction import PredictionConfig, PredictionFragment, PredictionResult, StopReason
+from vlmkit.stream import AsyncPredictionStream
 
 LONG = PredictionConfig(temperature=0, max_tokens=200)
 
@@ -138,3 +140,57 @@ def test_idle_ttl_unloads(tiny_model: tuple[Path, Path]) -> None:
         engine.load(tiny_model[0], key="kept", ttl=None)
         _wait_for(lambda: not engine.is_loaded("tiny"))
         assert engine.is_loaded("kept")
+
+
+# --- one cancel token, from the caller to the engine ------------------------------------------------
+
+
+def test_a_sync_caller_cancels_through_its_own_token(engine: Engine) -> None:
+    token = CancelToken()
+    stream = engine.respond_stream("tiny", "Talk", PredictionConfig(temperature=0, max_tokens=3000), cancel=token)
+    assert stream.token is token  # the caller's token is the one the engine watches
+    next(iter(stream))
+    token.cancel()
+    result = stream.result()
+    assert result.stats.stop_reason is StopReason.USER_STOPPED and result.stats.predicted_tokens < 3000
+
+
+async def test_an_async_caller_cancels_through_its_own_token(engine: Engine) -> None:
+    """Cancelling the task that reads the stream sets the caller's token; the engine, watching that very
+    token, stops with ``userStopped``. The prediction is held in its first fragment until the token is
+    cancelled, so it cannot end on its own first."""
+    token = CancelToken()
+    seen: list[CancelToken] = []
+    results: list[PredictionResult] = []
+    finished = threading.Event()
+
+    def work(on_fragment: Any, on_first_token: Any, cancel: CancelToken) -> PredictionResult:
+        seen.append(cancel)
+        released = threading.Event()
+        cancel.on_cancel(released.set)
+
+        def hold(fragment: PredictionFragment) -> None:
+            on_fragment(fragment)
+            released.wait(20)
+
+        try:
+            results.append(engine.respond("tiny", "Talk", LONG, on_fragment=hold, cancel=cancel))
+            return results[-1]
+        finally:
+            finished.set()
+
+    stream = AsyncPredictionStream(work, model="tiny", cancel=token)
+    first = asyncio.Event()
+
+    async def read() -> None:
+        async for _ in stream:
+            first.set()  # and on to wait for the next fragment, which the held prediction does not send
+
+    task = asyncio.create_task(read())
+    await first.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await asyncio.to_thread(finished.wait, 20)
+    assert seen == [token] and token.cancelled
+    assert results[0].stats.stop_reason is StopReason.USER_STOPPED and results[0].stats.predicted_tokens == 1

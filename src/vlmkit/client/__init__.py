@@ -2,11 +2,12 @@
 
 ``import vlmkit as vk`` exposes the parts users need; this package holds them, from the bottom up:
 :mod:`~vlmkit.client.backend` (the seam: what runs the models), :mod:`~vlmkit.client.backends`
-(one file per backend, and the factory), :mod:`~vlmkit.client.stream` (predictions as streams),
-:mod:`~vlmkit.client.common` (what the sync and async surfaces share), :mod:`~vlmkit.client.sync`
-(``Client``, ``LLM``), :mod:`~vlmkit.client.aio` (``AsyncClient``, ``AsyncLLM``),
-:mod:`~vlmkit.client.default` (``vk.llm`` and the default client) and :mod:`~vlmkit.client.terminal`
-(the command line's chat). Everything public is listed in ``__all__`` below; the modules may move.
+(one file per backend, and the factory), :mod:`~vlmkit.client.common` (what the sync and async
+surfaces share), :mod:`~vlmkit.client.sync` (``Client``, ``LLM``), :mod:`~vlmkit.client.aio`
+(``AsyncClient``, ``AsyncLLM``), :mod:`~vlmkit.client.default` (``vk.llm`` and the default client)
+and :mod:`~vlmkit.client.terminal` (the command line's chat). The prediction streams are
+:mod:`vlmkit.stream`'s, shared with the engine and the server. Everything public is listed in
+``__all__`` below; the modules may move.
 """
 
 from vlmkit.client.aio import AsyncClient, AsyncLLM
@@ -20,8 +21,8 @@ from vlmkit.client.default import (
     list_loaded_models,
     llm,
 )
-from vlmkit.client.stream import AsyncPredictionStream, PredictionStream
 from vlmkit.client.sync import LLM, Client
+from vlmkit.stream import AsyncPredictionStream, PredictionStream
 
 __all__ = [
     "DEFAULT_TIMEOUT",

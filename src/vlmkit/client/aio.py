@@ -26,10 +26,10 @@ from vlmkit.client.common import (
     load_options,
     prediction_work,
 )
-from vlmkit.client.stream import AsyncPredictionStream
 from vlmkit.errors import ClientClosedError, ModelNotFoundError
 from vlmkit.images import ImageHandle
 from vlmkit.prediction import ModelInfo, PredictionResult
+from vlmkit.stream import AsyncPredictionStream
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

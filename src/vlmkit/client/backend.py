@@ -3,58 +3,30 @@
 The SDK (``Client``, ``AsyncClient``, model handles) only ever talks to a :class:`Backend`: the
 embedded engine in this process, a remote vlmkit server, the cloud providers, or a router over two of
 them (:mod:`vlmkit.client.backends`, one file each), so ``Chat`` and ``respond`` work unchanged over
-any of them. This file holds the seam alone, with the two small types its methods take
-(:data:`FragmentCallback`, :class:`CancelToken`); the implementations import it, never the reverse.
+any of them. This file holds the seam alone; the two small types its methods take
+(:data:`FragmentCallback`, :class:`CancelToken`) are the prediction's own (:mod:`vlmkit.stream`), so
+the token a caller cancels is the one the engine watches. The implementations import the seam, never
+the reverse.
 
 Backends are synchronous and thread-safe; the async client calls them from worker threads.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from vlmkit.chat import Chat
 from vlmkit.images import ImageHandle
-from vlmkit.prediction import ModelInfo, PredictionConfig, PredictionFragment, PredictionResult
+from vlmkit.prediction import ModelInfo, PredictionConfig, PredictionResult
+from vlmkit.stream import CancelToken, FragmentCallback
 
 if TYPE_CHECKING:
     from vlmkit.engine import LoadOptions, ModelListing
     from vlmkit.images.fetch import FetchOptions
 
-FragmentCallback = Callable[[PredictionFragment], None]
-
-
-class CancelToken:
-    """Cancel a prediction from any thread; backends hook their own stop onto it with :meth:`on_cancel`."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-        self._lock = threading.Lock()
-        self._hooks: list[Callable[[], None]] = []
-
-    def cancel(self) -> None:
-        with self._lock:
-            if self._event.is_set():
-                return
-            self._event.set()
-            hooks, self._hooks = self._hooks, []
-        for hook in hooks:
-            hook()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._event.is_set()
-
-    def on_cancel(self, hook: Callable[[], None]) -> None:
-        """Call ``hook`` when cancelled (at once if that already happened)."""
-        with self._lock:
-            if not self._event.is_set():
-                self._hooks.append(hook)
-                return
-        hook()
+__all__ = ["Backend", "CancelToken", "FragmentCallback"]
 
 
 class Backend(Protocol):

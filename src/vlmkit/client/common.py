@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from vlmkit.chat import Chat
 from vlmkit.client.backend import Backend, CancelToken, FragmentCallback
-from vlmkit.client.stream import Work
 from vlmkit.errors import InvalidSettingError, ModelNotFoundError
 from vlmkit.images.resolve import ResolveOptions, aresolve_images, resolve_images
 from vlmkit.prediction import PredictionConfig, PredictionResult, parse_structured, snake_case
+from vlmkit.stream import Work
 from vlmkit.wire.openai_chat import chat_from_history
 
 if TYPE_CHECKING:

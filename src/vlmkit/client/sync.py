@@ -27,10 +27,10 @@ from vlmkit.client.common import (
     prediction_work,
     read_history,
 )
-from vlmkit.client.stream import PredictionStream
 from vlmkit.errors import ClientClosedError, ModelNotFoundError
 from vlmkit.images import ImageHandle
 from vlmkit.prediction import ModelInfo, PredictionResult
+from vlmkit.stream import PredictionStream
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from vlmkit.chat import Chat
-from vlmkit.client.stream import PredictionStream
 from vlmkit.client.sync import LLM, Client
 from vlmkit.errors import VlmkitError
 from vlmkit.images import FetchOptions, ImageHandle
 from vlmkit.images.probe import image_summary
 from vlmkit.prediction import PredictionConfig, PredictionResult, PredictionStats, StopReason
+from vlmkit.stream import PredictionStream
 
 DEFAULT_PROMPT = "Describe this image."
 QUIT = ("/quit", "/exit", "/bye")

@@ -1,14 +1,16 @@
 """The embedded engine: vision-language models in-process on llama.cpp (through llama-cpp-python).
 
 Public surface: :class:`Engine` (load, respond, stream, cancel, unload), :class:`LoadOptions`,
-:class:`CancelToken`, and the model-store functions :func:`get`, :func:`list_downloaded`,
-:func:`remove`. Importing this package does not load llama.cpp; the first model load does.
+:class:`CancelToken` and :class:`PredictionStream` (:mod:`vlmkit.stream`'s, shared with the SDK),
+and the model-store functions :func:`get`, :func:`list_downloaded`, :func:`remove`. Importing this
+package does not load llama.cpp; the first model load does.
 """
 
 from vlmkit.engine.catalog import CatalogEntry, catalog, lookup
-from vlmkit.engine.engine import CancelToken, Engine, PredictionStream
+from vlmkit.engine.engine import Engine
 from vlmkit.engine.model import LoadOptions
 from vlmkit.engine.store import ModelListing, list_downloaded, remove
+from vlmkit.stream import CancelToken, PredictionStream
 
 __all__ = [
     "CancelToken",

@@ -14,9 +14,8 @@ embeddings, in this process or, from the encoder cache on disk, in the next one
 
 from __future__ import annotations
 
-import queue as _queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,25 +27,12 @@ from vlmkit.engine.resolve import ModelFiles, resolve_model
 from vlmkit.engine.reuse import DEFAULT_EMBEDDING_CACHE_BYTES
 from vlmkit.errors import ModelNotFoundError
 from vlmkit.prediction import ModelInfo, PredictionConfig, PredictionFragment, PredictionResult
+from vlmkit.stream import CancelToken, FragmentCallback, PredictionStream
 
 DEFAULT_TTL = 3600.0
 DEFAULT_MAX_QUEUE = 16
 
 ChatInput = Chat | Sequence[ChatMessage] | str
-
-
-class CancelToken:
-    """Set it from any thread to stop a prediction (queued or running) at the next token."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def cancel(self) -> None:
-        self._event.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._event.is_set()
 
 
 class Engine:
@@ -213,9 +199,24 @@ class Engine:
         config: PredictionConfig | None = None,
         *,
         queue_timeout: float | None = None,
+        cancel: CancelToken | None = None,
     ) -> PredictionStream:
-        """Like :meth:`respond`, but returns an iterator of fragments (the work runs on a thread)."""
-        return PredictionStream(self, model, chat, config, queue_timeout=queue_timeout)
+        """Like :meth:`respond`, but returns a stream of fragments (the work runs on a thread)."""
+
+        def work(
+            on_fragment: FragmentCallback, on_first_token: Callable[[], None], token: CancelToken
+        ) -> PredictionResult:
+            return self.respond(
+                model,
+                chat,
+                config,
+                on_fragment=on_fragment,
+                on_first_token=on_first_token,
+                cancel=token,
+                queue_timeout=queue_timeout,
+            )
+
+        return PredictionStream(work, model=model, cancel=cancel)
 
     # --- lifetime -------------------------------------------------------------------------------
 
@@ -268,66 +269,6 @@ class Engine:
                     wait = min(wait, max(0.05, left))
             self._janitor_wake.wait(wait)
             self._janitor_wake.clear()
-
-
-class PredictionStream:
-    """Iterate for fragments; ``result()`` gives the final :class:`PredictionResult`; ``cancel()`` stops it."""
-
-    _DONE = object()
-
-    def __init__(
-        self,
-        engine: Engine,
-        model: str,
-        chat: ChatInput,
-        config: PredictionConfig | None,
-        *,
-        queue_timeout: float | None,
-    ) -> None:
-        self._token = CancelToken()
-        self._items: _queue.Queue[Any] = _queue.Queue()
-        self._result: PredictionResult | None = None
-        self._error: BaseException | None = None
-        self._done = threading.Event()
-
-        def work() -> None:
-            try:
-                self._result = engine.respond(
-                    model,
-                    chat,
-                    config,
-                    on_fragment=self._items.put,
-                    cancel=self._token,
-                    queue_timeout=queue_timeout,
-                )
-            except BaseException as exc:
-                self._error = exc
-            finally:
-                self._done.set()
-                self._items.put(self._DONE)
-
-        self._thread = threading.Thread(target=work, name="vlmkit-prediction", daemon=True)
-        self._thread.start()
-
-    def __iter__(self) -> Iterator[PredictionFragment]:
-        while True:
-            item = self._items.get()
-            if item is self._DONE:
-                break
-            yield item
-        if self._error is not None:
-            raise self._error
-
-    def cancel(self) -> None:
-        self._token.cancel()
-
-    def result(self, timeout: float | None = None) -> PredictionResult:
-        if not self._done.wait(timeout):
-            raise TimeoutError("the prediction has not finished yet")
-        if self._error is not None:
-            raise self._error
-        assert self._result is not None
-        return self._result
 
 
 def _as_chat(chat: ChatInput) -> Chat | Sequence[ChatMessage]:

@@ -5,17 +5,20 @@ providers layer works (and imports fast) without it. The request becomes a :clas
 images are handles (the engine renders them for llama.cpp itself), the settings a
 ``PredictionConfig``, and the engine's result an OpenAI-shaped completion or chunk stream.
 ``set_engine`` lets the SDK hand over the engine it owns; otherwise one is created on first use.
+The async calls read the engine's worker thread through :mod:`vlmkit.stream`'s bridge: one wake-up
+of the loop per batch of fragments.
 """
 
 from __future__ import annotations
 
 import importlib
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from vlmkit.chat import Chat, ChatMessage, ImagePart, Part, TextPart
 from vlmkit.errors import BadRequestError, NotFoundError
+from vlmkit.prediction import PredictionResult
 from vlmkit.providers.base import ProviderConfig
 from vlmkit.providers.request import CompletionRequest, TextInput
 from vlmkit.providers.response import (
@@ -25,6 +28,7 @@ from vlmkit.providers.response import (
     Usage,
     completion_of,
 )
+from vlmkit.stream import AsyncPredictionStream, CancelToken, FragmentCallback, PredictionStream, Work
 from vlmkit.wire.openai_chat import finish_reason_of
 
 _engine: Any = None
@@ -52,6 +56,20 @@ def engine() -> Any:
         if _engine is None:
             _engine = _module("vlmkit.engine").Engine()
         return _engine
+
+
+def _work(cfg: ProviderConfig, chat: Chat, config: Any) -> Work:
+    """The prediction on the engine, to run on a worker thread (which makes the engine if need be)."""
+
+    def work(
+        on_fragment: FragmentCallback, on_first_token: Callable[[], None], cancel: CancelToken
+    ) -> PredictionResult:
+        result: PredictionResult = engine().respond(
+            cfg.model, chat, config, on_fragment=on_fragment, on_first_token=on_first_token, cancel=cancel
+        )
+        return result
+
+    return work
 
 
 def to_chat(req: CompletionRequest) -> Chat:
@@ -98,42 +116,41 @@ def _result(result: Any, cfg: ProviderConfig) -> ChatCompletion:
     )
 
 
-def _chunks(stream: Any, cfg: ProviderConfig) -> Iterator[ChatCompletionChunk]:
+def _last(maker: ChunkMaker, result: PredictionResult) -> ChatCompletionChunk:
+    stats = result.stats
+    return maker.finish(finish_reason_of(stats.stop_reason), Usage.of(stats.prompt_tokens, stats.predicted_tokens))
+
+
+def _chunks(stream: PredictionStream, cfg: ProviderConfig) -> Iterator[ChatCompletionChunk]:
     maker = ChunkMaker(cfg.model)
-    for fragment in stream:
-        if fragment.content:
-            yield maker.text(fragment.content)
-    stats = stream.result().stats
-    yield maker.finish(finish_reason_of(stats.stop_reason), Usage.of(stats.prompt_tokens, stats.predicted_tokens))
+    with stream:  # a reader that stops early cancels the prediction
+        for fragment in stream:
+            if fragment.content:
+                yield maker.text(fragment.content)
+    yield _last(maker, stream.result())
 
 
 def completion(req: CompletionRequest, cfg: ProviderConfig) -> ChatCompletion | Iterator[ChatCompletionChunk]:
     chat, config = to_chat(req), _config(req)
     if req.stream:
-        return _chunks(engine().respond_stream(cfg.model, chat, config), cfg)
+        return _chunks(PredictionStream(_work(cfg, chat, config), model=cfg.model), cfg)
     return _result(engine().respond(cfg.model, chat, config), cfg)
 
 
 async def acompletion(
     req: CompletionRequest, cfg: ProviderConfig
 ) -> ChatCompletion | AsyncIterator[ChatCompletionChunk]:
-    import anyio.to_thread
-
     chat, config = to_chat(req), _config(req)
+    stream = AsyncPredictionStream(_work(cfg, chat, config), model=cfg.model)
     if req.stream:
-        stream = await anyio.to_thread.run_sync(lambda: engine().respond_stream(cfg.model, chat, config))
         return _achunks(stream, cfg)
-    result = await anyio.to_thread.run_sync(lambda: engine().respond(cfg.model, chat, config))
-    return _result(result, cfg)
+    return _result(await stream.wait_for_result(), cfg)
 
 
-async def _achunks(stream: Any, cfg: ProviderConfig) -> AsyncIterator[ChatCompletionChunk]:
-    import anyio.to_thread
-
-    chunks = _chunks(stream, cfg)
-    done = object()
-    while True:
-        chunk = await anyio.to_thread.run_sync(lambda: next(chunks, done))
-        if chunk is done:
-            return
-        yield chunk  # type: ignore[misc]
+async def _achunks(stream: AsyncPredictionStream, cfg: ProviderConfig) -> AsyncIterator[ChatCompletionChunk]:
+    maker = ChunkMaker(cfg.model)
+    async with stream:  # a reader that stops early (or is cancelled) cancels the prediction
+        async for fragment in stream:
+            if fragment.content:
+                yield maker.text(fragment.content)
+    yield _last(maker, stream.result())

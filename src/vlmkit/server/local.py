@@ -1,32 +1,30 @@
 """The embedded engine behind the server: which local models are served, and predictions off the loop.
 
-Only names the server knows are handed to the engine (configured models and downloaded ones), never
-a client's path. Each prediction runs on its own thread, so a full model queue is answered at once
-(the engine raises ``QueueFullError``: 429) instead of waiting for a pool thread. Every running
-prediction has a :class:`~vlmkit.engine.CancelToken`: a client that goes away, or a shutdown,
-cancels it, and the engine stops at the next token.
+Only names the server knows are handed
+to the engine (configured models and downloaded ones), never a client's path. Each prediction runs on
+its own thread (:mod:`vlmkit.stream`), so a full model queue is answered at once (the engine raises
+``QueueFullError``: 429) instead of waiting for a pool thread. Every running prediction has a
+:class:`~vlmkit.stream.CancelToken`: a client that goes away, or a shutdown, cancels it, and the
+engine stops at the next token.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from types import EllipsisType
 
 from vlmkit.chat import Chat
-from vlmkit.engine import CancelToken, Engine, LoadOptions, list_downloaded
+from vlmkit.engine import Engine, LoadOptions, list_downloaded
 from vlmkit.engine.gguf_meta import read_mmproj_meta, read_model_meta
 from vlmkit.engine.resolve import resolve_model
 from vlmkit.errors import ModelLoadError, ModelNotFoundError, VlmkitError
 from vlmkit.prediction import ModelInfo, PredictionConfig, PredictionFragment, PredictionResult
 from vlmkit.server.config import ConfigError, ServerSettings
-
-T = TypeVar("T")
+from vlmkit.stream import AsyncPredictionStream, CancelToken, FragmentCallback, call_in_thread
 
 
 @dataclass(frozen=True)
@@ -101,65 +99,52 @@ class LocalModels:
     def is_loaded(self, name: str) -> bool:
         return self.engine.is_loaded(name)
 
-    async def load(self, name: str, *, ttl: float | Any | None = ...) -> ModelInfo:
-        return await run_on_thread(lambda: self.engine.load(name, ttl=ttl))
+    async def load(self, name: str, *, ttl: float | EllipsisType | None = ...) -> ModelInfo:
+        return await call_in_thread(lambda: self.engine.load(name, ttl=ttl), name="vlmkit-server-load")
 
     async def unload(self, name: str) -> bool:
-        return await run_on_thread(lambda: self.engine.unload(name))
+        return await call_in_thread(lambda: self.engine.unload(name), name="vlmkit-server-unload")
 
     # --- predictions ---------------------------------------------------------------------------
 
     async def respond(self, name: str, chat: Chat, config: PredictionConfig, token: CancelToken) -> PredictionResult:
-        self._start(token)
-        try:
-            return await run_on_thread(lambda: self.engine.respond(name, chat, config, cancel=token))
-        except asyncio.CancelledError:
-            token.cancel()
-            raise
-        finally:
-            self._inflight.discard(token)
+        stream = self._stream(name, chat, config, token)
+        return await stream.wait_for_result()  # cancelling the request's task cancels the token
 
     async def stream(
         self, name: str, chat: Chat, config: PredictionConfig, token: CancelToken
     ) -> AsyncIterator[PredictionFragment | PredictionResult]:
         """Fragments as they come, then the :class:`PredictionResult` as the last item."""
-        self._start(token)
-        loop = asyncio.get_running_loop()
-        items: asyncio.Queue[Any] = asyncio.Queue()
-        done = object()
-
-        def emit(fragment: PredictionFragment) -> None:
-            loop.call_soon_threadsafe(items.put_nowait, fragment)
-
-        def work() -> None:
-            try:
-                outcome: Any = self.engine.respond(name, chat, config, on_fragment=emit, cancel=token)
-            except BaseException as exc:
-                outcome = exc
-            try:
-                loop.call_soon_threadsafe(items.put_nowait, outcome)
-                loop.call_soon_threadsafe(items.put_nowait, done)
-            except RuntimeError:  # the loop is gone (shutdown): nobody is listening
-                pass
-
-        threading.Thread(target=work, name="vlmkit-server-predict", daemon=True).start()
+        stream = self._stream(name, chat, config, token)
         try:
-            while True:
-                item = await items.get()
-                if item is done:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
+            async for fragment in stream:
+                yield fragment
+            yield stream.result()
         finally:
             token.cancel()  # a no-op when it finished; stops it when the consumer went away
-            self._inflight.discard(token)
+
+    def _stream(self, name: str, chat: Chat, config: PredictionConfig, token: CancelToken) -> AsyncPredictionStream:
+        self._start(token)
+
+        def work(
+            on_fragment: FragmentCallback, on_first_token: Callable[[], None], cancel: CancelToken
+        ) -> PredictionResult:
+            try:
+                return self.engine.respond(name, chat, config, on_fragment=on_fragment, cancel=cancel)
+            finally:
+                self._end(cancel)
+
+        return AsyncPredictionStream(work, model=name, cancel=token)
 
     def _start(self, token: CancelToken) -> None:
         if self.closing:
             raise ServerClosingError("the server is shutting down; retry on another instance")
         with self._lock:
             self._inflight.add(token)
+
+    def _end(self, token: CancelToken) -> None:
+        with self._lock:
+            self._inflight.discard(token)
 
     # --- lifetime ------------------------------------------------------------------------------
 
@@ -182,33 +167,3 @@ class LocalModels:
 
 class ServerClosingError(VlmkitError):
     status_code = 503
-
-
-def run_on_thread(fn: Callable[[], T]) -> asyncio.Future[T]:
-    """Run ``fn`` on a new thread; the future resolves on the loop (not bounded by a pool's size)."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-
-    def settle_result(value: T) -> None:
-        if not future.done():
-            future.set_result(value)
-
-    def settle_error(exc: BaseException) -> None:
-        if not future.done():
-            future.set_exception(exc)
-
-    def work() -> None:
-        try:
-            value = fn()
-        except BaseException as exc:
-            _call_soon(loop, settle_error, exc)
-        else:
-            _call_soon(loop, settle_result, value)
-
-    threading.Thread(target=work, name="vlmkit-server-engine", daemon=True).start()
-    return future
-
-
-def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[[Any], None], arg: Any) -> None:
-    with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(fn, arg)

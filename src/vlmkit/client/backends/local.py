@@ -79,14 +79,10 @@ class LocalBackend:
         on_first_token: Callable[[], None],
         cancel: CancelToken,
     ) -> PredictionResult:
-        from vlmkit.engine import CancelToken as EngineCancel
-
         engine = self.engine
         if not engine.is_loaded(key):  # unloaded after its TTL: load again as it was first loaded
             self._reload(key)
-        stop = EngineCancel()
-        cancel.on_cancel(stop.cancel)
-        return engine.respond(key, chat, config, on_fragment=on_fragment, on_first_token=on_first_token, cancel=stop)
+        return engine.respond(key, chat, config, on_fragment=on_fragment, on_first_token=on_first_token, cancel=cancel)
 
     def close(self) -> None:
         with self._lock:
