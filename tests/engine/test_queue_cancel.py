@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from vlmkit.engine import CancelToken, Engine, LoadOptions
-from vlmkit.errors import PredictionCancelledError, PredictionTimeoutError, QueueFullError
+from vlmkit.errors import ModelLoadError, PredictionCancelledError, PredictionTimeoutError, QueueFullError
 from vlmkit.prediction import PredictionConfig, PredictionFragment, PredictionResult, StopReason
 from vlmkit.stream import AsyncPredictionStream
 
@@ -194,3 +194,44 @@ async def test_an_async_caller_cancels_through_its_own_token(engine: Engine) -> 
     assert await asyncio.to_thread(finished.wait, 20)
     assert seen == [token] and token.cancelled
     assert results[0].stats.stop_reason is StopReason.USER_STOPPED and results[0].stats.predicted_tokens == 1
+
+
+# --- what a shared engine needs: loads counted, reloads as loaded, a bound per caller ------------------
+
+
+def test_a_model_loads_again_as_it_was_loaded(engine: Engine) -> None:
+    loads = engine.load_count
+    engine.load("tiny", options=LoadOptions(cpu_threads=1, context_length=256))
+    engine.load("tiny")  # in memory already: not loaded again
+    assert engine.load_count == loads + 1
+    engine.unload("tiny")
+    assert engine.respond("tiny", "hi", PredictionConfig(max_tokens=1)).stats.predicted_tokens == 1
+    assert engine.get_info("tiny").context_length == 256 and engine.load_count == loads + 2
+
+
+def test_a_key_loaded_from_other_files_is_refused(
+    engine: Engine, tiny_model: tuple[Path, Path], tiny_text_model: Path
+) -> None:
+    engine.load("tiny")
+    engine.register("tiny", tiny_text_model)  # the same key, now naming another model
+    with pytest.raises(ModelLoadError) as err:
+        engine.load("tiny")
+    message = str(err.value)
+    assert f"model 'tiny' is already loaded in this process from {tiny_model[0]}, not from {tiny_text_model}" in message
+    assert "unload it first, or load this one under another key" in message
+
+
+def test_each_caller_may_bound_the_queue_for_itself(engine: Engine) -> None:
+    started, release = threading.Event(), threading.Event()
+    holder = _blocking_call(engine, started, release)
+    waiter = threading.Thread(target=engine.respond, args=("tiny", "waits", PredictionConfig(max_tokens=1)))
+    try:
+        with pytest.raises(QueueFullError, match="0 requests are already waiting"):
+            engine.respond("tiny", "no wait", PredictionConfig(max_tokens=1), max_queue=0)
+        waiter.start()  # the engine's own bound (16) lets this one wait
+        _wait_for(lambda: engine._loaded["tiny"].queue.waiting == 1)
+    finally:
+        release.set()
+        holder.join(10)
+    waiter.join(10)
+    assert not waiter.is_alive()

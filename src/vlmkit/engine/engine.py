@@ -5,17 +5,19 @@
 >>> result = engine.respond("smolvlm-256m", chat, PredictionConfig(max_tokens=64))
 
 One loaded model serves one prediction at a time; concurrent callers queue in order (bounded).
-Models unload after an idle TTL (default one hour). A model runs on the GPU when llama.cpp was
-built with one (:mod:`vlmkit.engine.gpu`). A follow-up turn reuses the evaluated prefix and does no
-image work at all (:mod:`vlmkit.engine.prepared`); a new chat about a known image reuses its
-embeddings, in this process or, from the encoder cache on disk, in the next one
-(:mod:`vlmkit.engine.reuse`, :mod:`vlmkit.engine.encoder_cache`).
+Models unload after an idle TTL (default one hour); a model asked for again loads again as it was
+loaded (the same files, TTL and options). A model runs on the GPU when llama.cpp was built with one
+(:mod:`vlmkit.engine.gpu`). A follow-up turn reuses the evaluated prefix and does no image work at
+all (:mod:`vlmkit.engine.prepared`); a new chat about a known image reuses its embeddings, in this
+process or, from the encoder cache on disk, in the next one (:mod:`vlmkit.engine.reuse`,
+:mod:`vlmkit.engine.encoder_cache`).
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ from vlmkit.engine.loaded import LoadedModel
 from vlmkit.engine.model import LoadOptions
 from vlmkit.engine.resolve import ModelFiles, resolve_model
 from vlmkit.engine.reuse import DEFAULT_EMBEDDING_CACHE_BYTES
-from vlmkit.errors import ModelNotFoundError
+from vlmkit.errors import ModelLoadError, ModelNotFoundError
 from vlmkit.prediction import ModelInfo, PredictionConfig, PredictionFragment, PredictionResult
 from vlmkit.stream import CancelToken, FragmentCallback, PredictionStream
 
@@ -33,6 +35,15 @@ DEFAULT_TTL = 3600.0
 DEFAULT_MAX_QUEUE = 16
 
 ChatInput = Chat | Sequence[ChatMessage] | str
+
+
+@dataclass(frozen=True)
+class _LoadedAs:
+    """How a model was loaded, so that it loads again the same way after an unload."""
+
+    files: ModelFiles
+    ttl: float | None
+    options: LoadOptions
 
 
 class Engine:
@@ -53,6 +64,9 @@ class Engine:
         self.max_queue = max_queue
         self.embedding_cache_bytes = embedding_cache_bytes
         self._loaded: dict[str, LoadedModel] = {}
+        self._loaded_as: dict[str, _LoadedAs] = {}
+        self.load_count = 0
+        """How many times a model has been loaded (a model in memory already is not loaded again)."""
         self._registered: dict[str, ModelFiles] = {}
         self._registered_options: dict[str, LoadOptions] = {}
         self._lock = threading.RLock()
@@ -89,36 +103,30 @@ class Engine:
         key: str | None = None,
         ttl: float | Any | None = ...,
         options: LoadOptions | None = None,
+        models_dir: str | Path | None = None,
     ) -> ModelInfo:
         """Load ``model`` (a key, ``repo/name``, a .gguf path or a directory) unless it already is.
 
         ``ttl`` is the idle time in seconds before it unloads (``None``: never; default: the engine's).
+        ``models_dir`` is where to find a downloaded key (default: the engine's). A model already
+        loaded under that key from other files is an error, not a silent stand-in.
         """
-        files = self._files(str(model), mmproj)
+        files = self.resolve(str(model), mmproj, models_dir=models_dir)
         name = key or files.key
-        with self._lock:
-            lm = self._loaded.get(name)
-            if lm is not None:
-                return lm.info
-            load_lock = self._load_locks.setdefault(name, threading.Lock())
-        with load_lock:  # two callers loading one model: the second waits and reuses it
-            with self._lock:
-                lm = self._loaded.get(name)
-                if lm is not None:
-                    return lm.info
-            lm = LoadedModel.load(
-                name,
-                files.model,
-                files.mmproj,
-                options or self._registered_options.get(name) or self.load_options,
-                ttl=self.default_ttl if ttl is ... else ttl,
-                max_queue=self.max_queue,
-                embedding_cache_bytes=self.embedding_cache_bytes,
-            )
-            with self._lock:
-                self._loaded[name] = lm
-        self._janitor_wake.set()
-        return lm.info
+        chosen = options or self._registered_options.get(name) or self.load_options
+        return self._load(name, _LoadedAs(files, self.default_ttl if ttl is ... else ttl, chosen))
+
+    def ensure_loaded(self, model: str) -> ModelInfo:
+        """``model``'s info, loading it unless it is loaded (as it was loaded before, if it was)."""
+        return self._get(model).info
+
+    def resolve(
+        self, model: str, mmproj: str | Path | None = None, *, models_dir: str | Path | None = None
+    ) -> ModelFiles:
+        """The files ``model`` names (a registered key first), found without loading anything."""
+        if mmproj is None and model in self._registered:
+            return self._registered[model]
+        return resolve_model(model, mmproj=mmproj, models_dir=models_dir if models_dir is not None else self.models_dir)
 
     def unload(self, key: str) -> bool:
         """Unload a model (after its running prediction, if any). False if it was not loaded."""
@@ -165,16 +173,23 @@ class Engine:
         on_first_token: Callable[[], None] | None = None,
         cancel: CancelToken | None = None,
         queue_timeout: float | None = None,
+        max_queue: int | None = None,
     ) -> PredictionResult:
         """Answer ``chat`` with ``model`` (loaded on demand). Blocks; fragments go to ``on_fragment``.
 
         A cancelled prediction returns what it had, with stop reason ``userStopped``; one cancelled
-        while still queued raises :class:`~vlmkit.errors.PredictionCancelledError`.
+        while still queued raises :class:`~vlmkit.errors.PredictionCancelledError`. ``max_queue``
+        bounds the callers waiting for this model, for this call (default: the engine's bound).
         """
         token = cancel or CancelToken()
         while True:
             lm = self._get(model)
-            lm.queue.acquire(timeout=queue_timeout, should_stop=lambda: token.cancelled, what=f"model {lm.key!r}")
+            lm.queue.acquire(
+                timeout=queue_timeout,
+                should_stop=lambda: token.cancelled,
+                what=f"model {lm.key!r}",
+                max_waiting=max_queue,
+            )
             if not lm.native.closed:
                 break
             lm.queue.release()  # it was unloaded while we waited: load it again
@@ -233,19 +248,46 @@ class Engine:
 
     # --- internals ------------------------------------------------------------------------------
 
-    def _files(self, model: str, mmproj: str | Path | None) -> ModelFiles:
-        if mmproj is None and model in self._registered:
-            return self._registered[model]
-        return resolve_model(model, mmproj=mmproj, models_dir=self.models_dir)
+    def _load(self, name: str, how: _LoadedAs) -> ModelInfo:
+        with self._lock:
+            lm = self._loaded.get(name)
+            if lm is None:
+                load_lock = self._load_locks.setdefault(name, threading.Lock())
+        if lm is not None:
+            return _same_files(name, lm, how.files)
+        with load_lock:  # two callers loading one model: the second waits and reuses it
+            with self._lock:
+                lm = self._loaded.get(name)
+            if lm is not None:
+                return _same_files(name, lm, how.files)
+            lm = LoadedModel.load(
+                name,
+                how.files.model,
+                how.files.mmproj,
+                how.options,
+                ttl=how.ttl,
+                max_queue=self.max_queue,
+                embedding_cache_bytes=self.embedding_cache_bytes,
+            )
+            with self._lock:
+                self._loaded[name] = lm
+                self._loaded_as[name] = how
+                self.load_count += 1
+        self._janitor_wake.set()
+        return lm.info
 
     def _get(self, model: str) -> LoadedModel:
         lm = self._loaded.get(model)
         if lm is None:
-            self.load(model)
+            how = self._loaded_as.get(model)
+            if how is not None:  # unloaded since: load again as it was
+                self._load(model, how)
+            else:
+                self.load(model)
             lm = self._loaded.get(model)
             if lm is None:
                 for candidate in self._loaded.values():  # loaded under a resolved name
-                    if candidate.key == self._files(model, None).key:
+                    if candidate.key == self.resolve(model).key:
                         return candidate
                 raise ModelNotFoundError(f"model {model!r} could not be loaded")
         return lm
@@ -269,6 +311,20 @@ class Engine:
                     wait = min(wait, max(0.05, left))
             self._janitor_wake.wait(wait)
             self._janitor_wake.clear()
+
+
+def _same_files(name: str, lm: LoadedModel, files: ModelFiles) -> ModelInfo:
+    """The info of ``lm``, loaded as ``name``, when it was loaded from ``files``; else a clear error."""
+    if _real(lm.info.path) != _real(files.model) or _real(lm.info.mmproj_path) != _real(files.mmproj):
+        raise ModelLoadError(
+            f"model {name!r} is already loaded in this process from {lm.info.path}, not from {files.model}; "
+            "unload it first, or load this one under another key"
+        )
+    return lm.info
+
+
+def _real(path: str | Path | None) -> Path | None:
+    return Path(path).resolve() if path is not None else None
 
 
 def _as_chat(chat: ChatInput) -> Chat | Sequence[ChatMessage]:

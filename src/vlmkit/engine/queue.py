@@ -53,13 +53,17 @@ class TurnQueue:
         timeout: float | None = None,
         should_stop: Callable[[], bool] = lambda: False,
         what: str = "the model",
+        max_waiting: int | None = None,
     ) -> None:
+        """Wait for the turn. ``max_waiting`` bounds the line for this caller (default: the queue's own
+        bound), so each user of a shared model keeps its own limit."""
+        limit = self.max_waiting if max_waiting is None else max_waiting
         with self._lock:
             if not self._busy and not self._waiters:
                 self._busy = True
                 self._since = time.monotonic()
                 return
-            if len(self._waiters) >= self.max_waiting:
+            if len(self._waiters) >= limit:
                 raise QueueFullError(
                     f"{what} is busy and {len(self._waiters)} requests are already waiting "
                     f"(the most this model queues); retry in about {self.retry_after()} s",
