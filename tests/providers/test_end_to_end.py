@@ -181,13 +181,11 @@ def test_llama_cpp_server_serves_the_generated_test_model(llama_server: str, sam
 
 
 def test_local_models_go_to_the_embedded_engine(tmp_path: Path, samples: Samples) -> None:
-    from vlmkit.engine import Engine, synthetic
-    from vlmkit.providers import local
+    from vlmkit.engine import owner, synthetic
 
     model, mmproj = synthetic.write_test_model(tmp_path)
-    engine = Engine()
+    engine = owner.engine()  # the process's engine, which completion("local/...") runs on
     engine.register("test-vlm", model, mmproj)
-    local.set_engine(engine)
     try:
         messages = [{"role": "user", "content": [
             {"type": "text", "text": "Describe."},
@@ -199,5 +197,4 @@ def test_local_models_go_to_the_embedded_engine(tmp_path: Path, samples: Samples
         chunks = list(completion("local/test-vlm", messages, max_tokens=3, stream=True))
         assert chunks[-1].choices[0].finish_reason in ("stop", "length") and chunks[-1].usage is not None
     finally:
-        local.set_engine(None)
-        engine.close()
+        engine.unload("test-vlm")

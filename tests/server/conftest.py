@@ -167,7 +167,7 @@ def start_server(settings: ServerSettings, *, record: bool = True, fragment_dela
     config = uvicorn_config(settings, log_level="warning")
     app = config.app
     state: ServerState = app.state
-    engine = state.local.engine
+    engine = state.local.lease
     running_results: list[PredictionResult] = []
     if record or fragment_delay:
         real = engine.respond

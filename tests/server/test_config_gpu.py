@@ -37,12 +37,12 @@ def test_each_local_model_loads_where_its_entry_says(tiny_files: Any) -> None:
     ).with_overrides(gpu="off")  # as `vlmkit serve --gpu off` does
     local = LocalModels(settings)
     try:
-        assert local.engine.load("on-cpu").key == "on-cpu"
-        assert local.engine.load("default").key == "default"
+        assert local.lease.load("on-cpu").key == "on-cpu"
+        assert local.lease.load("default").key == "default"
         if native.llama().llama_supports_gpu_offload():
-            assert local.engine.load("three-layers").key == "three-layers"
+            assert local.lease.load("three-layers").key == "three-layers"
         else:  # the entry's own setting reached the engine, which refuses it on this build
             with pytest.raises(InvalidSettingError, match=r"^gpu=3 offloads 3 layers to a GPU"):
-                local.engine.load("three-layers")
+                local.lease.load("three-layers")
     finally:
         local.close()

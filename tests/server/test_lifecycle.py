@@ -11,7 +11,9 @@ import httpx
 import openai
 import pytest
 
+import vlmkit as vk
 from tests.server.conftest import API_KEY, Running, start_server
+from vlmkit.engine import owner
 from vlmkit.prediction import PredictionConfig, PredictionFragment, StopReason
 from vlmkit.server import ServerSettings
 
@@ -40,7 +42,7 @@ def _hold_model(running: Running) -> tuple[threading.Thread, threading.Event]:
         started.set()
         release.wait(20)
 
-    engine = running.state.local.engine
+    engine = running.state.local.lease
     t = threading.Thread(
         target=engine.respond,
         args=("tiny", "hold", PredictionConfig(max_tokens=2)),
@@ -76,6 +78,36 @@ def test_full_queue_is_429_with_retry_after(settings: ServerSettings) -> None:
         assert r.usage is not None and r.usage.completion_tokens == 2
     finally:
         running.stop()
+
+
+def test_the_server_and_the_sdk_share_a_model_and_the_server_keeps_its_queue(settings: ServerSettings) -> None:
+    """One engine per process: an SDK client here gets the model the server loaded (no second load),
+    and while it is busy the server's own bound (no one waits) still answers 429, while the SDK's
+    caller waits its turn in the engine's queue."""
+    running = start_server(settings.with_overrides(max_queue=0))
+    replies: list[vk.PredictionResult] = []
+    try:
+        holder, release = _hold_model(running)
+        loads = owner.load_count()
+        with vk.Client() as client:
+            model = client.llm.model("tiny")  # registered by the server, for the whole process
+            assert owner.load_count() == loads and [i.key for i in owner.loaded()].count("tiny") == 1
+            waiter = threading.Thread(target=lambda: replies.append(model.respond("hi", config={"maxTokens": 1})))
+            waiter.start()
+            queue = owner.engine()._loaded["tiny"].queue
+            _wait_for(lambda: queue.waiting == 1)
+            c = openai.OpenAI(base_url=running.base, api_key=API_KEY, max_retries=0)
+            with pytest.raises(openai.RateLimitError) as info:
+                c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+            assert info.value.status_code == 429
+            release.set()
+            holder.join(20)
+            waiter.join(20)
+            assert replies[0].stats.predicted_tokens == 1
+        assert [i.key for i in owner.loaded()].count("tiny") == 1  # the server still holds it
+    finally:
+        running.stop()
+    assert "tiny" not in [i.key for i in owner.loaded()]  # the last holder has shut down
 
 
 def test_client_leaving_mid_stream_stops_the_generation(settings: ServerSettings) -> None:

@@ -206,7 +206,7 @@ def test_full_queue_is_queue_full_error(settings: ServerSettings, monkeypatch: p
 
 
 def test_config_detail_crosses_the_wire(remote: Running, monkeypatch: pytest.MonkeyPatch) -> None:
-    engine = remote.state.local.engine
+    engine = remote.state.local.lease
     seen: list[tuple[vk.Chat, vk.PredictionConfig]] = []
     respond = engine.respond
 

@@ -2,8 +2,9 @@
 
 Public surface: :class:`Engine` (load, respond, stream, cancel, unload), :class:`LoadOptions`,
 :class:`CancelToken` and :class:`PredictionStream` (:mod:`vlmkit.stream`'s, shared with the SDK),
-and the model-store functions :func:`get`, :func:`list_downloaded`, :func:`remove`. Importing this
-package does not load llama.cpp; the first model load does.
+the model-store functions :func:`get`, :func:`list_downloaded`, :func:`remove`, and
+:mod:`~vlmkit.engine.owner`, the one engine of this process that the SDK, ``completion("local/...")``
+and the server share. Importing this package does not load llama.cpp; the first model load does.
 """
 
 from vlmkit.engine.catalog import CatalogEntry, catalog, lookup

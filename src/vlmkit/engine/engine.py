@@ -11,6 +11,9 @@ loaded (the same files, TTL and options). A model runs on the GPU when llama.cpp
 all (:mod:`vlmkit.engine.prepared`); a new chat about a known image reuses its embeddings, in this
 process or, from the encoder cache on disk, in the next one (:mod:`vlmkit.engine.reuse`,
 :mod:`vlmkit.engine.encoder_cache`).
+
+An :class:`Engine` may be made on its own (the tests make several); everything else in vlmkit shares
+the one of :mod:`vlmkit.engine.owner`, so that a model is in memory once per process.
 """
 
 from __future__ import annotations
@@ -104,16 +107,19 @@ class Engine:
         ttl: float | Any | None = ...,
         options: LoadOptions | None = None,
         models_dir: str | Path | None = None,
+        default_options: LoadOptions | None = None,
     ) -> ModelInfo:
         """Load ``model`` (a key, ``repo/name``, a .gguf path or a directory) unless it already is.
 
         ``ttl`` is the idle time in seconds before it unloads (``None``: never; default: the engine's).
-        ``models_dir`` is where to find a downloaded key (default: the engine's). A model already
-        loaded under that key from other files is an error, not a silent stand-in.
+        ``options``, else those ``model`` was registered with, else ``default_options`` (a caller's
+        own default), else the engine's say how it loads. ``models_dir`` is where to find a downloaded
+        key (default: the engine's). A model already loaded under that key from other files is an
+        error, not a silent stand-in.
         """
         files = self.resolve(str(model), mmproj, models_dir=models_dir)
         name = key or files.key
-        chosen = options or self._registered_options.get(name) or self.load_options
+        chosen = options or self._registered_options.get(name) or default_options or self.load_options
         return self._load(name, _LoadedAs(files, self.default_ttl if ttl is ... else ttl, chosen))
 
     def ensure_loaded(self, model: str) -> ModelInfo:

@@ -114,6 +114,11 @@ def read_mmproj_meta(path: str | Path) -> MmprojMeta:
     )
 
 
+def has_vision_encoder(mmproj: str | Path | None) -> bool:
+    """Whether a model with this projector (``None``: none) takes images: its metadata says it has a vision encoder."""
+    return mmproj is not None and read_mmproj_meta(mmproj).vision
+
+
 def _int(v: Any) -> int | None:
     try:
         return int(v) if v is not None else None

@@ -12,7 +12,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from vlmkit.engine.gguf_meta import read_mmproj_meta, read_model_meta
+from vlmkit.engine.gguf_meta import has_vision_encoder, read_model_meta
 from vlmkit.errors import ModelLoadError, ModelNotFoundError
 
 MANIFEST = "model.json"
@@ -91,7 +91,7 @@ def list_downloaded(root: str | Path | None = None) -> list[ModelListing]:
             continue
         try:
             meta = read_model_meta(stored.model)
-            vision = stored.mmproj is not None and read_mmproj_meta(stored.mmproj).vision
+            vision = has_vision_encoder(stored.mmproj)
         except ModelLoadError:
             continue
         out.append(

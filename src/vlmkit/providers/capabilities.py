@@ -13,6 +13,8 @@ import re
 from functools import cache
 from typing import Any
 
+from vlmkit.errors import VlmkitError
+
 _DATE = re.compile(r"(-\d{4}-\d{2}-\d{2}|-\d{8}|@\d{8}|@latest|@\d{3})$")
 _BEDROCK_GEO = re.compile(r"^(us|eu|apac|us-gov|global|jp|au|ca)\.")
 
@@ -99,14 +101,11 @@ def _answer(table_name: str, name: str, depth: int) -> bool | None:
 
 
 def _local_vision(key: str) -> bool:
-    """A local model sees when its files carry a vision projector (asked of the embedded engine)."""
-    try:
-        importlib.import_module("vlmkit.engine")
-    except ImportError:
-        return False
-    try:
-        from vlmkit.providers.local import engine as local_engine
+    """A local model sees when its files carry a vision projector: read from the model store and the
+    GGUF headers (a model in memory answers from its info), without loading anything."""
+    from vlmkit.engine.owner import has_vision
 
-        return bool(local_engine().get_info(key).vision)
-    except Exception:  # unknown key, unreadable file: not a model known to see
+    try:
+        return has_vision(key)
+    except VlmkitError:  # unknown key, unreadable file: not a model known to see
         return False

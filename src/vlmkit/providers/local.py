@@ -1,24 +1,21 @@
 """``local/KEY``: the embedded llama.cpp engine, through the same call as the cloud providers.
 
-The engine lives in :mod:`vlmkit.engine` and is imported only when a ``local/`` model is used, so the
-providers layer works (and imports fast) without it. The request becomes a :class:`vlmkit.Chat` whose
-images are handles (the engine renders them for llama.cpp itself), the settings a
-``PredictionConfig``, and the engine's result an OpenAI-shaped completion or chunk stream.
-``set_engine`` lets the SDK hand over the engine it owns; otherwise one is created on first use.
-The async calls read the engine's worker thread through :mod:`vlmkit.stream`'s bridge: one wake-up
-of the loop per batch of fragments.
+The engine is the process's one (:mod:`vlmkit.engine.owner`), shared with the SDK and the server, so
+a model they have loaded answers here without loading again; one that is not loaded loads on demand
+and stays for the engine's idle TTL. The engine is imported when a ``local/`` model is first used,
+so the providers layer imports fast. The request becomes a :class:`vlmkit.Chat` whose images are
+handles (the engine renders them for llama.cpp itself), the settings a ``PredictionConfig``, and the
+engine's result an OpenAI-shaped completion or chunk stream. The async calls read the engine's
+worker thread through :mod:`vlmkit.stream`'s bridge: one wake-up of the loop per batch of fragments.
 """
 
 from __future__ import annotations
 
-import importlib
-import threading
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
 
 from vlmkit.chat import Chat, ChatMessage, ImagePart, Part, TextPart
-from vlmkit.errors import BadRequestError, NotFoundError
-from vlmkit.prediction import PredictionResult
+from vlmkit.errors import BadRequestError
+from vlmkit.prediction import PredictionConfig, PredictionResult
 from vlmkit.providers.base import ProviderConfig
 from vlmkit.providers.request import CompletionRequest, TextInput
 from vlmkit.providers.response import (
@@ -31,43 +28,18 @@ from vlmkit.providers.response import (
 from vlmkit.stream import AsyncPredictionStream, CancelToken, FragmentCallback, PredictionStream, Work
 from vlmkit.wire.openai_chat import finish_reason_of
 
-_engine: Any = None
-_lock = threading.Lock()
 
-
-def set_engine(engine: Any) -> None:
-    """Use ``engine`` (a ``vlmkit.engine.Engine``) for ``local/`` models."""
-    global _engine
-    _engine = engine
-
-
-def _module(name: str) -> Any:
-    try:
-        return importlib.import_module(name)
-    except ImportError as exc:
-        raise NotFoundError(
-            f"local models need vlmkit's embedded engine, which cannot be imported here ({exc})", provider="local"
-        ) from None
-
-
-def engine() -> Any:
-    global _engine
-    with _lock:
-        if _engine is None:
-            _engine = _module("vlmkit.engine").Engine()
-        return _engine
-
-
-def _work(cfg: ProviderConfig, chat: Chat, config: Any) -> Work:
-    """The prediction on the engine, to run on a worker thread (which makes the engine if need be)."""
+def _work(cfg: ProviderConfig, chat: Chat, config: PredictionConfig) -> Work:
+    """The prediction on the process's engine, to run on a worker thread (which imports the engine)."""
 
     def work(
         on_fragment: FragmentCallback, on_first_token: Callable[[], None], cancel: CancelToken
     ) -> PredictionResult:
-        result: PredictionResult = engine().respond(
+        from vlmkit.engine.owner import engine
+
+        return engine().respond(
             cfg.model, chat, config, on_fragment=on_fragment, on_first_token=on_first_token, cancel=cancel
         )
-        return result
 
     return work
 
@@ -91,10 +63,10 @@ def to_chat(req: CompletionRequest) -> Chat:
     return chat
 
 
-def _config(req: CompletionRequest) -> Any:
+def _config(req: CompletionRequest) -> PredictionConfig:
     p = req.params
     details = {img.detail for img in req.images if img.detail}
-    return _module("vlmkit.prediction").PredictionConfig(
+    return PredictionConfig(
         temperature=p.temperature,
         max_tokens=p.max_tokens,
         top_p=p.top_p,
@@ -105,7 +77,7 @@ def _config(req: CompletionRequest) -> Any:
     )
 
 
-def _result(result: Any, cfg: ProviderConfig) -> ChatCompletion:
+def _result(result: PredictionResult, cfg: ProviderConfig) -> ChatCompletion:
     stats = result.stats
     return completion_of(
         result.content,
@@ -134,6 +106,8 @@ def completion(req: CompletionRequest, cfg: ProviderConfig) -> ChatCompletion | 
     chat, config = to_chat(req), _config(req)
     if req.stream:
         return _chunks(PredictionStream(_work(cfg, chat, config), model=cfg.model), cfg)
+    from vlmkit.engine.owner import engine
+
     return _result(engine().respond(cfg.model, chat, config), cfg)
 
 

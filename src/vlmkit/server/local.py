@@ -1,6 +1,8 @@
 """The embedded engine behind the server: which local models are served, and predictions off the loop.
 
-Only names the server knows are handed
+The engine is the process's one (:mod:`vlmkit.engine.owner`): the server holds what it loads through
+a lease that carries the server's own limits (its models directory, idle TTL and queue bound), and
+an SDK client in the same process shares the models with it. Only names the server knows are handed
 to the engine (configured models and downloaded ones), never a client's path. Each prediction runs on
 its own thread (:mod:`vlmkit.stream`), so a full model queue is answered at once (the engine raises
 ``QueueFullError``: 429) instead of waiting for a pool thread. Every running prediction has a
@@ -18,8 +20,9 @@ from pathlib import Path
 from types import EllipsisType
 
 from vlmkit.chat import Chat
-from vlmkit.engine import Engine, LoadOptions, list_downloaded
-from vlmkit.engine.gguf_meta import read_mmproj_meta, read_model_meta
+from vlmkit.engine import LoadOptions, list_downloaded
+from vlmkit.engine.gguf_meta import has_vision_encoder, read_model_meta
+from vlmkit.engine.owner import Lease
 from vlmkit.engine.resolve import resolve_model
 from vlmkit.errors import ModelLoadError, ModelNotFoundError, VlmkitError
 from vlmkit.prediction import ModelInfo, PredictionConfig, PredictionFragment, PredictionResult
@@ -41,11 +44,11 @@ class LocalEntry:
 class LocalModels:
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
-        self.engine = Engine(
+        self.lease = Lease(
             models_dir=settings.models_dir,
-            default_ttl=settings.model_ttl,
+            ttl=settings.model_ttl,
             max_queue=settings.max_queue,
-            load_options=LoadOptions(gpu=settings.gpu),
+            options=LoadOptions(gpu=settings.gpu),
         )
         self._configured: dict[str, LocalEntry] = {}
         for m in settings.local.values():
@@ -54,10 +57,10 @@ class LocalModels:
             except (ModelNotFoundError, ModelLoadError) as exc:
                 entry = "mmproj" if m.mmproj is not None and not Path(m.mmproj).expanduser().is_file() else "path"
                 raise ConfigError(f"the config entry models.{m.name}.{entry}: {exc.detail}") from None
-            self.engine.register(
+            self.lease.register(
                 m.name, files.model, files.mmproj, options=LoadOptions(gpu=settings.gpu if m.gpu is None else m.gpu)
             )
-            vision = files.mmproj is not None and read_mmproj_meta(files.mmproj).vision
+            vision = has_vision_encoder(files.mmproj)
             size = sum(p.stat().st_size for p in (files.model, files.mmproj) if p is not None)
             meta = read_model_meta(files.model)
             self._configured[m.name] = LocalEntry(
@@ -94,16 +97,16 @@ class LocalModels:
         return entry
 
     def loaded(self) -> list[ModelInfo]:
-        return self.engine.list_loaded()
+        return self.lease.list_loaded()
 
     def is_loaded(self, name: str) -> bool:
-        return self.engine.is_loaded(name)
+        return self.lease.is_loaded(name)
 
     async def load(self, name: str, *, ttl: float | EllipsisType | None = ...) -> ModelInfo:
-        return await call_in_thread(lambda: self.engine.load(name, ttl=ttl), name="vlmkit-server-load")
+        return await call_in_thread(lambda: self.lease.load(name, ttl=ttl), name="vlmkit-server-load")
 
     async def unload(self, name: str) -> bool:
-        return await call_in_thread(lambda: self.engine.unload(name), name="vlmkit-server-unload")
+        return await call_in_thread(lambda: self.lease.unload(name), name="vlmkit-server-unload")
 
     # --- predictions ---------------------------------------------------------------------------
 
@@ -130,7 +133,7 @@ class LocalModels:
             on_fragment: FragmentCallback, on_first_token: Callable[[], None], cancel: CancelToken
         ) -> PredictionResult:
             try:
-                return self.engine.respond(name, chat, config, on_fragment=on_fragment, cancel=cancel)
+                return self.lease.respond(name, chat, config, on_fragment=on_fragment, cancel=cancel)
             finally:
                 self._end(cancel)
 
@@ -162,7 +165,7 @@ class LocalModels:
         """Cancel what still runs and unload every model (each after its running prediction stops)."""
         self.closing = True
         self.cancel_all()
-        self.engine.close()
+        self.lease.close()
 
 
 class ServerClosingError(VlmkitError):
