@@ -14,7 +14,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from vlmkit.chat import Chat
-from vlmkit.engine import CancelToken
 from vlmkit.prediction import PredictionFragment, PredictionResult
 from vlmkit.providers import AsyncCompletionStream, ChatCompletion
 from vlmkit.server.errors import APIError, body_of
@@ -23,6 +22,7 @@ from vlmkit.server.jsonutil import dumps
 from vlmkit.server.lifted import lift
 from vlmkit.server.sse import DONE, EventStream, event, until_disconnect
 from vlmkit.server.state import ServerState, endpoint, image_slot
+from vlmkit.stream import CancelToken
 from vlmkit.wire.openai_chat import ChunkWriter, completion_body, config_to_openai
 
 
