@@ -197,6 +197,57 @@ def test_slow_senders_do_not_hold_the_slots_that_bound_image_work(settings: Serv
         running.stop()
 
 
+def test_large_bodies_in_memory_are_bounded_by_the_budget_and_small_ones_pass(settings: ServerSettings) -> None:
+    # a 600 KB budget: a client declaring 500 KB takes it before sending its body, so a 320 KB image
+    # request waits unread in its socket until that client is gone; a text request needs no budget
+    running = start_server(
+        settings.with_overrides(max_body_memory_bytes=600 * 1024, body_timeout=60.0, min_body_rate=0.0), record=False
+    )
+    budget = running.state.body_budget
+    holder = _open(running, 500 * 1024)
+    waiting: socket.socket | None = None
+    try:
+        holder.sendall(b" " * 1024)
+        for _ in range(3000):  # until the server has read the holder's headers
+            if budget.free == 100 * 1024:
+                break
+            time.sleep(0.01)
+        assert budget.free == 100 * 1024
+        image = photo_path("chelsea.png").read_bytes()
+        body = json.dumps(
+            {
+                "model": "tiny",
+                "max_tokens": 2,
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "image_url", "image_url": {"url": data_url(image, "image/png")}}],
+                    }
+                ],
+            }
+        ).encode()
+        waiting = _open(running, len(body))
+        waiting.sendall(body)
+        text = {"model": "tiny", "max_tokens": 2, "messages": [{"role": "user", "content": "Hi"}]}
+        r = httpx.post(running.url + CHAT, json=text, headers=AUTH, timeout=60)
+        assert r.status_code == 200, r.text
+        assert _nothing_answered(waiting)  # still waiting for the budget
+        holder.close()  # the holder goes away: its 500 KB go back, and the image request is served
+        status, _, answer = _answer(waiting)
+        assert status == 200, answer
+        assert answer["usage"]["completion_tokens"] == 2
+        for _ in range(3000):
+            if budget.free == budget.total:
+                break
+            time.sleep(0.01)
+        assert budget.free == budget.total  # every byte given back
+    finally:
+        holder.close()
+        if waiting is not None:
+            waiting.close()
+        running.stop()
+
+
 @pytest.fixture(scope="module")
 def strict_server(settings: ServerSettings) -> Iterator[Running]:
     """Small body limits, so that slow senders are refused quickly: 1.5 s for a body, and at least
@@ -274,3 +325,5 @@ def test_body_limits_in_the_config() -> None:
     assert (s.body_timeout, s.min_body_rate, s.body_rate_grace) == (30.0, 4096.0, 2.5)
     d = ServerSettings()
     assert (d.body_timeout, d.min_body_rate, d.body_rate_grace) == (120.0, 8192.0, 10.0)
+    assert parse_config({"limits": {"max_body_memory_mb": 8}}).max_body_memory_bytes == 8 * 1024 * 1024
+    assert d.max_body_memory_bytes == 16 * 1024 * 1024

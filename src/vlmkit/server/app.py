@@ -94,7 +94,7 @@ def create_app(settings: ServerSettings | None = None, *, state: ServerState | N
     limits = BodyLimits(
         settings.max_body_bytes, settings.body_timeout, settings.min_body_rate, settings.body_rate_grace
     )
-    wrapped: Any = BodyLimitMiddleware(app, limits)
+    wrapped: Any = BodyLimitMiddleware(app, limits, shared.body_budget)
     wrapped = APIKeyMiddleware(wrapped, settings.api_keys)
     return _Lifespan(wrapped, shared)
 

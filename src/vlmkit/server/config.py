@@ -101,6 +101,8 @@ class ServerSettings:
     """Requests that may wait for one local model before the next is answered 429."""
     max_large_requests: int = 4
     """Requests with bodies over 256 KB (images) worked on at once; more wait, their bodies received."""
+    max_body_memory_bytes: int = 16 * 1024 * 1024
+    """Bytes of large bodies (over 256 KB) held in memory at once, arriving or worked on; more wait unread."""
     body_timeout: float = 120.0
     """Seconds a request may take to send its whole body (408 after)."""
     min_body_rate: float = 8 * 1024
@@ -198,6 +200,8 @@ def parse_config(raw: Any, base: ServerSettings | None = None, *, where: str = "
             changes["max_body_bytes"] = int(float(value) * 1024 * 1024)
         elif key == "files_max_mb":
             changes["files_max_bytes"] = int(float(value) * 1024 * 1024)
+        elif key == "max_body_memory_mb":
+            changes["max_body_memory_bytes"] = int(float(value) * 1024 * 1024)
         elif key in ("max_queue", "max_pixels", "max_images_per_request", "max_large_requests"):
             changes[key] = int(value)
         elif key in ("failover_cooldown", "shutdown_grace", "body_timeout", "body_rate_grace"):

@@ -16,6 +16,7 @@ from vlmkit.server.downloads import Downloads
 from vlmkit.server.errors import APIError, response_for
 from vlmkit.server.files import FileStore
 from vlmkit.server.gateway import Gateway
+from vlmkit.server.limits import LARGE_BODY, BodyBudget
 from vlmkit.server.local import LocalModels
 
 
@@ -30,6 +31,8 @@ class ServerState:
     """Slots for requests with large bodies (images), which bound the image work in flight (decoding,
     rendering, predicting). A request takes one once its body has arrived, so a slow sender never
     holds one: it is bounded by the body limits instead (:mod:`vlmkit.server.limits`)."""
+    body_budget: BodyBudget
+    """The bytes of large bodies held in memory at once (:class:`~vlmkit.server.limits.BodyBudget`)."""
 
     @classmethod
     def create(cls, settings: ServerSettings) -> ServerState:
@@ -41,6 +44,7 @@ class ServerState:
             gateway=Gateway(settings.gateway, cooldown=settings.failover_cooldown, fetch=settings.fetch),
             downloads=Downloads(settings.models_dir, on_done=lambda: local.entries(refresh=True)),
             large_bodies=asyncio.Semaphore(settings.max_large_requests),
+            body_budget=BodyBudget(settings.max_body_memory_bytes),
         )
 
     def unknown_model(self, name: str) -> APIError:
@@ -52,9 +56,6 @@ class ServerState:
             code="model_not_found",
             param="model",
         )
-
-
-LARGE_BODY = 256 * 1024
 
 
 @contextlib.asynccontextmanager
