@@ -154,6 +154,8 @@ def test_image_to_text_only_model_names_the_model(engine: Engine, image_chat: An
     assert err.value.model == "tiny-text"
     assert "'tiny-text' does not support images" in str(err.value)
     assert err.value.status_code == 400
+    assert err.value.location == "messages[0].content[1]"  # the image, as a server's param names it
+    assert str(err.value).startswith("messages[0].content[1]: model 'tiny-text' does not support images")
 
 
 def test_prompt_longer_than_context_is_a_clear_error(

@@ -308,3 +308,16 @@ fetch:
     with pytest.raises(ConfigError) as section:
         parse_config({"modles": {}})
     assert str(section.value) == "config: unknown section(s) modles"
+
+
+def test_an_image_for_a_text_only_model_is_a_400_naming_the_image(http: httpx.Client, hopper_jpeg: bytes) -> None:
+    part = {"type": "image_url", "image_url": {"url": data_url(hopper_jpeg)}}
+    r = http.post(
+        "/v1/chat/completions",
+        json={"model": "tiny-text", "messages": image_message(part), "max_tokens": 2},
+        headers=AUTH,
+    )
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == "messages[0].content[1]"
+    assert "model 'tiny-text' does not support images" in error["message"]

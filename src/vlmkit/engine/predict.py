@@ -57,11 +57,13 @@ def run(
     native = lm.native
     prompt = lm.template.render(chat, native.marker)
     if prompt.images and not native.vision:
-        raise ModelCapabilityError(
+        refused = ModelCapabilityError(
             f"model {lm.key!r} does not support images (it was loaded without a vision projector); "
             "use a vision model, or load this one with its mmproj file",
             model=lm.key,
         )
+        refused.add_location(prompt.locations[0])  # the first image: where the request went wrong
+        raise refused
     if cfg.cpu_threads:
         native.set_threads(cfg.cpu_threads)
     schema = json_schema_of(cfg.response_format)
