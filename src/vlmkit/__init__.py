@@ -47,6 +47,7 @@ from vlmkit.errors import (
     ProviderError,
     QueueFullError,
     StructuredOutputError,
+    UnknownFileError,
     UnsupportedImageError,
     VlmkitError,
 )
@@ -108,6 +109,7 @@ __all__ = [
     "RenderedImage",
     "StopReason",
     "StructuredOutputError",
+    "UnknownFileError",
     "UnsupportedImageError",
     "VlmkitError",
     "__version__",

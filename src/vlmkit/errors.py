@@ -38,6 +38,11 @@ class InvalidMessageError(BadRequestError):
     """A chat message or content part is malformed."""
 
 
+class UnknownFileError(InvalidMessageError):
+    """An image part names an uploaded file the server does not have (never uploaded, deleted, or
+    uploaded before the server restarted): error code ``file_not_found`` on the server's faces."""
+
+
 class InvalidSettingError(BadRequestError, ValueError):
     """A prediction or load setting is out of range, of the wrong type, or unknown.
 

@@ -99,6 +99,14 @@ def test_schema_and_message_errors(http: httpx.Client, body: Any, status: int, p
     assert error["message"] == message
 
 
+def test_an_unknown_file_id_has_its_own_code(http: httpx.Client) -> None:
+    # the SDK's remote backend re-uploads its images when the server answers this code (it restarted)
+    body = {"model": "tiny", "messages": image_message("file-" + "0" * 24)}
+    r = http.post("/v1/chat/completions", json=body, headers=AUTH)
+    assert r.status_code == 400
+    assert (_error(r)["code"], _error(r)["param"]) == ("file_not_found", "messages[0].content[1]")
+
+
 def test_chunked_body_over_the_limit_is_413(http: httpx.Client) -> None:
     def body() -> Iterator[bytes]:
         for _ in range(8):

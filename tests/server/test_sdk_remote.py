@@ -46,6 +46,19 @@ def check(prediction: vk.PredictionResult, running: Running, *, encoded: int = 1
     assert prediction.model_info is not None and prediction.model_info.key == KEY and prediction.model_info.vision
 
 
+def test_images_the_server_forgot_are_uploaded_again(remote: Running) -> None:
+    with vk.Client(remote.url) as client:
+        model = client.llm.model(KEY)
+        chat = vk.Chat()
+        chat.add_user_message("Describe this image please", images=[vk.prepare_image(str(PHOTO))])
+        check(model.respond(chat, config=SHORT), remote)
+        for stored in remote.state.files.list():  # as after a restart without files_dir
+            remote.state.files.delete(stored.id)
+        chat.add_user_message("And again?")
+        model.respond(chat, config=SHORT)  # answered file_not_found, then sent again
+        assert len(remote.state.files.list()) == 1
+
+
 def test_convenience_api(remote: Running) -> None:
     vk.configure_default_client(remote.url)
     image_handle = vk.prepare_image(str(PHOTO))  # the image layer's own: no client, so no upload yet

@@ -141,4 +141,5 @@ def _code_of(exc: VlmkitError) -> str | None:
         "ContextLengthError": "context_length_exceeded",
         "ContextWindowExceededError": "context_length_exceeded",
         "ModelCapabilityError": "model_not_vision_capable",
+        "UnknownFileError": "file_not_found",
     }.get(name)

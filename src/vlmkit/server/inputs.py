@@ -17,7 +17,7 @@ from typing import Any
 
 from vlmkit._types import type_name
 from vlmkit.chat import Chat
-from vlmkit.errors import InvalidMessageError, InvalidSettingError
+from vlmkit.errors import InvalidMessageError, InvalidSettingError, UnknownFileError
 from vlmkit.images import ImageHandle
 from vlmkit.images.fetch import FetchOptions
 from vlmkit.images.resolve import Lookup, ResolveOptions, Source, aresolve_images, source_kind
@@ -107,7 +107,7 @@ def _file(files: FileStore, file_id: str) -> ImageHandle:
     stored = files.find(file_id)
     if stored is None:
         shape = "" if FILE_ID.match(file_id) else "; this server's ids are 'file-' and 24 hex digits"
-        raise InvalidMessageError(
+        raise UnknownFileError(
             f"no such file: no uploaded file has the id {file_id!r} (it was never uploaded here, or was "
             f"deleted{shape}); upload the image with POST /v1/files and send the id it answers with, "
             "or check the id against GET /v1/files"

@@ -33,6 +33,7 @@ from vlmkit.errors import (
     PredictionError,
     QueueFullError,
     ServerError,
+    UnknownFileError,
     VlmkitError,
 )
 from vlmkit.images import ImageHandle
@@ -164,9 +165,8 @@ class RemoteBackend:
         try:
             body["messages"] = self._messages(chat)
             return self._stream(key, body, config, on_fragment, on_first_token, cancel)
-        except BadRequestError as exc:
-            if "no uploaded file has the id" not in str(exc):
-                raise
+        except UnknownFileError:
+            pass
         with self._lock:  # the server forgot our uploads (restarted): upload again, once
             self._uploaded.clear()
         body["messages"] = self._messages(chat)
@@ -281,6 +281,8 @@ def _error(response: httpx.Response, model: str | None, auth_remedy: str) -> Vlm
         exc = ModelNotFoundError(message)
     elif code == "model_not_vision_capable":
         exc = ModelCapabilityError(message, model=model or "")
+    elif code == "file_not_found":
+        exc = UnknownFileError(message)
     elif status in (400, 413, 422):
         exc = BadRequestError(message)
         exc.status_code = status
