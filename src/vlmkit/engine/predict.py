@@ -141,6 +141,8 @@ def run(
         images_encoded=report.images_encoded,
         images_reused=report.images_reused,
         images_preprocessed=n_preprocessed,
+        image_tokens=sum(p.n_tokens for p in prepared),
+        image_sizes=[p.size for p in prepared],
         time_to_first_token_sec=(t_first - t0) if t_first is not None else None,
         tokens_per_second=(n_predicted / gen_time) if n_predicted and gen_time > 0 else None,
         total_time_sec=t_end - t0,
@@ -156,7 +158,7 @@ def _prepare_images(lm: LoadedModel, prompt: Prompt, cfg: PredictionConfig) -> t
     out: list[PreparedImage] = []
     made = 0
     for part, where in zip(prompt.images, prompt.locations, strict=True):
-        budget = budget_of(part, cfg.detail)
+        budget = budget_of(part, cfg)
         item = lm.prepared.get(part.image.identifier, budget)
         if item is None:
             item = lm.prepared.prepare(lm.native, part, budget, where)
