@@ -64,6 +64,7 @@ from vlmkit.prediction import (
     PredictionFragment,
     PredictionResult,
     PredictionStats,
+    PreparedImageInfo,
     StopReason,
 )
 from vlmkit.providers import acompletion, completion, supports_vision
@@ -103,6 +104,7 @@ __all__ = [
     "PredictionStats",
     "PredictionStream",
     "PredictionTimeoutError",
+    "PreparedImageInfo",
     "ProviderError",
     "QueueFullError",
     "RenderedImage",

@@ -38,6 +38,7 @@ __all__ = [
     "PredictionFragment",
     "PredictionResult",
     "PredictionStats",
+    "PreparedImageInfo",
     "StopReason",
     "json_schema_of",
     "parse_structured",
@@ -336,6 +337,16 @@ class PredictionStats:
         except ValueError:
             stats.stop_reason = StopReason.FAILED
         return stats
+
+
+@dataclass(frozen=True)
+class PreparedImageInfo:
+    """What ``model.prepare(image)`` did: the image's tokens and size (``"WxH"``) at its budget, and
+    whether its embeddings were cached already (``already_cached``: nothing was encoded now)."""
+
+    image_tokens: int
+    image_size: str
+    already_cached: bool
 
 
 @dataclass(frozen=True)

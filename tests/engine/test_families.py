@@ -288,3 +288,20 @@ def test_image_token_bounds_resize_a_dynamic_resolution_image(
     assert sizes == sorted(sizes) and len(set(sizes)) == 3  # shrunk, as it is, enlarged
     # each bound is its own budget: the prompt's positions count the tokens each one gave
     assert capped.prompt_tokens - capped.image_tokens == natural.prompt_tokens - natural.image_tokens
+
+
+def test_an_image_prepared_at_a_budget_is_not_encoded_by_the_question(
+    family_models: dict[str, Files], image_chat: Any, rocket: ImageHandle
+) -> None:
+    files = family_models["qwen2-vl"]
+    budget = PredictionConfig(temperature=0, max_tokens=8, image_max_tokens=100)
+    chat = image_chat(rocket)
+    with fresh(files, encoder_cache_mb=0) as engine:
+        other = engine.prepare(KEY, rocket, PredictionConfig(image_max_tokens=50))  # another budget
+        prepared = engine.prepare(KEY, rocket, budget)
+        assert (prepared.already_cached, other.already_cached) == (False, False)
+        assert other.image_tokens <= 50 < prepared.image_tokens <= 100
+        result = engine.respond(KEY, chat, budget)
+    assert (result.stats.images_encoded, result.stats.images_preprocessed) == (0, 0)
+    assert result.stats.image_tokens == prepared.image_tokens
+    assert said(result) == from_scratch(files, chat, budget)

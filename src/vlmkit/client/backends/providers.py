@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from vlmkit.chat import Chat, ImagePart
 from vlmkit.client.backend import CancelToken, FragmentCallback
-from vlmkit.errors import ClientError, InvalidSettingError
+from vlmkit.errors import ClientError, InvalidSettingError, ModelCapabilityError
 from vlmkit.images import ImageHandle
 from vlmkit.prediction import (
     Detail,
@@ -27,6 +27,7 @@ from vlmkit.prediction import (
     PredictionConfig,
     PredictionFragment,
     PredictionResult,
+    PreparedImageInfo,
     StopReason,
 )
 from vlmkit.wire.openai_chat import config_to_openai, stats_from_openai
@@ -143,6 +144,13 @@ class ProviderBackend:
             with contextlib.suppress(Exception):
                 stream.close()
         return _result(key, "".join(pieces), config, finish, usage, cancel.cancelled, t0, t_first, self.get_info(key))
+
+    def prepare(self, key: str, image: ImageHandle, config: PredictionConfig) -> PreparedImageInfo:
+        raise ModelCapabilityError(
+            f"prepare() is not supported for {key!r}: a provider's model encodes images on the provider's "
+            "side, with each request; send the image with the question instead",
+            model=key,
+        )
 
     def close(self) -> None:
         with self._lock:

@@ -42,6 +42,7 @@ from vlmkit.prediction import (
     PredictionFragment,
     PredictionResult,
     PredictionStats,
+    PreparedImageInfo,
 )
 from vlmkit.prediction import StopReason as SR
 from vlmkit.providers.streams import DONE, SSEDecoder
@@ -239,6 +240,13 @@ class RemoteBackend:
             body = kwargs.get("json")
             raise _error(response, body.get("model") if isinstance(body, dict) else None, self._auth_remedy)
         return response.json()
+
+    def prepare(self, key: str, image: ImageHandle, config: PredictionConfig) -> PreparedImageInfo:
+        raise ModelCapabilityError(
+            f"prepare() is not supported for {key!r} through a server ({self.base}): it encodes images in "
+            "this process's engine; upload the image once with client.files.prepare_image and send its id",
+            model=key,
+        )
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
