@@ -244,7 +244,8 @@ class RemoteBackend:
     def prepare(self, key: str, image: ImageHandle, config: PredictionConfig) -> PreparedImageInfo:
         raise ModelCapabilityError(
             f"prepare() is not supported for {key!r} through a server ({self.base}): it encodes images in "
-            "this process's engine; upload the image once with client.files.prepare_image and send its id",
+            "this process's engine; to have the server encode an image ahead, upload it to POST /v1/files "
+            "with a 'model' field naming the model",
             model=key,
         )
 
