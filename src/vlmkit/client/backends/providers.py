@@ -29,6 +29,7 @@ from vlmkit.prediction import (
     PredictionResult,
     PreparedImageInfo,
     StopReason,
+    setting_error,
 )
 from vlmkit.wire.openai_chat import config_to_openai, stats_from_openai
 
@@ -116,6 +117,7 @@ class ProviderBackend:
         from vlmkit.providers import completion
 
         t0 = time.perf_counter()
+        refuse_token_bounds(config)
         chat = with_detail(chat, config.detail)
         stream = completion(key, chat, stream=True, **self.options, **config_to_openai(config))
         cancel.on_cancel(stream.close)
@@ -155,6 +157,17 @@ class ProviderBackend:
     def close(self) -> None:
         with self._lock:
             self._used.clear()
+
+
+def refuse_token_bounds(config: PredictionConfig) -> None:
+    """The image token bounds are the embedded engine's: a provider's model refuses them."""
+    for name in ("image_max_tokens", "image_min_tokens"):
+        if getattr(config, name) is not None:
+            raise setting_error(
+                name,
+                f"{name} is an image token bound, which only the embedded engine applies; "
+                "provider models take detail 'low', 'high' or 'auto'",
+            )
 
 
 def with_detail(chat: Chat, detail: Detail | None) -> Chat:
