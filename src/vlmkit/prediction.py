@@ -8,9 +8,11 @@ do for projectors with dynamic resolution (Qwen-VL and the like): the engine sca
 or up until mtmd gives a count within the bounds (a projector with a fixed input size gives what it
 gives). ``detail`` maps onto them: an int ``detail`` is an ``image_max_tokens`` (the smaller of the
 two applies when both are set, an image's own int ``detail`` wins for that image); ``"low"``,
-``"auto"`` and ``"high"`` bound the image's long edge (512, 1024, full resolution), within which the
-token bounds then apply. The server reads both as vlmkit extensions in the request body, as it reads
-``detail``; the stats report ``image_tokens`` (all images of the prompt) and each image's size.
+``"auto"`` and ``"high"`` bound the image's long edge (512, 1024, full resolution); a cap then
+shrinks it further, and a floor enlarges it past that bound where it must. The server reads both
+as vlmkit extensions in the request body, as it reads ``detail`` (a gateway model refuses them);
+the stats report ``image_tokens`` (all images of the prompt) and each image's size. The SDK's and
+the server's ``detail`` keep their meaning: a level on an image, or an int cap on the request.
 """
 
 from __future__ import annotations

@@ -104,6 +104,13 @@ def render_input(part: ImagePart, long_edge: int | None, *, grow_to: int | None 
     return ImageInput(data=data, key=f"{handle.identifier}:{width}x{height}", width=width, height=height)
 
 
+def natural_edge(part: ImagePart) -> int:
+    """The long edge ``part`` has at full resolution (within the llama.cpp policy's bound)."""
+    handle = part.image
+    edge = max(handle.width or 0, handle.height or 0)
+    return min(edge, LLAMA_CPP.max_long_edge) if LLAMA_CPP.max_long_edge else edge
+
+
 def _enlarged(pixels: RgbPixels, long_edge: int) -> RgbPixels:
     edge = max(pixels.width, pixels.height)
     if edge >= long_edge:

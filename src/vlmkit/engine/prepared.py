@@ -26,7 +26,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from vlmkit.chat import ImagePart
-from vlmkit.engine.images import Budget, ImageInput, grow_edge, render_input, shrink_edge
+from vlmkit.engine.images import Budget, ImageInput, grow_edge, natural_edge, render_input, shrink_edge
 from vlmkit.engine.model import Chunk, NativeModel
 from vlmkit.errors import ImageError, PredictionError
 
@@ -143,19 +143,16 @@ class PreparedImages:
             if attempt == MAX_ATTEMPTS - 1:
                 break
             if budget.floor is not None and tokens < budget.floor:
-                larger = grow_edge(image, tokens, budget.floor)
-                if larger is None:  # a fixed-size projector, or the longest edge: its count is what it is
-                    break
-                native.free_chunks(chunks)
-                edge, grow = None, larger
-                continue
-            if budget.cap is None or tokens <= budget.cap:
+                target = grow_edge(image, tokens, budget.floor)
+            elif budget.cap is not None and tokens > budget.cap:
+                target = shrink_edge(image, tokens, budget.cap)
+            else:
                 break
-            smaller = shrink_edge(image, tokens, budget.cap)
-            if smaller is None:  # a fixed-size projector: its token count is what it is
+            if target is None:  # a fixed-size projector, or the longest edge: its count is what it is
                 break
             native.free_chunks(chunks)
-            edge, grow = smaller, None
+            # at most its own size the image is scaled down as the policy does; past it, scaled up
+            edge, grow = (target, None) if target <= natural_edge(part) else (None, target)
         n_image_chunks = sum(1 for c in chunks if c.is_image)
         weight = 12 * max(image.width * image.height, n_image_chunks * self.pixels_per_chunk)  # RGB float32
         if self.whole_prompt:
