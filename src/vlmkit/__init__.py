@@ -65,6 +65,7 @@ from vlmkit.prediction import (
     PredictionFragment,
     PredictionResult,
     PredictionStats,
+    PreparedImageInfo,
     StopReason,
 )
 from vlmkit.providers import acompletion, completion, supports_vision
@@ -104,6 +105,7 @@ __all__ = [
     "PredictionStats",
     "PredictionStream",
     "PredictionTimeoutError",
+    "PreparedImageInfo",
     "ProviderError",
     "QueueFullError",
     "RenderedImage",

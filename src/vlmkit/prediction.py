@@ -1,6 +1,18 @@
 """What a prediction is asked to do, and what it gives back: shared by the engine, the SDK and the server.
 
 This module holds plain data only (no engine, no I/O), so every layer can import it.
+
+Image token budgets (local models): ``image_max_tokens`` and ``image_min_tokens`` bound the tokens
+each image of the prompt becomes, as llama.cpp's ``--image-max-tokens`` / ``--image-min-tokens``
+do for projectors with dynamic resolution (Qwen-VL and the like): the engine scales the image down
+or up until mtmd gives a count within the bounds (a projector with a fixed input size gives what it
+gives). ``detail`` maps onto them: an int ``detail`` is an ``image_max_tokens`` (the smaller of the
+two applies when both are set, an image's own int ``detail`` wins for that image); ``"low"``,
+``"auto"`` and ``"high"`` bound the image's long edge (512, 1024, full resolution); a cap then
+shrinks it further, and a floor enlarges it past that bound where it must. The server reads both
+as vlmkit extensions in the request body, as it reads ``detail`` (a gateway model refuses them);
+the stats report ``image_tokens`` (all images of the prompt) and each image's size. The SDK's and
+the server's ``detail`` keep their meaning: a level on an image, or an int cap on the request.
 """
 
 from __future__ import annotations
@@ -28,6 +40,7 @@ __all__ = [
     "PredictionFragment",
     "PredictionResult",
     "PredictionStats",
+    "PreparedImageInfo",
     "StopReason",
     "json_schema_of",
     "parse_structured",
@@ -85,6 +98,8 @@ class PredictionConfig:
     cpu_threads: int | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
+    image_max_tokens: int | None = None
+    image_min_tokens: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stop", _stop_strings(self.stop))
@@ -98,12 +113,27 @@ class PredictionConfig:
         _integer("top_k", self.top_k, 0)
         _integer("seed", self.seed, None)
         _integer("cpu_threads", self.cpu_threads, 1)
+        _integer("image_max_tokens", self.image_max_tokens, 1)
+        _integer("image_min_tokens", self.image_min_tokens, 1)
         d = self.detail
         if d is not None and not (d in DETAIL_NAMES or (isinstance(d, int) and not isinstance(d, bool) and d >= 1)):
             raise setting_error(
                 "detail", f"detail must be 'low', 'high', 'auto' or a positive image token count, not {d!r}"
             )
+        low, cap = self.image_min_tokens, self.max_image_tokens
+        if low is not None and cap is not None and low > cap:
+            raise setting_error(
+                "image_min_tokens",
+                f"image_min_tokens={low} is more than the image token cap {cap} "
+                f"({'image_max_tokens' if cap == self.image_max_tokens else 'detail'}); lower it or raise the cap",
+            )
         object.__setattr__(self, "response_format", _response_format(self.response_format))
+
+    @property
+    def max_image_tokens(self) -> int | None:
+        """The most tokens one image may take: ``image_max_tokens`` or an int ``detail``, the smaller."""
+        caps = [c for c in (self.image_max_tokens, self.detail) if isinstance(c, int)]
+        return min(caps) if caps else None
 
     def merged(self, other: PredictionConfig | None) -> PredictionConfig:
         """This config with every field that ``other`` sets (not ``None``/empty) taking precedence."""
@@ -274,6 +304,8 @@ class PredictionStats:
     ``images_encoded`` images went through the vision encoder; ``images_reused`` came from the
     cache of encoded images or were already in the evaluated prefix. ``images_preprocessed`` were
     rendered and preprocessed for the model (an image kept from an earlier turn is not).
+    ``image_tokens`` counts the prompt's image tokens (within its token budgets), and
+    ``image_sizes`` gives each image's size as sent to the encoder (``"WxH"``, in prompt order).
     """
 
     stop_reason: StopReason = StopReason.FAILED
@@ -283,6 +315,8 @@ class PredictionStats:
     images_encoded: int = 0
     images_reused: int = 0
     images_preprocessed: int = 0
+    image_tokens: int = 0
+    image_sizes: list[str] = field(default_factory=list)
     time_to_first_token_sec: float | None = None
     tokens_per_second: float | None = None
     total_time_sec: float = 0.0
@@ -305,6 +339,16 @@ class PredictionStats:
         except ValueError:
             stats.stop_reason = StopReason.FAILED
         return stats
+
+
+@dataclass(frozen=True)
+class PreparedImageInfo:
+    """What ``model.prepare(image)`` did: the image's tokens and size (``"WxH"``) at its budget, and
+    whether its embeddings were cached already (``already_cached``: nothing was encoded now)."""
+
+    image_tokens: int
+    image_size: str
+    already_cached: bool
 
 
 @dataclass(frozen=True)

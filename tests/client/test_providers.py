@@ -107,7 +107,14 @@ def test_config_detail_reaches_the_provider(openai_server: list[dict[str, Any]],
     assert sent_image(openai_server[-1]).size == (512, 600)
     with pytest.raises(vk.InvalidSettingError, match="token cap, which only the embedded engine applies"):
         model.respond(chat, config={"detail": 300})
-    assert len(openai_server) == 2  # nothing was sent for the refused setting
+    with pytest.raises(vk.InvalidSettingError) as bound:
+        model.respond(chat, config={"imageMaxTokens": 300})
+    assert bound.value.location == "image_max_tokens"
+    assert bound.value.message == (
+        "image_max_tokens is an image token bound, which only the embedded engine applies; "
+        "provider models take detail 'low', 'high' or 'auto'"
+    )
+    assert len(openai_server) == 2  # nothing was sent for the refused settings
 
 
 async def test_async_api_over_a_provider(openai_server: list[dict[str, Any]], photo: Path) -> None:

@@ -11,6 +11,7 @@ of the KV cache, of images prepared on an earlier turn, or of embeddings read ba
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -219,7 +220,7 @@ def test_a_prompt_put_together_from_prepared_images_is_what_mtmd_makes_of_it(
         chat.add_assistant_response("Fine.")
         chat.add_user_message("Now these two, and the first again.", images=[webp_cat, hopper])
         prompt = lm.template.render(chat, lm.native.marker)
-        budgets = [budget_of(part, None) for part in prompt.images]
+        budgets = [budget_of(part, PredictionConfig()) for part in prompt.images]
         prepared = [
             lm.prepared.prepare(lm.native, part, budget, where)
             for part, budget, where in zip(prompt.images, budgets, prompt.locations, strict=True)
@@ -255,3 +256,52 @@ def test_a_new_load_reads_the_embeddings_from_disk_and_answers_the_same(
         again = engine.respond(KEY, chat, GREEDY)
     assert (again.stats.images_encoded, again.stats.images_reused) == (0, 1)
     assert said(again) == said(first)
+
+
+def test_image_token_bounds_resize_a_dynamic_resolution_image(
+    family_models: dict[str, Files], image_chat: Any, hopper: ImageHandle
+) -> None:
+    # Qwen2-VL takes any size (28 pixels a token): the bounds resize the image until its count fits
+    chat = image_chat(hopper)
+    one = PredictionConfig(temperature=0, max_tokens=1)
+    with fresh(family_models["qwen2-vl"]) as engine:
+
+        def stats(**bounds: Any) -> Any:
+            return engine.respond(KEY, chat, dataclasses.replace(one, **bounds)).stats
+
+        natural = stats()
+        capped = stats(image_max_tokens=100)
+        as_detail = stats(detail=100)
+        floored = stats(image_min_tokens=2 * natural.image_tokens)
+        both = stats(image_min_tokens=60, image_max_tokens=80)
+    assert natural.image_tokens > 100 and natural.image_sizes == [f"{hopper.width}x{hopper.height}"]
+    assert 0 < capped.image_tokens <= 100
+    assert as_detail.image_tokens == capped.image_tokens  # an int detail is the same cap
+    assert floored.image_tokens >= 2 * natural.image_tokens
+    assert 60 <= both.image_tokens <= 80
+
+    def area(size: str) -> int:
+        w, h = size.split("x")
+        return int(w) * int(h)
+
+    sizes = [area(s.image_sizes[0]) for s in (capped, natural, floored)]
+    assert sizes == sorted(sizes) and len(set(sizes)) == 3  # shrunk, as it is, enlarged
+    # each bound is its own budget: the prompt's positions count the tokens each one gave
+    assert capped.prompt_tokens - capped.image_tokens == natural.prompt_tokens - natural.image_tokens
+
+
+def test_an_image_prepared_at_a_budget_is_not_encoded_by_the_question(
+    family_models: dict[str, Files], image_chat: Any, rocket: ImageHandle
+) -> None:
+    files = family_models["qwen2-vl"]
+    budget = PredictionConfig(temperature=0, max_tokens=8, image_max_tokens=100)
+    chat = image_chat(rocket)
+    with fresh(files, encoder_cache_mb=0) as engine:
+        other = engine.prepare(KEY, rocket, PredictionConfig(image_max_tokens=50))  # another budget
+        prepared = engine.prepare(KEY, rocket, budget)
+        assert (prepared.already_cached, other.already_cached) == (False, False)
+        assert other.image_tokens <= 50 < prepared.image_tokens <= 100
+        result = engine.respond(KEY, chat, budget)
+    assert (result.stats.images_encoded, result.stats.images_preprocessed) == (0, 0)
+    assert result.stats.image_tokens == prepared.image_tokens
+    assert said(result) == from_scratch(files, chat, budget)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
+import numpy as np
 import openai
 import pytest
+from PIL import Image
 
 from tests.server.conftest import API_KEY, data_url, start_server
 from vlmkit.images import prepare_image
@@ -95,3 +100,66 @@ def test_an_upload_that_cannot_be_saved_is_507_and_not_kept(hopper_jpeg: bytes, 
         store.add(prepare_image(hopper_jpeg), "h.jpg", "vision")
     assert (caught.value.status_code, caught.value.code) == (507, "storage_error")
     assert store.list() == [] and store.used_bytes == 0
+
+
+def _noise_png(seed: int) -> bytes:
+    """A picture no other test uses, so that no cache holds its embeddings before this test."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "PNG")
+    return out.getvalue()
+
+
+def test_an_upload_for_a_local_model_is_encoded_before_the_first_chat(server: Any) -> None:
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    with httpx.Client(base_url=server.url, timeout=60, headers=auth) as http:
+        r = http.post("/v1/files", files={"file": ("noise.png", _noise_png(3), "image/png")}, data={"model": "tiny"})
+        assert r.status_code == 200, r.text
+        file_id = r.json()["id"]
+        assert r.json()["prepared_for"]["tiny"] in ("queued", "done")
+        deadline = time.monotonic() + 60  # only so that a broken preparer fails instead of hanging
+        while (status := http.get(f"/v1/files/{file_id}").json()["prepared_for"]["tiny"]) == "queued":
+            assert time.monotonic() < deadline, "the upload was never prepared"
+            time.sleep(0.05)
+        assert status == "done"
+
+        part = {"type": "image_url", "image_url": {"url": file_id}}
+        body = {"model": "tiny", "messages": [{"role": "user", "content": [part]}], "max_tokens": 2}
+        r = http.post("/v1/chat/completions", json=body)
+        assert r.status_code == 200, r.text
+        stats = r.json()["stats"]
+        assert (stats["images_encoded"], stats["images_reused"], stats["images_preprocessed"]) == (0, 1, 0)
+
+        # without a model named, nothing is prepared: the first chat encodes it
+        r = http.post("/v1/files?filename=other.png", content=_noise_png(4))
+        assert "prepared_for" not in r.json()
+        part = {"type": "image_url", "image_url": {"url": r.json()["id"]}}
+        body = {"model": "tiny", "messages": [{"role": "user", "content": [part]}], "max_tokens": 2}
+        assert http.post("/v1/chat/completions", json=body).json()["stats"]["images_encoded"] == 1
+
+
+@pytest.mark.parametrize(
+    ("model", "status", "message"),
+    [
+        ("gw", 400, "'gw' is a gateway model, which encodes images on its provider's side; name a local model "
+         "in 'model' to have the upload prepared for it, or leave 'model' out"),
+        ("tiny-text", 400, "the local model 'tiny-text' does not take images (no vision projector); name a vision "
+         "model in 'model', or leave 'model' out"),
+        ("nope", 404, "the model 'nope' does not exist on this server; served:"),
+    ],
+)  # fmt: skip
+def test_an_upload_names_a_local_vision_model_to_prepare_for(
+    server: Any, model: str, status: int, message: str
+) -> None:
+    import httpx
+
+    r = httpx.post(
+        f"{server.base}/files?model={model}",
+        content=_noise_png(5),
+        headers={"Authorization": f"Bearer {API_KEY}"},
+        timeout=60,
+    )
+    assert r.status_code == status
+    error = r.json()["error"]
+    assert error["param"] == "model" and error["message"].startswith(message)
+    assert server.state.files.list() == []  # refused before anything was stored

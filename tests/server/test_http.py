@@ -231,6 +231,36 @@ def test_detail_token_cap_is_for_local_models(http: httpx.Client) -> None:
     assert http.post("/v1/chat/completions", json=body, headers=AUTH).status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("extra", "status", "param", "message"),
+    [
+        ({"image_max_tokens": 0}, 422, "image_max_tokens", "image_max_tokens must be at least 1, not 0"),
+        ({"image_min_tokens": -3}, 422, "image_min_tokens", "image_min_tokens must be at least 1, not -3"),
+        ({"image_max_tokens": "many"}, 422, "image_max_tokens", "image_max_tokens must be an integer, not a string"),
+        ({"image_min_tokens": 90, "image_max_tokens": 40}, 422, "image_min_tokens",
+         "image_min_tokens=90 is more than the image token cap 40 (image_max_tokens); lower it or raise the cap"),
+    ],
+)  # fmt: skip
+def test_image_token_bounds_are_checked_and_named(
+    http: httpx.Client, extra: dict[str, Any], status: int, param: str, message: str
+) -> None:
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, **extra}
+    r = http.post("/v1/chat/completions", json=body, headers=AUTH)
+    assert r.status_code == status
+    assert (_error(r)["param"], _error(r)["message"]) == (param, message)
+
+
+def test_image_token_bounds_are_for_local_models(http: httpx.Client) -> None:
+    body = {"model": "gw", "messages": [{"role": "user", "content": "hi"}], "image_max_tokens": 64}
+    r = http.post("/v1/chat/completions", json=body, headers=AUTH)
+    assert r.status_code == 400 and _error(r)["param"] == "image_max_tokens"
+    assert _error(r)["message"] == "'image_max_tokens' applies to local models; for a gateway model leave it out"
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "image_min_tokens": 4, "max_tokens": 2}
+    r = http.post("/v1/chat/completions", json=body, headers=AUTH)
+    assert r.status_code == 200, r.text
+    assert r.json()["stats"]["image_tokens"] == 0  # no image in this prompt
+
+
 def test_a_config_naming_missing_model_files_names_the_entry(tmp_path: Path, tiny_files: Any) -> None:
     from vlmkit.server import create_app
 

@@ -239,3 +239,10 @@ def test_config_detail_crosses_the_wire(remote: Running, monkeypatch: pytest.Mon
     (_, capped), (low_chat, low) = seen
     assert capped.detail == 16  # the token cap reached the server's engine
     assert low.detail is None and low_chat.messages[-1].content[-1].detail == "low"  # 'low' went on the image
+
+
+def test_prepare_is_refused_through_a_server_and_says_how_to_get_it(remote: Running) -> None:
+    with vk.Client(remote.url) as client, pytest.raises(ModelCapabilityError) as refused:
+        client.llm.model(KEY).prepare(PHOTO)
+    assert refused.value.message.startswith(f"prepare() is not supported for {KEY!r} through a server")
+    assert "POST /v1/files with a 'model' field" in refused.value.message

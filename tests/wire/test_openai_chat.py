@@ -223,6 +223,8 @@ def test_openai_settings_become_a_prediction_config() -> None:
             "min_p": 0.05,
             "repeat_penalty": 1.1,
             "detail": 256,
+            "image_max_tokens": 300,
+            "image_min_tokens": 16,
             "user": "ignored here",
             "logprobs": False,
         }
@@ -240,7 +242,10 @@ def test_openai_settings_become_a_prediction_config() -> None:
         min_p=0.05,
         repeat_penalty=1.1,
         detail=256,
+        image_max_tokens=300,
+        image_min_tokens=16,
     )
+    assert config.max_image_tokens == 256  # an int detail is a cap too: the smaller applies
     assert config_from_openai({"top_k": 40}, extensions=False) == PredictionConfig()  # not read where not allowed
     assert config_from_openai({"max_tokens": 9, "max_completion_tokens": 5}).max_tokens == 5  # the newer name wins
     assert config_from_openai({"response_format": {"type": "text"}, "stop": [], "n": 1}) == PredictionConfig()
@@ -270,6 +275,16 @@ SETTINGS_REFUSED: list[tuple[dict[str, Any], type[Exception], str, str]] = [
     ({"detail": 0}, InvalidSettingError, "detail",
      "detail must be 'low', 'high', 'auto' or a positive image token count, not 0"),
     ({"top_k": -1}, InvalidSettingError, "top_k", "top_k must be at least 0, not -1"),
+    ({"image_max_tokens": 0}, InvalidSettingError, "image_max_tokens", "image_max_tokens must be at least 1, not 0"),
+    ({"image_max_tokens": 2.5}, InvalidSettingError, "image_max_tokens",
+     "image_max_tokens must be an integer, not a number"),
+    ({"image_min_tokens": -1}, InvalidSettingError, "image_min_tokens", "image_min_tokens must be at least 1, not -1"),
+    ({"image_min_tokens": True}, InvalidSettingError, "image_min_tokens",
+     "image_min_tokens must be an integer, not a boolean"),
+    ({"image_min_tokens": 500, "image_max_tokens": 100}, InvalidSettingError, "image_min_tokens",
+     "image_min_tokens=500 is more than the image token cap 100 (image_max_tokens); lower it or raise the cap"),
+    ({"image_min_tokens": 500, "detail": 64}, InvalidSettingError, "image_min_tokens",
+     "image_min_tokens=500 is more than the image token cap 64 (detail); lower it or raise the cap"),
     ({"tools": [{"type": "function"}]}, BadRequestError, "tools",
      "tool and function calling are not supported yet; send the request without 'tools'"),
 ]  # fmt: skip
@@ -307,13 +322,16 @@ class Answer(BaseModel):
 
 
 def test_settings_are_written_back_in_openais_names() -> None:
-    config = PredictionConfig(temperature=0, max_tokens=9, stop=("a", "b"), top_k=40, detail=64, cpu_threads=2)
+    config = PredictionConfig(
+        temperature=0, max_tokens=9, stop=("a", "b"), top_k=40, detail=64, cpu_threads=2, image_min_tokens=8
+    )
     assert config_to_openai(config) == {"temperature": 0, "max_tokens": 9, "stop": ["a", "b"]}
     assert config_to_openai(config, extensions=True) == {
         "temperature": 0,
         "max_tokens": 9,
         "stop": ["a", "b"],
         "top_k": 40,
+        "image_min_tokens": 8,
         "detail": 64,  # a token cap; a detail level belongs on each image instead
     }
     assert "detail" not in config_to_openai(PredictionConfig(detail="low"), extensions=True)

@@ -25,10 +25,11 @@ from vlmkit.client.common import (
     default_model_key,
     load_options,
     prediction_work,
+    prepare_work,
 )
 from vlmkit.errors import ClientClosedError, ModelNotFoundError
 from vlmkit.images import ImageHandle
-from vlmkit.prediction import ModelInfo, PredictionResult
+from vlmkit.prediction import Detail, ModelInfo, PredictionResult, PreparedImageInfo
 from vlmkit.stream import AsyncPredictionStream
 
 if TYPE_CHECKING:
@@ -194,6 +195,26 @@ class AsyncLLM:
         )
         self._client._streams.add(stream)  # closing the client cancels it
         return stream
+
+    async def prepare(
+        self,
+        image: Any,
+        *,
+        detail: Detail | None = None,
+        image_max_tokens: int | None = None,
+        image_min_tokens: int | None = None,
+    ) -> PreparedImageInfo:
+        """:meth:`LLM.prepare <vlmkit.client.sync.LLM.prepare>`, with the image read and encoded off the event loop."""
+        work = prepare_work(
+            self._client._open_backend(),
+            self.identifier,
+            image,
+            self._client.fetch,
+            detail=detail,
+            image_max_tokens=image_max_tokens,
+            image_min_tokens=image_min_tokens,
+        )
+        return await asyncio.to_thread(work)
 
     async def get_info(self) -> ModelInfo:
         backend = self._client._open_backend()

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from vlmkit.chat import Chat
 from vlmkit.images import ImageHandle
-from vlmkit.prediction import ModelInfo, PredictionConfig, PredictionResult
+from vlmkit.prediction import ModelInfo, PredictionConfig, PredictionResult, PreparedImageInfo
 from vlmkit.stream import CancelToken, FragmentCallback
 
 if TYPE_CHECKING:
@@ -67,6 +67,11 @@ class Backend(Protocol):
         cancel: CancelToken,
     ) -> PredictionResult:
         """Answer ``chat``, streaming fragments to ``on_fragment``; stops early when ``cancel`` fires."""
+        ...
+
+    def prepare(self, key: str, image: ImageHandle, config: PredictionConfig) -> PreparedImageInfo:
+        """Encode ``image`` for ``key`` at ``config``'s image budget without generating (see
+        :meth:`vlmkit.engine.Engine.prepare`); a backend whose models encode elsewhere says it cannot."""
         ...
 
     def close(self) -> None: ...

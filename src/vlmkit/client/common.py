@@ -14,8 +14,16 @@ from typing import TYPE_CHECKING, Any
 from vlmkit.chat import Chat
 from vlmkit.client.backend import Backend, CancelToken, FragmentCallback
 from vlmkit.errors import InvalidSettingError, ModelNotFoundError
+from vlmkit.images import ImageHandle
 from vlmkit.images.resolve import ResolveOptions, aresolve_images, resolve_images
-from vlmkit.prediction import PredictionConfig, PredictionResult, parse_structured, snake_case
+from vlmkit.prediction import (
+    Detail,
+    PredictionConfig,
+    PredictionResult,
+    PreparedImageInfo,
+    parse_structured,
+    snake_case,
+)
 from vlmkit.stream import Work
 from vlmkit.wire.openai_chat import chat_from_history
 
@@ -111,5 +119,26 @@ def prediction_work(backend: Backend, key: str, chat: Chat, config: ConfigInput,
         if cfg.response_format is not None:  # every backend's reply is parsed here, and only here
             result.parsed = parse_structured(result, cfg.response_format, key)
         return result
+
+    return work
+
+
+def prepare_work(
+    backend: Backend,
+    key: str,
+    image: Any,
+    fetch: FetchOptions | None,
+    *,
+    detail: Detail | None,
+    image_max_tokens: int | None,
+    image_min_tokens: int | None,
+) -> Callable[[], PreparedImageInfo]:
+    """What a ``prepare`` call asks of ``backend``: the budget checked in the caller's thread, the
+    image (a handle, or what ``prepare_image`` reads) read and encoded on a worker."""
+    cfg = PredictionConfig(detail=detail, image_max_tokens=image_max_tokens, image_min_tokens=image_min_tokens)
+
+    def work() -> PreparedImageInfo:
+        handle = image if isinstance(image, ImageHandle) else backend.prepare_image(image, None, fetch=fetch)
+        return backend.prepare(key, handle, cfg)
 
     return work

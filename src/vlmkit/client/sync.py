@@ -25,11 +25,12 @@ from vlmkit.client.common import (
     default_model_key,
     load_options,
     prediction_work,
+    prepare_work,
     read_history,
 )
 from vlmkit.errors import ClientClosedError, ModelNotFoundError
 from vlmkit.images import ImageHandle
-from vlmkit.prediction import ModelInfo, PredictionResult
+from vlmkit.prediction import Detail, ModelInfo, PredictionResult, PreparedImageInfo
 from vlmkit.stream import PredictionStream
 
 if TYPE_CHECKING:
@@ -216,6 +217,32 @@ class LLM:
         )
         self._client._streams.add(stream)  # closing the client cancels it
         return stream
+
+    def prepare(
+        self,
+        image: Any,
+        *,
+        detail: Detail | None = None,
+        image_max_tokens: int | None = None,
+        image_min_tokens: int | None = None,
+    ) -> PreparedImageInfo:
+        """Encode ``image`` for this model ahead of the question, generating nothing: a later
+        ``respond`` about it at the same budget (``detail``, ``image_max_tokens``,
+        ``image_min_tokens``, as in :class:`~vlmkit.prediction.PredictionConfig`) encodes nothing
+        (``stats.images_encoded`` 0). ``image`` is an image handle, or anything ``prepare_image``
+        reads. Returns the image's tokens and size, and whether it was cached already. Local models
+        only: a provider's or a server's model raises :class:`~vlmkit.errors.ModelCapabilityError`.
+        """
+        work = prepare_work(
+            self._client._open_backend(),
+            self.identifier,
+            image,
+            self._client.fetch,
+            detail=detail,
+            image_max_tokens=image_max_tokens,
+            image_min_tokens=image_min_tokens,
+        )
+        return work()
 
     def get_info(self) -> ModelInfo:
         """Architecture, context length, size, and whether it takes images (``vision``)."""

@@ -18,8 +18,9 @@ the one of :mod:`vlmkit.engine.owner`, so that a model is in memory once per pro
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,8 @@ from vlmkit.engine.model import LoadOptions
 from vlmkit.engine.resolve import ModelFiles, resolve_model
 from vlmkit.engine.reuse import DEFAULT_EMBEDDING_CACHE_BYTES
 from vlmkit.errors import ModelLoadError, ModelNotFoundError
-from vlmkit.prediction import ModelInfo, PredictionConfig, PredictionFragment, PredictionResult
+from vlmkit.images import ImageHandle
+from vlmkit.prediction import ModelInfo, PredictionConfig, PredictionFragment, PredictionResult, PreparedImageInfo
 from vlmkit.stream import CancelToken, FragmentCallback, PredictionStream
 
 DEFAULT_TTL = 3600.0
@@ -188,19 +190,7 @@ class Engine:
         bounds the callers waiting for this model, for this call (default: the engine's bound).
         """
         token = cancel or CancelToken()
-        while True:
-            lm = self._get(model)
-            lm.queue.acquire(
-                timeout=queue_timeout,
-                should_stop=lambda: token.cancelled,
-                what=f"model {lm.key!r}",
-                max_waiting=max_queue,
-            )
-            if not lm.native.closed:
-                break
-            lm.queue.release()  # it was unloaded while we waited: load it again
-        try:
-            lm.touch()
+        with self._turn(model, token, queue_timeout, max_queue) as lm:
             return predict.run(
                 lm,
                 _as_chat(chat),
@@ -209,9 +199,23 @@ class Engine:
                 on_first_token=on_first_token,
                 should_stop=lambda: token.cancelled,
             )
-        finally:
-            lm.touch()
-            lm.queue.release()
+
+    def prepare(
+        self,
+        model: str,
+        image: ImageHandle,
+        config: PredictionConfig | None = None,
+        *,
+        queue_timeout: float | None = None,
+        max_queue: int | None = None,
+    ) -> PreparedImageInfo:
+        """Encode ``image`` for ``model`` at ``config``'s image budget (``detail``, ``image_max_tokens``,
+        ``image_min_tokens``) without generating, so that a prompt about it encodes nothing.
+
+        Takes the model's turn like a prediction (queued behind the running one).
+        """
+        with self._turn(model, CancelToken(), queue_timeout, max_queue) as lm:
+            return predict.prepare(lm, image, config)
 
     def respond_stream(
         self,
@@ -281,6 +285,29 @@ class Engine:
                 self.load_count += 1
         self._janitor_wake.set()
         return lm.info
+
+    @contextlib.contextmanager
+    def _turn(
+        self, model: str, token: CancelToken, queue_timeout: float | None, max_queue: int | None
+    ) -> Iterator[LoadedModel]:
+        """``model`` (loaded on demand) while this caller holds its turn."""
+        while True:
+            lm = self._get(model)
+            lm.queue.acquire(
+                timeout=queue_timeout,
+                should_stop=lambda: token.cancelled,
+                what=f"model {lm.key!r}",
+                max_waiting=max_queue,
+            )
+            if not lm.native.closed:
+                break
+            lm.queue.release()  # it was unloaded while we waited: load it again
+        try:
+            lm.touch()
+            yield lm
+        finally:
+            lm.touch()
+            lm.queue.release()
 
     def _get(self, model: str) -> LoadedModel:
         lm = self._loaded.get(model)

@@ -27,7 +27,8 @@ from vlmkit.engine.gguf_meta import has_vision_encoder
 from vlmkit.engine.model import LoadOptions
 from vlmkit.engine.resolve import ModelFiles, resolve_model
 from vlmkit.errors import ModelNotFoundError
-from vlmkit.prediction import ModelInfo, PredictionConfig, PredictionResult
+from vlmkit.images import ImageHandle
+from vlmkit.prediction import ModelInfo, PredictionConfig, PredictionResult, PreparedImageInfo
 from vlmkit.stream import CancelToken, FragmentCallback
 
 _lock = threading.Lock()
@@ -201,6 +202,14 @@ class Lease:
             queue_timeout=queue_timeout,
             max_queue=self.max_queue,
         )
+
+    def prepare(self, model: str, image: ImageHandle, config: PredictionConfig | None = None) -> PreparedImageInfo:
+        """:meth:`Engine.prepare <vlmkit.engine.Engine.prepare>` on ``model``, loading and holding it
+        first unless this lease holds it."""
+        name = self._name(model)
+        if not self._holds(name):
+            name = self.load(model).key
+        return self.engine.prepare(name, image, config, max_queue=self.max_queue)
 
     def close(self) -> None:
         """Let go of every model held here; each that no other lease holds unloads (after its running prediction)."""

@@ -19,20 +19,23 @@ import random
 import time
 from collections.abc import Callable, Sequence
 
-from vlmkit.chat import Chat, ChatMessage
-from vlmkit.engine.images import budget_of
+from vlmkit.chat import Chat, ChatMessage, ImagePart
+from vlmkit.engine.images import Budget, budget_of
 from vlmkit.engine.json_grammar import json_schema_grammar
 from vlmkit.engine.loaded import LoadedModel
 from vlmkit.engine.model import Chunk
 from vlmkit.engine.native import clear_recent_errors
 from vlmkit.engine.prepared import PreparedImage, assemble, occurrence_ids
 from vlmkit.engine.prompt import Prompt
+from vlmkit.engine.reuse import chunk_key
 from vlmkit.errors import ModelCapabilityError, PredictionCancelledError, PredictionError
+from vlmkit.images import ImageHandle
 from vlmkit.prediction import (
     PredictionConfig,
     PredictionFragment,
     PredictionResult,
     PredictionStats,
+    PreparedImageInfo,
     StopReason,
     json_schema_of,
 )
@@ -57,11 +60,7 @@ def run(
     native = lm.native
     prompt = lm.template.render(chat, native.marker)
     if prompt.images and not native.vision:
-        refused = ModelCapabilityError(
-            f"model {lm.key!r} does not support images (it was loaded without a vision projector); "
-            "use a vision model, or load this one with its mmproj file",
-            model=lm.key,
-        )
+        refused = _no_vision(lm)
         refused.add_location(prompt.locations[0])  # the first image: where the request went wrong
         raise refused
     if cfg.cpu_threads:
@@ -143,11 +142,51 @@ def run(
         images_encoded=report.images_encoded,
         images_reused=report.images_reused,
         images_preprocessed=n_preprocessed,
+        image_tokens=sum(p.n_tokens for p in prepared),
+        image_sizes=[p.size for p in prepared],
         time_to_first_token_sec=(t_first - t0) if t_first is not None else None,
         tokens_per_second=(n_predicted / gen_time) if n_predicted and gen_time > 0 else None,
         total_time_sec=t_end - t0,
     )
     return PredictionResult(content=out.text, stats=stats, model_info=lm.info)
+
+
+def prepare(lm: LoadedModel, image: ImageHandle, config: PredictionConfig | None) -> PreparedImageInfo:
+    """Prepare ``image`` for ``config``'s budget and encode it into the model's embedding caches
+    (memory and disk), generating nothing: a later prompt about it encodes nothing.
+
+    The caller holds the model's turn. Where a projector places an image by its position in the
+    prompt (:attr:`PreparedImages.whole_prompt`) the image is only preprocessed: its embeddings are
+    made with the prompt.
+    """
+    cfg = DEFAULTS.merged(config)
+    clear_recent_errors()
+    if not lm.native.vision:
+        raise _no_vision(lm)
+    part = ImagePart(image)
+    item, _ = _prepared(lm, part, budget_of(part, cfg), "image")
+    cached = True
+    try:
+        if lm.prepared.whole_prompt:
+            cached = False
+        else:
+            (image_id,) = occurrence_ids([item])
+            for k, c in enumerate(c for c in item.chunks if c.is_image):
+                key = chunk_key(image_id, k)
+                if lm.embeddings.get(key, c.n_tokens * lm.native.n_embd_inp) is None:
+                    lm.embeddings.put(key, lm.native.encode_image(c))
+                    cached = False
+    finally:
+        lm.prepared.trim(keep=[item])
+    return PreparedImageInfo(image_tokens=item.n_tokens, image_size=item.size, already_cached=cached)
+
+
+def _no_vision(lm: LoadedModel) -> ModelCapabilityError:
+    return ModelCapabilityError(
+        f"model {lm.key!r} does not support images (it was loaded without a vision projector); "
+        "use a vision model, or load this one with its mmproj file",
+        model=lm.key,
+    )
 
 
 def _prepare_images(lm: LoadedModel, prompt: Prompt, cfg: PredictionConfig) -> tuple[list[PreparedImage], int]:
@@ -158,14 +197,20 @@ def _prepare_images(lm: LoadedModel, prompt: Prompt, cfg: PredictionConfig) -> t
     out: list[PreparedImage] = []
     made = 0
     for part, where in zip(prompt.images, prompt.locations, strict=True):
-        budget = budget_of(part, cfg.detail)
-        item = lm.prepared.get(part.image.identifier, budget)
-        if item is None:
-            item = lm.prepared.prepare(lm.native, part, budget, where)
-            lm.prepared.put(part.image.identifier, budget, item)
-            made += 1
+        item, new = _prepared(lm, part, budget_of(part, cfg), where)
         out.append(item)
+        made += new
     return out, made
+
+
+def _prepared(lm: LoadedModel, part: ImagePart, budget: Budget, where: str) -> tuple[PreparedImage, bool]:
+    """``part`` prepared for ``budget``: kept from before, else made now (then True)."""
+    item = lm.prepared.get(part.image.identifier, budget)
+    if item is not None:
+        return item, False
+    item = lm.prepared.prepare(lm.native, part, budget, where)
+    lm.prepared.put(part.image.identifier, budget, item)
+    return item, True
 
 
 def _tokenize(lm: LoadedModel, prompt: Prompt, prepared: Sequence[PreparedImage]) -> list[Chunk]:

@@ -26,12 +26,12 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from vlmkit.chat import ImagePart
-from vlmkit.engine.images import Budget, ImageInput, render_input, shrink_edge
+from vlmkit.engine.images import Budget, ImageInput, grow_edge, natural_edge, render_input, shrink_edge
 from vlmkit.engine.model import Chunk, NativeModel
 from vlmkit.errors import ImageError, PredictionError
 
 DEFAULT_PREPARED_BYTES = 512 * 1024 * 1024
-MAX_ATTEMPTS = 5  # renderings tried to meet a token cap
+MAX_ATTEMPTS = 8  # renderings tried to meet a token cap or floor
 
 # Projectors whose image chunks depend on where the image is in the prompt (mtmd.cpp's add_media).
 WHOLE_PROMPT_PROJECTORS = frozenset({"hunyuanvl", "deepseek4v"})
@@ -52,6 +52,11 @@ class PreparedImage:
     @property
     def n_tokens(self) -> int:
         return sum(c.n_tokens for c in self.chunks if c.is_image)
+
+    @property
+    def size(self) -> str:
+        """The size sent to the encoder, ``"WxH"``."""
+        return self.key.rpartition(":")[2]
 
 
 class PreparedImages:
@@ -120,27 +125,34 @@ class PreparedImages:
         return len(self._items)
 
     def prepare(self, native: NativeModel, part: ImagePart, budget: Budget, where: str) -> PreparedImage:
-        """Render ``part`` within ``budget`` and tokenize it alone; a token cap shrinks it until it fits.
+        """Render ``part`` within ``budget`` and tokenize it alone; a token cap shrinks it until it
+        fits, a token floor enlarges it until it reaches it (as far as the projector lets it).
 
         An image that cannot be rendered or decoded raises its :class:`~vlmkit.errors.ImageError`
         located at ``where``.
         """
-        edge = budget.long_edge
+        edge, grow = budget.long_edge, None
         for attempt in range(MAX_ATTEMPTS):
             try:
-                image = render_input(part, edge)
+                image = render_input(part, edge, grow_to=grow)
             except ImageError as exc:
                 exc.add_location(where)
                 raise
             chunks = native.tokenize_prompt(native.marker, [(image.data, image.key)], [where])
             tokens = sum(c.n_tokens for c in chunks if c.is_image)
-            if budget.cap is None or tokens <= budget.cap or attempt == MAX_ATTEMPTS - 1:
+            if attempt == MAX_ATTEMPTS - 1:
                 break
-            smaller = shrink_edge(image, tokens, budget.cap)
-            if smaller is None:  # a fixed-size projector: its token count is what it is
+            if budget.floor is not None and tokens < budget.floor:
+                target = grow_edge(image, tokens, budget.floor)
+            elif budget.cap is not None and tokens > budget.cap:
+                target = shrink_edge(image, tokens, budget.cap)
+            else:
+                break
+            if target is None:  # a fixed-size projector, or the longest edge: its count is what it is
                 break
             native.free_chunks(chunks)
-            edge = smaller
+            # at most its own size the image is scaled down as the policy does; past it, scaled up
+            edge, grow = (target, None) if target <= natural_edge(part) else (None, target)
         n_image_chunks = sum(1 for c in chunks if c.is_image)
         weight = 12 * max(image.width * image.height, n_image_chunks * self.pixels_per_chunk)  # RGB float32
         if self.whole_prompt:

@@ -8,10 +8,16 @@ its own thread (:mod:`vlmkit.stream`), so a full model queue is answered at once
 ``QueueFullError``: 429) instead of waiting for a pool thread. Every running prediction has a
 :class:`~vlmkit.stream.CancelToken`: a client that goes away, or a shutdown, cancels it, and the
 engine stops at the next token.
+
+An image uploaded for a local model (``POST /v1/files`` with a ``model``) is prepared in the
+background (:meth:`LocalModels.prepare_later`): one worker thread, which waits until no prediction
+is running before it takes a model's turn, so that a warm-up never holds up a question.
 """
 
 from __future__ import annotations
 
+import logging
+import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -25,9 +31,12 @@ from vlmkit.engine.gguf_meta import has_vision_encoder, read_model_meta
 from vlmkit.engine.owner import Lease
 from vlmkit.engine.resolve import resolve_model
 from vlmkit.errors import ModelLoadError, ModelNotFoundError, VlmkitError
+from vlmkit.images import ImageHandle
 from vlmkit.prediction import ModelInfo, PredictionConfig, PredictionFragment, PredictionResult
 from vlmkit.server.config import ConfigError, ServerSettings
 from vlmkit.stream import AsyncPredictionStream, CancelToken, FragmentCallback, call_in_thread
+
+log = logging.getLogger("vlmkit.server")
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,10 @@ class LocalModels:
         self._downloaded_at = -1e9
         self._inflight: set[CancelToken] = set()
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._preparing: queue.Queue[tuple[str, str, ImageHandle] | None] = queue.Queue()
+        self._preparer: threading.Thread | None = None
+        self._prepared: dict[tuple[str, str], str] = {}
         self.closing = False
 
     # --- which models --------------------------------------------------------------------------
@@ -148,6 +161,47 @@ class LocalModels:
     def _end(self, token: CancelToken) -> None:
         with self._lock:
             self._inflight.discard(token)
+            if not self._inflight:
+                self._idle.notify_all()
+
+    # --- images prepared ahead -----------------------------------------------------------------
+
+    def prepare_later(self, file_id: str, name: str, image: ImageHandle) -> None:
+        """Encode ``image`` (the upload ``file_id``) for the local model ``name`` in the background,
+        at the default budget, once no prediction is running."""
+        with self._lock:
+            self._prepared[(file_id, name)] = "queued"
+            if self._preparer is None:
+                self._preparer = threading.Thread(target=self._prepare_loop, name="vlmkit-server-prepare", daemon=True)
+                self._preparer.start()
+        self._preparing.put((file_id, name, image))
+
+    def preparation(self, file_id: str) -> dict[str, str]:
+        """Where the background preparations of ``file_id`` stand, by model: queued, done, or failed: why."""
+        with self._lock:
+            return {name: status for (fid, name), status in self._prepared.items() if fid == file_id}
+
+    def forget_preparations(self, file_id: str) -> None:
+        with self._lock:
+            for key in [k for k in self._prepared if k[0] == file_id]:
+                del self._prepared[key]
+
+    def _prepare_loop(self) -> None:
+        while (job := self._preparing.get()) is not None:
+            file_id, name, image = job
+            with self._idle:  # low priority: never ahead of, or beside, a running prediction
+                self._idle.wait_for(lambda: not self._inflight or self.closing)
+            if self.closing:
+                return
+            try:
+                self.lease.prepare(name, image, PredictionConfig())
+                status = "done"
+            except VlmkitError as exc:
+                log.warning("preparing the upload %s for %s failed: %s", file_id, name, exc)
+                status = f"failed: {exc}"
+            with self._lock:
+                if (file_id, name) in self._prepared:  # not deleted meanwhile
+                    self._prepared[(file_id, name)] = status
 
     # --- lifetime ------------------------------------------------------------------------------
 
@@ -165,6 +219,11 @@ class LocalModels:
         """Cancel what still runs and unload every model (each after its running prediction stops)."""
         self.closing = True
         self.cancel_all()
+        with self._idle:
+            self._idle.notify_all()
+        self._preparing.put(None)
+        if self._preparer is not None:
+            self._preparer.join()
         self.lease.close()
 
 

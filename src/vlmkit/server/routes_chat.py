@@ -46,6 +46,9 @@ async def _chat_completions(request: Request, state: ServerState, raw: bytes) ->
             400,
             param="detail",
         )
+    for name in ("image_max_tokens", "image_min_tokens"):
+        if gateway and getattr(req.config, name) is not None:
+            raise APIError(f"{name!r} applies to local models; for a gateway model leave it out", 400, param=name)
     s = state.settings
     chat = await resolve_chat(
         req.messages,

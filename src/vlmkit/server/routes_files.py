@@ -3,6 +3,10 @@
 An upload is multipart (``file`` and ``purpose``, as OpenAI's clients send it) or the raw image bytes
 as the body (``?filename=``). The bytes are sniffed and validated before an id is given out, so a
 file that is not an image, or is over the pixel limit, is a 400 at upload time, not in a later chat.
+
+An upload that names a local vision model (a ``model`` form field, or ``?model=``) is encoded for
+it in the background, while no prediction runs, so the first chat about it encodes nothing; the
+file object says where that stands (``prepared_for``: ``{model: "queued" | "done" | "failed: ..."}``).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from starlette.responses import Response
 from vlmkit.errors import VlmkitError
 from vlmkit.images import image_from_bytes
 from vlmkit.server.errors import APIError
+from vlmkit.server.files import StoredFile
 from vlmkit.server.jsonutil import dumps
 from vlmkit.server.state import ServerState, endpoint, image_slot
 
@@ -25,15 +30,48 @@ def _json(obj: object, status: int = 200) -> Response:
 
 @endpoint
 async def upload(request: Request, state: ServerState) -> Response:
-    data, filename, purpose = await _received(request)  # holding no slot while the body arrives
+    data, filename, purpose, model = await _received(request)  # holding no slot while the body arrives
     if not data:
         raise APIError("the uploaded file is empty", 400, param="file")
+    if model is not None:
+        _check_preparable(state, model)
     async with image_slot(state, len(data)):
-        return await _store(state, data, filename, purpose)
+        return await _store(state, data, filename, purpose, model)
 
 
-async def _received(request: Request) -> tuple[bytes, str, str]:
-    """The uploaded bytes, their file name and purpose, from a multipart form or a raw body."""
+def _check_preparable(state: ServerState, model: str) -> None:
+    if state.gateway.has(model):
+        raise APIError(
+            f"{model!r} is a gateway model, which encodes images on its provider's side; name a local "
+            "model in 'model' to have the upload prepared for it, or leave 'model' out",
+            400,
+            param="model",
+        )
+    entry = state.local.find(model)
+    if entry is None:
+        exc = state.unknown_model(model)
+        exc.location = "model"
+        raise exc
+    if not entry.vision:
+        raise APIError(
+            f"the local model {model!r} does not take images (no vision projector); name a vision model "
+            "in 'model', or leave 'model' out",
+            400,
+            param="model",
+        )
+
+
+def _file_object(state: ServerState, stored: StoredFile) -> dict[str, object]:
+    obj = stored.to_dict()
+    prepared = state.local.preparation(stored.id)
+    if prepared:
+        obj["prepared_for"] = prepared
+    return obj
+
+
+async def _received(request: Request) -> tuple[bytes, str, str, str | None]:
+    """The uploaded bytes, their file name, purpose and the model to prepare them for, from a
+    multipart form or a raw body."""
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
         form = await request.form(max_files=1, max_fields=8)
@@ -45,16 +83,19 @@ async def _received(request: Request) -> tuple[bytes, str, str]:
             filename = part.filename or "upload"
             purpose = form.get("purpose")
             purpose = purpose if isinstance(purpose, str) and purpose else "vision"
+            model = form.get("model")
+            model = model if isinstance(model, str) and model else None
         finally:
             await form.close()
     else:
         data = await request.body()
         filename = request.query_params.get("filename") or "upload"
         purpose = request.query_params.get("purpose") or "vision"
-    return data, filename, purpose
+        model = request.query_params.get("model") or None
+    return data, filename, purpose, model
 
 
-async def _store(state: ServerState, data: bytes, filename: str, purpose: str) -> Response:
+async def _store(state: ServerState, data: bytes, filename: str, purpose: str, model: str | None) -> Response:
     settings = state.settings
     try:
         image = await anyio.to_thread.run_sync(lambda: image_from_bytes(data, filename, max_pixels=settings.max_pixels))
@@ -66,17 +107,19 @@ async def _store(state: ServerState, data: bytes, filename: str, purpose: str) -
         stored = files.add(image, filename, purpose)
     else:  # written to disk: off the event loop
         stored = await anyio.to_thread.run_sync(lambda: files.add(image, filename, purpose))
-    return _json(stored.to_dict())
+    if model is not None:
+        state.local.prepare_later(stored.id, model, stored.image)
+    return _json(_file_object(state, stored))
 
 
 @endpoint
 async def list_files(request: Request, state: ServerState) -> Response:
-    return _json({"object": "list", "data": [f.to_dict() for f in state.files.list()], "has_more": False})
+    return _json({"object": "list", "data": [_file_object(state, f) for f in state.files.list()], "has_more": False})
 
 
 @endpoint
 async def retrieve(request: Request, state: ServerState) -> Response:
-    return _json(state.files.get(request.path_params["file_id"]).to_dict())
+    return _json(_file_object(state, state.files.get(request.path_params["file_id"])))
 
 
 @endpoint
@@ -88,4 +131,5 @@ async def content(request: Request, state: ServerState) -> Response:
 @endpoint
 async def delete(request: Request, state: ServerState) -> Response:
     stored = state.files.delete(request.path_params["file_id"])
+    state.local.forget_preparations(stored.id)
     return _json({"id": stored.id, "object": "file", "deleted": True})

@@ -24,7 +24,8 @@ What is read, following OpenAI's API reference for ``POST /v1/chat/completions``
   (``max_tokens`` / ``max_completion_tokens`` at least 1, as OpenAI requires; the latter wins
   when both are given). ``response_format`` is one of OpenAI's three forms (``text`` means none).
   ``n`` other than 1 is refused. vlmkit's own settings (``top_k``, ``min_p``, ``repeat_penalty``,
-  and ``detail``, a cap on image tokens) are read where a face allows them.
+  ``detail``, a cap on image tokens, and the token bounds ``image_max_tokens`` / ``image_min_tokens``)
+  are read where a face allows them.
 
 Errors are :class:`~vlmkit.errors.VlmkitError` with a ``location``: a request field's name for a
 bad field or setting (:class:`~vlmkit.errors.InvalidSettingError`, which a server answers as 422),
@@ -298,7 +299,7 @@ OPENAI_SETTINGS = frozenset(
 )
 """The request fields :func:`config_from_openai` reads (``n`` and the tool fields to refuse them)."""
 
-VLMKIT_SETTINGS = frozenset({"top_k", "min_p", "repeat_penalty", "detail"})
+VLMKIT_SETTINGS = frozenset({"top_k", "min_p", "repeat_penalty", "detail", "image_max_tokens", "image_min_tokens"})
 """vlmkit's own settings for local models, read beside OpenAI's where a face allows them."""
 
 _PLAIN = ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty")
@@ -365,6 +366,7 @@ def config_to_openai(config: PredictionConfig, *, extensions: bool = False) -> d
     }
     if extensions:
         out.update(top_k=config.top_k, min_p=config.min_p, repeat_penalty=config.repeat_penalty)
+        out.update(image_max_tokens=config.image_max_tokens, image_min_tokens=config.image_min_tokens)
         if isinstance(config.detail, int):
             out["detail"] = config.detail
     return {k: v for k, v in out.items() if v is not None}

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from vlmkit.chat import Chat
 from vlmkit.client.backend import CancelToken, FragmentCallback
 from vlmkit.images import ImageHandle
-from vlmkit.prediction import ModelInfo, PredictionConfig, PredictionResult
+from vlmkit.prediction import ModelInfo, PredictionConfig, PredictionResult, PreparedImageInfo
 
 if TYPE_CHECKING:
     from vlmkit.engine import LoadOptions, ModelListing
@@ -81,6 +81,9 @@ class LocalBackend:
         return self.lease.respond(
             key, chat, config, on_fragment=on_fragment, on_first_token=on_first_token, cancel=cancel
         )
+
+    def prepare(self, key: str, image: ImageHandle, config: PredictionConfig) -> PreparedImageInfo:
+        return self.lease.prepare(key, image, config)
 
     def close(self) -> None:
         with self._lock:

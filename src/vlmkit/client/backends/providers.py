@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from vlmkit.chat import Chat, ImagePart
 from vlmkit.client.backend import CancelToken, FragmentCallback
-from vlmkit.errors import ClientError, InvalidSettingError
+from vlmkit.errors import ClientError, InvalidSettingError, ModelCapabilityError
 from vlmkit.images import ImageHandle
 from vlmkit.prediction import (
     Detail,
@@ -27,7 +27,9 @@ from vlmkit.prediction import (
     PredictionConfig,
     PredictionFragment,
     PredictionResult,
+    PreparedImageInfo,
     StopReason,
+    setting_error,
 )
 from vlmkit.wire.openai_chat import config_to_openai, stats_from_openai
 
@@ -115,6 +117,7 @@ class ProviderBackend:
         from vlmkit.providers import completion
 
         t0 = time.perf_counter()
+        refuse_token_bounds(config)
         chat = with_detail(chat, config.detail)
         stream = completion(key, chat, stream=True, **self.options, **config_to_openai(config))
         cancel.on_cancel(stream.close)
@@ -144,9 +147,27 @@ class ProviderBackend:
                 stream.close()
         return _result(key, "".join(pieces), config, finish, usage, cancel.cancelled, t0, t_first, self.get_info(key))
 
+    def prepare(self, key: str, image: ImageHandle, config: PredictionConfig) -> PreparedImageInfo:
+        raise ModelCapabilityError(
+            f"prepare() is not supported for {key!r}: a provider's model encodes images on the provider's "
+            "side, with each request; send the image with the question instead",
+            model=key,
+        )
+
     def close(self) -> None:
         with self._lock:
             self._used.clear()
+
+
+def refuse_token_bounds(config: PredictionConfig) -> None:
+    """The image token bounds are the embedded engine's: a provider's model refuses them."""
+    for name in ("image_max_tokens", "image_min_tokens"):
+        if getattr(config, name) is not None:
+            raise setting_error(
+                name,
+                f"{name} is an image token bound, which only the embedded engine applies; "
+                "provider models take detail 'low', 'high' or 'auto'",
+            )
 
 
 def with_detail(chat: Chat, detail: Detail | None) -> Chat:

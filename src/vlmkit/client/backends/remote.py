@@ -43,6 +43,7 @@ from vlmkit.prediction import (
     PredictionFragment,
     PredictionResult,
     PredictionStats,
+    PreparedImageInfo,
 )
 from vlmkit.prediction import StopReason as SR
 from vlmkit.providers.streams import DONE, SSEDecoder
@@ -239,6 +240,14 @@ class RemoteBackend:
             body = kwargs.get("json")
             raise _error(response, body.get("model") if isinstance(body, dict) else None, self._auth_remedy)
         return response.json()
+
+    def prepare(self, key: str, image: ImageHandle, config: PredictionConfig) -> PreparedImageInfo:
+        raise ModelCapabilityError(
+            f"prepare() is not supported for {key!r} through a server ({self.base}): it encodes images in "
+            "this process's engine; to have the server encode an image ahead, upload it to POST /v1/files "
+            "with a 'model' field naming the model",
+            model=key,
+        )
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

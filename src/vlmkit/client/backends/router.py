@@ -11,7 +11,7 @@ from vlmkit.chat import Chat
 from vlmkit.client.backend import Backend, CancelToken, FragmentCallback
 from vlmkit.client.backends.providers import ProviderBackend, is_provider_model
 from vlmkit.images import ImageHandle
-from vlmkit.prediction import ModelInfo, PredictionConfig, PredictionResult
+from vlmkit.prediction import ModelInfo, PredictionConfig, PredictionResult, PreparedImageInfo
 
 if TYPE_CHECKING:
     from vlmkit.engine import LoadOptions, ModelListing
@@ -79,6 +79,10 @@ class Router:
         return backend.respond(
             name, chat, config, on_fragment=on_fragment, on_first_token=on_first_token, cancel=cancel
         )
+
+    def prepare(self, key: str, image: ImageHandle, config: PredictionConfig) -> PreparedImageInfo:
+        backend, name = self.route(key)
+        return backend.prepare(name, image, config)
 
     def close(self) -> None:
         self.main.close()
