@@ -17,6 +17,16 @@ Each engine runs in its own process (so peak memory is its own); each run loads 
     python bench/engine.py --runs 3 --llama-server /path/to/llama-server
 
 Check the machine is quiet first (``uptime``): other work on the cores ruins the figures.
+
+llama-server from the llama.cpp that llama-cpp-python vendors (the same code vlmkit runs on), built
+in a few minutes with cmake and a C++ compiler::
+
+    pip download llama-cpp-python==0.3.36 --no-binary :all: --no-deps -d /tmp/lcp
+    tar xzf /tmp/lcp/llama_cpp_python-0.3.36.tar.gz -C /tmp/lcp
+    cmake -S /tmp/lcp/llama_cpp_python-0.3.36/vendor/llama.cpp -B /tmp/lcp/build \
+        -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
+    cmake --build /tmp/lcp/build --target llama-server -j
+    python bench/engine.py --runs 3 --llama-server /tmp/lcp/build/bin/llama-server
 """
 
 from __future__ import annotations
