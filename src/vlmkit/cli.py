@@ -271,6 +271,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _image_inspect(args: argparse.Namespace) -> int:
     from vlmkit.images import POLICIES, estimate_image_tokens, prepare_image
+    from vlmkit.images.probe import image_summary
     from vlmkit.images.render import needs_change
 
     handle = prepare_image(args.source, fetch=_fetch_options(args))
@@ -308,7 +309,7 @@ def _image_inspect(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"{handle.name}: {handle.mime_type}, {handle.width}x{handle.height}, {handle.size_bytes:,} bytes")
+    print(f"{handle.name}: {image_summary(handle.mime_type, handle.width, handle.height, handle.size_bytes)}")
     print(f"  identifier   {handle.identifier}")
     print(f"  frames {handle.frames}, EXIF orientation {handle.orientation}, pixels {handle.mode}")
     print("  tokens       " + ", ".join(f"{k} {v}" for k, v in tokens.items()))
