@@ -305,3 +305,32 @@ def test_an_image_prepared_at_a_budget_is_not_encoded_by_the_question(
     assert (result.stats.images_encoded, result.stats.images_preprocessed) == (0, 0)
     assert result.stats.image_tokens == prepared.image_tokens
     assert said(result) == from_scratch(files, chat, budget)
+
+
+def test_several_images_are_encoded_in_one_pass_where_the_projector_batches(
+    family: Files, hopper_bytes: bytes, rocket: ImageHandle
+) -> None:
+    """The images (and tiles) of a turn go through the encoder together where mtmd batches them
+    (InternVL here); everywhere the embeddings are the ones encoding each alone gives."""
+    model = NativeModel(*family, LoadOptions(cpu_threads=1, context_length=4096))
+    sources = [(hopper_bytes, "hopper@0"), (rocket.data, "rocket@1")]
+    where = ["messages[0].content[1]", "messages[0].content[2]"]
+    chunks = model.tokenize_prompt(f"Look: {model.marker} and {model.marker}", sources, where)
+    try:
+        images = [c for c in chunks if c.is_image]
+        together = model.encode_images(images)
+        alone = [model.encode_image(c) for c in images]
+        assert len(together) == len(alone) == len(images)
+        for a, b in zip(together, alone, strict=True):
+            assert a.shape == b.shape
+            np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+        if Path(family[0]).stem == "internvl":  # two photos in tiles and overviews: several chunks a pass
+            M = native.mtmd()
+            batch = M.mtmd_batch_init(model._mctx)
+            try:
+                assert [M.mtmd_batch_add_chunk(batch, c.image) for c in images[:2]] == [0, 0]
+            finally:
+                M.mtmd_batch_free(batch)
+    finally:
+        model.free_chunks(chunks)
+        model.close()

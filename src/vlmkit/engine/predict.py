@@ -171,11 +171,15 @@ def prepare(lm: LoadedModel, image: ImageHandle, config: PredictionConfig | None
             cached = False
         else:
             (image_id,) = occurrence_ids([item])
-            for k, c in enumerate(c for c in item.chunks if c.is_image):
-                key = chunk_key(image_id, k)
-                if lm.embeddings.get(key, c.n_tokens * lm.native.n_embd_inp) is None:
-                    lm.embeddings.put(key, lm.native.encode_image(c))
-                    cached = False
+            images = [c for c in item.chunks if c.is_image]
+            missing = {
+                chunk_key(image_id, k): c
+                for k, c in enumerate(images)
+                if lm.embeddings.get(chunk_key(image_id, k), c.n_tokens * lm.native.n_embd_inp) is None
+            }
+            for key, embd in zip(missing, lm.native.encode_images(list(missing.values())), strict=True):
+                lm.embeddings.put(key, embd)
+            cached = not missing
     finally:
         lm.prepared.trim(keep=[item])
     return PreparedImageInfo(image_tokens=item.n_tokens, image_size=item.size, already_cached=cached)
