@@ -1,10 +1,12 @@
 """Benchmark the embedded engine against llama-cpp-python's MTMDChatHandler (and llama-server if given).
 
 On a model with SmolVLM-256M-Instruct's exact dimensions (random weights, generated on first use into
-bench/.models/), a real photo, 2 threads, temperature 0, 64 tokens:
+bench/.models/; its replies are words that its tokenizer spells back, as a real model's are, so the
+follow-up's prompt holds the reply as text), a real photo, 2 threads, temperature 0, 64 tokens:
 
 - first turn: time to first token of a chat about a new image (nothing cached);
-- follow-up: time to first token of the next turn of that chat;
+- follow-up: time to first token of the next turn of that chat, asked 2 s after the answer (the
+  user reads it and types; the same pause for every engine);
 - new chat, same image: time to first token of a different chat about the image seen before;
 - new process, disk cache (vlmkit only): the first turn again, in a new process whose encoder cache
   on disk holds the image from the run before (each run starts with an empty cache directory, so
@@ -55,6 +57,7 @@ THREADS = 2
 MAX_TOKENS = 64
 FIRST = "Describe this image."
 FOLLOW_UP = "What is the person wearing?"
+READ_SEC = 2.0  # the user reads the answer and types the next question: the same pause for every engine
 NEW_CHAT = "Who is this? Answer briefly."
 
 
@@ -62,7 +65,7 @@ def model_files() -> tuple[Path, Path]:
     sys.path.insert(0, str(ROOT / "src"))
     from vlmkit.engine.synthetic import write_smolvlm_256m
 
-    return write_smolvlm_256m(MODELS)
+    return write_smolvlm_256m(MODELS, words=True)
 
 
 def user_with_image(text: str, url: str) -> dict[str, Any]:
@@ -124,6 +127,7 @@ def run_vlmkit(model: Path, mmproj: Path, image: Path, from_disk: bool = False) 
         return {"disk_ttft": first.stats.time_to_first_token_sec or 0.0}
     chat.add_assistant_response(first)
     chat.add_user_message(FOLLOW_UP)
+    time.sleep(READ_SEC)
     follow = engine.respond("smol", chat, cfg)
     other = Chat()
     other.add_user_message(NEW_CHAT, images=[handle])
@@ -183,6 +187,7 @@ def run_handler(model: Path, mmproj: Path, image: Path, flash: bool) -> dict[str
         {"role": "assistant", "content": [{"type": "text", "text": reply}]},  # SmolVLM's template wants parts
         {"role": "user", "content": [{"type": "text", "text": FOLLOW_UP}]},
     ]
+    time.sleep(READ_SEC)
     follow_ttft, _, _ = turn(messages)
     new_ttft, _, _ = turn(
         [
@@ -255,6 +260,7 @@ def run_llama_server(binary: str, model: Path, mmproj: Path, image: Path) -> dic
         ]
         first, tps, reply = turn(msgs)
         msgs += [{"role": "assistant", "content": reply}, {"role": "user", "content": FOLLOW_UP}]
+        time.sleep(READ_SEC)
         follow, _, _ = turn(msgs)
         new, _, _ = turn(
             [

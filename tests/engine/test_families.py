@@ -334,3 +334,33 @@ def test_several_images_are_encoded_in_one_pass_where_the_projector_batches(
     finally:
         model.free_chunks(chunks)
         model.close()
+
+
+def test_a_settled_reply_leaves_the_follow_up_only_its_own_message(
+    family: Files, image_chat: Any, hopper: ImageHandle
+) -> None:
+    """While the model is idle after a reply, the chat with the reply as the template writes it is
+    evaluated (the template often writes it as other tokens than were sampled: a space, an end of
+    turn); the follow-up then evaluates its own message alone, and answers as a fresh load does."""
+
+    def follow_up(settle: bool) -> tuple[PredictionResult, PredictionResult, Chat]:
+        options = LoadOptions(cpu_threads=1)
+        with Engine(default_ttl=None, load_options=options, settle_replies=settle) as engine:
+            engine.register(KEY, *family)
+            chat = image_chat(hopper)
+            first = engine.respond(KEY, chat, GREEDY)
+            assert engine.wait_settled(timeout=60)
+            chat.add_assistant_response(first)
+            chat.add_user_message("What else?")
+            return first, engine.respond(KEY, chat, GREEDY), chat
+
+    _, settled, chat = follow_up(True)
+    _, unsettled, _ = follow_up(False)
+    evaluated = settled.stats.prompt_tokens - settled.stats.cached_prompt_tokens
+    question = Chat()
+    question.add_user_message("What else?")
+    with fresh(family) as engine:  # the new message and the template's words around it
+        alone = engine.respond(KEY, question, PredictionConfig(max_tokens=1)).stats.prompt_tokens
+    assert evaluated <= alone + 4
+    assert unsettled.stats.prompt_tokens - unsettled.stats.cached_prompt_tokens > evaluated
+    assert said(settled) == said(unsettled) == from_scratch(family, chat)

@@ -19,7 +19,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 
-from vlmkit.chat import Chat, ChatMessage, ImagePart
+from vlmkit.chat import Chat, ChatMessage, ImagePart, TextPart
 from vlmkit.engine.images import Budget, budget_of
 from vlmkit.engine.json_grammar import json_schema_grammar
 from vlmkit.engine.loaded import LoadedModel
@@ -28,7 +28,13 @@ from vlmkit.engine.native import clear_recent_errors
 from vlmkit.engine.prepared import PreparedImage, assemble, occurrence_ids
 from vlmkit.engine.prompt import Prompt
 from vlmkit.engine.reuse import chunk_key
-from vlmkit.errors import ModelCapabilityError, PredictionCancelledError, PredictionError
+from vlmkit.errors import (
+    ContextLengthError,
+    ModelCapabilityError,
+    PredictionCancelledError,
+    PredictionError,
+    VlmkitError,
+)
 from vlmkit.images import ImageHandle
 from vlmkit.prediction import (
     PredictionConfig,
@@ -149,6 +155,46 @@ def run(
         total_time_sec=t_end - t0,
     )
     return PredictionResult(content=out.text, stats=stats, model_info=lm.info)
+
+
+def settle(
+    lm: LoadedModel,
+    chat: Chat | Sequence[ChatMessage],
+    reply: str,
+    config: PredictionConfig | None,
+    *,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> int:
+    """Bring the KV cache to hold ``chat`` with ``reply`` as the template writes it, so that the
+    follow-up question finds its prefix evaluated and evaluates only its own message.
+
+    After a reply, the cache holds the tokens as they were sampled, but the next prompt is the
+    template's rendering of that reply (often other tokens: a space, a trimmed end, an end-of-turn
+    marker), so without this the follow-up evaluates the whole reply again before its question.
+    Run while the model is idle (the user reading, then typing); ``should_stop`` (someone waiting
+    for the model) ends it between steps, keeping what was evaluated. Returns the tokens evaluated.
+    Generation never changes: the cache holds exactly the rendered text's tokens.
+    """
+    cfg = DEFAULTS.merged(config)
+    messages = [*(chat.messages if isinstance(chat, Chat) else chat), ChatMessage("assistant", [TextPart(reply)])]
+    try:
+        prompt = lm.template.render(messages, lm.native.marker, add_generation_prompt=False)
+    except VlmkitError:
+        return 0  # a template that will not end on a reply: nothing to settle
+    if prompt.images and not lm.native.vision:
+        return 0
+    prepared, _ = _prepare_images(lm, prompt, cfg)
+    try:
+        chunks = _tokenize(lm, prompt, prepared)
+        try:
+            report = lm.state.evaluate(lm.native, chunks, lm.embeddings, should_stop=should_stop)
+        except (PredictionCancelledError, ContextLengthError):
+            return 0
+        finally:
+            lm.native.free_chunks(chunks)
+    finally:
+        lm.prepared.trim(keep=prepared)
+    return report.prompt_tokens - report.cached_tokens
 
 
 def prepare(lm: LoadedModel, image: ImageHandle, config: PredictionConfig | None) -> PreparedImageInfo:

@@ -49,11 +49,11 @@ class ChatTemplate:
         self.eos_token = eos_token
         self.typed_content = self._probe_typed_content()
 
-    def _render(self, messages: list[dict[str, Any]]) -> str:
+    def _render(self, messages: list[dict[str, Any]], *, add_generation_prompt: bool = True) -> str:
         return str(
             self._template.render(
                 messages=messages,
-                add_generation_prompt=True,
+                add_generation_prompt=add_generation_prompt,
                 bos_token=self.bos_token,
                 eos_token=self.eos_token,
             )
@@ -66,7 +66,9 @@ class ChatTemplate:
             return False
         return _PROBE in out
 
-    def render(self, chat: Chat | Sequence[ChatMessage], marker: str) -> Prompt:
+    def render(self, chat: Chat | Sequence[ChatMessage], marker: str, *, add_generation_prompt: bool = True) -> Prompt:
+        """The prompt for ``chat``; without ``add_generation_prompt``, the chat as it stands (ending
+        with the model's last reply), the start of what the next turn's prompt will be."""
         messages = chat.messages if isinstance(chat, Chat) else list(chat)
         images: list[ImagePart] = []
         locations: list[str] = []
@@ -93,7 +95,7 @@ class ChatTemplate:
             else:
                 shaped.append({"role": msg.role, "content": "".join(p["text"] for p in parts)})
         try:
-            text = self._render(shaped)
+            text = self._render(shaped, add_generation_prompt=add_generation_prompt)
         except Exception as exc:  # a template's raise_exception, or a template bug
             raise ChatTemplateError(f"the model's chat template refused this chat: {exc}") from exc
         if text.count(marker) != len(images):
