@@ -20,6 +20,7 @@ from vlmkit.chat import Chat
 from vlmkit.errors import BadRequestError, ProviderError
 from vlmkit.images.render import needs_change
 from vlmkit.images.resolve import ResolveOptions, aresolve_images, resolve_images
+from vlmkit.prediction import PredictionConfig
 from vlmkit.providers.base import ProviderConfig, ProviderModule
 from vlmkit.providers.jsonbody import encode_json
 from vlmkit.providers.registry import module, resolve
@@ -240,7 +241,7 @@ def _read(
     api_key: str | None,
     extra_headers: Mapping[str, str] | None,
     params: Mapping[str, Any],
-) -> tuple[ProviderConfig, ProviderModule, Chat, Params]:
+) -> tuple[ProviderConfig, ProviderModule, Chat, Settings]:
     """The provider, and the call's messages and settings read (pure: no image is read yet)."""
     options = {k: v for k, v in params.items() if k in PROVIDER_OPTIONS}
     settings = {k: v for k, v in params.items() if k not in PROVIDER_OPTIONS and k not in _IGNORED}
@@ -256,13 +257,27 @@ def _read(
     if user is not None and not isinstance(user, str):
         raise BadRequestError(f"user must be a string, not {user!r}")
     config = openai_chat.config_from_openai(settings, extensions=False)
-    return cfg, module(cfg.kind), openai_chat.to_chat(messages), request_params(config, user)
+    return cfg, module(cfg.kind), openai_chat.to_chat(messages), (config, request_params(config, user))
+
+
+Settings = tuple[PredictionConfig, Params]
+"""A call's settings, checked, and the provider modules' view of them."""
 
 
 def _request(
-    cfg: ProviderConfig, chat: Chat, settings: Params, stream: bool, extra_body: Mapping[str, Any] | None
+    cfg: ProviderConfig, chat: Chat, settings: Settings, stream: bool, extra_body: Mapping[str, Any] | None
 ) -> CompletionRequest:
-    return CompletionRequest(cfg.model, request_messages(chat), settings, stream, dict(extra_body or {}))
+    config, params = settings
+    return CompletionRequest(
+        cfg.model,
+        request_messages(chat),
+        params,
+        stream,
+        dict(extra_body or {}),
+        tuple(config.tools),
+        config.tool_choice if not isinstance(config.tool_choice, str) else None,
+        config.parallel_tool_calls,
+    )
 
 
 def _reading(cfg: ProviderConfig, fetch: FetchOptions | None) -> ResolveOptions:

@@ -460,8 +460,9 @@ def tool_choice_to_openai(choice: ToolChoice | str | None) -> Any:
     return choice.mode
 
 
-def tool_calls_from_openai(raw: Any, where: str) -> list[ToolCall]:
-    """An assistant message's ``tool_calls``; arguments that are not a JSON object's text are refused."""
+def tool_calls_from_openai(raw: Any, where: str, *, check: bool = True) -> list[ToolCall]:
+    """An assistant message's ``tool_calls``; arguments that are not a JSON object's text are refused
+    (unless ``check`` is false: an answer's calls are kept as the model wrote them, for the caller to see)."""
     if not isinstance(raw, (list, tuple)):
         raise tool_error(f"tool_calls must be an array, not {type_name(raw)}", where)
     calls = []
@@ -484,7 +485,8 @@ def tool_calls_from_openai(raw: Any, where: str) -> list[ToolCall]:
                 f"a tool call's 'arguments' must be a JSON object's text, not {type_name(arguments)}",
                 f"{at}.function.arguments",
             )
-        parse_arguments(arguments, name, f"{at}.function.arguments")
+        if check:
+            parse_arguments(arguments, name, f"{at}.function.arguments")
         calls.append(ToolCall(ident, name, arguments))
     return calls
 
