@@ -282,7 +282,7 @@ SETTINGS_REFUSED: list[tuple[dict[str, Any], type[Exception], str, str]] = [
     ({"stop": 5}, InvalidSettingError, "stop", "stop must be a string or a list of strings, not a number"),
     ({"stop": ["a", 1]}, InvalidSettingError, "stop",
      "stop must be a string or a list of strings; stop[1] is a number"),
-    ({"n": 2}, InvalidSettingError, "n", "only n=1 is supported, not 2"),
+    ({"n": 0}, InvalidSettingError, "n", "n must be at least 1, not 0"),
     ({"response_format": "json"}, InvalidSettingError, "response_format",
      "response_format must be {'type': 'text' | 'json_object' | 'json_schema', ...}, not a string"),
     ({"response_format": {"type": "object"}}, InvalidSettingError, "response_format",

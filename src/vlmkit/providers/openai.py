@@ -32,9 +32,11 @@ from vlmkit.providers.response import (
     FinishReason,
     Usage,
     completion_of,
+    merged,
 )
 from vlmkit.providers.status import provider_error
 from vlmkit.providers.streams import DONE
+from vlmkit.tools import ToolCall
 from vlmkit.wire.openai_chat import tool_calls_from_openai, tool_calls_to_openai, tool_choice_to_openai, tools_to_openai
 
 STREAM_FORMAT = "sse"
@@ -61,6 +63,7 @@ def build_request(req: CompletionRequest, cfg: ProviderConfig) -> WireRequest:
         ("tools", tools_to_openai(req.tools) or None),
         ("tool_choice", tool_choice_to_openai(req.tool_choice)),
         ("parallel_tool_calls", req.parallel_tool_calls),
+        ("n", req.n if req.n > 1 else None),
     ):
         if value is not None:
             body[name] = value
@@ -167,17 +170,24 @@ def parse_response(data: Any, req: CompletionRequest, cfg: ProviderConfig) -> Ch
         raise provider_error(cfg.provider, None, {"error": {"message": f"unexpected response: {str(data)[:300]}"}})
     if "error" in data and not data["choices"]:
         raise provider_error(cfg.provider, None, data)
-    calls = dig(data, "choices", 0, "message", "tool_calls")
-    return completion_of(
-        dig(data, "choices", 0, "message", "content"),
-        data.get("model") or req.model,
-        tool_calls=tool_calls_from_openai(calls, "choices[0].message.tool_calls", check=False) if calls else (),
-        finish_reason=finish_reason(dig(data, "choices", 0, "finish_reason")),
-        usage=_usage(data.get("usage")),
-        id=data.get("id"),
-        created=data.get("created"),
-        provider=cfg.provider,
-    )
+    answers = [
+        completion_of(
+            dig(choice, "message", "content"),
+            data.get("model") or req.model,
+            tool_calls=_calls(dig(choice, "message", "tool_calls"), i),
+            finish_reason=finish_reason(dig(choice, "finish_reason")),
+            usage=_usage(data.get("usage")),
+            id=data.get("id"),
+            created=data.get("created"),
+            provider=cfg.provider,
+        )
+        for i, choice in enumerate(data["choices"] or [{}])
+    ]
+    return merged(answers, _usage(data.get("usage"))) if len(answers) > 1 else answers[0]
+
+
+def _calls(raw: Any, i: int) -> list[ToolCall]:
+    return tool_calls_from_openai(raw, f"choices[{i}].message.tool_calls", check=False) if raw else []
 
 
 class _Parser:

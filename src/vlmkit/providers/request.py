@@ -98,6 +98,9 @@ class CompletionRequest:
     tools: tuple[ToolDefinition, ...] = ()
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
+    n: int = 1
+    """How many choices: sent as ``n`` where the provider takes it (its route's ``n`` option), else
+    the request is repeated (see :mod:`vlmkit.providers.call`)."""
 
     @property
     def images(self) -> list[ImageInput]:

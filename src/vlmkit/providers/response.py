@@ -32,6 +32,7 @@ __all__ = [
     "ResponseToolCall",
     "Usage",
     "completion_of",
+    "merged",
 ]
 
 
@@ -187,6 +188,15 @@ def completion_of(
         created=created or int(time.time()),
         provider=provider,
     )
+
+
+def merged(answers: Sequence[ChatCompletion], usage: Usage | None = None) -> ChatCompletion:
+    """One completion holding each answer's first choice in turn (index 0, 1, ...): the ``n`` choices
+    of a request asked ``n`` times (usage summed), or read from one answer (its ``usage``)."""
+    choices = [dataclasses.replace(a.choices[0], index=i) for i, a in enumerate(answers) if a.choices]
+    if usage is None:
+        usage = Usage.of(sum(a.usage.prompt_tokens for a in answers), sum(a.usage.completion_tokens for a in answers))
+    return dataclasses.replace(answers[0], choices=choices, usage=usage)
 
 
 class ChunkMaker:

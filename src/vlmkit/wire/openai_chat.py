@@ -31,9 +31,9 @@ What is read, following OpenAI's API reference for ``POST /v1/chat/completions``
 - Settings become a :class:`~vlmkit.prediction.PredictionConfig`, whose validator is the only one
   (``max_tokens`` / ``max_completion_tokens`` at least 1, as OpenAI requires; the latter wins
   when both are given). ``response_format`` is one of OpenAI's three forms (``text`` means none).
-  ``n`` other than 1 is refused. vlmkit's own settings (``top_k``, ``min_p``, ``repeat_penalty``,
-  ``detail``, a cap on image tokens, and the token bounds ``image_max_tokens`` / ``image_min_tokens``)
-  are read where a face allows them.
+  ``n`` is the number of choices asked for (at least 1). vlmkit's own settings (``top_k``, ``min_p``,
+  ``repeat_penalty``, ``detail``, a cap on image tokens, and the token bounds ``image_max_tokens`` /
+  ``image_min_tokens``) are read where a face allows them.
 
 Errors are :class:`~vlmkit.errors.VlmkitError` with a ``location``: a request field's name for a
 bad field or setting (:class:`~vlmkit.errors.InvalidSettingError`, which a server answers as 422),
@@ -369,15 +369,13 @@ def config_from_openai(settings: Mapping[str, Any], *, extensions: bool = True) 
             raise exc
     tools = tools_from_openai(settings.get("tools"))
     tool_choice = _tool_choice(settings.get("tool_choice"))
-    n = settings.get("n")
-    if n is not None and n != 1:
-        raise setting_error("n", f"only n=1 is supported, not {n!r}")
     tokens = "max_completion_tokens" if settings.get("max_completion_tokens") is not None else "max_tokens"
     values: dict[str, Any] = {name: settings.get(name) for name in _PLAIN}
     values["max_tokens"] = settings.get(tokens)
     values["stop"] = settings.get("stop")
     values["response_format"] = _response_format(settings.get("response_format"))
     values.update(tools=tools, tool_choice=tool_choice, parallel_tool_calls=settings.get("parallel_tool_calls"))
+    values["n"] = settings.get("n") if settings.get("n") != 1 else None  # one choice is the default
     if extensions:
         values.update({name: settings.get(name) for name in VLMKIT_SETTINGS})
     try:
@@ -557,6 +555,7 @@ def config_to_openai(config: PredictionConfig, *, extensions: bool = False) -> d
         "tools": tools_to_openai(config.tools) or None,
         "tool_choice": tool_choice_to_openai(config.tool_choice),
         "parallel_tool_calls": config.parallel_tool_calls,
+        "n": config.n if config.n != 1 else None,
     }
     if extensions:
         out.update(top_k=config.top_k, min_p=config.min_p, repeat_penalty=config.repeat_penalty)
