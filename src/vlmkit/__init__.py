@@ -12,10 +12,12 @@ from vlmkit._version import __version__
 from vlmkit.chat import Chat
 from vlmkit.client import (
     LLM,
+    ActResult,
     AsyncClient,
     AsyncLLM,
     AsyncPredictionStream,
     Client,
+    FunctionTool,
     PredictionStream,
     configure_default_client,
     get_default_client,
@@ -69,9 +71,11 @@ from vlmkit.prediction import (
     StopReason,
 )
 from vlmkit.providers import acompletion, completion, supports_vision
+from vlmkit.tools import ToolCall, ToolChoice, ToolDefinition, tool_from_function
 
 __all__ = [
     "LLM",
+    "ActResult",
     "AsyncClient",
     "AsyncLLM",
     "AsyncPredictionStream",
@@ -82,6 +86,7 @@ __all__ = [
     "ClientError",
     "ContextLengthError",
     "DefaultClientAlreadyCreatedError",
+    "FunctionTool",
     "ImageError",
     "ImageFetchError",
     "ImageFormatMismatchError",
@@ -111,6 +116,9 @@ __all__ = [
     "RenderedImage",
     "StopReason",
     "StructuredOutputError",
+    "ToolCall",
+    "ToolChoice",
+    "ToolDefinition",
     "UnknownFileError",
     "UnsupportedImageError",
     "VlmkitError",
@@ -126,4 +134,5 @@ __all__ = [
     "llm",
     "prepare_image",
     "supports_vision",
+    "tool_from_function",
 ]

@@ -28,8 +28,8 @@ from vlmkit.prediction import PredictionConfig, PredictionResult, StopReason
 
 log = logging.getLogger("vlmkit.engine")
 
-# replies that end where a follow-up cannot simply go on
-_UNSETTLED = (StopReason.USER_STOPPED, StopReason.CONTEXT_LENGTH_REACHED)
+# replies that end where a follow-up cannot simply go on (a tool call is followed by its results)
+_UNSETTLED = (StopReason.USER_STOPPED, StopReason.CONTEXT_LENGTH_REACHED, StopReason.TOOL_CALLS)
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class Settler:
         result: PredictionResult,
         config: PredictionConfig | None,
     ) -> None:
-        if result.stats.stop_reason in _UNSETTLED or self._closed:
+        if result.stats.stop_reason in _UNSETTLED or result.tool_calls or self._closed:
             return
         frozen = chat.copy() if isinstance(chat, Chat) else list(chat)  # the caller goes on adding to it
         with self._cond:

@@ -58,6 +58,7 @@ OPENAI_COMPATIBLE: dict[str, Route] = {
         ("OPENAI_BASE_URL", "OPENAI_API_BASE"),
         detail=True,
         max_tokens_field="max_completion_tokens",
+        n=True,
     ),
     "azure": _openai_like(
         None,
@@ -65,6 +66,7 @@ OPENAI_COMPATIBLE: dict[str, Route] = {
         ("AZURE_API_BASE", "AZURE_OPENAI_ENDPOINT"),
         detail=True,
         auth="api-key",
+        n=True,
     ),
     "xai": _openai_like(
         "https://api.x.ai/v1",
@@ -121,6 +123,7 @@ OPENAI_COMPATIBLE: dict[str, Route] = {
         ("HOSTED_VLLM_API_BASE", "VLLM_API_BASE"),
         fetches_urls=False,
         key_required=False,
+        n=True,
     ),
 }
 OPENAI_COMPATIBLE["vllm"] = OPENAI_COMPATIBLE["hosted_vllm"]
