@@ -7,7 +7,8 @@ One record per row (JSONL or Parquet), a manifest that a rerun resumes from, eac
 (image, prompt, model, settings) sent once, bounded concurrency and rate limits for providers, and
 a dry run that counts and prices a batch before anything is sent. The modules, one concept each:
 :mod:`~vlmkit.batch.inputs` (rows), :mod:`~vlmkit.batch.manifest` (keys, resume, atomic records),
-:mod:`~vlmkit.batch.job` (what each row is asked), :mod:`~vlmkit.batch.runner` (the run), :mod:`~vlmkit.batch.limits` (rpm/tpm),
+:mod:`~vlmkit.batch.job` (what each row is asked), :mod:`~vlmkit.batch.runner` (the run),
+:mod:`~vlmkit.batch.limits` (rpm/tpm),
 :mod:`~vlmkit.batch.output` (JSONL, Parquet), :mod:`~vlmkit.batch.progress`,
 :mod:`~vlmkit.batch.estimate` (the dry run and price table).
 """

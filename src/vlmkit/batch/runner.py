@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from vlmkit.engine.owner import Lease
     from vlmkit.images.fetch import FetchOptions
     from vlmkit.providers.base import ProviderConfig
+    from vlmkit.providers.transport import RetryPolicy
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,7 @@ class ProviderTarget:
         api_base: str | None = None,
         api_key: str | None = None,
         max_retries: int | None = None,
+        retry: RetryPolicy | None = None,
         timeout: float | None = None,
         fetch: FetchOptions | None = None,
     ) -> None:
@@ -138,6 +140,7 @@ class ProviderTarget:
             "api_base": api_base,
             "api_key": api_key,
             "max_retries": max_retries,
+            "retry": retry,
             "timeout": timeout,
             "fetch": fetch,
         }
@@ -222,6 +225,7 @@ async def arun(
     rpm: int | None = None,
     tpm: int | None = None,
     max_retries: int | None = None,
+    retry: RetryPolicy | None = None,
     timeout: float | None = None,
     api_base: str | None = None,
     api_key: str | None = None,
@@ -239,7 +243,10 @@ async def arun(
     from) or a ``.parquet`` file (written at the end, its manifest beside it as ``.parquet.jsonl``).
     ``prompt`` may name row fields (``"Caption {name}"``). ``config`` holds the prediction settings
     (a :class:`~vlmkit.PredictionConfig` or a dict of them), ``response_format`` a JSON schema or
-    pydantic class. ``retry_failed`` sends again the rows an earlier run recorded as errors.
+    pydantic class. ``max_retries`` / ``retry`` (a
+    :class:`~vlmkit.providers.RetryPolicy`) govern the retries of 429 and 5xx answers, with backoff;
+    ``concurrency`` bounds the requests in flight, ``rpm`` / ``tpm`` what a minute may send.
+    ``retry_failed`` sends again the rows an earlier run recorded as errors.
     """
     job = make_job(model, prompt, system, config, response_format)
     if concurrency < 1:
@@ -252,7 +259,13 @@ async def arun(
         LocalTarget(job, threads=threads, models_dir=models_dir)
         if job.local
         else ProviderTarget(
-            job, api_base=api_base, api_key=api_key, max_retries=max_retries, timeout=timeout, fetch=fetch
+            job,
+            api_base=api_base,
+            api_key=api_key,
+            max_retries=max_retries,
+            retry=retry,
+            timeout=timeout,
+            fetch=fetch,
         )
     )
     out = Path(output)
