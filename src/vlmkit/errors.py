@@ -278,3 +278,12 @@ class ClientClosedError(ClientError):
 
 class DefaultClientAlreadyCreatedError(ClientError):
     """``configure_default_client`` was called after the default client was already in use."""
+
+
+# --- batch --------------------------------------------------------------------------------------
+
+
+class BatchJobError(ProviderError):
+    """A provider's batch job ended without answering a request (failed, expired or cancelled)."""
+
+    status_code = 502

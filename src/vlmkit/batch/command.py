@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from vlmkit.errors import BadRequestError
 
 if TYPE_CHECKING:
+    from vlmkit.batch.runner import BatchSummary
     from vlmkit.images.fetch import FetchOptions
 
 
@@ -37,6 +38,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="CPU threads for a local model")
     parser.add_argument("--api-base", help="the provider's address (a vLLM or vlmkit serve URL with openai/NAME)")
     parser.add_argument("--retry-failed", action="store_true", help="send again the rows recorded as errors")
+    parser.add_argument(
+        "--mode",
+        choices=["direct", "batch", "requests"],
+        default="direct",
+        help="direct: send each request now (default); batch: through OpenAI's or Anthropic's batch API "
+        "(half price, within 24 h); requests: write the OpenAI batch request file (for vllm run-batch), send nothing",
+    )
+    parser.add_argument("--poll", type=float, default=30.0, help="seconds between looks at a batch job (default 30)")
     parser.add_argument("--dry-run", action="store_true", help="count, estimate tokens and cost; send nothing")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar or lines on stderr")
@@ -67,26 +76,58 @@ def run_command(args: argparse.Namespace, fetch: FetchOptions, out: TextIO, err:
         else:
             print("\n".join(report.lines()), file=out)
         return 0
+    common: dict[str, Any] = {
+        "model": args.model,
+        "prompt": prompt,
+        "system": args.system,
+        "config": config,
+        "response_format": schema,
+        "image_column": args.image_column,
+        "fetch": fetch,
+    }
+    if args.mode == "requests":
+        from vlmkit.batch.cloud import awrite_requests
+
+        written, unreadable = asyncio.run(
+            awrite_requests(
+                args.source,
+                args.output,
+                **common,
+            )
+        )
+        print(f"{args.output}: {written} requests ({unreadable} rows unreadable, left out)", file=out)
+        return 0
+    if args.mode == "batch":
+        from vlmkit.batch.cloud import run_cloud
+
+        summary = run_cloud(
+            args.source,
+            args.output,
+            **common,
+            api_base=args.api_base,
+            poll=args.poll,
+            retry_failed=args.retry_failed,
+            progress=None if args.no_progress else err,
+        )
+        return _report(summary, args.json, out)
     summary = run(
         args.source,
         args.output,
-        model=args.model,
-        prompt=prompt,
-        system=args.system,
-        config=config,
-        response_format=schema,
-        image_column=args.image_column,
+        **common,
         concurrency=args.concurrency,
         rpm=args.rpm,
         tpm=args.tpm,
         max_retries=args.max_retries,
         api_base=args.api_base,
-        fetch=fetch,
         threads=args.threads,
         retry_failed=args.retry_failed,
         progress=None if args.no_progress else err,
     )
-    if args.json:
+    return _report(summary, args.json, out)
+
+
+def _report(summary: BatchSummary, as_json: bool, out: TextIO) -> int:
+    if as_json:
         print(json.dumps({**summary.__dict__, "output": str(summary.output)}), file=out)
     else:
         print(

@@ -21,7 +21,7 @@ import os
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from vlmkit.errors import BadRequestError
 
@@ -40,21 +40,21 @@ def custom_id(key: str) -> str:
     return f"vk-{key[:40]}"
 
 
-class Manifest:
-    """The records of one batch output, read on :meth:`open` and appended as rows finish."""
+_J = TypeVar("_J", bound="JsonLines")
+
+
+class JsonLines:
+    """A file of JSON lines that a crash never leaves half-written (see the module's docstring):
+    locked while open, a torn last line cut off on :meth:`open`, each record appended in one write."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self.rows: dict[int, dict[str, Any]] = {}
-        """Each finished row's record, by row index (the last one written wins)."""
-        self.answers: dict[str, dict[str, Any]] = {}
-        """Each key's first answered record (errors included), for rows that ask the same."""
         self.repaired_bytes = 0
         """How many bytes of a torn last line :meth:`open` cut off."""
         self._fd: int | None = None
         self._synced = 0.0
 
-    def open(self) -> Manifest:
+    def open(self: _J) -> _J:
         """Lock the file (creating it), cut off a torn last line, and read the records."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
@@ -67,7 +67,7 @@ class Manifest:
                 os.fsync(fd)
                 self.repaired_bytes = len(data) - whole
             for number, record in _records(data[:whole], self.path):
-                self._remember(record, number)
+                self.remember(record, number)
         except BaseException:
             os.close(fd)
             raise
@@ -75,36 +75,35 @@ class Manifest:
         return self
 
     @classmethod
-    def peek(cls, path: str | os.PathLike[str]) -> Manifest:
+    def peek(cls: type[_J], path: str | os.PathLike[str]) -> _J:
         """The records of ``path`` read without locking or changing it (a torn last line is ignored);
-        an empty manifest when there is no file."""
-        manifest = cls(path)
+        none when there is no file."""
+        journal = cls(path)
         try:
-            data = manifest.path.read_bytes()
+            data = journal.path.read_bytes()
         except FileNotFoundError:
-            return manifest
-        for number, record in _records(data[: data.rfind(b"\n") + 1], manifest.path):
-            manifest._remember(record, number)
-        return manifest
+            return journal
+        for number, record in _records(data[: data.rfind(b"\n") + 1], journal.path):
+            journal.remember(record, number)
+        return journal
 
     def append(self, record: Mapping[str, Any]) -> None:
         """Write one record as one line, in one ``write``; fsync at most every :data:`FSYNC_EVERY` s."""
         if self._fd is None:
-            raise RuntimeError("the manifest is not open")
+            raise RuntimeError(f"{self.path} is not open")
         line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8") + b"\n"
         view = memoryview(line)
         while view:  # a regular file takes the whole line at once; a short write is finished, never left
             written = os.write(self._fd, view)
             view = view[written:]
-        self._remember(dict(record), None)
+        self.remember(dict(record), None)
         now = time.monotonic()
         if now - self._synced >= FSYNC_EVERY:
             os.fsync(self._fd)
             self._synced = now
 
-    def records(self) -> list[dict[str, Any]]:
-        """Every row's record, in row order."""
-        return [self.rows[i] for i in sorted(self.rows)]
+    def remember(self, record: dict[str, Any], number: int | None) -> None:
+        """Take in one record read back or appended (a subclass indexes them)."""
 
     def close(self) -> None:
         if self._fd is not None:
@@ -112,13 +111,28 @@ class Manifest:
             os.close(self._fd)  # closing lets go of the lock
             self._fd = None
 
-    def __enter__(self) -> Manifest:
+    def __enter__(self: _J) -> _J:
         return self.open() if self._fd is None else self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _remember(self, record: dict[str, Any], number: int | None) -> None:
+
+class Manifest(JsonLines):
+    """The records of one batch output, read on :meth:`open` and appended as rows finish."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__(path)
+        self.rows: dict[int, dict[str, Any]] = {}
+        """Each finished row's record, by row index (the last one written wins)."""
+        self.answers: dict[str, dict[str, Any]] = {}
+        """Each key's first answered record (errors included), for rows that ask the same."""
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every row's record, in row order."""
+        return [self.rows[i] for i in sorted(self.rows)]
+
+    def remember(self, record: dict[str, Any], number: int | None) -> None:
         row = record.get("row")
         if not isinstance(row, int):
             where = f" line {number}" if number is not None else ""

@@ -38,7 +38,7 @@ from vlmkit.batch.manifest import Manifest
 from vlmkit.batch.output import journal_path, write_output
 from vlmkit.batch.progress import Progress
 from vlmkit.errors import BadRequestError, VlmkitError
-from vlmkit.images import ImageHandle, aprepare_image
+from vlmkit.images import ImageHandle, ImagePolicy, aprepare_image
 from vlmkit.prediction import PredictionConfig, PredictionResult, parse_structured
 from vlmkit.wire.openai_chat import config_to_openai, stats_from_openai
 
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from vlmkit.engine.owner import Lease
     from vlmkit.images.fetch import FetchOptions
     from vlmkit.providers.base import ProviderConfig
+    from vlmkit.providers.response import ChatCompletion
     from vlmkit.providers.transport import RetryPolicy
 
 
@@ -155,31 +156,9 @@ class ProviderTarget:
         chat = self.job.chat(image, prompt)
         started = time.perf_counter()
         response = await acompletion(self.job.model, chat, **self.options, **self.params)
-        ended = time.perf_counter()
-        choice = response.choices[0]
-        usage = response.usage
-        prompt_tokens, completion_tokens = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
-        content = choice.message.content or ""
-        stats = stats_from_openai(
-            choice.finish_reason, prompt_tokens, completion_tokens, started=started, first_token=None, ended=ended
-        )
-        result = PredictionResult(content=content, stats=stats)
-        rendered = image.render(self.cfg.policy) if not image.is_reference else None  # cached: the request's own
-        return Answer(
-            content=content,
-            parsed=_parsed(result, self.job.config, self.job.model),
-            usage={"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
-            finish=choice.finish_reason or "stop",
-            sent=(
-                {
-                    "size": f"{rendered.width}x{rendered.height}",
-                    "mime_type": rendered.mime_type,
-                    "bytes": len(rendered.data),
-                }
-                if rendered is not None
-                else None
-            ),
-        )
+        seconds = time.perf_counter() - started
+        sent = await anyio.to_thread.run_sync(sent_as, image, self.cfg.policy)  # cached: the request's own rendering
+        return answer_of(response, self.job, sent, seconds)
 
     def estimate_tokens(self, image: ImageHandle, prompt: str) -> int:
         """Tokens the request may take, for a tokens-per-minute limit: image, prompt, and the answer's limit."""
@@ -191,6 +170,33 @@ class ProviderTarget:
 
 
 Target = LocalTarget | ProviderTarget
+
+
+def answer_of(response: ChatCompletion, job: BatchJob, sent: dict[str, Any] | None, seconds: float = 0.0) -> Answer:
+    """A provider's answer (in OpenAI's shape) as a row's answer, its structured reply parsed."""
+    choice = response.choices[0]
+    usage = response.usage
+    prompt_tokens, completion_tokens = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
+    content = choice.message.content or ""
+    stats = stats_from_openai(
+        choice.finish_reason, prompt_tokens, completion_tokens, started=0.0, first_token=None, ended=seconds
+    )
+    result = PredictionResult(content=content, stats=stats)
+    return Answer(
+        content=content,
+        parsed=_parsed(result, job.config, job.model),
+        usage={"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
+        finish=choice.finish_reason or "stop",
+        sent=sent,
+    )
+
+
+def sent_as(image: ImageHandle, policy: ImagePolicy) -> dict[str, Any] | None:
+    """What a provider is sent for ``image``: its rendering under the provider's policy (cached per policy)."""
+    if image.is_reference:
+        return None
+    rendered = image.render(policy)
+    return {"size": f"{rendered.width}x{rendered.height}", "mime_type": rendered.mime_type, "bytes": len(rendered.data)}
 
 
 def _parsed(result: PredictionResult, config: PredictionConfig, model: str) -> Any:
@@ -273,7 +279,7 @@ async def arun(
     bar = Progress(total=len(rows), stream=progress, every=progress_every)
     try:
         with Manifest(journal_path(out)) as manifest:
-            runner = _Runner(job, target, manifest, limiter, bar, fetch, retry_failed)
+            runner = Runner(job, target, manifest, limiter, bar, fetch, retry_failed)
             todo = [row for row in rows if not runner.recorded(row)]
             bar.add(skipped=len(rows) - len(todo))
             if todo:
@@ -288,11 +294,24 @@ async def arun(
     return BatchSummary(out, len(rows), c.done, c.failed, c.skipped, c.duplicates, time.monotonic() - started)
 
 
-class _Runner:
+@dataclass
+class Keyed:
+    """A row whose image is read and whose key is made: work to send."""
+
+    row: Row
+    base: dict[str, Any]
+    image: ImageHandle
+    prompt: str
+    key: str
+
+
+class Runner:
+    """The pipeline of rows (see the module's docstring) over one target, manifest and progress."""
+
     def __init__(
         self,
         job: BatchJob,
-        target: Target,
+        target: Target | None,
         manifest: Manifest,
         limiter: RateLimiter,
         progress: Progress,
@@ -324,53 +343,51 @@ class _Runner:
                 await slots.acquire()
                 tg.start_soon(one, row)
 
-    async def row(self, row: Row) -> None:
+    async def keyed(self, row: Row) -> Keyed | None:
+        """The row read and keyed, or None when it is finished already: its image unreadable (an error
+        record), or its key answered before (a record naming the row it duplicates)."""
         base: dict[str, Any] = {"row": row.index, "input": row.ref, "model": self.job.model}
-        began = time.perf_counter()
         try:
             prompt = self.job.prompt_for(row)
-            image = await self._image(row)
+            image = await read_image(row, self.fetch)
         except VlmkitError as exc:
-            return self._write({**base, "key": None, "image": None, "error": error_of(exc)})
+            self.write({**base, "key": None, "image": None, "error": error_of(exc)})
+            return None
         key = self.job.key(image, prompt)
         base.update(key=key, image=image.identifier)
         earlier = self.manifest.answers.get(key)
         if earlier is not None and not (self.retry_failed and "error" in earlier):
-            return self._write(_duplicate(base, earlier))
-        waiting = self.pending.get(key)
+            self.write(duplicate(base, earlier))
+            return None
+        return Keyed(row, base, image, prompt, key)
+
+    async def row(self, row: Row) -> None:
+        k = await self.keyed(row)
+        if k is None:
+            return
+        waiting = self.pending.get(k.key)
         if waiting is not None:
-            return self._write(_duplicate(base, await waiting))
+            return self.write(duplicate(k.base, await waiting))
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self.pending[key] = future
+        self.pending[k.key] = future
+        began = time.perf_counter()
+        assert self.target is not None, "a runner without a target only reads and keys rows"
         try:
-            await self.limiter.acquire(self.target.estimate_tokens(image, prompt))
-            answer = await self.target.answer(image, prompt)
+            await self.limiter.acquire(self.target.estimate_tokens(k.image, k.prompt))
+            answer = await self.target.answer(k.image, k.prompt)
         except VlmkitError as exc:
-            record = {**base, "error": error_of(exc)}
+            record = {**k.base, "error": error_of(exc)}
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: the row that waits on it re-raises it itself
             raise
         else:
-            record = {
-                **base,
-                "answer": answer.content,
-                "parsed": answer.parsed,
-                "finish": answer.finish,
-                "usage": answer.usage,
-                "sent": answer.sent,
-                "seconds": round(time.perf_counter() - began, 4),
-            }
+            record = answered(k.base, answer, time.perf_counter() - began)
         future.set_result(record)
-        self.pending.pop(key, None)
-        self._write(record)
+        self.pending.pop(k.key, None)
+        self.write(record)
 
-    async def _image(self, row: Row) -> ImageHandle:
-        if row.image is None:
-            raise BadRequestError(f"row {row.index} ({row.ref}) names no image: its image column is empty")
-        return await aprepare_image(row.image, fetch=self.fetch)
-
-    def _write(self, record: dict[str, Any]) -> None:
+    def write(self, record: dict[str, Any]) -> None:
         self.manifest.append(record)
         if "error" in record:
             self.progress.add(failed=1, duplicates=int("duplicate_of" in record))
@@ -378,7 +395,26 @@ class _Runner:
             self.progress.add(done=1, duplicates=int("duplicate_of" in record))
 
 
-def _duplicate(base: dict[str, Any], earlier: Mapping[str, Any]) -> dict[str, Any]:
+async def read_image(row: Row, fetch: FetchOptions | None) -> ImageHandle:
+    """The row's image, read and validated off the event loop (URLs fetched safely with ``fetch``)."""
+    if row.image is None:
+        raise BadRequestError(f"row {row.index} ({row.ref}) names no image: its image column is empty")
+    return await aprepare_image(row.image, fetch=fetch)
+
+
+def answered(base: dict[str, Any], answer: Answer, seconds: float) -> dict[str, Any]:
+    return {
+        **base,
+        "answer": answer.content,
+        "parsed": answer.parsed,
+        "finish": answer.finish,
+        "usage": answer.usage,
+        "sent": answer.sent,
+        "seconds": round(seconds, 4),
+    }
+
+
+def duplicate(base: dict[str, Any], earlier: Mapping[str, Any]) -> dict[str, Any]:
     copied = {k: v for k, v in earlier.items() if k in ("answer", "parsed", "finish", "usage", "sent", "error")}
     return {**base, **copied, "duplicate_of": earlier.get("duplicate_of", earlier["row"])}
 
