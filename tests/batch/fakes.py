@@ -80,6 +80,8 @@ class FakeBatchAPI:
             return self._create_openai(json.loads(body))
         if path == "/v1/messages/batches":
             return self._create_anthropic(json.loads(body))
+        if path.startswith("/v1beta/models/") and path.endswith(":batchGenerateContent"):
+            return self._create_gemini(path.split("/")[-1].split(":")[0], json.loads(body))
         return 404, {"error": {"message": f"no route {path}"}}
 
     def _upload(self, content_type: str, body: bytes) -> tuple[int, Any]:
@@ -245,6 +247,67 @@ class FakeBatchAPI:
             lines.append(json.dumps(item.model_dump(mode="json", exclude_none=True)).encode() + b"\n")
         return b"".join(lines)
 
+    # --- Gemini -------------------------------------------------------------------------------
+
+    def _create_gemini(self, model: str, body: dict[str, Any]) -> tuple[int, Any]:
+        from google.genai import types
+
+        assert set(body) == {"batch"} and set(body["batch"]) <= {"displayName", "inputConfig"}, sorted(body)
+        config = body["batch"]["inputConfig"]
+        assert set(config) == {"requests"} and set(config["requests"]) == {"requests"}, sorted(config)
+        requests = config["requests"]["requests"]
+        for item in requests:
+            assert set(item) == {"request", "metadata"}, sorted(item)
+            request = item["request"]
+            assert set(request) <= {"contents", "system_instruction", "generationConfig"}, sorted(request)
+            for content in request["contents"]:
+                types.Content.model_validate_json(json.dumps(content))
+            if "generationConfig" in request:
+                types.GenerationConfig.model_validate_json(json.dumps(request["generationConfig"]))
+            with self.lock:
+                self.requests.append(item)
+        name = f"batches/{len(self.jobs)}"
+        job = {"name": name, "metadata": {"model": f"models/{model}", "state": "BATCH_STATE_PENDING"}}
+        self.jobs[name] = {**job, "_requests": requests}
+        return 200, self._gemini_checked(job)
+
+    def _gemini_poll(self, name: str) -> tuple[int, Any]:
+        from google.genai import types
+
+        job = self.jobs[name]
+        self.polls[name] = self.polls.get(name, 0) + 1
+        if self.polls[name] >= 2 and not self.hold:
+            responses = []
+            for item in job["_requests"]:
+                cid = item["metadata"]["key"]
+                if cid in self.fail:
+                    error = {"code": 400, "message": f"refused {cid}"}
+                    responses.append({"error": error, "metadata": {"key": cid}})
+                    continue
+                response = {
+                    "candidates": [
+                        {"content": {"role": "model", "parts": [{"text": f"answer to {cid}"}]}, "finishReason": "STOP"}
+                    ],
+                    "usageMetadata": {"promptTokenCount": 100, "candidatesTokenCount": 4, "totalTokenCount": 104},
+                }
+                types.GenerateContentResponse.model_validate(response)
+                responses.append({"response": response, "metadata": {"key": cid}})
+            job["metadata"] = {
+                **job["metadata"],
+                "state": "BATCH_STATE_SUCCEEDED",
+                "output": {"inlinedResponses": {"inlinedResponses": responses}},
+            }
+        return 200, self._gemini_checked({k: v for k, v in job.items() if not k.startswith("_")})
+
+    @staticmethod
+    def _gemini_checked(job: dict[str, Any]) -> dict[str, Any]:
+        """The job as the Gemini API writes it, read back by the SDK's own reader into its ``BatchJob``."""
+        from google.genai import batches, types
+
+        read = types.BatchJob.model_validate(batches._BatchJob_from_mldev(json.loads(json.dumps(job))))
+        assert read.name == job["name"] and read.state is not None
+        return job
+
     # --- reads --------------------------------------------------------------------------------
 
     def get(self, path: str) -> tuple[int, Any]:
@@ -257,4 +320,6 @@ class FakeBatchAPI:
             return self._anthropic_poll(parts[3])
         if parts[:3] == ["v1", "messages", "batches"] and len(parts) == 5 and parts[4] == "results":
             return 200, self._anthropic_results(parts[3])
+        if parts[:2] == ["v1beta", "batches"] and len(parts) == 3:
+            return self._gemini_poll(f"batches/{parts[2]}")
         return 404, {"error": {"message": f"no route {path}"}}

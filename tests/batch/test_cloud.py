@@ -138,6 +138,25 @@ def test_anthropic_message_batches_end_to_end(fake: FakeBatchAPI, tmp_path: Path
     assert all(r["answer"] == f"answer to {custom_id(r['key'])}" for r in ok) and len(ok) == 4
 
 
+def test_gemini_batch_mode_inline_jobs(fake: FakeBatchAPI, tmp_path: Path) -> None:
+    from vlmkit.batch.job import make_job
+    from vlmkit.images import prepare_image
+
+    source, out = folder(tmp_path, 3), tmp_path / "out.jsonl"
+    refused = make_job("gemini/gemini-2.0-flash").key(prepare_image(source / "img002.jpg"), "Describe this image.")
+    fake.fail.add(custom_id(refused))
+    summary = run_cloud(
+        source, out, model="gemini/gemini-2.0-flash", api_base=fake.base, api_key="g", max_bytes=5_000, **QUICK
+    )
+    assert fake.problems == [] and len(fake.requests) == 3 and len(fake.jobs) >= 2  # split under max_bytes
+    assert (summary.done, summary.failed) == (3, 2)
+    records = {r["key"]: r for r in lines(out) if r["key"]}
+    assert records[refused]["error"]["message"].endswith(f"refused {custom_id(refused)}")
+    ok = [r for r in records.values() if not r.get("error")]
+    assert ok and all(r["answer"] == f"answer to {custom_id(r['key'])}" for r in ok)
+    assert ok[0]["usage"] == {"prompt_tokens": 100, "completion_tokens": 4}
+
+
 def test_the_request_file_for_vllm_run_batch(tmp_path: Path) -> None:
     out = tmp_path / "requests.jsonl"
     written, unreadable = asyncio.run(
@@ -155,7 +174,7 @@ def test_batch_mode_says_where_it_applies(tmp_path: Path) -> None:
     source = folder(tmp_path, 1)
     with pytest.raises(BadRequestError, match=r"local/tiny is a local model, whose rows run directly: drop --mode"):
         run_cloud(source, tmp_path / "o.jsonl", model="local/tiny")
-    with pytest.raises(BadRequestError, match=r"OpenAI's or Anthropic's batch API, not groq's; run groq/"):
+    with pytest.raises(BadRequestError, match=r"OpenAI's, Anthropic's or Gemini's batch API, not groq's; run groq/"):
         run_cloud(source, tmp_path / "o.jsonl", model="groq/llama-vision", api_key="k")
 
 

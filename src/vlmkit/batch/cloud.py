@@ -5,15 +5,17 @@ skip what is recorded, read and key the image, answer a key answered before from
 each distinct request is built by the provider's own translation (:func:`vlmkit.providers.call.request_for`
 and the module's ``build_request``, images rendered once per the provider's policy) and written as
 one line of a request file under a ``custom_id`` derived from its key. A file is split where the
-provider's limits say (OpenAI: 50 000 requests, 200 MB), each part uploaded and submitted as a batch
-job, whose id is recorded at once (``NAME.batches``, beside the manifest) so that a rerun after a
-crash waits for the jobs already paid for instead of sending their rows again. Then the jobs are
-polled until they end, their results read back, and each result recorded for its row (and for
-the rows that asked the same) by its ``custom_id``; a request the job did not answer (failed,
-expired, cancelled) is an error record, which ``--retry-failed`` sends again.
+provider's limits say (OpenAI: 50 000 requests, 200 MB; Gemini inline: 20 MB), each part
+uploaded and submitted as a batch job, whose id is recorded at once (``NAME.batches``, beside the
+manifest) so that a rerun after a crash waits for the jobs already paid for instead of sending
+their rows again. Then the jobs are polled until they end, their results read back, and each
+result recorded for its row (and for the rows that asked the same) by its ``custom_id``; a
+request the job did not answer (failed, expired, cancelled) is an error record, which
+``--retry-failed`` sends again.
 
 Each API is one class with four steps (:class:`BatchAPI`): the line of a request, submit, wait,
-results. :func:`awrite_requests` writes the request lines alone, for ``vllm run-batch``.
+results (:mod:`~vlmkit.batch.cloud_api`). :func:`awrite_requests` writes the request lines
+alone, for ``vllm run-batch``.
 """
 
 from __future__ import annotations
@@ -65,15 +67,18 @@ DEFAULT_POLL = 30.0
 
 def api_for(cfg: ProviderConfig) -> BatchAPI:
     from vlmkit.batch.cloud_anthropic import AnthropicBatch
+    from vlmkit.batch.cloud_gemini import GeminiBatch
     from vlmkit.batch.cloud_openai import OpenAIBatch
 
     if cfg.provider == "openai":
         return OpenAIBatch(cfg)
     if cfg.provider == "anthropic":
         return AnthropicBatch(cfg)
+    if cfg.provider == "gemini":
+        return GeminiBatch(cfg)
     raise BadRequestError(
-        f"--mode batch sends to OpenAI's or Anthropic's batch API, not {cfg.provider}'s; run {cfg.provider}/... "
-        "without --mode batch (requests are then sent directly, many at a time)"
+        f"--mode batch sends to OpenAI's, Anthropic's or Gemini's batch API, not {cfg.provider}'s; "
+        f"run {cfg.provider}/... without --mode batch (requests are then sent directly, many at a time)"
     )
 
 

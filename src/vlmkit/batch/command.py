@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--mode",
         choices=["direct", "batch", "requests"],
         default="direct",
-        help="direct: send each request now (default); batch: through OpenAI's or Anthropic's batch API "
+        help="direct: send each request now (default); batch: through OpenAI's, Anthropic's or Gemini's batch API "
         "(half price, within 24 h); requests: write the OpenAI batch request file (for vllm run-batch), send nothing",
     )
     parser.add_argument("--poll", type=float, default=30.0, help="seconds between looks at a batch job (default 30)")
