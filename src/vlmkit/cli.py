@@ -84,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     _allow_host_argument(chat)
     chat.set_defaults(run=_chat)
 
+    _batch_parser(commands)
+
     serve = commands.add_parser("serve", help="serve local and gateway models over an OpenAI-compatible HTTP API")
     serve.add_argument("--host", default=None, help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=None, help="port (default 8000)")
@@ -267,6 +269,21 @@ def _serve(args: argparse.Namespace) -> int:
     settings = settings.with_overrides(host=args.host, port=args.port, files_dir=args.files_dir, gpu=args.gpu)
     serve(settings, log_level=args.log_level)
     return 0
+
+
+def _batch_parser(commands: Any) -> None:
+    from vlmkit.batch.command import add_arguments
+
+    batch = commands.add_parser("batch", help="ask a model about every image of a folder, list or table, with resume")
+    add_arguments(batch)
+    _allow_host_argument(batch)
+    batch.set_defaults(run=_batch)
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from vlmkit.batch.command import run_command
+
+    return run_command(args, _fetch_options(args), sys.stdout, sys.stderr)
 
 
 def _image_inspect(args: argparse.Namespace) -> int:
