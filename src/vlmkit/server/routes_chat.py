@@ -15,8 +15,10 @@ from starlette.responses import Response
 
 from vlmkit.chat import Chat
 from vlmkit.prediction import PredictionFragment, PredictionResult
-from vlmkit.providers import AsyncCompletionStream, ChatCompletion
+from vlmkit.providers import ChatCompletion
 from vlmkit.server.errors import APIError, body_of
+from vlmkit.server.fleet import SESSION_HEADER, request_cost
+from vlmkit.server.gateway import GatewayStream
 from vlmkit.server.inputs import ChatRequest, parse_chat_request, parse_lifted, resolve_chat
 from vlmkit.server.jsonutil import dumps
 from vlmkit.server.lifted import lift
@@ -58,28 +60,29 @@ async def _chat_completions(request: Request, state: ServerState, raw: bytes) ->
         max_images=s.max_images_per_request,
         lifted=body,
     )
+    if state.metrics.enabled and chat.images:
+        state.metrics.chat_images(req.model, chat, request_cost(chat, images_only=True))
     if gateway:
-        return await _gateway(state, req, chat)
+        return await _gateway(state, req, chat, request.headers.get(SESSION_HEADER))
     return await _local(request, state, req, chat)
 
 
 # --- the gateway ---------------------------------------------------------------------------------
 
 
-async def _gateway(state: ServerState, req: ChatRequest, chat: Chat) -> Response:
+async def _gateway(state: ServerState, req: ChatRequest, chat: Chat, session: str | None) -> Response:
     params = config_to_openai(req.config)
     if req.user is not None:
         params["user"] = req.user
-    result = await state.gateway.complete(req.model, chat, params, stream=req.stream)
+    result = await state.gateway.complete(req.model, chat, params, stream=req.stream, session=session)
     if isinstance(result, ChatCompletion):
         body = result.to_dict()
         body["model"] = req.model
         return Response(dumps(body), media_type="application/json")
-    assert isinstance(result, AsyncCompletionStream)
     return EventStream(_relay(result, req.model))
 
 
-async def _relay(stream: AsyncCompletionStream, model: str) -> AsyncIterator[bytes]:
+async def _relay(stream: GatewayStream, model: str) -> AsyncIterator[bytes]:
     try:
         async for chunk in stream:
             data = chunk.to_dict()

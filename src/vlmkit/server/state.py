@@ -18,6 +18,7 @@ from vlmkit.server.files import FileStore
 from vlmkit.server.gateway import Gateway
 from vlmkit.server.limits import LARGE_BODY, BodyBudget
 from vlmkit.server.local import LocalModels
+from vlmkit.server.metrics import Metrics
 
 
 @dataclass
@@ -33,18 +34,25 @@ class ServerState:
     holds one: it is bounded by the body limits instead (:mod:`vlmkit.server.limits`)."""
     body_budget: BodyBudget
     """The bytes of large bodies held in memory at once (:class:`~vlmkit.server.limits.BodyBudget`)."""
+    metrics: Metrics
 
     @classmethod
     def create(cls, settings: ServerSettings) -> ServerState:
         local = LocalModels(settings)
+        metrics = Metrics()
+        local.on_result = metrics.local_result
+        metrics.watch_queue(lambda: local.inflight)
         return cls(
             settings=settings,
             files=FileStore(settings.files_max_bytes, settings.files_dir),
             local=local,
-            gateway=Gateway(settings.gateway, cooldown=settings.failover_cooldown, fetch=settings.fetch),
+            gateway=Gateway(
+                settings.gateway, cooldown=settings.failover_cooldown, fetch=settings.fetch, metrics=metrics
+            ),
             downloads=Downloads(settings.models_dir, on_done=lambda: local.entries(refresh=True)),
             large_bodies=asyncio.Semaphore(settings.max_large_requests),
             body_budget=BodyBudget(settings.max_body_memory_bytes),
+            metrics=metrics,
         )
 
     def unknown_model(self, name: str) -> APIError:
