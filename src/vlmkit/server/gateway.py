@@ -14,6 +14,7 @@ once its stream has ended. Translation is the providers layer's: this module onl
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -25,8 +26,11 @@ from vlmkit.images.fetch import FetchOptions
 from vlmkit.providers import AsyncCompletionStream, ChatCompletion, ChatCompletionChunk, acompletion, supports_vision
 from vlmkit.server.config import ConfigError, GatewayModel
 from vlmkit.server.fleet import Fleet, Outcome, Replica, affinity_key, request_cost
+from vlmkit.server.logs import image_fields
 from vlmkit.server.metrics import Metrics
 from vlmkit.server.upstream import gateway_transport
+
+log = logging.getLogger("vlmkit.server")
 
 
 @dataclass
@@ -42,6 +46,23 @@ class Served:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     attempts: int = 0
+    images: list[dict[str, Any]] = field(default_factory=list)
+    """What the log says of each image (:func:`vlmkit.server.logs.image_fields`)."""
+
+    def log_fields(self) -> dict[str, Any]:
+        ended = self.ended if self.ended is not None else time.perf_counter()
+        return {
+            "event": "gateway_request",
+            "model": self.model,
+            "deployment": self.deployment,
+            "status": self.status,
+            "attempts": self.attempts,
+            "duration_ms": round((ended - self.started) * 1000, 1),
+            "ttft_ms": None if self.first_token is None else round((self.first_token - self.started) * 1000, 1),
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "images": self.images,
+        }
 
 
 Done = Callable[[Served], None]
@@ -147,7 +168,7 @@ class Gateway:
         fleet = route.fleet
         cost = request_cost(chat)
         key = affinity_key(chat, session) if route.model.routing == "affinity" else None
-        served = Served(name)
+        served = Served(name, images=[image_fields(i) for i in chat.images])
         last: VlmkitError | None = None
         for replica in fleet.order(cost, key):
             served.attempts += 1
@@ -211,6 +232,15 @@ class Gateway:
         served.ended = time.perf_counter()
         ttft = None if served.first_token is None else served.first_token - served.started
         self.metrics.request(served.model, served.deployment, served.status, served.ended - served.started, ttft)
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "%s via %s: %d in %.0f ms",
+                served.model,
+                served.deployment,
+                served.status,
+                (served.ended - served.started) * 1000,
+                extra={"fields": served.log_fields()},
+            )
         if done is not None:
             done(served)
 
