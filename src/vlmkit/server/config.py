@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 from vlmkit.errors import VlmkitError
 from vlmkit.images import DEFAULT_MAX_PIXELS
 from vlmkit.images.fetch import FetchOptions, FetchRemedies
+from vlmkit.server.keys import KeyPolicy, parse_keys, plain_keys
 
 if TYPE_CHECKING:
     from vlmkit.engine.gpu import GpuSetting
@@ -147,6 +148,15 @@ class ServerSettings:
     """Seconds a deployment that failed is passed over while its siblings are healthy."""
     shutdown_grace: float = 10.0
     """Seconds a graceful shutdown waits for in-flight requests before cancelling them."""
+    keys: tuple[KeyPolicy, ...] = ()
+    """Keys with names, limits and allowed models (:mod:`vlmkit.server.keys`); ``api_keys`` have none."""
+    usage_database: str | None = None
+    """Where usage per key is kept: a SQLite file, or ``postgresql://...`` (:mod:`vlmkit.server.usage`).
+    ``None``: ``$VLMKIT_HOME/usage.db`` when ``keys`` are configured, else usage is not recorded."""
+
+    def key_policies(self) -> tuple[KeyPolicy, ...]:
+        """Every key the server accepts: ``api_keys`` (no limits) and ``keys``."""
+        return plain_keys(self.api_keys) + self.keys
 
     def with_overrides(self, **changes: Any) -> ServerSettings:
         """A copy with every change that is not ``None``."""
@@ -189,7 +199,7 @@ def parse_config(raw: Any, base: ServerSettings | None = None, *, where: str = "
     settings = base or ServerSettings()
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: the top level must be a mapping (api_keys, models, limits, fetch)")
-    unknown = set(raw) - {"api_keys", "models", "limits", "fetch", "models_dir", "files_dir"}
+    unknown = set(raw) - {"api_keys", "keys", "usage", "models", "limits", "fetch", "models_dir", "files_dir"}
     if unknown:
         raise ConfigError(f"{where}: unknown section(s) {', '.join(sorted(map(str, unknown)))}")
     changes: dict[str, Any] = {}
@@ -198,6 +208,16 @@ def parse_config(raw: Any, base: ServerSettings | None = None, *, where: str = "
         if isinstance(keys, str) or not isinstance(keys, list):
             raise ConfigError(f"{where}: api_keys must be a list of strings")
         changes["api_keys"] = frozenset(str(env_value(k, f"{where}: api_keys")) for k in keys)
+    if raw.get("keys") is not None:
+        changes["keys"] = parse_keys(raw["keys"], where, env_value)
+    usage = raw.get("usage")
+    if usage is not None:
+        if not isinstance(usage, Mapping) or set(usage) - {"database"}:
+            raise ConfigError(
+                f"{where}: usage must be a mapping with `database:` (a SQLite file path, or postgresql://user@host/db)"
+            )
+        if usage.get("database") is not None:
+            changes["usage_database"] = str(env_value(usage["database"], f"{where}: usage.database"))
     for key in ("models_dir", "files_dir"):
         if raw.get(key) is not None:
             changes[key] = str(raw[key])

@@ -46,7 +46,7 @@ def serve(settings: ServerSettings | None = None, *, log_level: str = "info", lo
         overrides["log_config"] = None
     else:
         logs.configure_text(log_level)
-    if not settings.api_keys and not _is_loopback(settings.host):
+    if not settings.key_policies() and not _is_loopback(settings.host):
         log.warning("serving on %s without API keys: anyone who can reach it can use it", settings.host)
     keep_freed_memory()
     uvicorn.Server(uvicorn_config(settings, log_level=log_level, **overrides)).run()

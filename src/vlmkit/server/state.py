@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.responses import Response
 
+from vlmkit.server.accounts import Accounts
 from vlmkit.server.config import ServerSettings
 from vlmkit.server.downloads import Downloads
 from vlmkit.server.errors import APIError, response_for
@@ -35,6 +36,8 @@ class ServerState:
     body_budget: BodyBudget
     """The bytes of large bodies held in memory at once (:class:`~vlmkit.server.limits.BodyBudget`)."""
     metrics: Metrics
+    accounts: Accounts
+    """Keys' limits and usage (:mod:`vlmkit.server.accounts`)."""
 
     @classmethod
     def create(cls, settings: ServerSettings) -> ServerState:
@@ -53,6 +56,7 @@ class ServerState:
             large_bodies=asyncio.Semaphore(settings.max_large_requests),
             body_budget=BodyBudget(settings.max_body_memory_bytes),
             metrics=metrics,
+            accounts=Accounts(settings),
         )
 
     def unknown_model(self, name: str) -> APIError:
