@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+from vlmkit.images.handle import content_identifier
 from vlmkit.providers.base import Event, ProviderConfig, WireRequest
 from vlmkit.providers.jsonbody import Blob, dig
 from vlmkit.providers.rendering import reference_error, render
@@ -83,15 +84,18 @@ def _message(m: Message, cfg: ProviderConfig) -> dict[str, Any]:
     parts: list[dict[str, Any]] = []
     for part in m.content:
         if isinstance(part, ImageInput):
-            parts.append({"type": "image_url", "image_url": _image(part, cfg)})
+            parts.append(_image_part(part, cfg))
         else:
             parts.append({"type": "text", "text": part.text})
     return {"role": m.role, "content": parts}
 
 
-def _image(image: ImageInput, cfg: ProviderConfig) -> dict[str, Any]:
+def _image_part(image: ImageInput, cfg: ProviderConfig) -> dict[str, Any]:
+    """``{"type": "image_url", "image_url": {...}}``, with the ``uuid`` of the bytes sent where asked
+    (vLLM keys its caches on it instead of hashing the pixels; a URL it fetches has none to give)."""
     detail = image.detail if cfg.options.get("detail", False) else None
     url: str | Blob
+    uuid: str | None = None
     if image.handle is None and image.url and cfg.fetches_urls:
         url = image.url
     elif image.handle is not None and image.handle.is_reference:
@@ -100,8 +104,15 @@ def _image(image: ImageInput, cfg: ProviderConfig) -> dict[str, Any]:
         policy = cfg.policy
         if detail == "low":
             policy = policy.replace(max_long_edge=min(policy.max_long_edge or LOW_DETAIL_EDGE, LOW_DETAIL_EDGE))
-        url = Blob(render(image, policy).data_url)
-    return {"url": url, "detail": detail} if detail else {"url": url}
+        rendered = render(image, policy)
+        url = Blob(rendered.data_url)
+        if cfg.options.get("image_uuid") and image.handle is not None:
+            uuid = content_identifier(rendered.data) if rendered.changed else image.handle.identifier
+    fields: dict[str, Any] = {"url": url, "detail": detail} if detail else {"url": url}
+    part: dict[str, Any] = {"type": "image_url", "image_url": fields}
+    if uuid is not None:
+        part["uuid"] = uuid
+    return part
 
 
 # --- responses -----------------------------------------------------------------------------------

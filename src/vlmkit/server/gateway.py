@@ -84,7 +84,7 @@ class Gateway:
         fetch: FetchOptions,
         metrics: Metrics | None = None,
     ) -> None:
-        from vlmkit.providers.registry import split_model
+        from vlmkit.providers.registry import ROUTES, split_model
 
         self.cooldown = cooldown
         self.fetch = fetch
@@ -94,9 +94,16 @@ class Gateway:
         for name, model in models.items():
             for d in model.deployments:
                 try:
-                    split_model(d.model)
+                    provider, _ = split_model(d.model)
                 except VlmkitError as exc:
                     raise ConfigError(f"models.{name}: {exc}") from None
+                urls = d.options.get("image_urls")
+                if urls not in (None, "fetch", "forward"):
+                    raise ConfigError(f"models.{name}: image_urls must be 'fetch' or 'forward', not {urls!r}")
+                if urls == "forward" and ROUTES[provider].kind not in ("openai", "anthropic"):
+                    raise ConfigError(
+                        f"models.{name}: {provider} cannot fetch image URLs itself; use image_urls: fetch"
+                    )
             vision = model.vision if model.vision is not None else supports_vision(model.deployments[0].model)
             fleet = Fleet(model, cooldown=cooldown, on_change=self._health_changed)
             self._routes[name] = _Route(model, fleet, vision)
@@ -129,6 +136,11 @@ class Gateway:
 
     def owner(self, name: str) -> str:
         return self._routes[name].model.deployments[0].model.split("/", 1)[0]
+
+    def forwards_urls(self, name: str) -> bool:
+        """Whether a deployment of ``name`` takes image URLs as they are (``image_urls: forward``): the
+        server then leaves them unfetched, and each deployment that does not forward fetches them itself."""
+        return any(d.options.get("image_urls") == "forward" for d in self._routes[name].model.deployments)
 
     def fleet(self, name: str) -> Fleet:
         return self._routes[name].fleet
@@ -224,6 +236,7 @@ class Gateway:
             "max_retries": d.max_retries,
             "fetch": self.fetch,
             "transport": self.transport,
+            "image_urls": "fetch",  # the gateway fetches under its one policy, unless the deployment forwards
             **d.options,
             **params,
         }

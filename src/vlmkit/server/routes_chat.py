@@ -62,6 +62,7 @@ async def _chat_completions(request: Request, state: ServerState, raw: bytes) ->
         max_pixels=s.max_pixels,
         max_images=s.max_images_per_request,
         lifted=body,
+        keep_urls=gateway and state.gateway.forwards_urls(req.model),
     )
     meter.saw(chat)
     if state.metrics.enabled and chat.images:
