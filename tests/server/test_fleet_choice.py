@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+import yaml
+
 from vlmkit.chat import Chat
 from vlmkit.images import prepare_image
 from vlmkit.images.tokens import openai_tokens
 from vlmkit.server import Deployment, GatewayModel
+from vlmkit.server.config import parse_config
 from vlmkit.server.fleet import UNKNOWN_IMAGE_TOKENS, Fleet, affinity_key, request_cost
+from vlmkit.server.gateway import Gateway
 from vlmkit.wire.openai_chat import to_chat
 
 
@@ -76,3 +83,18 @@ def test_round_robin_turns_whatever_the_load() -> None:
     f.begin(f.replicas[0], 10_000)
     firsts = [f.order(10, "image:abc")[0] for _ in range(6)]
     assert [f.replicas.index(r) for r in firsts] == [0, 1, 2, 0, 1, 2]
+
+
+def test_the_readme_fleet_example_is_a_config_the_gateway_takes(monkeypatch: pytest.MonkeyPatch) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## A fleet behind the gateway") :]
+    example = section[section.index("```yaml\n") + 8 : section.index("```\n", section.index("```yaml\n"))]
+    monkeypatch.setenv("TEAM_A_KEY", "sk-a")
+    monkeypatch.setenv("OPS_KEY", "sk-ops")
+    settings = parse_config(yaml.safe_load(example))
+    model = settings.gateway["qwen-vl"]
+    assert (model.routing, model.health_interval, model.max_outstanding_tokens) == ("affinity", 5.0, 200000)
+    assert [d.label for d in model.deployments] == ["vllm-a", "vllm-b", "vllm-c"]
+    assert [k.name for k in settings.keys] == ["team-a", "ops"] and settings.keys[1].admin
+    gateway = Gateway(settings.gateway, cooldown=5, fetch=settings.fetch)
+    assert gateway.forwards_urls("qwen-vl")
