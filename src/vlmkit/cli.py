@@ -95,6 +95,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--files-dir", help="keep uploaded images here, across restarts (default: in memory only)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--log-format", default="text", choices=["text", "json"], help="json: one JSON object a line (no image bytes)"
+    )
     _gpu_argument(serve, "for every local model (a model's own `gpu:` in --config wins)")
     serve.set_defaults(run=_serve)
     return parser
@@ -267,7 +270,7 @@ def _serve(args: argparse.Namespace) -> int:
     if keys:
         settings = settings.with_overrides(api_keys=settings.api_keys | keys)
     settings = settings.with_overrides(host=args.host, port=args.port, files_dir=args.files_dir, gpu=args.gpu)
-    serve(settings, log_level=args.log_level)
+    serve(settings, log_level=args.log_level, log_format=args.log_format)
     return 0
 
 

@@ -45,6 +45,8 @@ PROVIDER_OPTIONS = frozenset(
         "aws_bucket_owner",
         "vertex_project",
         "vertex_location",
+        "image_urls",
+        "image_uuid",
     }
 )
 _IGNORED = frozenset({"stream_options"})

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+from vlmkit.images.handle import content_identifier
 from vlmkit.providers.base import Event, ProviderConfig, WireRequest
 from vlmkit.providers.jsonbody import Blob, dig
 from vlmkit.providers.rendering import reference_error, render
@@ -105,7 +106,7 @@ def _messages(messages: list[Message], cfg: ProviderConfig) -> list[dict[str, An
                 moved.append(
                     {"type": "text", "text": f"The images {m.tool_name or 'the tool'} returned ({m.tool_call_id}):"}
                 )
-                moved += [{"type": "image_url", "image_url": _image(image, cfg)} for image in m.images]
+                moved += [_image_part(image, cfg) for image in m.images]
             continue
         out.append(_message(m, cfg))
     if moved:
@@ -121,7 +122,7 @@ def _message(m: Message, cfg: ProviderConfig) -> dict[str, Any]:
         parts: list[dict[str, Any]] = []
         for part in m.content:
             if isinstance(part, ImageInput):
-                parts.append({"type": "image_url", "image_url": _image(part, cfg)})
+                parts.append(_image_part(part, cfg))
             else:
                 parts.append({"type": "text", "text": part.text})
         written = {"role": m.role, "content": parts}
@@ -130,9 +131,12 @@ def _message(m: Message, cfg: ProviderConfig) -> dict[str, Any]:
     return written
 
 
-def _image(image: ImageInput, cfg: ProviderConfig) -> dict[str, Any]:
+def _image_part(image: ImageInput, cfg: ProviderConfig) -> dict[str, Any]:
+    """``{"type": "image_url", "image_url": {...}}``, with the ``uuid`` of the bytes sent where asked
+    (vLLM keys its caches on it instead of hashing the pixels; a URL it fetches has none to give)."""
     detail = image.detail if cfg.options.get("detail", False) else None
     url: str | Blob
+    uuid: str | None = None
     if image.handle is None and image.url and cfg.fetches_urls:
         url = image.url
     elif image.handle is not None and image.handle.is_reference:
@@ -141,8 +145,15 @@ def _image(image: ImageInput, cfg: ProviderConfig) -> dict[str, Any]:
         policy = cfg.policy
         if detail == "low":
             policy = policy.replace(max_long_edge=min(policy.max_long_edge or LOW_DETAIL_EDGE, LOW_DETAIL_EDGE))
-        url = Blob(render(image, policy).data_url)
-    return {"url": url, "detail": detail} if detail else {"url": url}
+        rendered = render(image, policy)
+        url = Blob(rendered.data_url)
+        if cfg.options.get("image_uuid") and image.handle is not None:
+            uuid = content_identifier(rendered.data) if rendered.changed else image.handle.identifier
+    fields: dict[str, Any] = {"url": url, "detail": detail} if detail else {"url": url}
+    part: dict[str, Any] = {"type": "image_url", "image_url": fields}
+    if uuid is not None:
+        part["uuid"] = uuid
+    return part
 
 
 # --- responses -----------------------------------------------------------------------------------
