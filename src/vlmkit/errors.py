@@ -278,3 +278,10 @@ class ClientClosedError(ClientError):
 
 class DefaultClientAlreadyCreatedError(ClientError):
     """``configure_default_client`` was called after the default client was already in use."""
+
+
+# --- media: grounding, documents, video -----------------------------------------------------------
+
+
+class GroundingError(BadRequestError):
+    """Coordinates in an answer cannot be mapped: an unknown model convention, or no image to map them to."""

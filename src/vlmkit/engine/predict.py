@@ -30,6 +30,8 @@ from vlmkit.engine.prompt import Prompt
 from vlmkit.engine.reuse import chunk_key
 from vlmkit.errors import ModelCapabilityError, PredictionCancelledError, PredictionError
 from vlmkit.images import ImageHandle
+from vlmkit.images.grounding import SentImage
+from vlmkit.images.render import transform_to
 from vlmkit.prediction import (
     PredictionConfig,
     PredictionFragment,
@@ -148,7 +150,18 @@ def run(
         tokens_per_second=(n_predicted / gen_time) if n_predicted and gen_time > 0 else None,
         total_time_sec=t_end - t0,
     )
-    return PredictionResult(content=out.text, stats=stats, model_info=lm.info)
+    return PredictionResult(
+        content=out.text, stats=stats, model_info=lm.info, sent_images=_sent_images(prompt, prepared)
+    )
+
+
+def _sent_images(prompt: Prompt, prepared: Sequence[PreparedImage]) -> list[SentImage]:
+    """Each image of the prompt with the transform to the size it was sent to mtmd at (for grounding)."""
+    out = []
+    for part, item in zip(prompt.images, prepared, strict=True):
+        width, _, height = item.size.partition("x")
+        out.append(SentImage(part.image, transform_to(part.image, int(width), int(height))))
+    return out
 
 
 def prepare(lm: LoadedModel, image: ImageHandle, config: PredictionConfig | None) -> PreparedImageInfo:
