@@ -52,11 +52,13 @@ from vlmkit.errors import (
     VlmkitError,
 )
 from vlmkit.images import (
+    Document,
     ImageHandle,
     ImagePolicy,
     RenderedImage,
     aprepare_image,
     estimate_image_tokens,
+    prepare_document,
     prepare_image,
 )
 from vlmkit.prediction import (
@@ -82,6 +84,7 @@ __all__ = [
     "ClientError",
     "ContextLengthError",
     "DefaultClientAlreadyCreatedError",
+    "Document",
     "ImageError",
     "ImageFetchError",
     "ImageFormatMismatchError",
@@ -124,6 +127,7 @@ __all__ = [
     "list_downloaded_models",
     "list_loaded_models",
     "llm",
+    "prepare_document",
     "prepare_image",
     "supports_vision",
 ]

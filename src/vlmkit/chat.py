@@ -24,6 +24,7 @@ from typing import Any, Literal, Protocol
 from vlmkit._types import Detail
 from vlmkit.errors import InvalidMessageError, VlmkitError
 from vlmkit.images import ImageHandle
+from vlmkit.images.document import Document
 
 __all__ = ["ROLES", "Chat", "ChatMessage", "Detail", "ImagePart", "ImageRef", "Part", "Role", "TextPart"]
 
@@ -106,10 +107,13 @@ class Chat:
         self,
         content: str,
         *,
-        images: Iterable[ImageHandle] = (),
+        images: Iterable[ImageHandle | Document] = (),
         detail: Detail | None = None,
     ) -> ChatMessage:
-        """Add a user turn: text, then the images (handles from ``prepare_image``)."""
+        """Add a user turn: text, then the images (handles from ``prepare_image``).
+
+        A document (from ``prepare_document``) gives its rendered pages, each after a ``"Page N:"`` text.
+        """
         return self._add("user", _check_text(content, "the user message"), images, detail)
 
     def add_assistant_response(self, response: str | _HasContent) -> ChatMessage:
@@ -120,9 +124,14 @@ class Chat:
     def append(self, message: ChatMessage) -> None:
         self.messages.append(message)
 
-    def _add(self, role: Role, text: str, images: Iterable[ImageHandle], detail: Detail | None = None) -> ChatMessage:
+    def _add(
+        self, role: Role, text: str, images: Iterable[ImageHandle | Document], detail: Detail | None = None
+    ) -> ChatMessage:
         parts: list[Part] = [TextPart(text)] if text else []
         for i, image in enumerate(images):
+            if isinstance(image, Document):
+                parts += [TextPart(p) if isinstance(p, str) else ImagePart(p, detail) for p in image.interleaved()]
+                continue
             if inspect.isawaitable(image):
                 raise InvalidMessageError(
                     f"images[{i}] is a {type(image).__name__}, not an image handle: "

@@ -285,3 +285,23 @@ class DefaultClientAlreadyCreatedError(ClientError):
 
 class GroundingError(BadRequestError):
     """Coordinates in an answer cannot be mapped: an unknown model convention, or no image to map them to."""
+
+
+class DocumentError(BadRequestError):
+    """A PDF handed in as a source cannot be used as given (a bad page selection, setting or file)."""
+
+
+class InvalidDocumentError(DocumentError):
+    """The PDF is truncated, damaged, or not a PDF at all."""
+
+
+class EncryptedDocumentError(DocumentError):
+    """The PDF is encrypted and no (or a wrong) password was given."""
+
+
+class EmptyDocumentError(DocumentError):
+    """The PDF has no pages."""
+
+
+class DocumentTooLargeError(DocumentError):
+    """More pages (or larger pages) than the limit allows; the message names the limit and how to choose fewer."""

@@ -6,6 +6,7 @@ validated from its header), and ``handle.render(policy)`` gives bytes that a tar
 ``prepare_image`` itself).
 """
 
+from vlmkit.images.document import Document, DocumentPage, prepare_document
 from vlmkit.images.fetch import FetchedImage, FetchOptions, FetchRemedies, afetch_image, fetch_image
 from vlmkit.images.handle import ImageHandle, image_from_bytes
 from vlmkit.images.policy import (
@@ -34,6 +35,8 @@ __all__ = [
     "OLLAMA",
     "OPENAI",
     "POLICIES",
+    "Document",
+    "DocumentPage",
     "FetchOptions",
     "FetchRemedies",
     "FetchedImage",
@@ -48,6 +51,7 @@ __all__ = [
     "estimate_image_tokens",
     "fetch_image",
     "image_from_bytes",
+    "prepare_document",
     "prepare_image",
     "render",
     "render_cache",

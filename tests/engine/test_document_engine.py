@@ -1,0 +1,23 @@
+"""A PDF to a local model: its pages go to the real engine as images, each after its page number."""
+
+from __future__ import annotations
+
+from tests.media import PageSpec, make_pdf
+
+from vlmkit.chat import Chat
+from vlmkit.engine import Engine
+from vlmkit.images import LLAMA_CPP, prepare_document
+from vlmkit.prediction import PredictionConfig
+
+
+def test_pages_of_a_pdf_reach_the_local_model(engine: Engine) -> None:
+    pdf = make_pdf([PageSpec(text="Invoice"), PageSpec(text="Terms"), PageSpec(text="Signature")])
+    doc = prepare_document(pdf, pages="1,3", target=LLAMA_CPP.replace(max_long_edge=256))
+    chat = Chat()
+    chat.add_user_message("What does this document say?", images=[doc])
+    result = engine.respond("tiny", chat, PredictionConfig(temperature=0, max_tokens=2))
+    assert result.stats.images_encoded + result.stats.images_reused == 2
+    sizes = [f"{page.width}x{page.height}" for page in doc.page_images]
+    assert result.stats.image_sizes == sizes  # each page sent as it was drawn: no second resize
+    assert all(255 <= max(page.width or 0, page.height or 0) <= 256 for page in doc.page_images)
+    assert [s.image for s in result.sent_images] == doc.page_images
