@@ -79,3 +79,35 @@ def encrypted_pdf() -> bytes:
         ],
         b"/Encrypt 4 0 R /ID [<%s> <%s>]" % (b"01" * 16, b"01" * 16),
     )
+
+
+def make_video(seconds: float = 3.0, fps: int = 10, size: tuple[int, int] = (160, 120)) -> bytes:
+    """An MP4 (MPEG-4 Part 2) whose frame i shows a white block at x = 5 * i on black: a frame's
+    number can be read back from its pixels through any compression."""
+    import av
+    import numpy as np
+
+    width, height = size
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mp4") as out:
+        stream = out.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.bit_rate = 2_000_000
+        for i in range(round(seconds * fps)):
+            pixels = np.zeros((height, width, 3), np.uint8)
+            pixels[40:80, 5 * i : 5 * i + 10] = 255
+            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return buf.getvalue()
+
+
+def frame_number(image_bytes: bytes) -> int:
+    """The number :func:`make_video` drew into a frame: where its white block starts, / 5."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(io.BytesIO(image_bytes)) as im:
+        row = np.asarray(im.convert("L"))[60]
+    return round(int(np.nonzero(row > 128)[0].min()) / 5)

@@ -56,10 +56,12 @@ from vlmkit.images import (
     ImageHandle,
     ImagePolicy,
     RenderedImage,
+    Video,
     aprepare_image,
     estimate_image_tokens,
     prepare_document,
     prepare_image,
+    prepare_video,
 )
 from vlmkit.prediction import (
     ModelInfo,
@@ -116,6 +118,7 @@ __all__ = [
     "StructuredOutputError",
     "UnknownFileError",
     "UnsupportedImageError",
+    "Video",
     "VlmkitError",
     "__version__",
     "acompletion",
@@ -129,5 +132,6 @@ __all__ = [
     "llm",
     "prepare_document",
     "prepare_image",
+    "prepare_video",
     "supports_vision",
 ]

@@ -25,6 +25,7 @@ from vlmkit._types import Detail
 from vlmkit.errors import InvalidMessageError, VlmkitError
 from vlmkit.images import ImageHandle
 from vlmkit.images.document import Document
+from vlmkit.images.video import Video
 
 __all__ = ["ROLES", "Chat", "ChatMessage", "Detail", "ImagePart", "ImageRef", "Part", "Role", "TextPart"]
 
@@ -107,12 +108,13 @@ class Chat:
         self,
         content: str,
         *,
-        images: Iterable[ImageHandle | Document] = (),
+        images: Iterable[ImageHandle | Document | Video] = (),
         detail: Detail | None = None,
     ) -> ChatMessage:
         """Add a user turn: text, then the images (handles from ``prepare_image``).
 
-        A document (from ``prepare_document``) gives its rendered pages, each after a ``"Page N:"`` text.
+        A document (from ``prepare_document``) gives its rendered pages, each after a ``"Page N:"`` text;
+        a video (from ``prepare_video``) its frames, each after its time (``"Frame at 0:01.5:"``).
         """
         return self._add("user", _check_text(content, "the user message"), images, detail)
 
@@ -125,11 +127,11 @@ class Chat:
         self.messages.append(message)
 
     def _add(
-        self, role: Role, text: str, images: Iterable[ImageHandle | Document], detail: Detail | None = None
+        self, role: Role, text: str, images: Iterable[ImageHandle | Document | Video], detail: Detail | None = None
     ) -> ChatMessage:
         parts: list[Part] = [TextPart(text)] if text else []
         for i, image in enumerate(images):
-            if isinstance(image, Document):
+            if isinstance(image, (Document, Video)):
                 parts += [TextPart(p) if isinstance(p, str) else ImagePart(p, detail) for p in image.interleaved()]
                 continue
             if inspect.isawaitable(image):

@@ -305,3 +305,15 @@ class EmptyDocumentError(DocumentError):
 
 class DocumentTooLargeError(DocumentError):
     """More pages (or larger pages) than the limit allows; the message names the limit and how to choose fewer."""
+
+
+class VideoError(BadRequestError):
+    """A video or animation handed in as a source cannot be used as given (a bad setting or file)."""
+
+
+class InvalidVideoError(VideoError):
+    """The file is no video or animation vlmkit reads, or it is damaged."""
+
+
+class VideoTooLargeError(VideoError):
+    """Sampling would go over a limit (frames, bytes, tokens); the message names it and how to get under it."""

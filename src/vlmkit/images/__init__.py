@@ -25,6 +25,7 @@ from vlmkit.images.resolve import ResolveOptions, aresolve_images, resolve_image
 from vlmkit.images.sniff import ImageFormat, sniff_format
 from vlmkit.images.source import aprepare_image, prepare_image
 from vlmkit.images.tokens import estimate_image_tokens
+from vlmkit.images.video import Video, VideoFrame, prepare_video
 
 __all__ = [
     "ANTHROPIC",
@@ -45,6 +46,8 @@ __all__ = [
     "ImagePolicy",
     "RenderedImage",
     "ResolveOptions",
+    "Video",
+    "VideoFrame",
     "afetch_image",
     "aprepare_image",
     "aresolve_images",
@@ -53,6 +56,7 @@ __all__ = [
     "image_from_bytes",
     "prepare_document",
     "prepare_image",
+    "prepare_video",
     "render",
     "render_cache",
     "resolve_images",

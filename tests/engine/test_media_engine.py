@@ -1,12 +1,13 @@
-"""A PDF to a local model: its pages go to the real engine as images, each after its page number."""
+"""A PDF and a video to a local model: pages and frames go to the real engine as images, each after
+its page number or time."""
 
 from __future__ import annotations
 
-from tests.media import PageSpec, make_pdf
+from tests.media import PageSpec, make_pdf, make_video
 
-from vlmkit.chat import Chat
+from vlmkit.chat import Chat, TextPart
 from vlmkit.engine import Engine
-from vlmkit.images import LLAMA_CPP, prepare_document
+from vlmkit.images import LLAMA_CPP, prepare_document, prepare_video
 from vlmkit.prediction import PredictionConfig
 
 
@@ -21,3 +22,16 @@ def test_pages_of_a_pdf_reach_the_local_model(engine: Engine) -> None:
     assert result.stats.image_sizes == sizes  # each page sent as it was drawn: no second resize
     assert all(255 <= max(page.width or 0, page.height or 0) <= 256 for page in doc.page_images)
     assert [s.image for s in result.sent_images] == doc.page_images
+
+
+def test_frames_of_a_video_reach_the_local_model(engine: Engine) -> None:
+    video = prepare_video(make_video(seconds=2.0), every=1.0, target=LLAMA_CPP)
+    chat = Chat()
+    chat.add_user_message("What moves?", images=[video])
+    assert [p.text for p in chat.messages[0].content if isinstance(p, TextPart)][1:] == [
+        "Frame at 0:00.0:",
+        "Frame at 0:01.0:",
+    ]
+    result = engine.respond("tiny", chat, PredictionConfig(temperature=0, max_tokens=2))
+    assert result.stats.image_sizes == ["160x120", "160x120"]
+    assert [s.image for s in result.sent_images] == video.frame_images
