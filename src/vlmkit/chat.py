@@ -27,7 +27,18 @@ from vlmkit.images import ImageHandle
 from vlmkit.images.document import Document
 from vlmkit.images.video import Video
 
-__all__ = ["ROLES", "Chat", "ChatMessage", "Detail", "ImagePart", "ImageRef", "Part", "Role", "TextPart"]
+__all__ = [
+    "ROLES",
+    "Chat",
+    "ChatMessage",
+    "Detail",
+    "DocumentPart",
+    "ImagePart",
+    "ImageRef",
+    "Part",
+    "Role",
+    "TextPart",
+]
 
 Role = Literal["system", "user", "assistant"]
 ROLES: tuple[Role, ...] = ("system", "user", "assistant")
@@ -61,7 +72,21 @@ class ImageRef:
     file_id: bool = False
 
 
-Part = TextPart | ImagePart | ImageRef
+@dataclass(frozen=True)
+class DocumentPart:
+    """A PDF (from ``prepare_document``): sent as the PDF itself to a provider that reads PDFs and
+    takes this one, and everywhere else as its rendered pages (:attr:`pages`)."""
+
+    document: Document
+    detail: Detail | None = None
+
+    @property
+    def pages(self) -> list[TextPart | ImagePart]:
+        """The document as a model that reads only images gets it: ``"Page N:"`` before each page."""
+        return [TextPart(p) if isinstance(p, str) else ImagePart(p, self.detail) for p in self.document.interleaved()]
+
+
+Part = TextPart | ImagePart | ImageRef | DocumentPart
 
 
 @dataclass
@@ -70,13 +95,25 @@ class ChatMessage:
     content: list[Part] = field(default_factory=list)
 
     @property
+    def flat_content(self) -> list[TextPart | ImagePart | ImageRef]:
+        """The content with each document as its pages: what a model that reads only images is sent."""
+        out: list[TextPart | ImagePart | ImageRef] = []
+        for p in self.content:
+            if isinstance(p, DocumentPart):
+                out += p.pages
+            else:
+                out.append(p)
+        return out
+
+    @property
     def text(self) -> str:
         """The message's text parts joined together."""
         return "".join(p.text for p in self.content if isinstance(p, TextPart))
 
     @property
     def images(self) -> list[ImageHandle]:
-        return [p.image for p in self.content if isinstance(p, ImagePart)]
+        """The images read, a document's pages included."""
+        return [p.image for p in self.flat_content if isinstance(p, ImagePart)]
 
     @property
     def image_refs(self) -> list[ImageRef]:
@@ -113,8 +150,9 @@ class Chat:
     ) -> ChatMessage:
         """Add a user turn: text, then the images (handles from ``prepare_image``).
 
-        A document (from ``prepare_document``) gives its rendered pages, each after a ``"Page N:"`` text;
-        a video (from ``prepare_video``) its frames, each after its time (``"Frame at 0:01.5:"``).
+        A document (from ``prepare_document``) is a :class:`DocumentPart`: the PDF for a provider that
+        reads it, else its rendered pages, each after a ``"Page N:"`` text; a video (from
+        ``prepare_video``) gives its frames, each after its time (``"Frame at 0:01.5:"``).
         """
         return self._add("user", _check_text(content, "the user message"), images, detail)
 
@@ -131,7 +169,10 @@ class Chat:
     ) -> ChatMessage:
         parts: list[Part] = [TextPart(text)] if text else []
         for i, image in enumerate(images):
-            if isinstance(image, (Document, Video)):
+            if isinstance(image, Document):
+                parts.append(DocumentPart(image, detail))
+                continue
+            if isinstance(image, Video):
                 parts += [TextPart(p) if isinstance(p, str) else ImagePart(p, detail) for p in image.interleaved()]
                 continue
             if inspect.isawaitable(image):
@@ -199,8 +240,10 @@ class Chat:
     # --- JSON --------------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready form that keeps every image's bytes and identity."""
-        return {"messages": [{"role": m.role, "content": [_part_to_dict(p) for p in m.content]} for m in self.messages]}
+        """A JSON-ready form that keeps every image's bytes and identity (a document: its pages)."""
+        return {
+            "messages": [{"role": m.role, "content": [_part_to_dict(p) for p in m.flat_content]} for m in self.messages]
+        }
 
     @classmethod
     def from_dict(cls, obj: Mapping[str, Any]) -> Chat:
@@ -245,7 +288,7 @@ def _role(role: object) -> Role:
     raise InvalidMessageError(f"role must be one of 'system', 'user', 'assistant', not {role!r}")
 
 
-def _part_to_dict(part: Part) -> dict[str, Any]:
+def _part_to_dict(part: TextPart | ImagePart | ImageRef) -> dict[str, Any]:
     if isinstance(part, TextPart):
         return {"type": "text", "text": part.text}
     if isinstance(part, ImageRef):

@@ -11,7 +11,7 @@ from PIL import Image
 
 import vlmkit as vk
 from tests.media import A4_LANDSCAPE, LETTER, PageSpec, encrypted_pdf, make_pdf, no_page_pdf
-from vlmkit.chat import ImagePart, TextPart
+from vlmkit.chat import DocumentPart, ImagePart, TextPart
 from vlmkit.errors import (
     BadRequestError,
     DocumentError,
@@ -94,11 +94,17 @@ def test_sources_selection_and_resolution(pdf: bytes, tmp_path: Path) -> None:
 def test_a_document_in_a_chat_is_its_pages_with_their_numbers(pdf: bytes) -> None:
     doc = prepare_document(pdf, pages="1,3", target=LLAMA_CPP)
     chat = vk.Chat()
-    chat.add_user_message("Summarise this report.", images=[doc])
-    parts = chat.messages[0].content
+    chat.add_user_message("Summarise this report.", images=[doc], detail="low")
+    message = chat.messages[0]
+    assert message.content == [TextPart("Summarise this report."), DocumentPart(doc, "low")]
+    parts = message.flat_content  # what a model that reads only images gets
     assert [type(p) for p in parts] == [TextPart, TextPart, ImagePart, TextPart, ImagePart]
     assert [p.text for p in parts if isinstance(p, TextPart)] == ["Summarise this report.", "Page 1:", "Page 3:"]
+    assert [p.detail for p in parts if isinstance(p, ImagePart)] == ["low", "low"]
     assert chat.images == doc.page_images
+    # saved and read back, a document is its pages
+    again = vk.Chat.from_json(chat.to_json())
+    assert again.messages[0].content == parts
 
 
 def test_a_pdf_given_as_an_image_points_to_prepare_document(pdf: bytes) -> None:

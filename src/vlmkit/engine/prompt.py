@@ -73,7 +73,7 @@ class ChatTemplate:
         shaped: list[dict[str, Any]] = []
         for i, msg in enumerate(messages):
             parts: list[dict[str, Any]] = []
-            for j, part in enumerate(msg.content):
+            for j, part in enumerate(msg.flat_content):  # a document: its pages
                 if isinstance(part, TextPart):
                     parts.append({"type": "text", "text": part.text})
                 elif isinstance(part, ImagePart):

@@ -18,8 +18,10 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
+import pybase64
 from PIL import Image
 
 from vlmkit.errors import (
@@ -82,6 +84,11 @@ class Document:
     @property
     def identifier(self) -> str:
         return content_identifier(self.data)
+
+    @cached_property
+    def base64(self) -> str:
+        """The PDF as base64 (computed once), for providers that read PDFs themselves."""
+        return pybase64.b64encode_as_string(self.data)
 
     @property
     def page_images(self) -> list[ImageHandle]:

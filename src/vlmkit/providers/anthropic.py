@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from vlmkit.images.document import PDF_MIME
 from vlmkit.providers.base import Event, ProviderConfig, WireRequest
 from vlmkit.providers.jsonbody import Blob, dig
 from vlmkit.providers.rendering import reference_error, render
-from vlmkit.providers.request import CompletionRequest, ImageInput, Message, TextInput
+from vlmkit.providers.request import CompletionRequest, DocumentInput, ImageInput, Message, TextInput
 from vlmkit.providers.response import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -64,13 +65,16 @@ def build_request(req: CompletionRequest, cfg: ProviderConfig) -> WireRequest:
 
 
 def _message(m: Message, cfg: ProviderConfig) -> dict[str, Any]:
-    if not m.images:
+    if m.text_only:
         return {"role": m.role, "content": m.text}
     blocks: list[dict[str, Any]] = []
     for part in m.content:
         if isinstance(part, TextInput):
             if part.text:  # the API refuses empty text blocks
                 blocks.append({"type": "text", "text": part.text})
+        elif isinstance(part, DocumentInput):
+            source = {"type": "base64", "media_type": PDF_MIME, "data": Blob(part.document.base64)}
+            blocks.append({"type": "document", "source": source})
         else:
             blocks.append({"type": "image", "source": _source(part, cfg)})
     return {"role": m.role, "content": blocks}

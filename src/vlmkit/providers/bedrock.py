@@ -11,6 +11,7 @@ settings are ``inferenceConfig``. Streams are AWS event-stream frames whose even
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import quote
 
@@ -18,7 +19,7 @@ from vlmkit.errors import AuthenticationError
 from vlmkit.providers.base import Event, ProviderConfig, WireRequest
 from vlmkit.providers.jsonbody import Blob, dig
 from vlmkit.providers.rendering import reference_error, render
-from vlmkit.providers.request import CompletionRequest, ImageInput, Message, TextInput
+from vlmkit.providers.request import CompletionRequest, DocumentInput, ImageInput, Message, TextInput
 from vlmkit.providers.response import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -87,9 +88,18 @@ def _blocks(m: Message, cfg: ProviderConfig) -> list[dict[str, Any]]:
         if isinstance(part, TextInput):
             if part.text:  # Converse refuses blank text blocks
                 blocks.append({"text": part.text})
+        elif isinstance(part, DocumentInput):
+            source = {"bytes": Blob(part.document.base64)}
+            blocks.append({"document": {"format": "pdf", "name": _document_name(part.document.name), "source": source}})
         else:
             blocks.append({"image": _image(part, cfg)})
     return blocks
+
+
+def _document_name(name: str) -> str:
+    """A name Converse takes: letters, digits, single spaces, hyphens, parentheses and square brackets."""
+    cleaned = re.sub(r"[^A-Za-z0-9\s\-()\[\]]", " ", name.removesuffix(".pdf"))
+    return re.sub(r"\s+", " ", cleaned).strip() or "document"
 
 
 def _image(image: ImageInput, cfg: ProviderConfig) -> dict[str, Any]:

@@ -16,10 +16,11 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+from vlmkit.images.document import PDF_MIME
 from vlmkit.providers.base import Event, ProviderConfig, WireRequest
 from vlmkit.providers.jsonbody import Blob, dig
 from vlmkit.providers.rendering import reference_error, render
-from vlmkit.providers.request import CompletionRequest, ImageInput, Message, TextInput
+from vlmkit.providers.request import CompletionRequest, DocumentInput, ImageInput, Message, TextInput
 from vlmkit.providers.response import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -99,6 +100,8 @@ def _content(m: Message, cfg: ProviderConfig, gcs: bool) -> dict[str, Any]:
         if isinstance(part, TextInput):
             if part.text:
                 parts.append({"text": part.text})
+        elif isinstance(part, DocumentInput):
+            parts.append({"inline_data": {"mime_type": PDF_MIME, "data": Blob(part.document.base64)}})
         else:
             parts.append(_image(part, cfg, gcs))
     if not parts:

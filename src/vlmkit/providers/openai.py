@@ -12,10 +12,11 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+from vlmkit.images.document import PDF_MIME
 from vlmkit.providers.base import Event, ProviderConfig, WireRequest
 from vlmkit.providers.jsonbody import Blob, dig
 from vlmkit.providers.rendering import reference_error, render
-from vlmkit.providers.request import CompletionRequest, ImageInput, Message
+from vlmkit.providers.request import CompletionRequest, DocumentInput, ImageInput, Message
 from vlmkit.providers.response import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -78,12 +79,15 @@ def _url(req: CompletionRequest, cfg: ProviderConfig) -> str:
 
 
 def _message(m: Message, cfg: ProviderConfig) -> dict[str, Any]:
-    if not m.images:
+    if m.text_only:
         return {"role": m.role, "content": m.text}
     parts: list[dict[str, Any]] = []
     for part in m.content:
         if isinstance(part, ImageInput):
             parts.append({"type": "image_url", "image_url": _image(part, cfg)})
+        elif isinstance(part, DocumentInput):  # a file input: OpenAI reads the PDF's text and pages
+            data = Blob(f"data:{PDF_MIME};base64,{part.document.base64}")
+            parts.append({"type": "file", "file": {"filename": part.document.name, "file_data": data}})
         else:
             parts.append({"type": "text", "text": part.text})
     return {"role": m.role, "content": parts}

@@ -14,10 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vlmkit._types import Detail
-from vlmkit.chat import Chat, ImagePart, Role, TextPart
+from vlmkit.chat import Chat, DocumentPart, ImagePart, Role, TextPart
+from vlmkit.chat import Part as ChatPart
 from vlmkit.errors import InvalidMessageError
 from vlmkit.images import ImageHandle
+from vlmkit.images.document import Document
 from vlmkit.prediction import PredictionConfig
+from vlmkit.providers.documents import PdfLimits, sends_native
 from vlmkit.wire.openai_chat import config_to_openai
 
 
@@ -39,7 +42,15 @@ class ImageInput:
     """Where the part is in the request, ``messages[i].content[j]``, for error messages."""
 
 
-Part = TextInput | ImageInput
+@dataclass(frozen=True)
+class DocumentInput:
+    """A PDF sent as itself, to a provider that reads PDFs (see :mod:`vlmkit.providers.documents`)."""
+
+    document: Document
+    location: str = ""
+
+
+Part = TextInput | ImageInput | DocumentInput
 
 
 @dataclass
@@ -54,6 +65,10 @@ class Message:
     @property
     def images(self) -> list[ImageInput]:
         return [p for p in self.content if isinstance(p, ImageInput)]
+
+    @property
+    def text_only(self) -> bool:
+        return all(isinstance(p, TextInput) for p in self.content)
 
 
 @dataclass
@@ -92,15 +107,27 @@ class CompletionRequest:
         return "\n\n".join(m.text for m in self.messages if m.role == "system")
 
 
-def request_messages(chat: Chat) -> list[Message]:
-    """The provider modules' view of a chat whose images are read (or kept as http(s) URLs)."""
+def request_messages(chat: Chat, pdf: PdfLimits | None = None) -> list[Message]:
+    """The provider modules' view of a chat whose images are read (or kept as http(s) URLs).
+
+    A document is a :class:`DocumentInput` where ``pdf`` (the provider's limits for PDFs it reads)
+    takes it, else its pages: ``"Page N:"`` texts and page images.
+    """
     if not chat.messages:
         raise InvalidMessageError("the chat is empty: add at least one message")
     out = []
     for i, m in enumerate(chat.messages):
         parts: list[Part] = []
-        for j, p in enumerate(m.content):
-            if isinstance(p, TextPart):
+        content: list[ChatPart] = []
+        for p in m.content:
+            if isinstance(p, DocumentPart) and not sends_native(p.document, pdf):
+                content += p.pages
+            else:
+                content.append(p)
+        for j, p in enumerate(content):
+            if isinstance(p, DocumentPart):
+                parts.append(DocumentInput(p.document, f"messages[{i}].content[{j}]"))
+            elif isinstance(p, TextPart):
                 parts.append(TextInput(p.text))
             elif isinstance(p, ImagePart):
                 parts.append(ImageInput(p.image, None, p.detail, None, f"messages[{i}].content[{j}]"))

@@ -247,11 +247,12 @@ def messages_from_chat(
     what ``image`` writes for it; a reference is written as it was read."""
     out: list[dict[str, Any]] = []
     for m in chat.messages:
-        if all(isinstance(p, TextPart) for p in m.content):
+        content = m.flat_content  # a document as its pages
+        if all(isinstance(p, TextPart) for p in content):
             out.append({"role": m.role, "content": m.text})
             continue
         parts: list[dict[str, Any]] = []
-        for p in m.content:
+        for p in content:
             if isinstance(p, TextPart):
                 parts.append({"type": "text", "text": p.text})
             elif isinstance(p, ImagePart):
