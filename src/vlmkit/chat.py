@@ -32,9 +32,9 @@ __all__ = [
     "Chat",
     "ChatMessage",
     "Detail",
-    "DocumentPart",
     "ImagePart",
     "ImageRef",
+    "MediaPart",
     "Part",
     "Role",
     "TextPart",
@@ -73,20 +73,22 @@ class ImageRef:
 
 
 @dataclass(frozen=True)
-class DocumentPart:
-    """A PDF (from ``prepare_document``): sent as the PDF itself to a provider that reads PDFs and
-    takes this one, and everywhere else as its rendered pages (:attr:`pages`)."""
+class MediaPart:
+    """A PDF (from ``prepare_document``) or a video (from ``prepare_video``): sent as the file itself to
+    a provider that reads such files and takes this one, and everywhere else as images
+    (:attr:`as_images`): a document's pages, each after ``"Page N:"``, a video's frames, each after
+    its time (``"Frame at 0:01.5:"``)."""
 
-    document: Document
+    media: Document | Video
     detail: Detail | None = None
 
     @property
-    def pages(self) -> list[TextPart | ImagePart]:
-        """The document as a model that reads only images gets it: ``"Page N:"`` before each page."""
-        return [TextPart(p) if isinstance(p, str) else ImagePart(p, self.detail) for p in self.document.interleaved()]
+    def as_images(self) -> list[TextPart | ImagePart]:
+        """The media as a model that reads only images gets it: texts and images, in order."""
+        return [TextPart(p) if isinstance(p, str) else ImagePart(p, self.detail) for p in self.media.interleaved()]
 
 
-Part = TextPart | ImagePart | ImageRef | DocumentPart
+Part = TextPart | ImagePart | ImageRef | MediaPart
 
 
 @dataclass
@@ -96,11 +98,11 @@ class ChatMessage:
 
     @property
     def flat_content(self) -> list[TextPart | ImagePart | ImageRef]:
-        """The content with each document as its pages: what a model that reads only images is sent."""
+        """The content with each document or video as its images: what a model that reads only images is sent."""
         out: list[TextPart | ImagePart | ImageRef] = []
         for p in self.content:
-            if isinstance(p, DocumentPart):
-                out += p.pages
+            if isinstance(p, MediaPart):
+                out += p.as_images
             else:
                 out.append(p)
         return out
@@ -150,9 +152,8 @@ class Chat:
     ) -> ChatMessage:
         """Add a user turn: text, then the images (handles from ``prepare_image``).
 
-        A document (from ``prepare_document``) is a :class:`DocumentPart`: the PDF for a provider that
-        reads it, else its rendered pages, each after a ``"Page N:"`` text; a video (from
-        ``prepare_video``) gives its frames, each after its time (``"Frame at 0:01.5:"``).
+        A document (from ``prepare_document``) or a video (from ``prepare_video``) is a
+        :class:`MediaPart`: the file itself for a provider that reads it, else its pages or frames.
         """
         return self._add("user", _check_text(content, "the user message"), images, detail)
 
@@ -169,11 +170,8 @@ class Chat:
     ) -> ChatMessage:
         parts: list[Part] = [TextPart(text)] if text else []
         for i, image in enumerate(images):
-            if isinstance(image, Document):
-                parts.append(DocumentPart(image, detail))
-                continue
-            if isinstance(image, Video):
-                parts += [TextPart(p) if isinstance(p, str) else ImagePart(p, detail) for p in image.interleaved()]
+            if isinstance(image, (Document, Video)):
+                parts.append(MediaPart(image, detail))
                 continue
             if inspect.isawaitable(image):
                 raise InvalidMessageError(

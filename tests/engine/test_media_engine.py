@@ -28,7 +28,7 @@ def test_frames_of_a_video_reach_the_local_model(engine: Engine) -> None:
     video = prepare_video(make_video(seconds=2.0), every=1.0, target=LLAMA_CPP)
     chat = Chat()
     chat.add_user_message("What moves?", images=[video])
-    assert [p.text for p in chat.messages[0].content if isinstance(p, TextPart)][1:] == [
+    assert [p.text for p in chat.messages[0].flat_content if isinstance(p, TextPart)][1:] == [
         "Frame at 0:00.0:",
         "Frame at 0:01.0:",
     ]

@@ -11,7 +11,7 @@ from PIL import Image
 
 import vlmkit as vk
 from tests.media import A4_LANDSCAPE, LETTER, PageSpec, encrypted_pdf, make_pdf, no_page_pdf
-from vlmkit.chat import DocumentPart, ImagePart, TextPart
+from vlmkit.chat import ImagePart, MediaPart, TextPart
 from vlmkit.errors import (
     BadRequestError,
     DocumentError,
@@ -96,7 +96,7 @@ def test_a_document_in_a_chat_is_its_pages_with_their_numbers(pdf: bytes) -> Non
     chat = vk.Chat()
     chat.add_user_message("Summarise this report.", images=[doc], detail="low")
     message = chat.messages[0]
-    assert message.content == [TextPart("Summarise this report."), DocumentPart(doc, "low")]
+    assert message.content == [TextPart("Summarise this report."), MediaPart(doc, "low")]
     parts = message.flat_content  # what a model that reads only images gets
     assert [type(p) for p in parts] == [TextPart, TextPart, ImagePart, TextPart, ImagePart]
     assert [p.text for p in parts if isinstance(p, TextPart)] == ["Summarise this report.", "Page 1:", "Page 3:"]

@@ -9,7 +9,7 @@ from PIL import Image
 
 import vlmkit as vk
 from tests.media import frame_number, make_video
-from vlmkit.chat import ImagePart, TextPart
+from vlmkit.chat import ImagePart, MediaPart, TextPart
 from vlmkit.errors import BadRequestError, InvalidVideoError, VideoError, VideoTooLargeError
 from vlmkit.images import ANTHROPIC, prepare_video
 from vlmkit.images.tokens import anthropic_tokens
@@ -36,7 +36,8 @@ def test_n_frames_spread_evenly_with_their_times_in_the_chat(mp4: bytes) -> None
     assert [frame_number(f.image.data) for f in video.frames] == [0, 7, 15, 22]
     chat = vk.Chat()
     chat.add_user_message("When does the block cross the middle?", images=[video])
-    parts = chat.messages[0].content
+    assert chat.messages[0].content[1] == MediaPart(video)
+    parts = chat.messages[0].flat_content  # what a model that reads only images gets
     assert [type(p) for p in parts] == [TextPart] + [TextPart, ImagePart] * 4
     assert [p.text for p in parts[1::2] if isinstance(p, TextPart)] == [
         "Frame at 0:00.0:",

@@ -18,8 +18,10 @@ import io
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
+import pybase64
 from PIL import Image, ImageSequence
 
 from vlmkit.errors import InvalidVideoError, VideoError, VideoTooLargeError
@@ -59,6 +61,11 @@ class Video:
     @property
     def size_bytes(self) -> int:
         return len(self.data)
+
+    @cached_property
+    def base64(self) -> str:
+        """The file as base64 (computed once), for providers that read videos themselves."""
+        return pybase64.b64encode_as_string(self.data)
 
     @property
     def frame_images(self) -> list[ImageHandle]:

@@ -16,7 +16,7 @@ from vlmkit.images.document import PDF_MIME
 from vlmkit.providers.base import Event, ProviderConfig, WireRequest
 from vlmkit.providers.jsonbody import Blob, dig
 from vlmkit.providers.rendering import reference_error, render
-from vlmkit.providers.request import CompletionRequest, DocumentInput, ImageInput, Message, TextInput
+from vlmkit.providers.request import CompletionRequest, ImageInput, MediaInput, Message, TextInput
 from vlmkit.providers.response import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -72,8 +72,8 @@ def _message(m: Message, cfg: ProviderConfig) -> dict[str, Any]:
         if isinstance(part, TextInput):
             if part.text:  # the API refuses empty text blocks
                 blocks.append({"type": "text", "text": part.text})
-        elif isinstance(part, DocumentInput):
-            source = {"type": "base64", "media_type": PDF_MIME, "data": Blob(part.document.base64)}
+        elif isinstance(part, MediaInput):
+            source = {"type": "base64", "media_type": PDF_MIME, "data": Blob(part.media.base64)}
             blocks.append({"type": "document", "source": source})
         else:
             blocks.append({"type": "image", "source": _source(part, cfg)})

@@ -19,7 +19,7 @@ from vlmkit.errors import AuthenticationError
 from vlmkit.providers.base import Event, ProviderConfig, WireRequest
 from vlmkit.providers.jsonbody import Blob, dig
 from vlmkit.providers.rendering import reference_error, render
-from vlmkit.providers.request import CompletionRequest, DocumentInput, ImageInput, Message, TextInput
+from vlmkit.providers.request import CompletionRequest, ImageInput, MediaInput, Message, TextInput
 from vlmkit.providers.response import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -88,9 +88,9 @@ def _blocks(m: Message, cfg: ProviderConfig) -> list[dict[str, Any]]:
         if isinstance(part, TextInput):
             if part.text:  # Converse refuses blank text blocks
                 blocks.append({"text": part.text})
-        elif isinstance(part, DocumentInput):
-            source = {"bytes": Blob(part.document.base64)}
-            blocks.append({"document": {"format": "pdf", "name": _document_name(part.document.name), "source": source}})
+        elif isinstance(part, MediaInput):
+            source = {"bytes": Blob(part.media.base64)}
+            blocks.append({"document": {"format": "pdf", "name": _document_name(part.media.name), "source": source}})
         else:
             blocks.append({"image": _image(part, cfg)})
     return blocks

@@ -21,7 +21,6 @@ from vlmkit.errors import BadRequestError, ProviderError
 from vlmkit.images.render import needs_change
 from vlmkit.images.resolve import ResolveOptions, aresolve_images, resolve_images
 from vlmkit.providers.base import ProviderConfig, ProviderModule
-from vlmkit.providers.documents import NATIVE_PDF
 from vlmkit.providers.jsonbody import encode_json
 from vlmkit.providers.registry import module, resolve
 from vlmkit.providers.request import CompletionRequest, Params, request_messages, request_params
@@ -263,7 +262,7 @@ def _read(
 def _request(
     cfg: ProviderConfig, chat: Chat, settings: Params, stream: bool, extra_body: Mapping[str, Any] | None
 ) -> CompletionRequest:
-    messages = request_messages(chat, NATIVE_PDF.get(cfg.provider))
+    messages = request_messages(chat, cfg.provider)
     return CompletionRequest(cfg.model, messages, settings, stream, dict(extra_body or {}))
 
 

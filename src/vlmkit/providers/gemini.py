@@ -16,11 +16,10 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from vlmkit.images.document import PDF_MIME
 from vlmkit.providers.base import Event, ProviderConfig, WireRequest
 from vlmkit.providers.jsonbody import Blob, dig
 from vlmkit.providers.rendering import reference_error, render
-from vlmkit.providers.request import CompletionRequest, DocumentInput, ImageInput, Message, TextInput
+from vlmkit.providers.request import CompletionRequest, ImageInput, MediaInput, Message, TextInput
 from vlmkit.providers.response import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -100,8 +99,8 @@ def _content(m: Message, cfg: ProviderConfig, gcs: bool) -> dict[str, Any]:
         if isinstance(part, TextInput):
             if part.text:
                 parts.append({"text": part.text})
-        elif isinstance(part, DocumentInput):
-            parts.append({"inline_data": {"mime_type": PDF_MIME, "data": Blob(part.document.base64)}})
+        elif isinstance(part, MediaInput):
+            parts.append({"inline_data": {"mime_type": part.media.mime_type, "data": Blob(part.media.base64)}})
         else:
             parts.append(_image(part, cfg, gcs))
     if not parts:

@@ -16,7 +16,7 @@ from vlmkit.images.document import PDF_MIME
 from vlmkit.providers.base import Event, ProviderConfig, WireRequest
 from vlmkit.providers.jsonbody import Blob, dig
 from vlmkit.providers.rendering import reference_error, render
-from vlmkit.providers.request import CompletionRequest, DocumentInput, ImageInput, Message
+from vlmkit.providers.request import CompletionRequest, ImageInput, MediaInput, Message
 from vlmkit.providers.response import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -85,9 +85,9 @@ def _message(m: Message, cfg: ProviderConfig) -> dict[str, Any]:
     for part in m.content:
         if isinstance(part, ImageInput):
             parts.append({"type": "image_url", "image_url": _image(part, cfg)})
-        elif isinstance(part, DocumentInput):  # a file input: OpenAI reads the PDF's text and pages
-            data = Blob(f"data:{PDF_MIME};base64,{part.document.base64}")
-            parts.append({"type": "file", "file": {"filename": part.document.name, "file_data": data}})
+        elif isinstance(part, MediaInput):  # a file input: OpenAI reads the PDF's text and pages
+            data = Blob(f"data:{PDF_MIME};base64,{part.media.base64}")
+            parts.append({"type": "file", "file": {"filename": part.media.name, "file_data": data}})
         else:
             parts.append({"type": "text", "text": part.text})
     return {"role": m.role, "content": parts}

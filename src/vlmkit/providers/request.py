@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vlmkit._types import Detail
-from vlmkit.chat import Chat, DocumentPart, ImagePart, Role, TextPart
+from vlmkit.chat import Chat, ImagePart, MediaPart, Role, TextPart
 from vlmkit.chat import Part as ChatPart
 from vlmkit.errors import InvalidMessageError
 from vlmkit.images import ImageHandle
 from vlmkit.images.document import Document
+from vlmkit.images.video import Video
 from vlmkit.prediction import PredictionConfig
-from vlmkit.providers.documents import PdfLimits, sends_native
+from vlmkit.providers.media import sends_native
 from vlmkit.wire.openai_chat import config_to_openai
 
 
@@ -43,14 +44,14 @@ class ImageInput:
 
 
 @dataclass(frozen=True)
-class DocumentInput:
-    """A PDF sent as itself, to a provider that reads PDFs (see :mod:`vlmkit.providers.documents`)."""
+class MediaInput:
+    """A PDF or a video sent as itself, to a provider that reads it (see :mod:`vlmkit.providers.media`)."""
 
-    document: Document
+    media: Document | Video
     location: str = ""
 
 
-Part = TextInput | ImageInput | DocumentInput
+Part = TextInput | ImageInput | MediaInput
 
 
 @dataclass
@@ -107,11 +108,11 @@ class CompletionRequest:
         return "\n\n".join(m.text for m in self.messages if m.role == "system")
 
 
-def request_messages(chat: Chat, pdf: PdfLimits | None = None) -> list[Message]:
+def request_messages(chat: Chat, provider: str = "") -> list[Message]:
     """The provider modules' view of a chat whose images are read (or kept as http(s) URLs).
 
-    A document is a :class:`DocumentInput` where ``pdf`` (the provider's limits for PDFs it reads)
-    takes it, else its pages: ``"Page N:"`` texts and page images.
+    A document or video is a :class:`MediaInput` where ``provider`` reads it as it is and it fits
+    (:func:`~vlmkit.providers.media.sends_native`), else its images: pages or frames, each after its text.
     """
     if not chat.messages:
         raise InvalidMessageError("the chat is empty: add at least one message")
@@ -120,13 +121,13 @@ def request_messages(chat: Chat, pdf: PdfLimits | None = None) -> list[Message]:
         parts: list[Part] = []
         content: list[ChatPart] = []
         for p in m.content:
-            if isinstance(p, DocumentPart) and not sends_native(p.document, pdf):
-                content += p.pages
+            if isinstance(p, MediaPart) and not sends_native(p.media, provider):
+                content += p.as_images
             else:
                 content.append(p)
         for j, p in enumerate(content):
-            if isinstance(p, DocumentPart):
-                parts.append(DocumentInput(p.document, f"messages[{i}].content[{j}]"))
+            if isinstance(p, MediaPart):
+                parts.append(MediaInput(p.media, f"messages[{i}].content[{j}]"))
             elif isinstance(p, TextPart):
                 parts.append(TextInput(p.text))
             elif isinstance(p, ImagePart):

@@ -1,4 +1,5 @@
-"""A PDF in a chat: the PDF itself to the providers that read PDFs, within their limits; pages otherwise.
+"""A PDF or a video in a chat: the file itself to the providers that read it, within their limits;
+pages or frames otherwise.
 
 Each native body is checked against the provider's official SDK types, as the image bodies are.
 """
@@ -7,13 +8,15 @@ from __future__ import annotations
 
 import base64
 import copy
+import io
 from typing import Any
 
 import pytest
 from anthropic.types import message_create_params as anthropic_types
+from PIL import Image
 
 import vlmkit as vk
-from tests.media import PageSpec, make_pdf
+from tests.media import PageSpec, make_pdf, make_video
 from tests.providers.conftest import Builder
 from tests.providers.sdk_types import check
 from tests.providers.test_bedrock import validate as bedrock_validate
@@ -26,9 +29,9 @@ def pdf() -> bytes:
     return make_pdf([PageSpec(text="Invoice 42"), PageSpec(text="Total: 12 EUR"), PageSpec(text="Thanks")])
 
 
-def chat_with(document: vk.Document) -> vk.Chat:
+def chat_with(media: vk.Document | vk.Video) -> vk.Chat:
     chat = vk.Chat()
-    chat.add_user_message("What is the total?", images=[document])
+    chat.add_user_message("What is the total?", images=[media])
     return chat
 
 
@@ -94,3 +97,28 @@ def test_providers_that_read_no_pdf_get_the_pages(wire: Builder, pdf: bytes, mod
         kinds = [p["type"] for p in message["content"]]
         assert kinds == ["text"] + ["text", "image_url"] * 3
         openai_check(body)
+
+
+def test_gemini_gets_a_video_itself_and_anthropic_its_frames(wire: Builder) -> None:
+    mp4 = make_video(seconds=2.0)
+    video = vk.prepare_video(mp4, "clip.mp4", every=1.0)
+    _, _, body = wire("gemini/gemini-2.5-flash", chat_with(video), api_key="g")
+    assert body["contents"][0]["parts"] == [
+        {"text": "What is the total?"},
+        {"inline_data": {"mime_type": "video/mp4", "data": b64(mp4)}},
+    ]
+    genai_check(body)
+    _, _, body = wire("anthropic/claude-sonnet-4-5", chat_with(video), api_key="k")
+    blocks = body["messages"][0]["content"]
+    assert [b["type"] for b in blocks] == ["text", "text", "image", "text", "image"]
+    assert [blocks[1]["text"], blocks[3]["text"]] == ["Frame at 0:00.0:", "Frame at 0:01.0:"]
+    check(body, anthropic_types.MessageCreateParamsNonStreaming)
+    # an animation is no video to Gemini: its frames go
+    frames = [Image.new("RGB", (32, 32), c) for c in ("red", "blue")]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=500)
+    gif = vk.prepare_video(buf.getvalue(), frames=2)
+    _, _, body = wire("gemini/gemini-2.5-flash", chat_with(gif), api_key="g")
+    kinds = [next(iter(p)) for p in body["contents"][0]["parts"]]
+    assert kinds == ["text", "text", "inline_data", "text", "inline_data"]
+    assert body["contents"][0]["parts"][2]["inline_data"]["mime_type"] == "image/jpeg"
