@@ -73,6 +73,12 @@ def _parser() -> argparse.ArgumentParser:
     describe = commands.add_parser("describe", help="describe an image with a vision model, streaming the answer")
     describe.add_argument("image", help="an image file path or URL")
     describe.add_argument("--prompt", default=None, help='what to ask (default: "Describe this image.")')
+    describe.add_argument(
+        "--boxes", metavar="OUT.png", default=None, help="draw the boxes and points of the answer on the image"
+    )
+    describe.add_argument(
+        "--coords", metavar="FAMILY", default=None, help="how the model writes coordinates (default: from the model)"
+    )
     _model_arguments(describe)
     _allow_host_argument(describe)
     describe.set_defaults(run=_describe)
@@ -239,10 +245,13 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _describe(args: argparse.Namespace) -> int:
     from vlmkit.client import Client
-    from vlmkit.client.terminal import DEFAULT_PROMPT, describe
+    from vlmkit.client.terminal import DEFAULT_PROMPT, GROUNDING_PROMPT, describe, draw_boxes
 
+    prompt = args.prompt or (GROUNDING_PROMPT if args.boxes else DEFAULT_PROMPT)
     with Client(timeout=None) as client:
-        describe(client, args.image, args.prompt or DEFAULT_PROMPT, _settings(args), sys.stdout, sys.stderr)
+        result = describe(client, args.image, prompt, _settings(args), sys.stdout, sys.stderr)
+    if args.boxes:
+        draw_boxes(result, args.boxes, args.coords, sys.stderr)
     return 0
 
 

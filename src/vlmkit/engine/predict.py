@@ -44,6 +44,8 @@ from vlmkit.errors import (
     VlmkitError,
 )
 from vlmkit.images import ImageHandle
+from vlmkit.images.grounding import SentImage
+from vlmkit.images.render import transform_to
 from vlmkit.prediction import (
     PredictionConfig,
     PredictionFragment,
@@ -184,7 +186,13 @@ def run(
         content, calls = parse_calls(content, cfg.tools)
     if calls:
         stats.stop_reason = StopReason.TOOL_CALLS
-    return PredictionResult(content=content, stats=stats, model_info=lm.info, tool_calls=calls)
+    return PredictionResult(
+        content=content,
+        stats=stats,
+        model_info=lm.info,
+        tool_calls=calls,
+        sent_images=_sent_images(prompt, prepared),
+    )
 
 
 def settle(
@@ -225,6 +233,15 @@ def settle(
     finally:
         lm.prepared.trim(keep=prepared)
     return report.prompt_tokens - report.cached_tokens
+
+
+def _sent_images(prompt: Prompt, prepared: Sequence[PreparedImage]) -> list[SentImage]:
+    """Each image of the prompt with the transform to the size it was sent to mtmd at (for grounding)."""
+    out = []
+    for part, item in zip(prompt.images, prepared, strict=True):
+        width, _, height = item.size.partition("x")
+        out.append(SentImage(part.image, transform_to(part.image, int(width), int(height))))
+    return out
 
 
 def prepare(lm: LoadedModel, image: ImageHandle, config: PredictionConfig | None) -> PreparedImageInfo:

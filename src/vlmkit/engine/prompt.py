@@ -101,7 +101,7 @@ class ChatTemplate:
             if role == "tool" and in_text:
                 role = "user"
                 parts.append({"type": "text", "text": "<tool_response>\n"})
-            for j, part in enumerate(msg.content):
+            for j, part in enumerate(msg.flat_content):  # a document: its pages
                 if isinstance(part, TextPart):
                     parts.append({"type": "text", "text": part.text})
                 elif isinstance(part, ImagePart):

@@ -287,7 +287,7 @@ def _request(
     config, params = settings
     return CompletionRequest(
         cfg.model,
-        request_messages(chat),
+        request_messages(chat, cfg.provider),
         params,
         stream,
         dict(extra_body or {}),

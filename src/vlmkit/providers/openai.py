@@ -18,11 +18,12 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+from vlmkit.images.document import PDF_MIME
 from vlmkit.images.handle import content_identifier
 from vlmkit.providers.base import Event, ProviderConfig, WireRequest
 from vlmkit.providers.jsonbody import Blob, dig
 from vlmkit.providers.rendering import reference_error, render
-from vlmkit.providers.request import CompletionRequest, ImageInput, Message
+from vlmkit.providers.request import CompletionRequest, ImageInput, MediaInput, Message
 from vlmkit.providers.response import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -116,13 +117,16 @@ def _messages(messages: list[Message], cfg: ProviderConfig) -> list[dict[str, An
 
 def _message(m: Message, cfg: ProviderConfig) -> dict[str, Any]:
     written: dict[str, Any]
-    if not m.images:
+    if m.text_only:
         written = {"role": m.role, "content": m.text or (None if m.tool_calls else "")}
     else:
         parts: list[dict[str, Any]] = []
         for part in m.content:
             if isinstance(part, ImageInput):
                 parts.append(_image_part(part, cfg))
+            elif isinstance(part, MediaInput):  # a file input: OpenAI reads the PDF's text and pages
+                data = Blob(f"data:{PDF_MIME};base64,{part.media.base64}")
+                parts.append({"type": "file", "file": {"filename": part.media.name, "file_data": data}})
             else:
                 parts.append({"type": "text", "text": part.text})
         written = {"role": m.role, "content": parts}
