@@ -319,6 +319,11 @@ class _Finish:
         self.served.status = status
         self.gateway._finish(self.served, self.done)
 
+    def failed(self, reason: str) -> None:
+        """The deployment broke off a started stream (it went away): too late to retry, not to eject it."""
+        self.gateway.metrics.upstream_failed(self.served.model, self.replica.label)
+        self.fleet.failed(self.replica, reason)
+
 
 class GatewayStream:
     """An upstream's chunks, its first already read; ends the request's accounting when it ends."""
@@ -349,6 +354,8 @@ class GatewayStream:
             status = 200
         except VlmkitError as exc:
             status = int(getattr(exc, "status_code", 502) or 502)
+            if isinstance(exc, ProviderError) and not isinstance(exc, BadRequestError):
+                self._finish.failed(f"{type(exc).__name__} while streaming: {exc}")
             raise
         finally:
             self._finish(status)
