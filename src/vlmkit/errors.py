@@ -335,3 +335,7 @@ class InvalidVideoError(VideoError):
 
 class VideoTooLargeError(VideoError):
     """Sampling would go over a limit (frames, bytes, tokens); the message names it and how to get under it."""
+
+
+class ConfigError(VlmkitError):
+    """The server's config file is missing, unreadable or says something that cannot be served."""

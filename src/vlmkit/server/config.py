@@ -46,6 +46,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vlmkit.errors import ConfigError as ConfigError  # re-exported: the config is where it is raised
 from vlmkit.errors import VlmkitError
 from vlmkit.images import DEFAULT_MAX_PIXELS
 from vlmkit.images.fetch import FetchOptions, FetchRemedies
@@ -62,10 +63,6 @@ FETCH_REMEDIES = FetchRemedies(
     max_redirects="raise `fetch: max_redirects` in the server's YAML config",
 )
 """What the server's fetch refusals tell its users to change: its config, not Python's FetchOptions."""
-
-
-class ConfigError(VlmkitError):
-    """The server's config file is missing, unreadable or says something that cannot be served."""
 
 
 @dataclass(frozen=True)
