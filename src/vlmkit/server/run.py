@@ -6,6 +6,7 @@ import ipaddress
 import logging
 from typing import Any
 
+from vlmkit.server import lmstudio_ws
 from vlmkit.server.app import create_app
 from vlmkit.server.config import ServerSettings
 from vlmkit.server.memory import keep_freed_memory
@@ -25,6 +26,7 @@ def uvicorn_config(settings: ServerSettings, *, log_level: str = "info", **overr
         "lifespan": "on",
         "timeout_graceful_shutdown": settings.shutdown_grace,
         "server_header": False,
+        "ws_max_size": lmstudio_ws.ws_max_size(settings),
     }
     options.update(overrides)
     return uvicorn.Config(create_app(settings), **options)
