@@ -577,11 +577,11 @@ def upload_content(parameter: Any, *, max_bytes: int) -> tuple[str, bytes]:
     name, content = parameter.get("name"), parameter.get("contentBase64")
     if not isinstance(name, str) or not isinstance(content, str):
         raise ProtocolError("uploadFileBase64 needs 'name' and 'contentBase64', both strings")
-    size = len(content) * 3 // 4
+    size = len(content) * 3 // 4 - content[-2:].count("=")  # the decoded size, known before decoding
     if size > max_bytes:
         raise UploadTooLargeError(
             f"the upload {name!r} is about {size:,} bytes, over this server's limit of {max_bytes:,} per image; "
-            "send a smaller image (downscale it), or raise the server's limits: max_body_mb"
+            "send a smaller image (downscale it), or raise `limits: max_body_mb` in the server's config"
         )
     try:
         data = base64.b64decode(content, validate=True)
