@@ -223,3 +223,38 @@ def test_a_model_not_downloaded_says_how_to_get_it(host: str) -> None:
         with pytest.raises(lms.LMStudioModelNotFoundError) as caught:
             client.llm.model("no-such-model")
         assert "does not exist on this server; served: qwen2-vl-2b-instruct" in str(caught.value)
+
+
+# --- discovery: no host at all -------------------------------------------------------------------
+
+
+def test_no_host_at_all_through_the_discovery_port(tmp_path: Path) -> None:
+    proc, _ = start_serve(tmp_path, "--lmstudio-discovery")
+    _reset_default_client()
+    try:
+        image_path = PHOTO  # Replace with the path to your image
+        image_handle = lms.prepare_image(image_path)
+        model = lms.llm("qwen2-vl-2b-instruct")
+        chat = lms.Chat()
+        chat.add_user_message("Describe this image please", images=[image_handle])
+        prediction = model.respond(chat, config=SHORT)
+
+        check(prediction)
+        assert lms.get_default_client().api_host == "127.0.0.1:41343"
+    finally:
+        _reset_default_client()
+        out = stop_serve(proc)
+    assert "also listening on 127.0.0.1:41343" in out
+
+
+def test_the_discovery_port_taken_is_said_clearly(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 41343))
+        taken.listen()
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "VLMKIT_HOME": str(tmp_path / "home")}
+        cmd = [sys.executable, "-m", "vlmkit.cli", "serve", "--port", str(free_port()), "--lmstudio-discovery"]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "port 41343 on 127.0.0.1, LM Studio's first discovery port, is in use" in done.stderr
+    assert "leave out --lmstudio-discovery" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -124,6 +124,9 @@ class ServerSettings:
     """Seconds a deployment that failed is passed over while its siblings are healthy."""
     shutdown_grace: float = 10.0
     """Seconds a graceful shutdown waits for in-flight requests before cancelling them."""
+    lmstudio_discovery: bool = False
+    """Also listen on LM Studio's first discovery port (41343), so LM Studio's SDKs find the server
+    with no host given (``vlmkit serve --lmstudio-discovery``)."""
 
     def with_overrides(self, **changes: Any) -> ServerSettings:
         """A copy with every change that is not ``None``."""

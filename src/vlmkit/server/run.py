@@ -39,8 +39,17 @@ def serve(settings: ServerSettings | None = None, *, log_level: str = "info") ->
     settings = settings or ServerSettings()
     if not settings.api_keys and not _is_loopback(settings.host):
         log.warning("serving on %s without API keys: anyone who can reach it can use it", settings.host)
+    discovery = lmstudio_ws.discovery_socket(settings.host) if settings.lmstudio_discovery else None
     keep_freed_memory()
-    uvicorn.Server(uvicorn_config(settings, log_level=log_level)).run()
+    config = uvicorn_config(settings, log_level=log_level)
+    if discovery is None:
+        uvicorn.Server(config).run()
+        return
+    host, port = discovery.getsockname()[:2]
+    # uvicorn's logger: beside its own "running on" line, in the logging its config set up
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    uvicorn_log.info("LM Studio's SDKs find this server with no host: also listening on %s:%d", host, port)
+    uvicorn.Server(config).run(sockets=[config.bind_socket(), discovery])
 
 
 def _is_loopback(host: str) -> bool:
