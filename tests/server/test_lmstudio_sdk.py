@@ -26,6 +26,7 @@ import lmstudio as lms
 import pytest
 from lmstudio.sync_api import _reset_default_client
 
+import vlmkit
 from tests.conftest import photo_path
 from vlmkit.engine.synthetic import TEST_TEXT, TEST_VISION, write_mmproj, write_text_model
 
@@ -180,6 +181,34 @@ def test_streaming_progress_and_info(host: str) -> None:
 
         downloaded = client.list_downloaded_models()
         assert [(m.model_key, m.type, m.info.vision) for m in downloaded] == [(KEY, "llm", True)]
+
+
+def test_loading_tokens_and_templates(host: str) -> None:
+    with lms.Client(host) as client:
+        model = client.llm.load_new_instance(KEY)
+        assert model.identifier == KEY
+        assert model.get_load_config().context_length == model.get_context_length() == 256
+
+        tokens = model.tokenize("Hello there")
+        assert isinstance(tokens, list) and len(tokens) > 1 and all(isinstance(t, int) for t in tokens)
+        assert model.count_tokens("Hello there") == len(tokens)
+        assert model.tokenize(["a", "Hello there"])[1] == tokens
+
+        chat = lms.Chat("You are terse.")
+        chat.add_user_message("Describe this image please", images=[client.files.prepare_image(PHOTO)])
+        formatted = model.apply_prompt_template(chat)
+        assert formatted.startswith("<|im_start|>system\nYou are terse.<|im_end|>")
+        assert "Describe this image please" in formatted and formatted.endswith("<|im_start|>assistant\n")
+
+        version = client.system.remote_call("version")
+        assert version["version"] == vlmkit.__version__
+
+        client.llm.unload(KEY)
+        assert client.llm.list_loaded() == []
+        with pytest.raises(lms.LMStudioServerError, match="the model 'qwen2-vl-2b-instruct' is not loaded"):
+            client.llm.unload(KEY)
+        with pytest.raises(lms.LMStudioServerError, match="vlmkit serves one instance of each model"):
+            client.llm.load_new_instance(KEY, "second-copy")
 
 
 def test_structured_output(host: str) -> None:

@@ -44,7 +44,7 @@ from vlmkit.prediction import PredictionResult
 from vlmkit.server.config import ConfigError, ServerSettings
 from vlmkit.server.jsonutil import dumps
 from vlmkit.server.state import ServerState
-from vlmkit.stream import CancelToken
+from vlmkit.stream import CancelToken, call_in_thread
 from vlmkit.wire import lmstudio as wire
 
 log = logging.getLogger("vlmkit.server")
@@ -372,6 +372,32 @@ async def _unload(s: Session, param: Any) -> Any:
     return None
 
 
+async def _tokenize(s: Session, param: Any) -> Any:
+    key, text = _token_input(s, param)
+    return {"tokens": await call_in_thread(lambda: s.state.local.lease.tokenize(key, text), name="vlmkit-lmstudio")}
+
+
+async def _count_tokens(s: Session, param: Any) -> Any:
+    key, text = _token_input(s, param)
+    tokens = await call_in_thread(lambda: s.state.local.lease.tokenize(key, text), name="vlmkit-lmstudio")
+    return {"tokenCount": len(tokens)}
+
+
+def _token_input(s: Session, param: Any) -> tuple[str, str]:
+    key = s.local_key(wire.model_key(_get(param, "specifier"), "specifier"))
+    text = _get(param, "inputString")
+    if not isinstance(text, str):
+        raise wire.ProtocolError(f"'inputString' must be a string (got {type(text).__name__})")
+    return key, text
+
+
+async def _apply_prompt_template(s: Session, param: Any) -> Any:
+    key = s.local_key(wire.model_key(_get(param, "specifier"), "specifier"))
+    chat = await s.images(wire.chat_from_history(_get(param, "history")))
+    text = await call_in_thread(lambda: s.state.local.lease.format_prompt(key, chat), name="vlmkit-lmstudio")
+    return {"formatted": text}
+
+
 async def _get_or_load(s: Session, channel_id: int, param: Any, token: CancelToken) -> None:
     key = _get(param, "identifier")
     if not isinstance(key, str) or not key:
@@ -488,6 +514,9 @@ RPCS: dict[tuple[str, str], Rpc] = {
     ("llm", "getModelInfo"): _model_info,
     ("llm", "getLoadConfig"): _load_config,
     ("llm", "unloadModel"): _unload,
+    ("llm", "tokenize"): _tokenize,
+    ("llm", "countTokens"): _count_tokens,
+    ("llm", "applyPromptTemplate"): _apply_prompt_template,
     ("system", "listDownloadedModels"): _list_downloaded,
     ("system", "version"): _version,
     ("files", "uploadFileBase64"): _upload,
