@@ -11,7 +11,7 @@ import lmstudio as lms
 import pytest
 from lmstudio._kv_config import parse_prediction_config
 from lmstudio._sdk_models import FileHandle, LlmInfo, LlmInstanceInfo, LlmPredictionStats
-from lmstudio.json_api import ChatResponseEndpoint
+from lmstudio.json_api import ChatResponseEndpoint, CompletionEndpoint
 
 from vlmkit.chat import ImageRef, TextPart
 from vlmkit.errors import InvalidMessageError, InvalidSettingError
@@ -119,6 +119,9 @@ def test_bad_settings_name_lm_studios_key() -> None:
     stack["layers"][0]["config"]["fields"] = tools
     with pytest.raises(InvalidSettingError, match=r"tool use \(.act\(\), tools\) is not supported by vlmkit yet"):
         wire.config_from_stack(stack)
+    completion = CompletionEndpoint("k", "Once upon a time").creation_params["predictionConfigStack"]
+    with pytest.raises(InvalidSettingError, match=r"text completion, .complete\(\)\) is not supported by vlmkit yet"):
+        wire.config_from_stack(completion)
     ignored = [{"key": "llm.prediction.contextOverflowPolicy", "value": "stopAtLimit"}]
     stack["layers"][0]["config"]["fields"] = ignored
     assert wire.config_from_stack(stack) == PredictionConfig()

@@ -24,9 +24,9 @@ one table that is also used to write the config back; a
 ``success`` message with the stats (LM Studio's names, plus vlmkit's image counts, which the SDK
 ignores). Stop reasons are already LM Studio's strings (:class:`~vlmkit.prediction.StopReason`).
 
-Config keys vlmkit does not act on (``contextOverflowPolicy``, ``promptTemplate``, reasoning
+Config keys vlmkit does not act on (``contextOverflowPolicy``, reasoning
 parsing, speculative decoding, load settings) are ignored, as LM Studio ignores keys it does not
-know; tools are refused until vlmkit does tool calls, saying so.
+know; tools and a caller's own prompt template (text completion) are refused, saying so.
 """
 
 from __future__ import annotations
@@ -470,6 +470,12 @@ def config_from_stack(stack: Any, where: str = "predictionConfigStack") -> Predi
             )
         for field in fields:
             key = field.get("key") if isinstance(field, Mapping) else None
+            if key == "llm.prediction.promptTemplate":
+                raise _setting(
+                    "a prompt template of the caller's (text completion, .complete()) is not supported by vlmkit "
+                    "yet; use .respond() with a chat, which the model's own chat template formats",
+                    key,
+                )
             if key == "llm.prediction.tools":
                 tools = field.get("value")
                 if isinstance(tools, Mapping) and tools.get("type") not in (None, "none"):
