@@ -287,3 +287,45 @@ def test_the_discovery_port_taken_is_said_clearly(tmp_path: Path) -> None:
     assert "port 41343 on 127.0.0.1, LM Studio's first discovery port, is in use" in done.stderr
     assert "leave out --lmstudio-discovery" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# --- the repository: vlmkit's catalog and `vlmkit get` -------------------------------------------
+
+
+def test_search_and_download_through_the_repository(tmp_path: Path) -> None:
+    proc, port = start_serve(tmp_path)
+    try:
+        with lms.Client(f"127.0.0.1:{port}") as client:
+            found = client.repository.search_models("qwen2-vl")
+            assert found[0].search_result.name == "qwen2-vl-2b-instruct" and found[0].search_result.exact is False
+            options = found[0].get_download_options()
+            assert [o.info.download_identifier for o in options] == ["qwen2-vl-2b-instruct"]
+            assert options[0].info.indexed_model_identifier.startswith("ggml-org/Qwen2-VL-2B-Instruct-GGUF/")
+
+            # the demo model: `vlmkit get` writes it with no network, through the same download path
+            (demo,) = client.repository.search_models("tiny-random-vlm")
+            assert demo.search_result.exact is True
+            progress: list[Any] = []
+            finalized: list[bool] = []
+            (option,) = demo.get_download_options()
+            key = option.download(on_progress=progress.append, on_finalize=lambda: finalized.append(True))
+            assert key == "tiny-random-vlm" and finalized == [True]
+            assert progress and progress[-1].downloaded_bytes == progress[-1].total_bytes > 100_000
+
+            assert "tiny-random-vlm" in [m.model_key for m in client.list_downloaded_models()]
+            model = client.llm.model("tiny-random-vlm")
+            assert model.respond("Hello", config=SHORT).stats.predicted_tokens_count == 8
+
+            with pytest.raises(lms.LMStudioServerError, match="'no-such' is not in vlmkit's catalog"):
+                _options_of(client, "no-such")
+    finally:
+        stop_serve(proc)
+
+
+def _options_of(client: lms.Client, key: str) -> Any:
+    from lmstudio._sdk_models import RepositoryRpcGetModelDownloadOptionsParameter
+
+    param = RepositoryRpcGetModelDownloadOptionsParameter._from_api_dict(
+        {"modelSearchResultIdentifier": {"type": "catalog", "identifier": key}}
+    )
+    return client.repository.remote_call("getModelDownloadOptions", param)

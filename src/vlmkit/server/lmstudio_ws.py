@@ -26,6 +26,7 @@ import contextlib
 import hmac
 import logging
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -38,7 +39,7 @@ from starlette.websockets import WebSocket
 from vlmkit._version import __version__
 from vlmkit.chat import Chat, ImageRef
 from vlmkit.engine.catalog import lookup
-from vlmkit.errors import ModelNotFoundError, UnknownFileError, VlmkitError
+from vlmkit.errors import ModelDownloadError, ModelNotFoundError, UnknownFileError, VlmkitError
 from vlmkit.images import ImageHandle, image_from_bytes
 from vlmkit.prediction import PredictionResult
 from vlmkit.server.config import ConfigError, ServerSettings
@@ -502,6 +503,58 @@ async def _upload(s: Session, param: Any) -> Any:
     return wire.upload_result(stored.id, image.size_bytes or len(data))
 
 
+# --- repository: vlmkit's catalog, and `vlmkit get` --------------------------------------------
+
+
+def _catalog() -> dict[str, tuple[str, str]]:
+    """Every key ``vlmkit get`` knows: the catalog's, and the demo model it writes with no download."""
+    from vlmkit.engine.catalog import catalog
+    from vlmkit.engine.download import DEMO_KEY
+
+    known = {key: (entry.model, entry.repo) for key, entry in catalog().items()}
+    known[DEMO_KEY] = ("tiny-random-vlm.gguf", "vlmkit/generated")
+    return known
+
+
+async def _search(s: Session, param: Any) -> Any:
+    term, limit = wire.search_term(param)
+    found = [key for key, (name, repo) in _catalog().items() if term in key or term in f"{repo}/{name}".lower()]
+    found.sort(key=lambda key: (key != term, key))
+    return {"results": [wire.search_result(key, exact=key == term) for key in found[:limit]]}
+
+
+async def _download_options(s: Session, param: Any) -> Any:
+    key = wire.search_identifier(param)
+    known = _catalog().get(key)
+    if known is None:
+        raise ModelNotFoundError(f"{key!r} is not in vlmkit's catalog; searchModels lists what it knows")
+    return {"results": [wire.download_option(key, *known)]}
+
+
+async def _download(s: Session, channel_id: int, param: Any, token: CancelToken) -> None:
+    key = _get(param, "downloadIdentifier")
+    if not isinstance(key, str) or not key:
+        raise wire.ProtocolError("downloadModel needs 'downloadIdentifier', from getModelDownloadOptions")
+    job = s.state.downloads.start(key)  # one download per model: a second client follows the first
+    started, last = time.monotonic(), -1
+    while job.status == "downloading" and not token.cancelled:
+        done = await anyio.to_thread.run_sync(job.bytes_done)
+        if done != last:
+            speed = done / max(time.monotonic() - started, 1e-3)
+            await s.send(wire.channel_send(channel_id, wire.download_progress(done, 0, speed)))
+            last = done
+        await asyncio.sleep(0.25)
+    if token.cancelled:
+        return  # the download itself goes on on the server: another client may be waiting for it
+    if job.status == "failed":
+        raise ModelDownloadError((job.error or {}).get("message", f"the download of {key!r} failed"))
+    done = await anyio.to_thread.run_sync(job.bytes_done)
+    speed = done / max(time.monotonic() - started, 1e-3)
+    await s.send(wire.channel_send(channel_id, wire.download_progress(done, done, speed)))
+    await s.send(wire.channel_send(channel_id, {"type": "startFinalizing"}))
+    await s.send(wire.channel_send(channel_id, wire.download_success(job.key or key)))
+
+
 def _get(param: Any, name: str) -> Any:
     return param.get(name) if isinstance(param, dict) else None
 
@@ -520,12 +573,15 @@ RPCS: dict[tuple[str, str], Rpc] = {
     ("system", "listDownloadedModels"): _list_downloaded,
     ("system", "version"): _version,
     ("files", "uploadFileBase64"): _upload,
+    ("repository", "searchModels"): _search,
+    ("repository", "getModelDownloadOptions"): _download_options,
 }
 
 CHANNELS: dict[tuple[str, str], Channel] = {
     ("llm", "getOrLoad"): _get_or_load,
     ("llm", "loadModel"): _load_model,
     ("llm", "predict"): _predict,
+    ("repository", "downloadModel"): _download,
 }
 
 

@@ -69,6 +69,9 @@ __all__ = [
     "communication_warning",
     "config_from_stack",
     "config_to_kv",
+    "download_option",
+    "download_progress",
+    "download_success",
     "error_body",
     "fragment",
     "load_config_kv",
@@ -80,6 +83,9 @@ __all__ = [
     "read_frame",
     "rpc_error",
     "rpc_result",
+    "search_identifier",
+    "search_result",
+    "search_term",
     "stats_body",
     "upload_content",
     "upload_result",
@@ -604,3 +610,60 @@ def upload_result(identifier: str, size_bytes: int) -> dict[str, Any]:
 
 class UploadTooLargeError(ProtocolError):
     status_code = 413
+
+
+# --- the model repository ------------------------------------------------------------------------
+
+
+def search_term(parameter: Any) -> tuple[str, int]:
+    """The search term (lowercased; empty: everything) and the result limit (1 to 25, default 10) of
+    a ``searchModels`` call."""
+    opts = parameter.get("opts") if isinstance(parameter, Mapping) else None
+    if not isinstance(opts, Mapping):
+        raise ProtocolError(f"searchModels needs 'opts': {{'searchTerm', 'limit'}} (got {_shown(opts)})")
+    term, limit = opts.get("searchTerm") or "", opts.get("limit") or 10
+    if not isinstance(term, str):
+        raise ProtocolError(f"'searchTerm' must be a string (got {_shown(term)})")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 25:
+        raise ProtocolError(f"'limit' must be an integer from 1 to 25 (got {_shown(limit)})")
+    return term.strip().lower(), limit
+
+
+def search_result(key: str, *, exact: bool) -> dict[str, Any]:
+    """A model of vlmkit's catalog as a search result (its identifier: the catalog key)."""
+    return {"name": key, "identifier": {"type": "catalog", "identifier": key}, "exact": exact, "staffPick": False}
+
+
+def download_option(key: str, file_name: str, repo: str) -> dict[str, Any]:
+    """The one way vlmkit downloads a catalog model: its GGUF and projector, by the catalog key.
+    ``sizeBytes`` is 0: the catalog does not know it before the hub is asked."""
+    quant = file_name.rsplit("-", 1)[-1].removesuffix(".gguf") if "-" in file_name else None
+    option: dict[str, Any] = {
+        "name": file_name,
+        "sizeBytes": 0,
+        "fitEstimation": "fitWithoutGPU",
+        "downloadIdentifier": key,
+        "indexedModelIdentifier": f"{repo}/{file_name}",
+        "recommended": True,
+    }
+    if quant:
+        option["quantization"] = quant
+    return option
+
+
+def search_identifier(parameter: Any) -> str:
+    """The catalog key a ``getModelDownloadOptions`` call names."""
+    found = parameter.get("modelSearchResultIdentifier") if isinstance(parameter, Mapping) else None
+    key = found.get("identifier") if isinstance(found, Mapping) else None
+    if not isinstance(key, str) or not key:
+        raise ProtocolError("getModelDownloadOptions needs 'modelSearchResultIdentifier': {'type', 'identifier'}")
+    return key
+
+
+def download_progress(downloaded: int, total: int, speed: float) -> dict[str, Any]:
+    update = {"downloadedBytes": downloaded, "totalBytes": total, "speedBytesPerSecond": speed}
+    return {"type": "downloadProgress", "update": update}
+
+
+def download_success(key: str) -> dict[str, Any]:
+    return {"type": "success", "defaultIdentifier": key}
