@@ -241,3 +241,41 @@ def test_a_prediction_naming_a_file_never_uploaded(running: Running) -> None:
         assert title.startswith("history.messages[0].content[1]: no uploaded file has the handle 'file-0'")
         assert "prepare_image" in title
         works(conn)
+
+
+# --- gateway models ------------------------------------------------------------------------------
+
+
+def test_a_gateway_model_over_the_protocol(server: Running, ups: Any) -> None:
+    with authed(server, "files") as files:
+        param = {"name": "red.jpg", "contentBase64": base64.b64encode(jpeg()).decode()}
+        handle = ask(files, {"type": "rpcCall", "endpoint": "uploadFileBase64", "callId": 1, "parameter": param})
+    image = {"type": "file", "name": "red.jpg", "fileType": "image", **handle["result"]}
+    history = {"messages": [{"role": "user", "content": [{"type": "text", "text": "What colour?"}, image]}]}
+    stack = {"layers": [{"layerName": "apiOverride", "config": {"fields": [
+        {"key": "llm.prediction.maxPredictedTokens", "value": {"checked": True, "value": 20}},
+        {"key": "llm.prediction.temperature", "value": 0.2},
+    ]}}]}  # fmt: skip
+    param = {"modelSpecifier": {"type": "query", "query": {"identifier": "gw"}}, "history": history,
+             "predictionConfigStack": stack}  # fmt: skip
+    with authed(server) as conn:
+        loaded = ask(conn, {"type": "channelCreate", "endpoint": "getOrLoad", "channelId": 1,
+                            "creationParameter": {"identifier": "gw", "loadConfigStack": {"layers": []}}})  # fmt: skip
+        assert loaded["message"]["type"] == "alreadyLoaded" and loaded["message"]["info"]["vision"] is True
+        assert json.loads(conn.recv(timeout=30)) == {"type": "channelClose", "channelId": 1}
+        conn.send(
+            json.dumps({"type": "channelCreate", "endpoint": "predict", "channelId": 2, "creationParameter": param})
+        )
+        messages = []
+        while (frame := json.loads(conn.recv(timeout=30)))["type"] != "channelClose":
+            assert frame["type"] == "channelSend" and frame["channelId"] == 2, frame
+            messages.append(frame["message"])
+    fragments = "".join(m["fragment"]["content"] for m in messages if m["type"] == "fragment")
+    assert fragments == "afakeanswer"  # the fake upstream's words, as its chunks came
+    success = messages[-1]
+    assert success["type"] == "success" and success["stats"]["stopReason"] == "eosFound"
+    assert success["modelInfo"]["modelKey"] == "gw"
+    sent = ups["a"].requests[-1]
+    assert (sent["max_completion_tokens"], sent["temperature"], sent["stream"]) == (20, 0.2, True)
+    part = sent["messages"][0]["content"][1]
+    assert part["type"] == "image_url" and part["image_url"]["url"].startswith("data:image/jpeg;base64,")

@@ -41,12 +41,14 @@ from vlmkit.chat import Chat, ImageRef
 from vlmkit.engine.catalog import lookup
 from vlmkit.errors import ModelDownloadError, ModelNotFoundError, UnknownFileError, VlmkitError
 from vlmkit.images import ImageHandle, image_from_bytes
-from vlmkit.prediction import PredictionResult
+from vlmkit.prediction import PredictionConfig, PredictionResult, StopReason
+from vlmkit.providers import AsyncCompletionStream
 from vlmkit.server.config import ConfigError, ServerSettings
 from vlmkit.server.jsonutil import dumps
 from vlmkit.server.state import ServerState
 from vlmkit.stream import CancelToken, call_in_thread
 from vlmkit.wire import lmstudio as wire
+from vlmkit.wire.openai_chat import config_to_openai, stats_from_openai
 
 log = logging.getLogger("vlmkit.server")
 
@@ -441,13 +443,11 @@ async def _predict(s: Session, channel_id: int, param: Any, token: CancelToken) 
     key = wire.model_key(_get(param, "modelSpecifier"))
     chat = wire.chat_from_history(_get(param, "history"))
     config = wire.config_from_stack(_get(param, "predictionConfigStack"))
-    if s.state.gateway.has(key):
-        raise wire.ProtocolError(
-            f"{key!r} is a gateway model; over LM Studio's protocol vlmkit serves its local models (use the "
-            "OpenAI API, /v1/chat/completions, for gateway models)"
-        )
-    s.local_key(key)
     chat = await s.images(chat)
+    if s.state.gateway.has(key):
+        await _predict_gateway(s, channel_id, key, chat, config, token)
+        return
+    s.local_key(key)
     await s.send(wire.channel_send(channel_id, wire.prompt_progress(0.0)))
     started = False
     result: PredictionResult | None = None
@@ -464,6 +464,48 @@ async def _predict(s: Session, channel_id: int, param: Any, token: CancelToken) 
     info = wire.loaded_info(result.model_info) if result.model_info is not None else s.entry_info(key)
     context = result.model_info.context_length if result.model_info is not None else None
     await s.send(wire.channel_send(channel_id, wire.prediction_success(result, info, config, context)))
+
+
+async def _predict_gateway(
+    s: Session, channel_id: int, key: str, chat: Chat, config: PredictionConfig, token: CancelToken
+) -> None:
+    """A gateway model's answer, streamed from its provider as fragments, with the stats it reported."""
+    if isinstance(config.detail, int) or config.image_max_tokens or config.image_min_tokens:
+        raise wire.ProtocolError(f"image token budgets apply to local models; {key!r} is a gateway model")
+    await s.send(wire.channel_send(channel_id, wire.prompt_progress(0.0)))
+    started, first = time.perf_counter(), None
+    stream = await s.state.gateway.complete(key, chat, config_to_openai(config), stream=True)
+    assert isinstance(stream, AsyncCompletionStream)
+    parts: list[str] = []
+    finish, usage = None, None
+    try:
+        async for chunk in stream:
+            if token.cancelled:
+                break
+            usage = chunk.usage or usage
+            for choice in chunk.choices:
+                finish = choice.finish_reason or finish
+                text = choice.delta.content
+                if text:
+                    if first is None:
+                        first = time.perf_counter()
+                        await s.send(wire.channel_send(channel_id, wire.prompt_progress(1.0)))
+                    parts.append(text)
+                    await s.send(wire.channel_send(channel_id, wire.fragment(text)))
+    finally:
+        await stream.aclose()
+    stats = stats_from_openai(
+        finish,
+        usage.prompt_tokens if usage is not None else 0,
+        usage.completion_tokens if usage is not None else len(parts),
+        started=started,
+        first_token=first,
+        ended=time.perf_counter(),
+    )
+    if token.cancelled:
+        stats.stop_reason = StopReason.USER_STOPPED
+    result = PredictionResult("".join(parts), stats)
+    await s.send(wire.channel_send(channel_id, wire.prediction_success(result, s.entry_info(key), config, None)))
 
 
 # --- system, files -------------------------------------------------------------------------------
