@@ -2,8 +2,8 @@
 Studio's own SDKs run unchanged against vlmkit.
 
 A thin face: frames are read and written by :mod:`vlmkit.wire.lmstudio`; the work is the server's
-shared parts (:class:`~vlmkit.server.local.LocalModels`, the one engine owner, and the file store,
-:mod:`vlmkit.server.files`). ``GET /lmstudio-greeting`` answers ``{"lmstudio": true}`` (open, like
+shared parts (:class:`~vlmkit.server.local.LocalModels` over the one engine owner, the gateway, the
+file store of :mod:`vlmkit.server.files`, and the downloads of ``vlmkit get``). ``GET /lmstudio-greeting`` answers ``{"lmstudio": true}`` (open, like
 ``/health``: the SDK probes it before it has said who it is).
 
 A connection's first message authenticates it: a server without API keys accepts every client (as
