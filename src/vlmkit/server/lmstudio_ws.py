@@ -3,8 +3,9 @@ Studio's own SDKs run unchanged against vlmkit.
 
 A thin face: frames are read and written by :mod:`vlmkit.wire.lmstudio`; the work is the server's
 shared parts (:class:`~vlmkit.server.local.LocalModels` over the one engine owner, the gateway, the
-file store of :mod:`vlmkit.server.files`, and the downloads of ``vlmkit get``). ``GET /lmstudio-greeting`` answers ``{"lmstudio": true}`` (open, like
-``/health``: the SDK probes it before it has said who it is).
+file store of :mod:`vlmkit.server.files`, and the downloads of ``vlmkit get``).
+``GET /lmstudio-greeting`` answers ``{"lmstudio": true}`` (open, like ``/health``: the SDK probes
+it before it has said who it is).
 
 A connection's first message authenticates it: a server without API keys accepts every client (as
 LM Studio does); with keys, the client's passkey (or ``clientIdentifier:clientPasskey``, an LM
@@ -45,7 +46,7 @@ from vlmkit.prediction import PredictionConfig, PredictionResult, StopReason
 from vlmkit.providers import AsyncCompletionStream
 from vlmkit.server.config import ConfigError, ServerSettings
 from vlmkit.server.jsonutil import dumps
-from vlmkit.server.state import ServerState
+from vlmkit.server.state import ServerState, image_slot
 from vlmkit.stream import CancelToken, call_in_thread
 from vlmkit.wire import lmstudio as wire
 from vlmkit.wire.openai_chat import config_to_openai, stats_from_openai
@@ -534,7 +535,8 @@ async def _version(s: Session, param: Any) -> Any:
 async def _upload(s: Session, param: Any) -> Any:
     settings = s.state.settings
     name, data = wire.upload_content(param, max_bytes=settings.max_body_bytes)
-    image = await anyio.to_thread.run_sync(lambda: image_from_bytes(data, name, max_pixels=settings.max_pixels))
+    async with image_slot(s.state, len(data)):  # bounded with the HTTP API's image work
+        image = await anyio.to_thread.run_sync(lambda: image_from_bytes(data, name, max_pixels=settings.max_pixels))
     files = s.state.files
     stored = next((f for f in files.list() if f.image.identifier == image.identifier), None)
     if stored is None:  # one upload per image content: the same picture sent again is the same handle
