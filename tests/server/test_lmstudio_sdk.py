@@ -25,6 +25,7 @@ import httpx
 import lmstudio as lms
 import pytest
 from lmstudio.sync_api import _reset_default_client
+from pydantic import BaseModel, Field
 
 import vlmkit
 from tests.conftest import photo_path
@@ -225,6 +226,12 @@ def test_structured_output(host: str) -> None:
         assert result.stats.stop_reason == "eosFound"
         assert isinstance(result.parsed, dict) and isinstance(result.parsed["caption"], str)
         assert json.loads(result.content) == result.parsed
+
+        class Caption(BaseModel):
+            caption: str = Field(max_length=12)
+
+        result = model.respond(chat, response_format=Caption, config={"maxTokens": 64, "temperature": 0})
+        assert Caption.model_validate(result.parsed).caption == result.parsed["caption"]
 
 
 def test_cancellation(host: str) -> None:
