@@ -9,6 +9,7 @@ import contextlib
 import io
 import json
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +19,7 @@ from PIL import Image
 from websockets.sync.client import ClientConnection, connect
 
 from tests.server.conftest import API_KEY, Running, start_server
+from vlmkit.prediction import StopReason
 from vlmkit.server import ServerSettings
 from vlmkit.server.lmstudio_ws import frame_limit
 
@@ -62,7 +64,7 @@ def authed(running: Running, namespace: str = "llm") -> Iterator[ClientConnectio
 def works(conn: ClientConnection, call_id: int = 99) -> None:
     """The connection still answers a call."""
     answer = ask(conn, {"type": "rpcCall", "endpoint": "listLoaded", "callId": call_id})
-    assert answer == {"type": "rpcResult", "callId": call_id, "result": []}
+    assert answer["type"] == "rpcResult" and answer["callId"] == call_id and isinstance(answer["result"], list)
 
 
 def jpeg(size: tuple[int, int] = (64, 48)) -> bytes:
@@ -279,3 +281,29 @@ def test_a_gateway_model_over_the_protocol(server: Running, ups: Any) -> None:
     assert (sent["max_completion_tokens"], sent["temperature"], sent["stream"]) == (20, 0.2, True)
     part = sent["messages"][0]["content"][1]
     assert part["type"] == "image_url" and part["image_url"]["url"].startswith("data:image/jpeg;base64,")
+
+
+def test_a_client_that_leaves_mid_prediction_stops_it(settings: ServerSettings) -> None:
+    server = start_server(settings, fragment_delay=0.05)
+    try:
+        stack = {"layers": [{"layerName": "apiOverride", "config": {"fields": [
+            {"key": "llm.prediction.maxPredictedTokens", "value": {"checked": True, "value": 500}},
+        ]}}]}  # fmt: skip
+        history = {"messages": [{"role": "user", "content": [{"type": "text", "text": "Tell me a story"}]}]}
+        param = {"modelSpecifier": "tiny-text", "history": history, "predictionConfigStack": stack}
+        with authed(server) as conn:
+            conn.send(json.dumps({"type": "channelCreate", "endpoint": "predict", "channelId": 1,
+                                  "creationParameter": param}))  # fmt: skip
+            while json.loads(conn.recv(timeout=60))["message"]["type"] != "fragment":
+                pass
+        deadline = time.monotonic() + 30
+        while not server.results:
+            assert time.monotonic() < deadline, "the prediction went on after its client left"
+            time.sleep(0.05)
+        assert server.results[-1].stats.stop_reason is StopReason.USER_STOPPED
+        assert server.results[-1].stats.predicted_tokens < 500
+        assert server.state.local.inflight == 0
+        with authed(server) as conn:
+            works(conn)
+    finally:
+        server.stop()
