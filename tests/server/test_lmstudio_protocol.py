@@ -88,6 +88,7 @@ def test_a_wrong_key_is_refused_and_the_connection_may_try_again(running: Runnin
         assert answer["success"] is False
         assert answer["error"]["title"] == "the API key is not valid for this server"
         assert "send one of the server's API keys as the client passkey" in answer["error"]["suggestion"]
+        assert "sk-lm-ID:KEY" in answer["error"]["suggestion"]
         assert ask(conn, auth()) == {"success": True}
         works(conn)
 
@@ -98,13 +99,15 @@ def test_a_bearer_header_on_the_upgrade(running: Running) -> None:
         works(conn)
 
 
-def test_an_api_token_split_at_its_colon(settings: ServerSettings) -> None:
-    server = start_server(settings.with_overrides(api_keys=frozenset({"sk-lm-AbC123:s3cret"})), record=False)
+def test_an_lm_studio_api_token(settings: ServerSettings) -> None:
+    """Newer LM Studio SDKs take ``api_token="sk-lm-ID:KEY"`` and send it as identifier ``ID``, passkey ``KEY``."""
+    token = "sk-lm-AbCd1234:" + "k" * 20
+    server = start_server(settings.with_overrides(api_keys=frozenset({token})), record=False)
     try:
         with ws(server) as conn:
-            assert ask(conn, auth("s3cret", identifier="sk-lm-AbC123")) == {"success": True}
+            assert ask(conn, auth("k" * 20, identifier="AbCd1234")) == {"success": True}
         with ws(server) as conn:
-            assert ask(conn, auth("wrong", identifier="sk-lm-AbC123"))["success"] is False
+            assert ask(conn, auth("x" * 20, identifier="AbCd1234"))["success"] is False
     finally:
         server.stop()
 

@@ -8,10 +8,10 @@ file store of :mod:`vlmkit.server.files`, and the downloads of ``vlmkit get``).
 it before it has said who it is).
 
 A connection's first message authenticates it: a server without API keys accepts every client (as
-LM Studio does); with keys, the client's passkey (or ``clientIdentifier:clientPasskey``, an LM
-Studio API token split in two), or an ``Authorization: Bearer`` header on the upgrade, must be one
-of them. Each call and channel then runs as its own task, so a running prediction never holds up
-another call, a cancel, or an upload on the same connection.
+LM Studio does); with keys, the client's passkey, or the LM Studio API token its SDK split in two
+(``sk-lm-ID:KEY`` sent as identifier ``ID``, passkey ``KEY``), or an ``Authorization: Bearer``
+header on the upgrade, must be one of them. Each call and channel then runs as its own task, so a
+running prediction never holds up another call, a cancel, or an upload on the same connection.
 
 Bad input never ends a connection: a frame that is too large, not JSON or not the protocol's, a
 frame before authentication, an unknown endpoint or channel, an upload over the size limit or a
@@ -167,8 +167,8 @@ class Session:
             wire.auth_result(
                 wire.error_body(
                     "the API key is not valid for this server",
-                    suggestion="send one of the server's API keys as the client passkey (an LM Studio API token "
-                    "sk-lm-ID:KEY is read as clientIdentifier 'sk-lm-ID' and clientPasskey 'KEY'), or as "
+                    suggestion="send one of the server's API keys as the client passkey, or one shaped as an "
+                    "LM Studio API token (sk-lm-ID:KEY) as the SDK's api_token / LMSTUDIO_API_TOKEN, or as "
                     "'Authorization: Bearer <key>' on the websocket upgrade",
                 )
             )

@@ -132,9 +132,9 @@ def _shown(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Authenticate:
-    """The first message of a connection: who the client is, and its passkey (an API key, when the
-    server has keys: the passkey, or ``clientIdentifier:clientPasskey`` as LM Studio's API tokens
-    ``sk-lm-ID:KEY`` are split)."""
+    """The first message of a connection: who the client is, and its passkey. When the server has API
+    keys, one of them is the passkey, or the LM Studio API token the SDK split in two: it sends
+    ``sk-lm-ID:KEY`` (``api_token=``, ``LMSTUDIO_API_TOKEN``) as identifier ``ID`` and passkey ``KEY``."""
 
     client_identifier: str
     client_passkey: str
@@ -149,7 +149,8 @@ class Authenticate:
 
     def secrets(self) -> tuple[str, ...]:
         """The strings that may be the client's key."""
-        return (self.client_passkey, f"{self.client_identifier}:{self.client_passkey}")
+        pair = f"{self.client_identifier}:{self.client_passkey}"
+        return (self.client_passkey, pair, f"sk-lm-{pair}")
 
 
 @dataclass(frozen=True)
