@@ -21,6 +21,7 @@ from websockets.sync.client import ClientConnection, connect
 from tests.server.conftest import API_KEY, Running, start_server
 from vlmkit.prediction import StopReason
 from vlmkit.server import ServerSettings
+from vlmkit.server.config import ConfigError, parse_config
 from vlmkit.server.lmstudio_ws import frame_limit
 
 
@@ -310,3 +311,10 @@ def test_a_client_that_leaves_mid_prediction_stops_it(settings: ServerSettings) 
             works(conn)
     finally:
         server.stop()
+
+
+def test_discovery_as_a_config_key() -> None:
+    assert parse_config({"lmstudio_discovery": True}).lmstudio_discovery is True
+    assert parse_config({}).lmstudio_discovery is False
+    with pytest.raises(ConfigError, match="config: lmstudio_discovery must be true or false"):
+        parse_config({"lmstudio_discovery": "yes"})

@@ -169,7 +169,7 @@ def parse_config(raw: Any, base: ServerSettings | None = None, *, where: str = "
     settings = base or ServerSettings()
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: the top level must be a mapping (api_keys, models, limits, fetch)")
-    unknown = set(raw) - {"api_keys", "models", "limits", "fetch", "models_dir", "files_dir"}
+    unknown = set(raw) - {"api_keys", "models", "limits", "fetch", "models_dir", "files_dir", "lmstudio_discovery"}
     if unknown:
         raise ConfigError(f"{where}: unknown section(s) {', '.join(sorted(map(str, unknown)))}")
     changes: dict[str, Any] = {}
@@ -181,6 +181,10 @@ def parse_config(raw: Any, base: ServerSettings | None = None, *, where: str = "
     for key in ("models_dir", "files_dir"):
         if raw.get(key) is not None:
             changes[key] = str(raw[key])
+    if raw.get("lmstudio_discovery") is not None:
+        if not isinstance(raw["lmstudio_discovery"], bool):
+            raise ConfigError(f"{where}: lmstudio_discovery must be true or false")
+        changes["lmstudio_discovery"] = raw["lmstudio_discovery"]
     gateway: dict[str, GatewayModel] = {}
     local: dict[str, LocalModel] = {}
     models = raw.get("models") or {}
