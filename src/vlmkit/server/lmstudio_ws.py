@@ -43,9 +43,11 @@ from vlmkit.engine.catalog import lookup
 from vlmkit.errors import ModelDownloadError, ModelNotFoundError, UnknownFileError, VlmkitError
 from vlmkit.images import ImageHandle, image_from_bytes
 from vlmkit.prediction import PredictionConfig, PredictionResult, StopReason
-from vlmkit.providers import AsyncCompletionStream
+from vlmkit.server.accounts import Meter
 from vlmkit.server.config import ConfigError, ServerSettings
+from vlmkit.server.gateway import GatewayStream
 from vlmkit.server.jsonutil import dumps
+from vlmkit.server.keys import ANONYMOUS, KeyPolicy
 from vlmkit.server.state import ServerState, image_slot
 from vlmkit.stream import CancelToken, call_in_thread
 from vlmkit.wire import lmstudio as wire
@@ -79,6 +81,8 @@ class Session:
         self.namespace = namespace
         self.state = state
         self.authenticated = False
+        self.key: KeyPolicy = ANONYMOUS
+        """The key the client authenticated with: its limits, allowed models and usage apply here too."""
         self.channels: dict[int, CancelToken] = {}
         self.calls: set[int] = set()
         self.tasks: set[asyncio.Task[None]] = set()
@@ -158,9 +162,10 @@ class Session:
     # --- authentication ------------------------------------------------------------------------
 
     async def authenticate(self, frame: wire.Authenticate) -> None:
-        keys = tuple(k.encode() for k in self.state.settings.api_keys)
-        if not keys or _any_key(keys, [*frame.secrets(), *self._bearer()]):
-            self.authenticated = True
+        policies = self.state.settings.key_policies()
+        found = _find_key(policies, [*frame.secrets(), *self._bearer()]) if policies else ANONYMOUS
+        if found is not None:
+            self.authenticated, self.key = True, found
             await self.send(wire.auth_result())
             return
         await self.send(
@@ -309,13 +314,15 @@ class Session:
         return chat.with_images(found)
 
 
-def _any_key(keys: tuple[bytes, ...], candidates: list[str]) -> bool:
-    ok = False
+def _find_key(policies: tuple[KeyPolicy, ...], candidates: list[str]) -> KeyPolicy | None:
+    """The key among ``policies`` that one of ``candidates`` is, compared in constant time."""
+    found = None
     for candidate in candidates:
         token = candidate.encode()
-        for key in keys:  # every comparison made: the time taken does not tell which came close
-            ok |= hmac.compare_digest(token, key)
-    return ok
+        for policy in policies:  # every comparison made: the time taken does not tell which came close
+            if hmac.compare_digest(token, policy.secret.encode()):
+                found = policy
+    return found
 
 
 def _unknown(namespace: str, endpoint: str, kind: str) -> wire.ProtocolError:
@@ -444,11 +451,14 @@ async def _predict(s: Session, channel_id: int, param: Any, token: CancelToken) 
     key = wire.model_key(_get(param, "modelSpecifier"))
     chat = wire.chat_from_history(_get(param, "history"))
     config = wire.config_from_stack(_get(param, "predictionConfigStack"))
+    if not s.state.gateway.has(key):
+        s.local_key(key)
+    meter = s.state.accounts.admit(s.key, key)  # the key's models and limits, as on the HTTP API
     chat = await s.images(chat)
+    meter.saw(chat)
     if s.state.gateway.has(key):
-        await _predict_gateway(s, channel_id, key, chat, config, token)
+        await _predict_gateway(s, channel_id, key, chat, config, token, meter)
         return
-    s.local_key(key)
     await s.send(wire.channel_send(channel_id, wire.prompt_progress(0.0)))
     started = False
     result: PredictionResult | None = None
@@ -462,21 +472,28 @@ async def _predict(s: Session, channel_id: int, param: Any, token: CancelToken) 
         if item.content:
             await s.send(wire.channel_send(channel_id, wire.fragment(item.content, item.tokens_count)))
     assert result is not None
+    meter.done(result.stats.prompt_tokens, result.stats.predicted_tokens)
     info = wire.loaded_info(result.model_info) if result.model_info is not None else s.entry_info(key)
     context = result.model_info.context_length if result.model_info is not None else None
     await s.send(wire.channel_send(channel_id, wire.prediction_success(result, info, config, context)))
 
 
 async def _predict_gateway(
-    s: Session, channel_id: int, key: str, chat: Chat, config: PredictionConfig, token: CancelToken
+    s: Session, channel_id: int, key: str, chat: Chat, config: PredictionConfig, token: CancelToken, meter: Meter
 ) -> None:
     """A gateway model's answer, streamed from its provider as fragments, with the stats it reported."""
     if isinstance(config.detail, int) or config.image_max_tokens or config.image_min_tokens:
         raise wire.ProtocolError(f"image token budgets apply to local models; {key!r} is a gateway model")
     await s.send(wire.channel_send(channel_id, wire.prompt_progress(0.0)))
     started, first = time.perf_counter(), None
-    stream = await s.state.gateway.complete(key, chat, config_to_openai(config), stream=True)
-    assert isinstance(stream, AsyncCompletionStream)
+    stream = await s.state.gateway.complete(
+        key,
+        chat,
+        config_to_openai(config),
+        stream=True,
+        done=lambda served: meter.done(served.prompt_tokens, served.completion_tokens),
+    )
+    assert isinstance(stream, GatewayStream)
     parts: list[str] = []
     finish, usage = None, None
     try:
