@@ -22,6 +22,7 @@ from tests.server.conftest import API_KEY, Running, start_server
 from vlmkit.prediction import StopReason
 from vlmkit.server import ServerSettings
 from vlmkit.server.config import ConfigError, parse_config
+from vlmkit.server.keys import KeyPolicy
 from vlmkit.server.lmstudio_ws import frame_limit
 
 
@@ -318,3 +319,22 @@ def test_discovery_as_a_config_key() -> None:
     assert parse_config({}).lmstudio_discovery is False
     with pytest.raises(ConfigError, match="config: lmstudio_discovery must be true or false"):
         parse_config({"lmstudio_discovery": "yes"})
+
+
+def test_a_named_keys_models_hold_over_the_protocol(settings: ServerSettings) -> None:
+    team = KeyPolicy("team", "sk-team-key", models=frozenset({"tiny"}))
+    server = start_server(settings.with_overrides(keys=(team,)), record=False)
+    history = {"messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}]}
+    param = {"modelSpecifier": "tiny-text", "history": history, "predictionConfigStack": {"layers": []}}
+    try:
+        with ws(server) as conn:
+            assert ask(conn, auth("sk-team-key")) == {"success": True}
+            frame = {"type": "channelCreate", "endpoint": "predict", "channelId": 1, "creationParameter": param}
+            answer = ask(conn, frame)
+            assert answer["type"] == "channelError" and answer["channelId"] == 1
+            assert answer["error"]["title"].startswith(
+                "the key 'team' may not use the model 'tiny-text'; it may use: tiny"
+            )
+            works(conn)
+    finally:
+        server.stop()
