@@ -1,7 +1,9 @@
 """Load on ``vlmkit serve`` as a gateway over a fake upstream, beside calling the upstream directly and
 beside the LiteLLM proxy (``litellm --config``) in the same run when its command is given.
 
-Run from the repo root on a quiet machine (check `uptime` first):
+Run from the repo root on a quiet machine (check `uptime` first); ``--key-limits`` measures vlmkit with
+a key under rpm/tpm limits and usage recorded in SQLite (``/metrics`` counts whenever prometheus-client
+is installed):
 
     python bench/server.py [--litellm PATH_TO_litellm] [--runs 3] [--scale 1.0]
     python bench/server.py --lmstudio [--quick]    # LM Studio's SDK vs vlmkit's own, same server
@@ -269,6 +271,11 @@ def main() -> None:
     parser.add_argument("--large-slots", type=int, help="vlmkit's limits.max_large_requests (default: its own)")
     parser.add_argument("--runs", type=int, default=1, help="repeat the whole load; the table gives medians")
     parser.add_argument(
+        "--key-limits",
+        action="store_true",
+        help="vlmkit checks its key against rpm/tpm limits (never reached) and records usage in SQLite",
+    )
+    parser.add_argument(
         "--lmstudio",
         action="store_true",
         help="instead: respond through LM Studio's SDK vs vlmkit's own SDK against the same vlmkit serve",
@@ -304,6 +311,12 @@ def main() -> None:
         cfg.write_text(
             f"models:\n  bench:\n    model: openai/gpt-4o\n    api_base: {upstream}\n    api_key: sk-x\n"
             + (f"limits:\n  max_large_requests: {args.large_slots}\n" if args.large_slots else "")
+            + (
+                f"keys:\n  - {{key: {KEY}, name: bench, rpm: 1000000000, tpm: 1000000000000}}\n"
+                f"usage: {{database: '{tmp / 'usage.db'}'}}\n"
+                if args.key_limits
+                else ""
+            )
         )
         serve = [sys.executable, "-m", "vlmkit.cli", "serve", "--config", str(cfg), "--port", str(port)]
         vk = start([*serve, "--log-level", "warning"], env, f"http://127.0.0.1:{port}/v1/chat/completions")

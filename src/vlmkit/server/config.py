@@ -2,6 +2,10 @@
 
 ```yaml
 api_keys: [os.environ/VLMKIT_API_KEY]   # optional; without keys every route is open
+keys:                                   # keys with names, limits and models (see server/keys.py)
+  - {key: os.environ/TEAM_KEY, name: team, rpm: 60, tpm: 200000, models: [gpt-4o]}
+  - {key: os.environ/OPS_KEY, name: ops, admin: true}
+usage: {database: postgresql://gw@db/vlmkit}   # usage per key (server/usage.py); default: a SQLite file
 models:
   gpt-4o:                               # a gateway name: one or more deployments
     - model: openai/gpt-4o
