@@ -100,6 +100,11 @@ def _parser() -> argparse.ArgumentParser:
         "--api-key", action="append", default=[], help="require this key (repeatable; also VLMKIT_API_KEY)"
     )
     serve.add_argument("--files-dir", help="keep uploaded images here, across restarts (default: in memory only)")
+    serve.add_argument(
+        "--lmstudio-discovery",
+        action="store_true",
+        help="also listen on LM Studio's discovery port 41343, so LM Studio's SDKs find the server with no host",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument(
         "--log-format", default="text", choices=["text", "json"], help="json: one JSON object a line (no image bytes)"
@@ -279,6 +284,7 @@ def _serve(args: argparse.Namespace) -> int:
     if keys:
         settings = settings.with_overrides(api_keys=settings.api_keys | keys)
     settings = settings.with_overrides(host=args.host, port=args.port, files_dir=args.files_dir, gpu=args.gpu)
+    settings = settings.with_overrides(lmstudio_discovery=args.lmstudio_discovery or None)
     serve(settings, log_level=args.log_level, log_format=args.log_format)
     return 0
 

@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from vlmkit.server import metrics, routes_chat, routes_files, routes_models, routes_usage
+from vlmkit.server import lmstudio_ws, metrics, routes_chat, routes_files, routes_models, routes_usage
 from vlmkit.server.auth import APIKeyMiddleware
 from vlmkit.server.config import ServerSettings
 from vlmkit.server.errors import error_response, response_for
@@ -59,6 +59,7 @@ ROUTES = [
     Route("/api/v1/models/download/{job_id}", routes_models.download_status, methods=["GET"]),
     *metrics.ROUTES,
     *routes_usage.ROUTES,
+    *lmstudio_ws.ROUTES,
 ]
 
 

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from vlmkit.server.errors import error_response
 from vlmkit.server.keys import ANONYMOUS, KeyPolicy
 
-OPEN_PATHS = frozenset({"/health", "/v1/health"})
+OPEN_PATHS = frozenset({"/health", "/v1/health", "/lmstudio-greeting"})
 STATE_KEY = "vlmkit_key"
 
 

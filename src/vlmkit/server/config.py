@@ -159,6 +159,10 @@ class ServerSettings:
         """Every key the server accepts: ``api_keys`` (no limits) and ``keys``."""
         return plain_keys(self.api_keys) + self.keys
 
+    lmstudio_discovery: bool = False
+    """Also listen on LM Studio's first discovery port (41343), so LM Studio's SDKs find the server
+    with no host given (``vlmkit serve --lmstudio-discovery``)."""
+
     def with_overrides(self, **changes: Any) -> ServerSettings:
         """A copy with every change that is not ``None``."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -200,7 +204,17 @@ def parse_config(raw: Any, base: ServerSettings | None = None, *, where: str = "
     settings = base or ServerSettings()
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: the top level must be a mapping (api_keys, models, limits, fetch)")
-    unknown = set(raw) - {"api_keys", "keys", "usage", "models", "limits", "fetch", "models_dir", "files_dir"}
+    unknown = set(raw) - {
+        "api_keys",
+        "keys",
+        "usage",
+        "models",
+        "limits",
+        "fetch",
+        "models_dir",
+        "files_dir",
+        "lmstudio_discovery",
+    }
     if unknown:
         raise ConfigError(f"{where}: unknown section(s) {', '.join(sorted(map(str, unknown)))}")
     changes: dict[str, Any] = {}
@@ -222,6 +236,10 @@ def parse_config(raw: Any, base: ServerSettings | None = None, *, where: str = "
     for key in ("models_dir", "files_dir"):
         if raw.get(key) is not None:
             changes[key] = str(raw[key])
+    if raw.get("lmstudio_discovery") is not None:
+        if not isinstance(raw["lmstudio_discovery"], bool):
+            raise ConfigError(f"{where}: lmstudio_discovery must be true or false")
+        changes["lmstudio_discovery"] = raw["lmstudio_discovery"]
     gateway: dict[str, GatewayModel] = {}
     local: dict[str, LocalModel] = {}
     models = raw.get("models") or {}
