@@ -32,7 +32,7 @@ from vlmkit.engine.owner import Lease
 from vlmkit.engine.resolve import resolve_model
 from vlmkit.errors import ModelLoadError, ModelNotFoundError, VlmkitError
 from vlmkit.images import ImageHandle
-from vlmkit.prediction import ModelInfo, PredictionConfig, PredictionFragment, PredictionResult
+from vlmkit.prediction import ModelInfo, PredictionConfig, PredictionFragment, PredictionResult, StopReason
 from vlmkit.server.config import ConfigError, ServerSettings
 from vlmkit.stream import AsyncPredictionStream, CancelToken, FragmentCallback, call_in_thread
 
@@ -146,9 +146,16 @@ class LocalModels:
             on_fragment: FragmentCallback, on_first_token: Callable[[], None], cancel: CancelToken
         ) -> PredictionResult:
             try:
-                return self.lease.respond(name, chat, config, on_fragment=on_fragment, cancel=cancel)
+                result = self.lease.respond(name, chat, config, on_fragment=on_fragment, cancel=cancel)
             finally:
                 self._end(cancel)
+            if result.stats.stop_reason is StopReason.USER_STOPPED:
+                log.info(
+                    "%s: generation stopped after %d tokens (its client went away, or the server is stopping)",
+                    name,
+                    result.stats.predicted_tokens,
+                )
+            return result
 
         return AsyncPredictionStream(work, model=name, cancel=token)
 

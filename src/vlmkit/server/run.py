@@ -38,7 +38,20 @@ def serve(settings: ServerSettings | None = None, *, log_level: str = "info") ->
     if not settings.api_keys and not _is_loopback(settings.host):
         log.warning("serving on %s without API keys: anyone who can reach it can use it", settings.host)
     keep_freed_memory()
-    uvicorn.Server(uvicorn_config(settings, log_level=log_level)).run()
+    config = uvicorn_config(settings, log_level=log_level)  # configures logging: uvicorn's loggers
+    _log_to_stderr(log_level)
+    uvicorn.Server(config).run()
+
+
+def _log_to_stderr(level: str) -> None:
+    """Show vlmkit's own log lines (a client gone, a generation stopped) beside uvicorn's, at its level."""
+    logger = logging.getLogger("vlmkit")
+    if logger.handlers:  # an embedder's own logging: leave it
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())
 
 
 def _is_loopback(host: str) -> bool:
