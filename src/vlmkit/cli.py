@@ -96,6 +96,14 @@ def _parser() -> argparse.ArgumentParser:
     _gpu_argument(serve, "for every local model (a model's own `gpu:` in --config wins)")
     serve.set_defaults(run=_serve)
 
+    playground = commands.add_parser(
+        "playground", help="start a local server and open its playground page: drop an image, inspect it, chat"
+    )
+    playground.add_argument("--port", type=int, default=None, help="port (default 8000)")
+    playground.add_argument("--config", help="YAML file, as for serve")
+    playground.add_argument("--api-key", action="append", default=[], help="require this key (also VLMKIT_API_KEY)")
+    playground.add_argument("--no-browser", action="store_true", help="print the address instead of opening it")
+    playground.set_defaults(run=_playground, host=None, files_dir=None, gpu=None, log_level="warning")
     return parser
 
 
@@ -273,6 +281,24 @@ def _server_settings(args: argparse.Namespace, command: str) -> Any:
     if keys:
         settings = settings.with_overrides(api_keys=settings.api_keys | keys)
     return settings.with_overrides(host=args.host, port=args.port, files_dir=args.files_dir, gpu=args.gpu)
+
+
+def _playground(args: argparse.Namespace) -> int:
+    from urllib.parse import quote
+
+    settings = _server_settings(args, "playground")
+    from vlmkit.server import serve
+    from vlmkit.server.playground import open_when_ready
+
+    url = f"http://{settings.host}:{settings.port}/"
+    print(f"vlmkit playground: {url}" + ("  (type the server's API key into the page)" if settings.api_keys else ""))
+    if not args.no_browser:
+        # a key given here goes to the page in the address's fragment, which never leaves the browser
+        # (the page moves it into the tab's session storage and out of the address bar)
+        given = sorted(set(args.api_key) & settings.api_keys)
+        open_when_ready(url + (f"#key={quote(given[0], safe='')}" if given else ""))
+    serve(settings, log_level=args.log_level)
+    return 0
 
 
 def _image_inspect(args: argparse.Namespace) -> int:

@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from vlmkit.server import routes_chat, routes_files, routes_inspect, routes_models
+from vlmkit.server import playground, routes_chat, routes_files, routes_inspect, routes_models
 from vlmkit.server.auth import APIKeyMiddleware
 from vlmkit.server.config import ServerSettings
 from vlmkit.server.errors import error_response, response_for
@@ -58,6 +58,7 @@ ROUTES = [
     Route("/api/v1/models/download", routes_models.download, methods=["POST"]),
     Route("/api/v1/models/download/{job_id}", routes_models.download_status, methods=["GET"]),
     *routes_inspect.ROUTES,
+    *playground.ROUTES,
 ]
 
 

@@ -1,4 +1,5 @@
-"""API keys: with keys configured, every route but the health check needs ``Authorization: Bearer <key>``.
+"""API keys: with keys configured, every route but the health check and the playground's static files
+(:mod:`vlmkit.server.playground`, which hold nothing of the server's) needs ``Authorization: Bearer <key>``.
 
 A pure ASGI middleware (no per-request task or body buffering), so it costs microseconds. Keys are
 compared in constant time. A missing or wrong key is a 401 in OpenAI's error shape.
@@ -13,7 +14,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from vlmkit.server.errors import error_response
 
-OPEN_PATHS = frozenset({"/health", "/v1/health"})
+OPEN_PATHS = frozenset({"/health", "/v1/health", "/"})
+OPEN_PREFIXES = ("/playground/",)
 
 
 class APIKeyMiddleware:
@@ -22,7 +24,7 @@ class APIKeyMiddleware:
         self.keys = tuple(k.encode() for k in keys)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.keys or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or not self.keys or _open(scope["path"]):
             await self.app(scope, receive, send)
             return
         problem = self._check(scope)
@@ -48,3 +50,7 @@ class APIKeyMiddleware:
         for key in self.keys:  # check them all: the time taken does not tell which key came close
             ok |= hmac.compare_digest(token, key)
         return None if ok else "the API key is not valid for this server"
+
+
+def _open(path: str) -> bool:
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
