@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import json
 import os
 import re
 import shutil
@@ -29,7 +30,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.conftest import encode, photo_path
+from tests.conftest import ImageServer, encode, photo_path
 from tests.server.conftest import Upstream, _start_upstream
 from vlmkit.engine.synthetic import write_test_model, write_test_text_model
 
@@ -75,6 +76,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         f"  tiny: {{path: '{model}', mmproj: '{mmproj}'}}\n"
         f"  tiny-text: {{path: '{text}'}}\n"
         f"  boxes: {{model: openai/grounder, api_base: '{upstream.base}', api_key: sk-up, vision: true}}\n"
+        "fetch: {allow_hosts: [127.0.0.1]}\n"
     )
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "VLMKIT_HOME": str(tmp / "home")}
@@ -221,6 +223,7 @@ def test_drop_a_photo_inspect_it_chat_and_stop(page: Page, served: Served, shots
     expect(stats).to_contain_text("images 0 encoded, 1 reused")  # prepared when inspected for 'tiny'
     assert len(answer_text(page).split()) >= 12
     expect(page.locator("#thumbs .sent")).to_have_text("in the chat")
+    assert len(served.api("GET", "/v1/files").json()["data"]) == 1  # sent by its id, not uploaded again
     page.screenshot(path=shots / "2-answer.png", full_page=True)
 
     # a long one: tokens stream in, Stop ends it, and the server stops generating
@@ -275,7 +278,7 @@ def test_a_heic_is_picked_shown_and_converted_for_the_chosen_model(page: Page, s
     page.screenshot(path=shots / "5-heic.png", full_page=True)
 
 
-def test_boxes_in_an_answer_are_drawn_on_the_original(page: Page, shots: Path) -> None:
+def test_boxes_in_an_answer_are_drawn_on_the_original(page: Page, served: Served, shots: Path) -> None:
     use_key(page)
     drop(page, photo_path("grace_hopper.jpg"), "image/jpeg")
     expect(page.locator("#inspect-table tbody tr")).to_have_count(7)
@@ -295,6 +298,57 @@ def test_boxes_in_an_answer_are_drawn_on_the_original(page: Page, shots: Path) -
     ]
     page.locator("#messages .grounded").scroll_into_view_if_needed()
     page.screenshot(path=shots / "6-boxes.png", full_page=True)
+    # the upload went to the provider rendered for it, with the detail setting on the image
+    sent = served.upstream.requests[-1]["messages"][-1]["content"]
+    image = next(part["image_url"] for part in sent if part["type"] == "image_url")
+    assert image["url"].startswith("data:image/jpeg;base64,") and image["detail"] == "auto"
+
+
+def test_a_pasted_screenshot_and_an_image_url_are_added(page: Page, image_server: ImageServer, shots: Path) -> None:
+    use_key(page)
+    png = encode(Image.open(photo_path("coffee.png")).convert("RGB"), "PNG")
+    page.evaluate(
+        """(b64) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const data = new DataTransfer();
+            data.items.add(new File([bytes], "image.png", { type: "image/png" }));
+            document.dispatchEvent(new ClipboardEvent("paste", { clipboardData: data }));
+        }""",
+        base64.b64encode(png).decode(),
+    )
+    expect(page.locator("#thumbs li")).to_have_count(1)
+    expect(page.locator("#inspect-summary")).to_contain_text("image.png: image/png")
+    # an image server on 127.0.0.1, which the server's config allows it to fetch from
+    page.fill("#url", image_server.url("rocket.jpg"))
+    page.press("#url", "Enter")
+    expect(page.locator("#thumbs li")).to_have_count(2)
+    expect(page.locator("#inspect-summary")).to_contain_text("rocket.jpg: image/jpeg, 640×427")
+    expect(row(page, "openai").locator("td").nth(3)).to_have_text("untouched")
+    assert "/rocket.jpg" in image_server.served  # fetched by the server (the page's <img> may ask too)
+    # a URL the server will not fetch is refused with the server's reason, and not added
+    page.fill("#url", "http://10.1.2.3/secret.jpg")
+    page.press("#url", "Enter")
+    expect(page.locator("#status")).to_contain_text("allow_hosts")
+    expect(page.locator("#thumbs li")).to_have_count(2)
+    page.screenshot(path=shots / "8-paste-and-url.png", full_page=True)
+
+
+def test_a_json_schema_shapes_the_answer_and_a_broken_one_is_not_sent(page: Page, shots: Path) -> None:
+    use_key(page)
+    page.click("#settings summary")
+    page.fill("#schema", "{not json")
+    page.fill("#prompt", "Yes or no?")
+    page.press("#prompt", "Enter")
+    expect(page.locator("#status")).to_contain_text("Not sent: the JSON schema is not valid JSON")
+    expect(page.locator("#messages li")).to_have_count(0)
+    schema = '{"type": "object", "properties": {"yes": {"type": "boolean"}}, "required": ["yes"]}'
+    page.fill("#schema", schema)
+    page.fill("#max-tokens", "64")
+    page.press("#prompt", "Enter")
+    expect(page.locator("#messages li.assistant .stats")).to_contain_text("stop: eosFound", timeout=120_000)
+    answer = json.loads(answer_text(page))
+    assert set(answer) == {"yes"} and isinstance(answer["yes"], bool)
+    page.screenshot(path=shots / "9-json-schema.png", full_page=True)
 
 
 def test_box_formats_parse_to_fractions_of_the_image(page: Page) -> None:

@@ -201,6 +201,7 @@ async function inspect(image) {
 
 function clearInspection() {
   $("#inspect-table tbody").replaceChildren();
+  $(".table-wrap").hidden = true;
   $("#inspect-summary").textContent = "Add an image to see what each target would be sent.";
   $("#preview").hidden = true;
 }
@@ -265,6 +266,7 @@ function showInspection(image) {
     return tr;
   });
   $("#inspect-table tbody").replaceChildren(...rows);
+  $(".table-wrap").hidden = false;
 }
 
 async function showPreview(t, label) {
