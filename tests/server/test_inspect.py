@@ -134,6 +134,9 @@ def test_a_gateway_model_is_priced_by_its_provider_and_a_text_model_says_it_sees
     gw = rows(body)["model"]
     assert (gw["kind"], gw["token_rule"], gw["tokens"]) == ("gateway", "openai", 765)  # openai/up-model
     assert gw["price_model"] is None  # 'up-model' is not in the price table
+    budget = inspect_upload(client, RETINA.read_bytes(), model="gw", image_max_tokens="64")
+    assert budget.status_code == 400
+    assert error_of(budget)["param"] == "image_max_tokens" and "applies to local models" in error_of(budget)["message"]
     text = inspect_upload(client, RETINA.read_bytes(), model="tiny-text", targets="openai").json()
     assert rows(text)["model"]["error"] == "'tiny-text' does not take images" and rows(text)["model"]["preview"] is None
 

@@ -401,3 +401,6 @@ def test_keyboard_alone_reaches_every_control(page: Page) -> None:
     with page.expect_file_chooser() as chooser:
         page.keyboard.press("Enter")
     assert chooser.value.is_multiple()
+    assert "pick" not in reached  # the file input itself is hidden: the drop zone stands for it
+    with page.expect_file_chooser():
+        page.get_by_text("Choose images").click()  # and so does its label, for a mouse

@@ -17,6 +17,7 @@ The report is the providers layer's (:func:`vlmkit.providers.inspect.inspect_ima
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -60,25 +61,26 @@ def _json(obj: object, status: int = 200) -> Response:
 async def inspect(request: Request, state: ServerState) -> Response:
     image_bytes, fields = await _received(request)  # holding no slot while the body arrives
     req = _read_fields(fields)
+    chosen = _chosen(state, req) if req.model is not None else None
     size = len(image_bytes) if image_bytes is not None else len(str(fields.get("image", "")))
     async with image_slot(state, size):
         handle, file_id = await _image(state, image_bytes, fields)
-        preview = req.preview or ("url" if file_id else "data_url")
         targets = [target_named(n) for n in req.targets]
-        chosen = _chosen(state, req) if req.model is not None else None
-        if chosen is not None and chosen[1] is not None:
-            targets.append(chosen[1])
+        if chosen is not None and chosen.target is not None:
+            targets.append(chosen.target)
         report = await anyio.to_thread.run_sync(lambda: inspect_image(handle, targets, req.detail))
         rows: list[dict[str, Any]] = report["targets"]
-        if chosen is not None:
-            rows = _with_model(rows, chosen[0], chosen[1] is not None)
-            if chosen[0]["kind"] == "local" and chosen[1] is not None and req.measure:
+        if chosen is not None and chosen.target is None:
+            rows.append({**chosen.about, "target": "model", "error": f"{chosen.name!r} does not take images"})
+        elif chosen is not None:
+            rows[-1].update(chosen.about, target="model")
+            if chosen.about["kind"] == "local" and req.measure:
                 await _measure(state, req, handle, rows[-1])
-        pairs = list(zip(rows, targets, strict=False))  # a model that takes no images has a row and no target
-        previews = await anyio.to_thread.run_sync(lambda: [_preview(preview, file_id, *p, req, handle) for p in pairs])
-        for i, row in enumerate(rows):
-            row["preview"] = previews[i] if i < len(previews) else None
-        report["targets"] = rows
+        how = req.preview or ("url" if file_id else "data_url")
+        pairs = list(zip(rows, targets, strict=False))
+        previews = await anyio.to_thread.run_sync(lambda: [_preview(how, file_id, *p, req, handle) for p in pairs])
+        for row, url in itertools.zip_longest(rows, previews):  # a model that sees nothing has no preview
+            row["preview"] = url
     return _json({"object": "image.inspection", "file_id": file_id, **report, "prices": prices_source()})
 
 
@@ -95,9 +97,9 @@ async def preview(request: Request, state: ServerState) -> Response:
     name = q.get("target", "")
     if name == "model":
         chosen = _chosen(state, req) if req.model is not None else None
-        if chosen is None or chosen[1] is None:
+        if chosen is None or chosen.target is None:
             raise APIError("target=model needs '&model=' naming a served vision model", 400, param="model")
-        target = chosen[1]
+        target = chosen.target
     else:
         target = _target(name, "target")
     rendered = await anyio.to_thread.run_sync(lambda: stored.image.render(target.policy))
@@ -208,28 +210,32 @@ async def _image(state: ServerState, data: bytes | None, fields: dict[str, Any])
 # --- the chosen model ----------------------------------------------------------------------------
 
 
-def _chosen(state: ServerState, req: InspectRequest) -> tuple[dict[str, Any], Target | None]:
-    """What the chosen model is, and its target (None when it takes no images)."""
+@dataclass(frozen=True)
+class Chosen:
+    """The model the request names: what it is, and its target (None when it takes no images)."""
+
+    name: str
+    about: dict[str, Any]
+    target: Target | None
+
+
+def _chosen(state: ServerState, req: InspectRequest) -> Chosen:
     assert req.model is not None
     name = req.model
     if state.gateway.has(name):
-        about = {"model": name, "kind": "gateway", "vision": state.gateway.vision(name)}
-        upstream = state.settings.gateway[name].deployments[0].model
-        return about, model_target(upstream, name=name) if about["vision"] else None
+        for field in ("image_max_tokens", "image_min_tokens"):
+            if getattr(req.config, field) is not None:  # as the chat route says of them
+                raise APIError(f"{field!r} applies to local models; for a gateway model leave it out", 400, param=field)
+        vision = state.gateway.vision(name)
+        upstream = state.settings.gateway[name].deployments[0].model  # the first deployment's provider
+        about = {"model": name, "kind": "gateway", "vision": vision}
+        return Chosen(name, about, model_target(upstream, name=name) if vision else None)
     entry = state.local.find(name)
     if entry is None:
         raise state.unknown_model(name)
-    about = {"model": name, "kind": "local", "vision": entry.vision}
     policy = policy_for(DETAIL_LONG_EDGE[req.detail])
-    return about, Target(name, policy, None, None) if entry.vision else None
-
-
-def _with_model(rows: list[dict[str, Any]], about: dict[str, Any], sees: bool) -> list[dict[str, Any]]:
-    if sees:
-        rows[-1] = {**rows[-1], **about, "target": "model"}
-    else:
-        rows.append({**about, "target": "model", "error": f"{about['model']!r} does not take images"})
-    return rows
+    about = {"model": name, "kind": "local", "vision": entry.vision}
+    return Chosen(name, about, Target(name, policy, None, None) if entry.vision else None)
 
 
 async def _measure(state: ServerState, req: InspectRequest, handle: ImageHandle, row: dict[str, Any]) -> None:

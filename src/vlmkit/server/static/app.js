@@ -147,7 +147,12 @@ async function addFiles(files) {
 }
 
 async function addURL(url) {
-  const name = decodeURIComponent(new URL(url).pathname.split("/").pop() || url);
+  let name;
+  try {
+    name = decodeURIComponent(new URL(url).pathname.split("/").pop() || url);
+  } catch {
+    return say(`${url} is not a URL: give an http(s):// address of an image.`, true);
+  }
   const image = { url, name, display: url, sent: false };
   try {
     await inspect(image); // the server fetches it: a URL it refuses is said here, not in the chat
