@@ -97,7 +97,7 @@ export async function streamChat(body, signal, onChunk) {
       if (!data) continue;
       if (data === "[DONE]") return;
       const event = JSON.parse(data);
-      if (event.error) throw new ApiError(event.error.code === "context_length_exceeded" ? 400 : 500, event);
+      if (event.error) throw new ApiError(200, event); // the stream had started: its status was 200
       onChunk(event);
     }
   }

@@ -542,6 +542,7 @@ function wire() {
   });
   $("#model").addEventListener("change", () => state.selected && select(state.selected));
   $("#detail").addEventListener("change", () => state.selected && select(state.selected));
+  $("#image-max-tokens").addEventListener("change", () => state.selected && select(state.selected));
   $("#chat-form").addEventListener("submit", (e) => {
     e.preventDefault();
     send();
