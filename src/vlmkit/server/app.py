@@ -20,7 +20,16 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from vlmkit.server import lmstudio_ws, metrics, routes_chat, routes_files, routes_models, routes_usage
+from vlmkit.server import (
+    lmstudio_ws,
+    metrics,
+    playground,
+    routes_chat,
+    routes_files,
+    routes_inspect,
+    routes_models,
+    routes_usage,
+)
 from vlmkit.server.auth import APIKeyMiddleware
 from vlmkit.server.config import ServerSettings
 from vlmkit.server.errors import error_response, response_for
@@ -60,6 +69,8 @@ ROUTES = [
     *metrics.ROUTES,
     *routes_usage.ROUTES,
     *lmstudio_ws.ROUTES,
+    *routes_inspect.ROUTES,
+    *playground.ROUTES,
 ]
 
 
