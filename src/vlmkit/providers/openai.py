@@ -12,7 +12,9 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+from vlmkit._types import Detail
 from vlmkit.images.document import PDF_MIME
+from vlmkit.images.policy import ImagePolicy
 from vlmkit.providers.base import Event, ProviderConfig, WireRequest
 from vlmkit.providers.jsonbody import Blob, dig
 from vlmkit.providers.rendering import reference_error, render
@@ -93,6 +95,14 @@ def _message(m: Message, cfg: ProviderConfig) -> dict[str, Any]:
     return {"role": m.role, "content": parts}
 
 
+def image_policy(cfg: ProviderConfig, detail: Detail | None) -> ImagePolicy:
+    """The policy an image is rendered with: the provider's, within 512 px where low detail is sent."""
+    policy = cfg.policy
+    if detail == "low" and cfg.options.get("detail", False):
+        policy = policy.replace(max_long_edge=min(policy.max_long_edge or LOW_DETAIL_EDGE, LOW_DETAIL_EDGE))
+    return policy
+
+
 def _image(image: ImageInput, cfg: ProviderConfig) -> dict[str, Any]:
     detail = image.detail if cfg.options.get("detail", False) else None
     url: str | Blob
@@ -101,10 +111,7 @@ def _image(image: ImageInput, cfg: ProviderConfig) -> dict[str, Any]:
     elif image.handle is not None and image.handle.is_reference:
         raise reference_error(image, cfg.provider, "send the image's bytes, a data URL or an https URL instead")
     else:
-        policy = cfg.policy
-        if detail == "low":
-            policy = policy.replace(max_long_edge=min(policy.max_long_edge or LOW_DETAIL_EDGE, LOW_DETAIL_EDGE))
-        url = Blob(render(image, policy).data_url)
+        url = Blob(render(image, image_policy(cfg, image.detail)).data_url)
     return {"url": url, "detail": detail} if detail else {"url": url}
 
 

@@ -114,7 +114,7 @@ class ProviderBackend:
         on_first_token: Callable[[], None],
         cancel: CancelToken,
     ) -> PredictionResult:
-        from vlmkit.providers import completion
+        from vlmkit.providers import completion, sent_images
 
         t0 = time.perf_counter()
         refuse_token_bounds(config)
@@ -145,7 +145,9 @@ class ProviderBackend:
         finally:
             with contextlib.suppress(Exception):
                 stream.close()
-        return _result(key, "".join(pieces), config, finish, usage, cancel.cancelled, t0, t_first, self.get_info(key))
+        result = _result(key, "".join(pieces), config, finish, usage, cancel.cancelled, t0, t_first, self.get_info(key))
+        result.sent_images = sent_images(key, chat, **self.options)  # for prediction.boxes
+        return result
 
     def prepare(self, key: str, image: ImageHandle, config: PredictionConfig) -> PreparedImageInfo:
         raise ModelCapabilityError(
