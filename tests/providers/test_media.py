@@ -122,3 +122,26 @@ def test_gemini_gets_a_video_itself_and_anthropic_its_frames(wire: Builder) -> N
     kinds = [next(iter(p)) for p in body["contents"][0]["parts"]]
     assert kinds == ["text", "text", "inline_data", "text", "inline_data"]
     assert body["contents"][0]["parts"][2]["inline_data"]["mime_type"] == "image/jpeg"
+
+
+def test_an_openai_file_part_carrying_a_pdf_is_a_document(wire: Builder, pdf: bytes) -> None:
+    part = {"type": "file", "file": {"filename": "invoice.pdf", "file_data": "data:application/pdf;base64," + b64(pdf)}}
+    messages = [{"role": "user", "content": [{"type": "text", "text": "What is the total?"}, part]}]
+    _, _, body = wire("anthropic/claude-sonnet-4-5", messages, api_key="k")
+    assert body["messages"][0]["content"][1] == {
+        "type": "document",
+        "source": {"type": "base64", "media_type": "application/pdf", "data": b64(pdf)},
+    }
+    check(body, anthropic_types.MessageCreateParamsNonStreaming)
+    _, _, body = wire("xai/grok-2-vision-latest", messages, api_key="k")
+    kinds = [p["type"] for p in body["messages"][0]["content"]]
+    assert kinds == ["text"] + ["text", "image_url"] * 3
+    openai_check(body)
+
+
+def test_a_damaged_pdf_in_a_file_part_names_its_place(wire: Builder, pdf: bytes) -> None:
+    part = {"type": "file", "file": {"file_data": "data:application/pdf;base64," + b64(pdf[: len(pdf) // 2])}}
+    with pytest.raises(vk.errors.InvalidDocumentError) as caught:
+        wire("anthropic/claude-sonnet-4-5", [{"role": "user", "content": [part]}], api_key="k")
+    assert caught.value.location == "messages[0].content[0]" and caught.value.status_code == 400
+    assert "truncated or damaged" in str(caught.value)
