@@ -23,6 +23,7 @@ from vlmkit.images.render import needs_change
 from vlmkit.images.resolve import ResolveOptions, aresolve_images, resolve_images
 from vlmkit.providers.base import ProviderConfig, ProviderModule
 from vlmkit.providers.jsonbody import encode_json
+from vlmkit.providers.media import check_image_count
 from vlmkit.providers.registry import module, resolve
 from vlmkit.providers.rendering import render, sent_policy
 from vlmkit.providers.request import CompletionRequest, Params, request_messages, request_params
@@ -265,6 +266,7 @@ def _request(
     cfg: ProviderConfig, chat: Chat, settings: Params, stream: bool, extra_body: Mapping[str, Any] | None
 ) -> CompletionRequest:
     messages = request_messages(chat, cfg.provider)
+    check_image_count(sum(len(m.images) for m in messages), cfg.provider)
     return CompletionRequest(cfg.model, messages, settings, stream, dict(extra_body or {}))
 
 
