@@ -12,10 +12,12 @@ from vlmkit._version import __version__
 from vlmkit.chat import Chat
 from vlmkit.client import (
     LLM,
+    ActResult,
     AsyncClient,
     AsyncLLM,
     AsyncPredictionStream,
     Client,
+    FunctionTool,
     PredictionStream,
     configure_default_client,
     get_default_client,
@@ -73,9 +75,11 @@ from vlmkit.prediction import (
     StopReason,
 )
 from vlmkit.providers import acompletion, completion, supports_vision
+from vlmkit.tools import ToolCall, ToolChoice, ToolDefinition, tool_from_function
 
 __all__ = [
     "LLM",
+    "ActResult",
     "AsyncClient",
     "AsyncLLM",
     "AsyncPredictionStream",
@@ -87,6 +91,7 @@ __all__ = [
     "ContextLengthError",
     "DefaultClientAlreadyCreatedError",
     "Document",
+    "FunctionTool",
     "ImageError",
     "ImageFetchError",
     "ImageFormatMismatchError",
@@ -116,6 +121,9 @@ __all__ = [
     "RenderedImage",
     "StopReason",
     "StructuredOutputError",
+    "ToolCall",
+    "ToolChoice",
+    "ToolDefinition",
     "UnknownFileError",
     "UnsupportedImageError",
     "Video",
@@ -134,4 +142,5 @@ __all__ = [
     "prepare_image",
     "prepare_video",
     "supports_vision",
+    "tool_from_function",
 ]

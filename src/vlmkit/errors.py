@@ -280,6 +280,24 @@ class DefaultClientAlreadyCreatedError(ClientError):
     """``configure_default_client`` was called after the default client was already in use."""
 
 
+# --- tools --------------------------------------------------------------------------------------
+
+
+class InvalidToolError(BadRequestError):
+    """A tool definition, a tool call or a tool result is malformed: a schema that is not JSON Schema,
+    arguments that do not parse as JSON, a tool result answering no call, a ``tool_choice`` naming no
+    tool. ``location`` names the part (``tools[1].function.parameters``, ``messages[3].tool_call_id``)."""
+
+
+# --- batch --------------------------------------------------------------------------------------
+
+
+class BatchJobError(ProviderError):
+    """A provider's batch job ended without answering a request (failed, expired or cancelled)."""
+
+    status_code = 502
+
+
 # --- media: grounding, documents, video -----------------------------------------------------------
 
 

@@ -6,15 +6,20 @@ into a :class:`~vlmkit.chat.Chat` and the settings into a :class:`~vlmkit.predic
 :func:`request_messages` / :func:`request_params` give the provider modules their view of it. An
 image is an :class:`ImageInput`: a validated :class:`ImageHandle`, or an ``http(s)`` URL kept as it
 is for providers that fetch URLs themselves. Nothing here touches the network or the disk.
+
+Tools travel as vlmkit's values (:mod:`vlmkit.tools`): the request's ``tools`` and ``tool_choice``,
+an assistant message's ``tool_calls``, and a ``tool`` message's ``tool_call_id`` with the name of the
+tool it answers (``tool_name``: Gemini and Ollama name a result by its tool, not by its call).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 from vlmkit._types import Detail
-from vlmkit.chat import Chat, ImagePart, MediaPart, Role, TextPart
+from vlmkit.chat import Chat, ImagePart, MediaPart, Role, TextPart, tool_results
 from vlmkit.chat import Part as ChatPart
 from vlmkit.errors import InvalidMessageError
 from vlmkit.images import ImageHandle
@@ -22,6 +27,7 @@ from vlmkit.images.document import Document
 from vlmkit.images.video import Video
 from vlmkit.prediction import PredictionConfig
 from vlmkit.providers.media import sends_native
+from vlmkit.tools import ToolCall, ToolChoice, ToolDefinition
 from vlmkit.wire.openai_chat import config_to_openai
 
 
@@ -58,6 +64,10 @@ Part = TextInput | ImageInput | MediaInput
 class Message:
     role: Role
     content: list[Part]
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    tool_call_id: str | None = None
+    tool_name: str | None = None
+    """For a ``tool`` message: the name of the tool whose call it answers."""
 
     @property
     def text(self) -> str:
@@ -87,6 +97,9 @@ class Params:
     user: str | None = None
 
 
+_PARAMS = frozenset(f.name for f in dataclasses.fields(Params))
+
+
 @dataclass
 class CompletionRequest:
     """A provider-neutral chat completion request."""
@@ -98,6 +111,12 @@ class CompletionRequest:
     stream: bool = False
     extra_body: dict[str, Any] = field(default_factory=dict)
     """Provider-specific fields merged into the top level of the wire body as they are."""
+    tools: tuple[ToolDefinition, ...] = ()
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    n: int = 1
+    """How many choices: sent as ``n`` where the provider takes it (its route's ``n`` option), else
+    the request is repeated (see :mod:`vlmkit.providers.call`)."""
 
     @property
     def images(self) -> list[ImageInput]:
@@ -116,6 +135,7 @@ def request_messages(chat: Chat, provider: str = "") -> list[Message]:
     """
     if not chat.messages:
         raise InvalidMessageError("the chat is empty: add at least one message")
+    answers = tool_results(chat.messages)
     out = []
     for i, m in enumerate(chat.messages):
         parts: list[Part] = []
@@ -134,10 +154,12 @@ def request_messages(chat: Chat, provider: str = "") -> list[Message]:
                 parts.append(ImageInput(p.image, None, p.detail, None, f"messages[{i}].content[{j}]"))
             else:
                 parts.append(ImageInput(None, p.url, p.detail, p.format, p.location or f"messages[{i}].content[{j}]"))
-        out.append(Message(m.role, parts))
+        answered = answers.get(i)
+        out.append(Message(m.role, parts, list(m.tool_calls), m.tool_call_id, answered.name if answered else None))
     return out
 
 
 def request_params(config: PredictionConfig, user: str | None = None) -> Params:
-    """The provider modules' view of the settings: OpenAI's names, as OpenAI's request has them."""
-    return Params(**config_to_openai(config), user=user)
+    """The provider modules' view of the settings: OpenAI's names, as OpenAI's request has them (the
+    tools are the request's own fields)."""
+    return Params(**{k: v for k, v in config_to_openai(config).items() if k in _PARAMS}, user=user)
