@@ -7,6 +7,7 @@ detail), so the box comes back in the original photo's pixels.
 
 from __future__ import annotations
 
+import base64
 import io
 from typing import Any
 
@@ -40,3 +41,17 @@ def test_a_box_in_the_sent_image_comes_back_in_the_original(
     assert grounding.parse(result.content, seen, "pixels") == [grounding.Box(2000, 0, 4000, 3000)]
     with pytest.raises(vk.errors.GroundingError, match="does not know how 'openai/gpt-4o' writes coordinates"):
         _ = result.boxes  # GPT-4o has no convention of its own: say which with grounding.parse
+
+
+def test_a_config_detail_reaches_a_document_s_pages(openai_server: list[dict[str, Any]]) -> None:
+    from tests.media import PageSpec, make_pdf
+
+    pdf = make_pdf([PageSpec(text="One"), PageSpec(text="Two")])
+    doc = vk.prepare_document(pdf, pages="2", dpi=150)  # one page of two: it goes as an image
+    chat = vk.Chat()
+    chat.add_user_message("Read it.", images=[doc])
+    vk.llm("openai/gpt-4o").respond(chat, config={"detail": "low"})
+    (part,) = [p for p in openai_server[-1]["messages"][-1]["content"] if p["type"] == "image_url"]
+    assert part["image_url"]["detail"] == "low"
+    page = Image.open(io.BytesIO(base64.b64decode(part["image_url"]["url"].partition(",")[2])))
+    assert max(page.size) == 512  # OpenAI's low detail, applied to the page

@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vlmkit.chat import Chat, ImagePart
+from vlmkit.chat import Chat, ImagePart, MediaPart
 from vlmkit.client.backend import CancelToken, FragmentCallback
 from vlmkit.errors import ClientError, InvalidSettingError, ModelCapabilityError
 from vlmkit.images import ImageHandle
@@ -187,7 +187,7 @@ def with_detail(chat: Chat, detail: Detail | None) -> Chat:
     out = chat.copy()
     for message in out.messages:
         message.content = [
-            replace(part, detail=detail) if isinstance(part, ImagePart) and part.detail is None else part
+            replace(part, detail=detail) if isinstance(part, (ImagePart, MediaPart)) and part.detail is None else part
             for part in message.content
         ]
     return out
