@@ -16,7 +16,7 @@ import math
 from vlmkit._types import Detail
 from vlmkit.errors import VlmkitError
 from vlmkit.images.handle import ImageHandle
-from vlmkit.images.policy import ANTHROPIC
+from vlmkit.images.policy import ANTHROPIC, ImagePolicy
 
 
 def estimate_image_tokens(handle: ImageHandle, target: str, detail: Detail = "auto") -> int:
@@ -54,3 +54,11 @@ def gemini_tokens(width: int, height: int, detail: Detail = "auto") -> int:
 
 
 ESTIMATORS = {"openai": openai_tokens, "anthropic": anthropic_tokens, "gemini": gemini_tokens}
+
+
+def tokens_at(target: ImagePolicy | None, width: int, height: int) -> int | None:
+    """Tokens an image of ``width`` x ``height`` costs once rendered for ``target`` (a policy named as
+    an estimator: ``openai``, ``anthropic``, ``gemini``); None where there is no estimate."""
+    if target is None or target.name not in ESTIMATORS:
+        return None
+    return ESTIMATORS[target.name](*target.target_size(width, height), "auto")
