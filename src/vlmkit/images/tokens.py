@@ -16,7 +16,7 @@ import math
 from vlmkit._types import Detail
 from vlmkit.errors import VlmkitError
 from vlmkit.images.handle import ImageHandle
-from vlmkit.images.policy import ANTHROPIC
+from vlmkit.images.policy import ANTHROPIC, ImagePolicy
 
 
 def estimate_image_tokens(handle: ImageHandle, target: str, detail: Detail = "auto") -> int:
@@ -55,3 +55,11 @@ def gemini_tokens(width: int, height: int, detail: Detail = "auto") -> int:
 
 TOKEN_RULES = {"openai": openai_tokens, "anthropic": anthropic_tokens, "gemini": gemini_tokens}
 """The documented token rules by name: each takes the width and height that are sent, and ``detail``."""
+
+
+def tokens_at(target: ImagePolicy | None, width: int, height: int) -> int | None:
+    """Tokens an image of ``width`` x ``height`` costs once rendered for ``target`` (a policy named as
+    an estimator: ``openai``, ``anthropic``, ``gemini``); None where there is no estimate."""
+    if target is None or target.name not in TOKEN_RULES:
+        return None
+    return TOKEN_RULES[target.name](*target.target_size(width, height), "auto")

@@ -272,7 +272,7 @@ class Gateway:
         from vlmkit.providers.registry import resolve
 
         d = replica.deployment
-        images = [p.image for m in chat.messages for p in m.content if isinstance(p, ImagePart)]
+        images = [p.image for m in chat.messages for p in m.flat_content if isinstance(p, ImagePart)]
         if not images:
             return
         policy = resolve(d.model, api_base=d.api_base, api_key=d.api_key or "-").policy

@@ -109,6 +109,8 @@ async def resolve_one(src: ImageSource, files: FileStore, *, fetch: FetchOptions
     options = ResolveOptions(fetch=fetch, max_pixels=max_pixels, lookup=_sources(files, None))
     handle = await aresolve_image(src, options)
     assert handle is not None  # http(s) URLs are fetched here, never kept as references
+    if not isinstance(handle, ImageHandle):  # a PDF: several pages, not one image
+        raise _bad("this is a PDF document, not an image; send one of its pages as an image", src.location)
     return handle
 
 
