@@ -247,3 +247,12 @@ def test_a_hugging_face_dataset_with_an_image_feature(home: Path, tmp_path: Path
     raw = ds.cast_column("image", datasets.Image(decode=False))  # {"bytes", "path"} dicts: the path names the row
     summary = batch.run(raw, tmp_path / "raw.jsonl", model=MODEL, config=FAST)
     assert summary.done == 2 and {r["input"] for r in lines(tmp_path / "raw.jsonl")} == {str(p) for p in paths}
+
+
+def test_an_unknown_local_model_stops_the_run_before_any_row(home: Path, tmp_path: Path) -> None:
+    from vlmkit.errors import ModelNotFoundError
+
+    distinct_images(tmp_path / "img", 1)
+    with pytest.raises(ModelNotFoundError, match="no-such-model"):
+        batch.run(tmp_path / "img", tmp_path / "o.jsonl", model="local/no-such-model")
+    assert (tmp_path / "o.jsonl").read_text() == ""  # no row was recorded

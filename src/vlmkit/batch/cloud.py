@@ -48,6 +48,7 @@ from vlmkit.batch.runner import (
     error_of,
     read_image,
     sent_as,
+    task_group,
 )
 from vlmkit.errors import BadRequestError, BatchJobError, VlmkitError
 from vlmkit.prediction import PredictionConfig
@@ -106,12 +107,14 @@ class _Sending:
     jobs: list[str] = field(default_factory=list)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    async def add(self, cid: str, line: bytes) -> None:
+    def check(self, line: bytes) -> None:
         if len(line) + 1 > self.api.max_bytes:
             raise BadRequestError(
-                f"the request is {len(line):,} bytes, more than a batch file may hold ({self.api.max_bytes:,}); "
+                f"the request is {len(line):,} bytes, more than a batch job may hold ({self.api.max_bytes:,}); "
                 "send it without --mode batch"
             )
+
+    async def add(self, cid: str, line: bytes) -> None:
         async with self.lock:
             if len(self.lines) >= self.api.max_requests or self.size + len(line) + 1 > self.api.max_bytes:
                 await self._submit()
@@ -211,11 +214,13 @@ async def arun_cloud(
                         return
                     try:
                         line, sent[cid] = await anyio.to_thread.run_sync(_line, api, job, k, params, api_base, api_key)
-                        await sending.add(cid, line)
-                    except VlmkitError as exc:
+                        sending.check(line)
+                    except VlmkitError as exc:  # this row's request cannot be made: its error
                         _finish(runner, waiting.pop(cid), {**k.base, "error": error_of(exc)})
+                        return
+                    await sending.add(cid, line)  # an upload the API refuses stops the run: rerun to go on
 
-            async with anyio.create_task_group() as tg:
+            async with task_group() as tg:
                 for row in todo:
                     tg.start_soon(one, row)
             await sending.flush()
@@ -236,7 +241,7 @@ async def arun_cloud(
                         error = BatchJobError(why, provider=cfg.provider)
                         _finish(runner, keyed, {**keyed[0].base, "error": error_of(error)})
 
-            async with anyio.create_task_group() as tg:
+            async with task_group() as tg:
                 for job_id in [*earlier, *sending.jobs]:
                     tg.start_soon(collect, job_id)
             records = manifest.records()

@@ -21,14 +21,16 @@ run loses only the rows it had in flight.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.abc
 
 from vlmkit.batch.estimate import image_tokens
 from vlmkit.batch.inputs import Row, read_rows
@@ -338,7 +340,7 @@ class Runner:
             finally:
                 slots.release()
 
-        async with anyio.create_task_group() as tg:
+        async with task_group() as tg:
             for row in rows:
                 await slots.acquire()
                 tg.start_soon(one, row)
@@ -393,6 +395,22 @@ class Runner:
             self.progress.add(failed=1, duplicates=int("duplicate_of" in record))
         else:
             self.progress.add(done=1, duplicates=int("duplicate_of" in record))
+
+
+@contextlib.asynccontextmanager
+async def task_group() -> AsyncIterator[anyio.abc.TaskGroup]:
+    """anyio's task group, whose one failure comes out as itself (a ``VlmkitError`` the command line
+    reports in one line) rather than inside an exception group."""
+    try:
+        async with anyio.create_task_group() as tg:
+            yield tg
+    except Exception as exc:
+        inner: BaseException = exc
+        while isinstance(getattr(inner, "exceptions", None), tuple) and len(inner.exceptions) == 1:  # type: ignore[attr-defined]
+            inner = inner.exceptions[0]  # type: ignore[attr-defined]
+        if inner is not exc and isinstance(inner, VlmkitError):
+            raise inner from exc
+        raise
 
 
 async def read_image(row: Row, fetch: FetchOptions | None) -> ImageHandle:
