@@ -53,6 +53,7 @@ def test_bad_rows_are_error_records_and_the_rest_completes(home: Path, tmp_path:
         r = records[i]
         assert "error" not in r and isinstance(r["answer"], str)
         assert r["usage"]["completion_tokens"] <= 2 and r["sent"]["image_tokens"] > 0
+        assert r["finish"] in ("length", "stop")
         assert len(r["image"]) == 64 and len(r["key"]) == 64
 
 

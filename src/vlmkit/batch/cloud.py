@@ -46,6 +46,7 @@ from vlmkit.batch.runner import (
     answered,
     duplicate,
     error_of,
+    provider_params,
     read_image,
     sent_as,
     task_group,
@@ -181,7 +182,7 @@ async def arun_cloud(
     api = api_for(cfg)
     api.max_requests = min(api.max_requests, max_requests or api.max_requests)
     api.max_bytes = min(api.max_bytes, max_bytes or api.max_bytes)
-    params = _params(job)
+    params = provider_params(job)
     out = Path(output)
     manifest_path = journal_path(out)
     started = time.monotonic()
@@ -253,14 +254,6 @@ async def arun_cloud(
     return BatchSummary(out, len(rows), c.done, c.failed, c.skipped, c.duplicates, time.monotonic() - started)
 
 
-def _params(job: BatchJob) -> dict[str, Any]:
-    from vlmkit.client.backends.providers import refuse_token_bounds
-    from vlmkit.wire.openai_chat import config_to_openai
-
-    refuse_token_bounds(job.config)
-    return config_to_openai(job.config)
-
-
 def _wire(
     job: BatchJob, k: Keyed, params: Mapping[str, Any], api_base: str | None, api_key: str | None
 ) -> tuple[ProviderConfig, CompletionRequest, ProviderModule, WireRequest]:
@@ -317,7 +310,7 @@ async def awrite_requests(
     from vlmkit.batch.cloud_openai import OpenAIBatch
 
     job = make_job(model if "/" in model else f"hosted_vllm/{model}", prompt, system, config, response_format)
-    params = _params(job)
+    params = provider_params(job)
     base, key = "http://127.0.0.1:8000/v1", "unused"  # placeholders: nothing is sent
     cfg = request_for(job.model, [{"role": "user", "content": "."}], api_base=base, api_key=key)[0]
     api: BatchAPI = OpenAIBatch(cfg)

@@ -42,7 +42,7 @@ from vlmkit.batch.progress import Progress
 from vlmkit.errors import BadRequestError, VlmkitError
 from vlmkit.images import ImageHandle, ImagePolicy, aprepare_image
 from vlmkit.prediction import PredictionConfig, PredictionResult, parse_structured
-from vlmkit.wire.openai_chat import config_to_openai, stats_from_openai
+from vlmkit.wire.openai_chat import config_to_openai, finish_reason_of, stats_from_openai
 
 if TYPE_CHECKING:
     from typing import TextIO
@@ -108,7 +108,7 @@ class LocalTarget:
             content=result.content,
             parsed=_parsed(result, config, self.job.model),
             usage={"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.predicted_tokens},
-            finish=stats.stop_reason.value,
+            finish=finish_reason_of(stats.stop_reason),  # OpenAI's word, as a provider's record has
             sent={"size": sizes[0], "image_tokens": stats.image_tokens} if sizes else None,
         )
 
@@ -133,10 +133,9 @@ class ProviderTarget:
         timeout: float | None = None,
         fetch: FetchOptions | None = None,
     ) -> None:
-        from vlmkit.client.backends.providers import refuse_token_bounds
         from vlmkit.providers.registry import resolve
 
-        refuse_token_bounds(job.config)
+        self.params = provider_params(job)
         self.job = job
         self.cfg: ProviderConfig = resolve(job.model, api_base=api_base, api_key=api_key)
         self.options: dict[str, Any] = {
@@ -147,7 +146,6 @@ class ProviderTarget:
             "timeout": timeout,
             "fetch": fetch,
         }
-        self.params = config_to_openai(job.config)
 
     async def start(self) -> None:
         return None
@@ -172,6 +170,14 @@ class ProviderTarget:
 
 
 Target = LocalTarget | ProviderTarget
+
+
+def provider_params(job: BatchJob) -> dict[str, Any]:
+    """The job's settings as a provider request's OpenAI fields (the engine's image token bounds refused)."""
+    from vlmkit.client.backends.providers import refuse_token_bounds
+
+    refuse_token_bounds(job.config)
+    return config_to_openai(job.config)
 
 
 def answer_of(response: ChatCompletion, job: BatchJob, sent: dict[str, Any] | None, seconds: float = 0.0) -> Answer:
