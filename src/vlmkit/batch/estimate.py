@@ -37,6 +37,7 @@ _TOKEN_TARGET = {
     "anthropic": "anthropic",
     "gemini": "gemini",
     "vertex": "gemini",
+    "vertex_ai": "gemini",
     "bedrock": "anthropic",
 }
 DEFAULT_ANSWER_TOKENS = 256
