@@ -32,7 +32,7 @@ from vlmkit.engine.owner import Lease
 from vlmkit.engine.resolve import resolve_model
 from vlmkit.errors import ModelLoadError, ModelNotFoundError, VlmkitError
 from vlmkit.images import ImageHandle
-from vlmkit.prediction import ModelInfo, PredictionConfig, PredictionFragment, PredictionResult
+from vlmkit.prediction import ModelInfo, PredictionConfig, PredictionFragment, PredictionResult, StopReason
 from vlmkit.server.config import ConfigError, ServerSettings
 from vlmkit.stream import AsyncPredictionStream, CancelToken, FragmentCallback, call_in_thread
 
@@ -77,6 +77,8 @@ class LocalModels:
             )
         self._downloaded: dict[str, LocalEntry] = {}
         self._downloaded_at = -1e9
+        self.on_result: Callable[[str, PredictionResult], None] | None = None
+        """Told of every finished prediction (from its worker thread): the server's metrics."""
         self._inflight: set[CancelToken] = set()
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -146,9 +148,18 @@ class LocalModels:
             on_fragment: FragmentCallback, on_first_token: Callable[[], None], cancel: CancelToken
         ) -> PredictionResult:
             try:
-                return self.lease.respond(name, chat, config, on_fragment=on_fragment, cancel=cancel)
+                result = self.lease.respond(name, chat, config, on_fragment=on_fragment, cancel=cancel)
+                if self.on_result is not None:
+                    self.on_result(name, result)
             finally:
                 self._end(cancel)
+            if result.stats.stop_reason is StopReason.USER_STOPPED:
+                log.info(
+                    "%s: generation stopped after %d tokens (its client went away, or the server is stopping)",
+                    name,
+                    result.stats.predicted_tokens,
+                )
+            return result
 
         return AsyncPredictionStream(work, model=name, cancel=token)
 

@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vlmkit.chat import Chat, ImagePart
+from vlmkit.chat import Chat, ImagePart, MediaPart
 from vlmkit.client.backend import CancelToken, FragmentCallback
 from vlmkit.errors import ClientError, InvalidSettingError, ModelCapabilityError
 from vlmkit.images import ImageHandle
@@ -31,7 +31,7 @@ from vlmkit.prediction import (
     StopReason,
     setting_error,
 )
-from vlmkit.wire.openai_chat import config_to_openai, stats_from_openai
+from vlmkit.wire.openai_chat import ToolCallAssembler, config_to_openai, stats_from_openai
 
 if TYPE_CHECKING:
     from vlmkit.engine import LoadOptions, ModelListing
@@ -114,7 +114,7 @@ class ProviderBackend:
         on_first_token: Callable[[], None],
         cancel: CancelToken,
     ) -> PredictionResult:
-        from vlmkit.providers import completion
+        from vlmkit.providers import completion, sent_images
 
         t0 = time.perf_counter()
         refuse_token_bounds(config)
@@ -125,11 +125,13 @@ class ProviderBackend:
         usage: Any = None
         finish: str | None = None
         t_first: float | None = None
+        calls = ToolCallAssembler()
         try:
             for chunk in stream:
                 usage = chunk.usage or usage
                 for choice in chunk.choices:
                     finish = choice.finish_reason or finish
+                    calls.feed([piece.to_dict() for piece in choice.delta.tool_calls or ()])
                     text = choice.delta.content
                     if text:
                         if t_first is None:
@@ -145,7 +147,10 @@ class ProviderBackend:
         finally:
             with contextlib.suppress(Exception):
                 stream.close()
-        return _result(key, "".join(pieces), config, finish, usage, cancel.cancelled, t0, t_first, self.get_info(key))
+        result = _result(key, "".join(pieces), config, finish, usage, cancel.cancelled, t0, t_first, self.get_info(key))
+        result.tool_calls = calls.calls()
+        result.sent_images = sent_images(key, chat, **self.options)  # for prediction.boxes
+        return result
 
     def prepare(self, key: str, image: ImageHandle, config: PredictionConfig) -> PreparedImageInfo:
         raise ModelCapabilityError(
@@ -182,7 +187,7 @@ def with_detail(chat: Chat, detail: Detail | None) -> Chat:
     out = chat.copy()
     for message in out.messages:
         message.content = [
-            replace(part, detail=detail) if isinstance(part, ImagePart) and part.detail is None else part
+            replace(part, detail=detail) if isinstance(part, (ImagePart, MediaPart)) and part.detail is None else part
             for part in message.content
         ]
     return out
