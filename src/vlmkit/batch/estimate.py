@@ -1,5 +1,7 @@
 """A batch before it is sent (``--dry-run``): how many rows, how many go out, their image tokens per
-target, and what they would cost at the list prices shipped with vlmkit (``prices.json``).
+target, and what they would cost at the list prices shipped with vlmkit
+(:mod:`vlmkit.providers.inspect`'s ``prices.json``, which has no price for a model whose image tokens
+follow another rule, such as gpt-4o-mini: no estimate rather than a wrong one).
 
 Image tokens are the providers' documented formulas (:mod:`vlmkit.images.tokens`), for OpenAI,
 Anthropic and Gemini, whatever the model, so targets can be compared; the cost uses the model's
@@ -11,12 +13,8 @@ A local model costs nothing but time. Nothing is sent and nothing is written.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +24,7 @@ from vlmkit.batch.manifest import Manifest
 from vlmkit.batch.output import journal_path
 from vlmkit.errors import VlmkitError
 from vlmkit.images import ImageHandle, aprepare_image, estimate_image_tokens
+from vlmkit.providers.inspect import batch_discount, price_of, prices_source
 
 if TYPE_CHECKING:
     from vlmkit.batch.job import BatchJob
@@ -52,23 +51,6 @@ def image_tokens(image: ImageHandle, kind: str, detail: Any = "auto") -> int:
     return estimate_image_tokens(image, _TOKEN_TARGET.get(kind, "openai"), level)
 
 
-@cache
-def price_table() -> dict[str, Any]:
-    text = resources.files("vlmkit.batch").joinpath("prices.json").read_text(encoding="utf-8")
-    table: dict[str, Any] = json.loads(text)
-    return table
-
-
-def price_of(model: str) -> tuple[float, float] | None:
-    """(input, output) USD per million tokens for ``model``: the longest key of the table it starts with."""
-    models: Mapping[str, list[float]] = price_table()["models"]
-    matches = [k for k in models if model == k or model.startswith(k + "-") or model.startswith(k + "@")]
-    if not matches:
-        return None
-    inp, out = models[max(matches, key=len)]
-    return float(inp), float(out)
-
-
 @dataclass
 class DryRun:
     model: str
@@ -86,6 +68,7 @@ class DryRun:
     text_tokens: int = 0
     answer_tokens: int = 0
     price: tuple[float, float] | None = None
+    """(input, output) US dollars per million tokens."""
     cost_usd: float | None = None
     batch_cost_usd: float | None = None
     """The cost through the provider's batch API (``--mode batch``), where it has one."""
@@ -102,7 +85,7 @@ class DryRun:
         if self.cost_usd is not None and self.price is not None:
             line = (
                 f"cost at most ${self.cost_usd:,.4f} for {self.model} "
-                f"(${self.price[0]}/M in, ${self.price[1]}/M out, prices as of {price_table()['as_of']})"
+                f"(${self.price[0]}/M in, ${self.price[1]}/M out, prices as of {prices_source()['as_of']})"
             )
             if self.batch_cost_usd is not None:
                 line += f"; ${self.batch_cost_usd:,.4f} with --mode batch"
@@ -110,7 +93,7 @@ class DryRun:
         elif self.model.startswith("local/") or "/" not in self.model:
             out.append("cost: none (a local model)")
         else:
-            out.append(f"cost: {self.model} is not in vlmkit's price table (vlmkit/batch/prices.json)")
+            out.append(f"cost: {self.model} is not in vlmkit's price table (src/vlmkit/providers/prices.json)")
         return out
 
 
@@ -161,11 +144,12 @@ async def adry_run(
             report.image_tokens[target] += image_tokens(image, target, job.config.detail)
         report.text_tokens += math.ceil((len(prompt) + len(job.system or "")) / 4)
         report.answer_tokens += answer
-    report.price = None if job.local else price_of(job.model)
-    if report.price is not None:
+    paid, answered = (None, None) if job.local else (price_of(job.model), price_of(job.model, "output"))
+    if paid is not None and answered is not None:
+        report.price = (paid, answered)
         own = report.image_tokens.get(kind, report.image_tokens["openai"])
         cost = ((own + report.text_tokens) * report.price[0] + report.answer_tokens * report.price[1]) / 1e6
         report.cost_usd = cost
-        discount = price_table()["batch_discount"].get(kind)
+        discount = batch_discount(kind)
         report.batch_cost_usd = cost * discount if discount is not None else None
     return report
