@@ -10,7 +10,7 @@ a dry run that counts and prices a batch before anything is sent. The modules, o
 :mod:`~vlmkit.batch.job` (what each row is asked), :mod:`~vlmkit.batch.runner` (the run),
 :mod:`~vlmkit.batch.limits` (rpm/tpm),
 :mod:`~vlmkit.batch.output` (JSONL, Parquet), :mod:`~vlmkit.batch.progress`,
-:mod:`~vlmkit.batch.estimate` (the dry run and price table), :mod:`~vlmkit.batch.cloud` (providers'
+:mod:`~vlmkit.batch.estimate` (the dry run), :mod:`~vlmkit.batch.cloud` (providers'
 batch APIs: :func:`run_cloud`), :mod:`~vlmkit.batch.ray` (a Ray Data stage).
 """
 

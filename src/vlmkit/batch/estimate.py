@@ -5,7 +5,7 @@ follow another rule, such as gpt-4o-mini: no estimate rather than a wrong one).
 
 Image tokens are the providers' documented formulas (:mod:`vlmkit.images.tokens`), for OpenAI,
 Anthropic and Gemini, whatever the model, so targets can be compared; the cost uses the model's
-own target. Text tokens are estimated at four characters a token, and the answer at its limit
+own rule (:func:`token_rule`). Text tokens are estimated at four characters a token, and the answer at its limit
 (``max_tokens``, else 256 a row): the cost is an upper bound of the output side, not a forecast.
 A local model costs nothing but time. Nothing is sent and nothing is written.
 """
@@ -24,31 +24,31 @@ from vlmkit.batch.manifest import Manifest
 from vlmkit.batch.output import journal_path
 from vlmkit.errors import VlmkitError
 from vlmkit.images import ImageHandle, aprepare_image, estimate_image_tokens
-from vlmkit.providers.inspect import batch_discount, price_of, prices_source
+from vlmkit.providers.inspect import batch_discount, model_target, price_of, prices_source
 
 if TYPE_CHECKING:
     from vlmkit.batch.job import BatchJob
     from vlmkit.images.fetch import FetchOptions
 
 TARGETS = ("openai", "anthropic", "gemini")
-_TOKEN_TARGET = {
-    "openai": "openai",
-    "anthropic": "anthropic",
-    "gemini": "gemini",
-    "vertex": "gemini",
-    "vertex_ai": "gemini",
-    "bedrock": "anthropic",
-}
 DEFAULT_ANSWER_TOKENS = 256
 
 
-def image_tokens(image: ImageHandle, kind: str, detail: Any = "auto") -> int:
-    """The documented token cost of ``image`` for a provider module ``kind`` (OpenAI's for the
-    OpenAI-compatible family and any provider without a published formula); 0 for a reference."""
+def image_tokens(image: ImageHandle, rule: str, detail: Any = "auto") -> int:
+    """The documented token cost of ``image`` under token rule ``rule`` (``openai``, ``anthropic``,
+    ``gemini``); 0 for a reference, whose size is unknown."""
     if image.is_reference:
         return 0
     level: Detail = detail if detail in ("low", "high") else "auto"
-    return estimate_image_tokens(image, _TOKEN_TARGET.get(kind, "openai"), level)
+    return estimate_image_tokens(image, rule, level)
+
+
+def token_rule(model: str) -> str | None:
+    """The token rule that prices a provider model's images (:func:`vlmkit.providers.inspect.model_target`
+    decides it), None where only the model's projector knows (a local model, an OpenAI-compatible server)."""
+    from vlmkit.client.backends.providers import is_provider_model
+
+    return model_target(model).token_rule if is_provider_model(model) else None
 
 
 @dataclass
@@ -110,9 +110,7 @@ async def adry_run(
     rows = list(read_rows(source, image_column=image_column))
     recorded = Manifest.peek(journal_path(Path(output)))
     report = DryRun(job.model, rows=len(rows), image_tokens=dict.fromkeys(TARGETS, 0))
-    kind = job.model.partition("/")[0] if not job.local else "local"
-    if kind not in report.image_tokens and kind != "local":
-        report.image_tokens[kind] = 0
+    rule = token_rule(job.model)
     seen: set[str] = set(recorded.answers)
     answer = job.config.max_tokens or DEFAULT_ANSWER_TOKENS
     slots = asyncio.Semaphore(concurrency)
@@ -145,11 +143,11 @@ async def adry_run(
         report.text_tokens += math.ceil((len(prompt) + len(job.system or "")) / 4)
         report.answer_tokens += answer
     paid, answered = (None, None) if job.local else (price_of(job.model), price_of(job.model, "output"))
-    if paid is not None and answered is not None:
+    if paid is not None and answered is not None and rule is not None:
         report.price = (paid, answered)
-        own = report.image_tokens.get(kind, report.image_tokens["openai"])
+        own = report.image_tokens[rule]
         cost = ((own + report.text_tokens) * report.price[0] + report.answer_tokens * report.price[1]) / 1e6
         report.cost_usd = cost
-        discount = batch_discount(kind)
+        discount = batch_discount(job.model.partition("/")[0])
         report.batch_cost_usd = cost * discount if discount is not None else None
     return report

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.abc
 
-from vlmkit.batch.estimate import image_tokens
+from vlmkit.batch.estimate import image_tokens, token_rule
 from vlmkit.batch.inputs import Row, read_rows
 from vlmkit.batch.job import DEFAULT_PROMPT, BatchJob, make_job
 from vlmkit.batch.limits import RateLimiter
@@ -137,6 +137,7 @@ class ProviderTarget:
 
         self.params = provider_params(job)
         self.job = job
+        self.rule = token_rule(job.model) or "openai"  # for the limiter, OpenAI's where none is published
         self.cfg: ProviderConfig = resolve(job.model, api_base=api_base, api_key=api_key)
         self.options: dict[str, Any] = {
             "api_base": api_base,
@@ -163,7 +164,7 @@ class ProviderTarget:
     def estimate_tokens(self, image: ImageHandle, prompt: str) -> int:
         """Tokens the request may take, for a tokens-per-minute limit: image, prompt, and the answer's limit."""
         answer = self.job.config.max_tokens or 256
-        return image_tokens(image, self.cfg.kind) + math.ceil(len(prompt) / 4) + answer
+        return image_tokens(image, self.rule) + math.ceil(len(prompt) / 4) + answer
 
     def close(self) -> None:
         return None
