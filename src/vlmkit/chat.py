@@ -68,6 +68,7 @@ class ImageRef:
     path, a ``gs://``/``s3://`` URI, or (``file_id``) the id of an image uploaded to a vlmkit server.
     ``format`` is the MIME type the request declared (checked against the bytes once there are
     bytes); ``location`` is where the part was, ``messages[i].content[j]``, for error messages.
+    ``video``: the part named a video (vLLM's ``video_url``), to be read as frames, not as one image.
     """
 
     url: str
@@ -75,6 +76,7 @@ class ImageRef:
     format: str | None = None
     location: str = ""
     file_id: bool = False
+    video: bool = False
 
 
 @dataclass(frozen=True)
@@ -259,9 +261,9 @@ class Chat:
         new.messages = [m.replaced(list(m.content)) for m in self.messages]
         return new
 
-    def with_images(self, images: Mapping[ImageRef, ImageHandle | Document]) -> Chat:
-        """This chat with each reference in ``images`` replaced by its handle (a PDF's document: a
-        :class:`MediaPart`); other references stay.
+    def with_images(self, images: Mapping[ImageRef, ImageHandle | Document | Video]) -> Chat:
+        """This chat with each reference in ``images`` replaced by its handle (a PDF's document or a
+        video: a :class:`MediaPart`); other references stay.
 
         Returns ``self`` when there is nothing to replace, else a copy (the parts are immutable).
         """
@@ -313,8 +315,8 @@ class Chat:
         return cls.from_dict(obj)
 
 
-def _read_part(read: ImageHandle | Document, detail: Detail | None) -> ImagePart | MediaPart:
-    return MediaPart(read, detail) if isinstance(read, Document) else ImagePart(read, detail)
+def _read_part(read: ImageHandle | Document | Video, detail: Detail | None) -> ImagePart | MediaPart:
+    return MediaPart(read, detail) if isinstance(read, (Document, Video)) else ImagePart(read, detail)
 
 
 def tool_results(messages: Iterable[ChatMessage]) -> dict[int, ToolCall]:
@@ -391,6 +393,7 @@ def _part_to_dict(part: TextPart | ImagePart | ImageRef) -> dict[str, Any]:
             "format": part.format,
             "location": part.location,
             "file_id": part.file_id,
+            "video": part.video,
         }
     return {"type": "image", "image": part.image.to_dict(), "detail": part.detail}
 
@@ -410,5 +413,6 @@ def _part_from_dict(raw: Any) -> Part:
             raw.get("format"),
             str(raw.get("location") or ""),
             bool(raw.get("file_id")),
+            bool(raw.get("video")),
         )
     raise InvalidMessageError(f"unknown serialised part type {kind!r}")

@@ -145,7 +145,7 @@ def test_a_callers_own_sources_come_first() -> None:
         (ImageRef("/no/such/photo.jpg", location="messages[0].content[1]"), ImageSourceError,
          "messages[0].content[1]: '/no/such/photo.jpg' is neither an existing file nor a URL"),
         (ImageRef("data:image/png;base64,aGVsbG8=", location="messages[1].content[0]"), UnsupportedImageError,
-         "messages[1].content[0]: the image is not an image vlmkit reads: found text ('hello')."),
+         "messages[1].content[0]: the file is neither an image nor a PDF: found text ('hello'). Send an image"),
         (ImageRef("file-abc", location="messages[0].content[0]", file_id=True), ImageSourceError,
          "messages[0].content[0]: 'file-abc' is the id of an image uploaded to a vlmkit server, and only that "
          "server can read it; send the image itself (a path, a data URL or an http(s) URL)"),

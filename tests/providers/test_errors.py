@@ -159,7 +159,7 @@ BAD_PARTS: list[tuple[Any, type[Exception], str]] = [
     ({"type": "image_url", "image_url": {"url": ""}}, InvalidMessageError,
      "messages[0].content[1]: an image_url part needs a non-empty string 'url'"),
     ({"type": "image_url", "image_url": {"url": "data:image/png;base64,aGVsbG8="}}, UnsupportedImageError,
-     "messages[0].content[1]: the image is not an image vlmkit reads: found text ('hello')."),
+     "messages[0].content[1]: the file is neither an image nor a PDF: found text ('hello'). Send an image"),
     ({"type": "image_url", "image_url": {"url": "ftp://x/y.png"}}, BadRequestError,
      "messages[0].content[1]: 'ftp://x/y.png' uses the scheme ftp://"),
     ({"type": "image_url", "image_url": {"url": "/no/such/file.png"}}, BadRequestError,
@@ -167,7 +167,8 @@ BAD_PARTS: list[tuple[Any, type[Exception], str]] = [
     ({"type": "image_url", "image_url": {"url": "https://x/y.png", "detail": "ultra"}}, InvalidMessageError,
      "messages[0].content[1]: detail must be 'low', 'high' or 'auto', not 'ultra'"),
     ({"type": "audio", "data": "..."}, InvalidMessageError,
-     "messages[0].content[1]: unknown content part type 'audio'; vlmkit reads 'text', 'image_url' and 'file' parts"),
+     "messages[0].content[1]: unknown content part type 'audio'; vlmkit reads 'text', 'image_url', 'video_url' "
+     "and 'file' parts"),
     ({"type": "text", "text": 5}, InvalidMessageError,
      "messages[0].content[1]: a text part needs a string 'text', not a number"),
     ("just a string", InvalidMessageError, "messages[0].content[1]: a content part must be an object, not a string"),

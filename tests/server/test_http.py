@@ -68,7 +68,7 @@ UPLOAD = "upload the image with POST /v1/files and send the id it answers with, 
          "messages[0].role: role must be 'system', 'developer', 'user', 'assistant' or 'tool', not 'robot'"),
         ({"model": "tiny", "messages": [{"role": "user", "content": [{"type": "audio"}]}]}, 400,
          "messages[0].content[0]", "messages[0].content[0]: unknown content part type 'audio'; "
-         "vlmkit reads 'text', 'image_url' and 'file' parts"),
+         "vlmkit reads 'text', 'image_url', 'video_url' and 'file' parts"),
         ({"model": "tiny", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, 400,
          "messages[0].content[0]", "messages[0].content[0]: an image_url part needs 'image_url': "
          "a URL string or {'url': ...}"),

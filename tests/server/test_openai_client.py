@@ -113,7 +113,8 @@ def test_uploaded_file_used_by_id_in_two_ways(server: Running, hopper_jpeg: byte
 def test_upload_of_a_non_image_is_refused(server: Running) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         client(server).files.create(file=("notes.png", b"hello, I am text\n" * 10, "image/png"), purpose="vision")
-    assert "file: the image 'notes.png' is not an image vlmkit reads: found text" in msg(info.value)
+    assert "file: 'notes.png' is neither an image, a PDF nor a video: found text" in msg(info.value)
+    assert "Upload an image (JPEG, PNG" in msg(info.value) and ", a PDF, or a video (MP4" in msg(info.value)
 
 
 def test_wrong_key_is_authentication_error(server: Running) -> None:

@@ -194,7 +194,7 @@ REFUSED: list[tuple[Any, type[Exception], str | None, str]] = [
      "messages[0].content[0]: a refusal part can only be in an assistant message, not in a user message"),
     ([{"role": "user", "content": [{"type": "input_audio"}]}], InvalidMessageError, "messages[0].content[0]",
      "messages[0].content[0]: unknown content part type 'input_audio'; "
-     "vlmkit reads 'text', 'image_url' and 'file' parts"),
+     "vlmkit reads 'text', 'image_url', 'video_url' and 'file' parts"),
     ([{"role": "user", "content": [{"type": "text", "text": None}]}], InvalidMessageError, "messages[0].content[0]",
      "messages[0].content[0]: a text part needs a string 'text', not null"),
     ([{"role": "user", "content": [{"type": "image_url"}]}], InvalidMessageError, "messages[0].content[0]",

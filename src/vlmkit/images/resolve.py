@@ -8,10 +8,15 @@ validated :class:`~vlmkit.images.ImageHandle`:
 - the caller's ``lookup`` is asked first: a server plugs in its uploads (file ids) and the data
   URLs it lifted out of the body, or refuses a source it will not read for a client;
 - ``http(s)://`` URLs are fetched safely (:mod:`vlmkit.images.fetch`), or kept as references where
-  the consumer fetches them itself (``keep_urls``, for providers that do);
+  the consumer fetches them itself (``keep_urls``, for providers that do; a video is always fetched);
 - ``data:`` URLs are decoded; ``gs://`` and ``s3://`` stay references (providers read them);
 - anything else is local: a path, a ``file://`` URL, or bare base64 text (taken as data when it is
   base64 and no file has that name).
+
+Whatever the bytes came from, they are sniffed (:func:`read_bytes`): an image, or a PDF (read as a
+:class:`~vlmkit.images.document.Document`, its pages); anything else is refused, saying what is
+taken. A reference to a video (``video``: vLLM's ``video_url`` part) is read by
+:func:`~vlmkit.images.video.prepare_video` instead, ``video_frames`` frames sized for ``target``.
 
 :func:`resolve_images` and :func:`aresolve_images` are twins that share every decision
 (:func:`_route`); they differ only in how they wait. The async one fetches with the async fetcher,
@@ -32,12 +37,15 @@ from typing import Literal, Protocol, TypeVar
 import anyio.to_thread
 import pybase64
 
-from vlmkit.errors import ImageSourceError, VlmkitError
+from vlmkit.errors import ImageSourceError, UnsupportedImageError, VlmkitError
 from vlmkit.images.document import PDF_MIME, Document, is_pdf, prepare_document
-from vlmkit.images.fetch import FetchOptions
-from vlmkit.images.handle import REFERENCE_SCHEMES, ImageHandle, image_from_bytes
+from vlmkit.images.fetch import FetchedImage, FetchOptions, afetch_image, fetch_image
+from vlmkit.images.handle import REFERENCE_SCHEMES, ImageHandle, image_from_bytes, name_from_url, reference_handle
+from vlmkit.images.policy import ImagePolicy
 from vlmkit.images.probe import DEFAULT_MAX_PIXELS
-from vlmkit.images.source import aprepare_image, is_file, is_http, looks_like_base64, prepare_image, read_source
+from vlmkit.images.sniff import describe_non_image, sniff_format
+from vlmkit.images.source import is_file, is_http, looks_like_base64, read_source
+from vlmkit.images.video import DEFAULT_FRAMES, Video, prepare_video
 
 __all__ = [
     "INLINE_DATA_URL",
@@ -46,6 +54,7 @@ __all__ = [
     "Source",
     "aresolve_image",
     "aresolve_images",
+    "read_bytes",
     "resolve_image",
     "resolve_images",
     "source_kind",
@@ -71,14 +80,18 @@ class Source(Protocol):
     @property
     def file_id(self) -> bool: ...
 
+    @property
+    def video(self) -> bool: ...
+
 
 S = TypeVar("S", bound=Source)
 
-Resolved = ImageHandle | Document
-"""What a reference reads as: an image, or a PDF document (its pages for models that take images)."""
+Resolved = ImageHandle | Document | Video
+"""What a reference reads as: an image, a PDF document or a video (its pages or frames for models
+that take images)."""
 
 Lookup = Callable[[Source], ImageHandle | bytes | None]
-"""The caller's own sources: a handle, image bytes (sniffed here), or None for "not mine, read it as
+"""The caller's own sources: a handle, or bytes (sniffed here like any others), or None for "not mine, read it as
 usual"; it may raise to refuse a source. It runs on the caller's thread (the event loop in async
 code), so it must only look things up, never wait."""
 
@@ -87,12 +100,15 @@ code), so it must only look things up, never wait."""
 class ResolveOptions:
     """How references are read. ``fetch`` governs URL fetching (allow-list, limits); ``max_pixels``
     bounds every image; ``keep_urls`` leaves ``http(s)://`` URLs as references; ``lookup`` is asked
-    first (see :data:`Lookup`)."""
+    first (see :data:`Lookup`). A video is sampled to ``video_frames`` frames, each sized for
+    ``target`` (the policy of the model they are for; None: as they are)."""
 
     fetch: FetchOptions | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
     keep_urls: bool = False
     lookup: Lookup | None = None
+    video_frames: int = DEFAULT_FRAMES
+    target: ImagePolicy | None = None
 
 
 _DEFAULT = ResolveOptions()
@@ -116,15 +132,13 @@ def source_kind(url: str) -> Kind:
 # --- decisions (shared) --------------------------------------------------------------------------
 
 
-def _route(src: Source, options: ResolveOptions) -> Resolved | Route | None:
-    """What to do with ``src``: the handle when the caller's lookup has it, None when it stays a
-    reference, else how to read it."""
+def _route(src: Source, options: ResolveOptions) -> ImageHandle | bytes | Route | None:
+    """What to do with ``src``: the handle or the bytes when the caller's lookup has them, None when
+    it stays a reference, else how to read it."""
     if options.lookup is not None:
         found = options.lookup(src)
-        if isinstance(found, ImageHandle):
-            return found
         if found is not None:
-            return _from_bytes(found, None, None, src, options)
+            return found
     if src.file_id:
         raise ImageSourceError(
             f"{src.url!r} is the id of an image uploaded to a vlmkit server, and only that server can read it; "
@@ -132,7 +146,7 @@ def _route(src: Source, options: ResolveOptions) -> Resolved | Route | None:
         )
     kind = source_kind(src.url)
     if kind == "http":
-        return None if options.keep_urls else "fetch"
+        return None if options.keep_urls and not src.video else "fetch"
     return kind
 
 
@@ -147,19 +161,56 @@ def _read(src: Source, route: Route, options: ResolveOptions) -> Resolved:
             return _from_bytes(data, None, None, src, options)
     if route in ("data", "local"):
         return _from_bytes(*read_source(src.url), src, options)
-    return prepare_image(src.url, format=src.format, max_pixels=options.max_pixels, fetch=options.fetch)
+    if route == "reference":
+        return reference_handle(src.url, format=src.format)
+    return _fetched(fetch_image(src.url, options.fetch), src, options)
+
+
+def _fetched(fetched: FetchedImage, src: Source, options: ResolveOptions) -> Resolved:
+    """Fetched bytes, sniffed like any others: a PDF at a URL is a document (what the server said it is
+    is not believed)."""
+    return _from_bytes(fetched.data, name_from_url(fetched.url), src.url, src, options)
 
 
 def _from_bytes(data: bytes, name: str | None, uri: str | None, src: Source, options: ResolveOptions) -> Resolved:
-    """Bytes read for ``src``: an image, or a PDF (OpenAI's ``file`` parts carry PDFs), as its pages."""
-    if is_pdf(data[:1024]) and src.format in (None, PDF_MIME):
+    """Bytes read for ``src``: a video's frames where ``src`` names a video, else :func:`read_bytes`."""
+    if src.video:
+        return prepare_video(data, name, frames=options.video_frames, target=options.target)
+    return read_bytes(data, name, format=src.format, max_pixels=options.max_pixels, source=uri)
+
+
+def read_bytes(
+    data: bytes,
+    name: str | None = None,
+    *,
+    format: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    source: str | None = None,
+) -> ImageHandle | Document:
+    """An image, or a PDF (OpenAI's ``file`` parts carry PDFs) as its pages; anything else is an
+    :class:`~vlmkit.errors.UnsupportedImageError` (400) that says what it is and what is taken."""
+    if is_pdf(data[:1024]) and format in (None, PDF_MIME):
         return prepare_document(data, name)
-    return image_from_bytes(data, name, format=src.format, max_pixels=options.max_pixels, source=uri)
+    if sniff_format(data) is None and format is None:
+        where = f" {name!r}" if name else ""
+        raise UnsupportedImageError(
+            f"the file{where} is neither an image nor a PDF: found {describe_non_image(data).split(';')[0]}. "
+            "Send an image (JPEG, PNG, WebP, GIF, BMP, TIFF, HEIC/HEIF, AVIF) or a PDF; "
+            "send a video as a video_url part"
+        )
+    return image_from_bytes(data, name, format=format, max_pixels=max_pixels, source=source)
 
 
 def _off_the_loop(src: Source, route: Route) -> bool:
-    """Whether the async twin reads ``src`` on a worker thread: files, and data URLs too long to decode inline."""
-    return route == "local" or (route == "data" and len(src.url) > INLINE_DATA_URL)
+    """Whether the async twin reads ``src`` on a worker thread: files, data URLs too long to decode
+    inline, and videos (decoded to frames)."""
+    return route == "local" or (route == "data" and (len(src.url) > INLINE_DATA_URL or src.video))
+
+
+def _heavy(data: bytes, src: Source) -> bool:
+    """Whether bytes found by the caller's lookup are read on a worker thread: a PDF's pages are
+    rendered, a video's frames decoded; an image is only sniffed, cheaply, where it is."""
+    return src.video or is_pdf(data[:1024])
 
 
 @contextlib.contextmanager
@@ -180,6 +231,8 @@ def resolve_image(src: Source, options: ResolveOptions | None = None) -> Resolve
     opts = options or _DEFAULT
     with _located(src):
         route = _route(src, opts)
+        if isinstance(route, bytes):
+            return _from_bytes(route, None, None, src, opts)
         return route if not isinstance(route, str) else _read(src, route, opts)
 
 
@@ -188,10 +241,15 @@ async def aresolve_image(src: Source, options: ResolveOptions | None = None) -> 
     opts = options or _DEFAULT
     with _located(src):
         route = _route(src, opts)
+        if isinstance(route, bytes):
+            if _heavy(route, src):
+                return await anyio.to_thread.run_sync(_from_bytes, route, None, None, src, opts)
+            return _from_bytes(route, None, None, src, opts)
         if not isinstance(route, str):
             return route
         if route == "fetch":
-            return await aprepare_image(src.url, format=src.format, max_pixels=opts.max_pixels, fetch=opts.fetch)
+            fetched = await afetch_image(src.url, opts.fetch)
+            return await anyio.to_thread.run_sync(_fetched, fetched, src, opts)
         if _off_the_loop(src, route):
             return await anyio.to_thread.run_sync(_read, src, route, opts)
         return _read(src, route, opts)  # a small data URL, or a gs:// / s3:// reference: no I/O

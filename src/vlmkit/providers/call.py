@@ -351,8 +351,9 @@ def sent_images(model: str, chat: Chat, **params: Any) -> list[SentImage]:
 
 
 def _reading(cfg: ProviderConfig, fetch: FetchOptions | None) -> ResolveOptions:
-    """How a call reads its images: URLs stay URLs for the providers that fetch them themselves."""
-    return ResolveOptions(fetch=fetch, keep_urls=cfg.fetches_urls)
+    """How a call reads its images: URLs stay URLs for the providers that fetch them themselves; a
+    video's frames are sized for the provider."""
+    return ResolveOptions(fetch=fetch, keep_urls=cfg.fetches_urls, target=cfg.policy)
 
 
 INLINE_BYTES = 8 * 1024 * 1024

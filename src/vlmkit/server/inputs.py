@@ -5,7 +5,12 @@ face). What is the server's own is here: the JSON (with large data URLs lifted o
 see :mod:`vlmkit.server.lifted`), the status codes, and the sources of images it plugs into
 :mod:`vlmkit.images.resolve`: uploaded files by id, lifted data URLs, and a refusal of everything
 but ``data:`` and ``http(s)://`` URLs (fetched with the image layer's safe fetcher), because a
-server must not read its own disk for a client.
+server must not read its own disk for a client. Whatever the source, a PDF is read as its pages
+and a ``video_url`` as frames (at most as many as one request may hold images, 8 by default), and
+the server's limit of images per request counts every page and frame: over it is a 400 naming the
+part that went over, the limit, and how to get under it. A prompt over the model's context
+(its tokens, which only the model's projector knows, or the provider's window) in a request holding
+a PDF or a video names the one with the most pages or frames (:func:`media_blamed`).
 
 Status codes: JSON that does not parse is 400; a field of the wrong type or a missing one is 422
 (``param`` names it); a bad message, part or image is 400 naming ``messages[i].content[j]``.
@@ -13,15 +18,26 @@ Status codes: JSON that does not parse is 400; a field of the wrong type or a mi
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from vlmkit._types import type_name
-from vlmkit.chat import Chat
-from vlmkit.errors import InvalidMessageError, InvalidSettingError, UnknownFileError
+from vlmkit.chat import Chat, ImagePart, MediaPart
+from vlmkit.errors import (
+    ContextLengthError,
+    ContextWindowExceededError,
+    InvalidMessageError,
+    InvalidSettingError,
+    TooManyImagesError,
+    UnknownFileError,
+)
 from vlmkit.images import ImageHandle
+from vlmkit.images.document import Document
 from vlmkit.images.fetch import FetchOptions
 from vlmkit.images.resolve import Lookup, ResolveOptions, Source, aresolve_image, aresolve_images, source_kind
+from vlmkit.images.video import DEFAULT_FRAMES
 from vlmkit.server.errors import APIError
 from vlmkit.server.files import FILE_ID, FileStore, looks_like_file_id
 from vlmkit.server.jsonutil import loads
@@ -31,6 +47,7 @@ from vlmkit.wire.openai_chat import ChatRequest, read_request, to_chat
 __all__ = [
     "ChatRequest",
     "ImageSource",
+    "media_blamed",
     "parse_chat_request",
     "parse_json",
     "parse_lifted",
@@ -90,8 +107,71 @@ async def resolve_chat(
     refs = chat.image_refs
     if len(refs) > max_images:
         raise _bad(f"more than {max_images} images in one request; this server's limit", refs[max_images].location)
-    options = ResolveOptions(fetch=fetch, max_pixels=max_pixels, keep_urls=keep_urls, lookup=_sources(files, lifted))
-    return chat.with_images(await aresolve_images(refs, options))
+    options = ResolveOptions(
+        fetch=fetch,
+        max_pixels=max_pixels,
+        keep_urls=keep_urls,
+        lookup=_sources(files, lifted),
+        video_frames=min(DEFAULT_FRAMES, max_images),
+    )
+    chat = chat.with_images(await aresolve_images(refs, options))
+    _check_image_count(chat, max_images)
+    return chat
+
+
+def _media_parts(chat: Chat) -> Iterator[tuple[str, MediaPart, int]]:
+    """Each PDF or video in ``chat``: where it was in the request, it, and how many images it gives."""
+    for i, m in enumerate(chat.messages):
+        for j, p in enumerate(m.content):
+            if isinstance(p, MediaPart):
+                yield f"messages[{i}].content[{j}]", p, len(p.media.interleaved()) // 2
+
+
+@contextlib.contextmanager
+def media_blamed(chat: Chat) -> Iterator[None]:
+    """A prompt over the model's context, in a request holding PDFs or videos: the error is placed
+    (``param``) at the one giving the most images, and says how to send fewer of them."""
+    try:
+        yield
+    except (ContextLengthError, ContextWindowExceededError) as exc:
+        biggest = max(_media_parts(chat), key=lambda found: found[2], default=None)
+        if biggest is not None and not exc.location:
+            where, part, count = biggest
+            if isinstance(part.media, Document):
+                exc.detail += f"; this PDF gives {count} pages, an image each: send fewer pages (split the PDF)"
+            else:
+                exc.detail += f"; this video gives {count} frames, an image each: send a shorter clip"
+            exc.add_location(where)
+        raise
+
+
+def _check_image_count(chat: Chat, limit: int) -> None:
+    """Refuse a request whose images, each PDF page and video frame counted, are over ``limit``,
+    naming the part that went over (the parts are where they were in the request: one for one)."""
+    count = 0
+    for i, m in enumerate(chat.messages):
+        for j, p in enumerate(m.content):
+            count += _images_in(p)
+            if count <= limit:
+                continue
+            if isinstance(p, MediaPart):
+                what = "pages" if isinstance(p.media, Document) else "frames"
+                held = _images_in(p)
+                fix = (
+                    "send fewer pages (split the PDF, or send the pages that matter as images)"
+                    if what == "pages"
+                    else "send a shorter clip, or fewer videos"
+                )
+                said = f"this {'PDF' if what == 'pages' else 'video'} gives {held} {what}, and with it"
+            else:
+                fix, said = "send fewer images", "with this image"
+            exc = TooManyImagesError(
+                f"{said} the request holds {count} images (a PDF's pages and a video's frames count one each), over "
+                f"this server's limit of {limit} per request; {fix}, or split the request "
+                "(the server's operator sets the limit: max_images_per_request)"
+            )
+            exc.add_location(f"messages[{i}].content[{j}]")
+            raise exc
 
 
 @dataclass(frozen=True)
@@ -102,6 +182,7 @@ class ImageSource:
     location: str
     format: str | None = None
     file_id: bool = False
+    video: bool = False
 
 
 async def resolve_one(src: ImageSource, files: FileStore, *, fetch: FetchOptions, max_pixels: int) -> ImageHandle:
@@ -122,19 +203,21 @@ def _sources(files: FileStore, lifted: Lifted | None) -> Lookup:
         if data is not None:
             return data
         if src.file_id or looks_like_file_id(src.url):
-            return _file(files, src.url)
+            return _file(files, src.url, src.video)
         if source_kind(src.url) not in ("http", "data"):
             url = src.url
             raise InvalidMessageError(
-                "an image_url must be a data: URL, an http(s):// URL or the id of a file uploaded to /v1/files "
-                f"(got {url[:40]!r}{'...' if len(url) > 40 else ''})"
+                f"{'a video_url' if src.video else 'an image_url'} must be a data: URL, an http(s):// URL or the id of "
+                f"a file uploaded to /v1/files (got {url[:40]!r}{'...' if len(url) > 40 else ''})"
             )
         return None
 
     return lookup
 
 
-def _file(files: FileStore, file_id: str) -> ImageHandle:
+def _file(files: FileStore, file_id: str, video: bool) -> ImageHandle | bytes:
+    """An upload: its image, or its bytes where they are read as something else (a PDF's pages, a
+    video's frames, an animation named as a video)."""
     stored = files.find(file_id)
     if stored is None:
         shape = "" if FILE_ID.match(file_id) else "; this server's ids are 'file-' and 24 hex digits"
@@ -143,10 +226,15 @@ def _file(files: FileStore, file_id: str) -> ImageHandle:
             f"deleted{shape}); upload the image with POST /v1/files and send the id it answers with, "
             "or check the id against GET /v1/files"
         )
-    return stored.image
+    return stored.image if stored.image is not None and not video else stored.data
 
 
 def _bad(message: str, where: str) -> InvalidMessageError:
     exc = InvalidMessageError(message)
     exc.add_location(where)
     return exc
+
+
+def _images_in(part: Any) -> int:
+    """The images a part gives: a PDF's pages, a video's frames, an image's one."""
+    return len(part.media.interleaved()) // 2 if isinstance(part, MediaPart) else int(isinstance(part, ImagePart))

@@ -28,6 +28,9 @@ _IMAGE_PATHS = frozenset(
     {
         ("messages", "*", "content", "*", "image_url", "url"),
         ("messages", "*", "content", "*", "image_url"),  # the Responses API's input_image form
+        ("messages", "*", "content", "*", "video_url", "url"),
+        ("messages", "*", "content", "*", "video_url"),
+        ("messages", "*", "content", "*", "file", "file_data"),  # a PDF
     }
 )
 

@@ -310,6 +310,12 @@ class Session:
                 )
                 exc.add_location(ref.location)
                 raise exc
+            if stored.image is None:
+                exc = UnknownFileError(
+                    f"the upload {ref.url!r} is a {stored.mime_type} file, not an image; this protocol sends images"
+                )
+                exc.add_location(ref.location)
+                raise exc
             found[ref] = stored.image
         return chat.with_images(found)
 
@@ -555,7 +561,7 @@ async def _upload(s: Session, param: Any) -> Any:
     async with image_slot(s.state, len(data)):  # bounded with the HTTP API's image work
         image = await anyio.to_thread.run_sync(lambda: image_from_bytes(data, name, max_pixels=settings.max_pixels))
     files = s.state.files
-    stored = next((f for f in files.list() if f.image.identifier == image.identifier), None)
+    stored = next((f for f in files.list() if f.image is not None and f.image.identifier == image.identifier), None)
     if stored is None:  # one upload per image content: the same picture sent again is the same handle
         if files.directory is None:
             stored = files.add(image, name, "vision")

@@ -21,7 +21,7 @@ from vlmkit.server.auth import key_of
 from vlmkit.server.errors import APIError, body_of
 from vlmkit.server.fleet import SESSION_HEADER, request_cost
 from vlmkit.server.gateway import GatewayStream
-from vlmkit.server.inputs import ChatRequest, parse_chat_request, parse_lifted, resolve_chat
+from vlmkit.server.inputs import ChatRequest, media_blamed, parse_chat_request, parse_lifted, resolve_chat
 from vlmkit.server.jsonutil import dumps
 from vlmkit.server.lifted import lift
 from vlmkit.server.sse import DONE, EventStream, event, until_disconnect
@@ -67,9 +67,10 @@ async def _chat_completions(request: Request, state: ServerState, raw: bytes) ->
     meter.saw(chat)
     if state.metrics.enabled and chat.images:
         state.metrics.chat_images(req.model, chat, request_cost(chat, images_only=True))
-    if gateway:
-        return await _gateway(state, req, chat, request.headers.get(SESSION_HEADER), meter)
-    return await _local(request, state, req, chat, meter)
+    with media_blamed(chat):  # a context overflow names the PDF or video that brought the most images
+        if gateway:
+            return await _gateway(state, req, chat, request.headers.get(SESSION_HEADER), meter)
+        return await _local(request, state, req, chat, meter)
 
 
 # --- the gateway ---------------------------------------------------------------------------------

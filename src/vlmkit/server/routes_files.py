@@ -1,8 +1,9 @@
-"""``/v1/files``: upload an image once, refer to it by id in later chats; list, read, delete.
+"""``/v1/files``: upload an image, a PDF or a video once, refer to it by id in later chats; list, read, delete.
 
-An upload is multipart (``file`` and ``purpose``, as OpenAI's clients send it) or the raw image bytes
-as the body (``?filename=``). The bytes are sniffed and validated before an id is given out, so a
-file that is not an image, or is over the pixel limit, is a 400 at upload time, not in a later chat.
+An upload is multipart (``file`` and ``purpose``, as OpenAI's clients send it) or the raw bytes as the
+body (``?filename=``). The bytes are sniffed and validated before an id is given out
+(:func:`~vlmkit.server.files.read_upload`), so a file that is none of those, is damaged, or is over
+the pixel limit, is a 400 at upload time, not in a later chat.
 
 An upload that names a local vision model (a ``model`` form field, or ``?model=``) is encoded for
 it in the background, while no prediction runs, so the first chat about it encodes nothing; the
@@ -17,9 +18,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from vlmkit.errors import VlmkitError
-from vlmkit.images import image_from_bytes
 from vlmkit.server.errors import APIError
-from vlmkit.server.files import StoredFile
+from vlmkit.server.files import StoredFile, read_upload
 from vlmkit.server.jsonutil import dumps
 from vlmkit.server.state import ServerState, endpoint, image_slot
 
@@ -98,16 +98,16 @@ async def _received(request: Request) -> tuple[bytes, str, str, str | None]:
 async def _store(state: ServerState, data: bytes, filename: str, purpose: str, model: str | None) -> Response:
     settings = state.settings
     try:
-        image = await anyio.to_thread.run_sync(lambda: image_from_bytes(data, filename, max_pixels=settings.max_pixels))
+        upload = await anyio.to_thread.run_sync(lambda: read_upload(data, filename, settings.max_pixels))
     except VlmkitError as exc:
         exc.add_location("file")
         raise
     files = state.files
     if files.directory is None:
-        stored = files.add(image, filename, purpose)
+        stored = files.add(upload, filename, purpose)
     else:  # written to disk: off the event loop
-        stored = await anyio.to_thread.run_sync(lambda: files.add(image, filename, purpose))
-    if model is not None:
+        stored = await anyio.to_thread.run_sync(lambda: files.add(upload, filename, purpose))
+    if model is not None and stored.image is not None:  # a PDF's pages, a video's frames: chosen per chat
         state.local.prepare_later(stored.id, model, stored.image)
     return _json(_file_object(state, stored))
 
@@ -125,7 +125,7 @@ async def retrieve(request: Request, state: ServerState) -> Response:
 @endpoint
 async def content(request: Request, state: ServerState) -> Response:
     stored = state.files.get(request.path_params["file_id"])
-    return Response(stored.image.data, media_type=stored.image.mime_type or "application/octet-stream")
+    return Response(stored.data, media_type=stored.mime_type or "application/octet-stream")
 
 
 @endpoint

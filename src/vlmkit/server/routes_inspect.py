@@ -92,6 +92,13 @@ async def preview(request: Request, state: ServerState) -> Response:
     if not file_id:
         raise APIError("a preview needs '?file_id=': the id of an image uploaded to /v1/files", 422, param="file_id")
     stored = state.files.get(file_id)
+    image = stored.image
+    if image is None:
+        raise APIError(
+            f"{file_id!r} is a {stored.mime_type} upload, not an image; a preview shows how one image is sent",
+            400,
+            param="file_id",
+        )
     fields: dict[str, Any] = {k: q[k] for k in ("detail", "model") if k in q}
     req = _read_fields(fields)
     name = q.get("target", "")
@@ -102,7 +109,7 @@ async def preview(request: Request, state: ServerState) -> Response:
         target = chosen.target
     else:
         target = _target(name, "target")
-    rendered = await anyio.to_thread.run_sync(lambda: stored.image.render(target.policy))
+    rendered = await anyio.to_thread.run_sync(lambda: image.render(target.policy))
     return Response(rendered.data, media_type=rendered.mime_type, headers={"Cache-Control": "private, max-age=3600"})
 
 

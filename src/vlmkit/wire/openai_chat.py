@@ -9,7 +9,7 @@ decoded here (an image part becomes an :class:`~vlmkit.chat.ImageRef` that
 What is read, following OpenAI's API reference for ``POST /v1/chat/completions``:
 
 - ``messages``: a non-empty list. ``system`` and ``developer`` messages (a developer message reads
-  as system) hold text; ``user`` messages hold text, ``image_url`` and ``file`` parts;
+  as system) hold text; ``user`` messages hold text, ``image_url``, ``video_url`` and ``file`` parts;
   ``assistant`` messages hold text and ``refusal`` parts (a refusal reads as text) or no content
   at all. An image anywhere but in a user message is refused, as OpenAI refuses it. The Responses
   API's ``input_text`` and ``input_image`` parts are read too.
@@ -17,6 +17,9 @@ What is read, following OpenAI's API reference for ``POST /v1/chat/completions``
   base64, a local path or ``gs://``/``s3://`` (which of these a face reads is its resolver's
   choice: a server reads no local paths). ``{"file_id": ...}`` in its place, a ``file`` part, or an
   ``input_image`` with ``file_id`` names an image uploaded to a vlmkit server.
+- A ``video_url`` (vLLM's part for a video: ``{"type": "video_url", "video_url": {"url": ...}}``,
+  the same forms as an ``image_url``) is read as frames; an animated GIF or WebP sent as an
+  ``image_url`` stays one image (its first frame): send it as a ``video_url`` to have its frames.
 - Tools: ``tools`` (``{"type": "function", "function": {"name", "description", "parameters",
   "strict"}}``), ``tool_choice`` (``none``/``auto``/``required`` or ``{"type": "function",
   "function": {"name"}}``) and ``parallel_tool_calls`` become the settings'
@@ -112,7 +115,7 @@ _ROLES: dict[str, Role] = {
 }
 _IMAGE_ROLES = ("user", "tool")
 _TEXT_PARTS = ("text", "input_text")
-_IMAGE_PARTS = ("image_url", "input_image", "file")
+_IMAGE_PARTS = ("image_url", "input_image", "file", "video_url")
 
 
 def to_chat(messages: Any) -> Chat:
@@ -223,7 +226,8 @@ def _part(part: Any, role: str, where: str) -> Part:
     if kind == "refusal":
         raise _bad(f"a refusal part can only be in an assistant message, not in a {role} message", where)
     if kind not in _IMAGE_PARTS:
-        raise _bad(f"unknown content part type {kind!r}; vlmkit reads 'text', 'image_url' and 'file' parts", where)
+        known = "'text', 'image_url', 'video_url' and 'file'"
+        raise _bad(f"unknown content part type {kind!r}; vlmkit reads {known} parts", where)
     if role not in _IMAGE_ROLES:
         article = "an" if role[:1] in "aeiou" else "a"
         raise _bad(f"images can only be sent in user and tool messages, not in {article} {role} message", where)
@@ -247,27 +251,30 @@ def _image_ref(part: Mapping[str, Any], kind: str, where: str) -> ImageRef:
                 "{'file': {'file_data': 'data:application/pdf;base64,...'}}"
             )
         return ImageRef(file_id, None, None, where, file_id=True)
-    value = part.get("image_url")
+    named = "video_url" if kind == "video_url" else "image_url"
+    a_part = "a video_url" if kind == "video_url" else "an image_url"
+    value = part.get(named)
     if kind == "input_image":  # the Responses API's form: the URL or file id and the detail beside it
         if value is None and isinstance(part.get("file_id"), str):
             value = {"file_id": part["file_id"], "detail": part.get("detail")}
         elif isinstance(value, str):
             value = {"url": value, "detail": part.get("detail")}
+    video = kind == "video_url"
     if isinstance(value, str):
         if not value:
-            raise InvalidMessageError("an image_url part needs a non-empty string 'url'")
-        return ImageRef(value, None, None, where)
+            raise InvalidMessageError(f"{a_part} part needs a non-empty string 'url'")
+        return ImageRef(value, None, None, where, video=video)
     if not isinstance(value, Mapping):
-        raise InvalidMessageError("an image_url part needs 'image_url': a URL string or {'url': ...}")
+        raise InvalidMessageError(f"{a_part} part needs '{named}': a URL string or {{'url': ...}}")
     url, file_id = value.get("url"), False
     if url is None and isinstance(value.get("file_id"), str) and value["file_id"]:
         url, file_id = value["file_id"], True
     elif not isinstance(url, str) or not url:
-        raise InvalidMessageError("an image_url part needs a non-empty string 'url'")
+        raise InvalidMessageError(f"{a_part} part needs a non-empty string 'url'")
     declared = value.get("format")
     if declared is not None and not isinstance(declared, str):
         raise InvalidMessageError("format must be a MIME type string such as 'image/png'")
-    return ImageRef(url, _detail(value.get("detail")), declared, where, file_id=file_id)
+    return ImageRef(url, _detail(value.get("detail")), declared, where, file_id=file_id, video=video)
 
 
 def _detail(value: Any) -> Detail | None:
@@ -307,7 +314,8 @@ def messages_from_chat(
                     parts.append({"type": "image_url", "image_url": _image_body(p, policy, image)})
                 else:
                     ref: dict[str, Any] = {"file_id" if p.file_id else "url": p.url}
-                    parts.append({"type": "image_url", "image_url": _described(ref, p.detail, p.format)})
+                    named = "video_url" if p.video else "image_url"
+                    parts.append({"type": named, named: _described(ref, p.detail, p.format)})
             written["content"] = parts
         if m.tool_calls:
             written["tool_calls"] = tool_calls_to_openai(m.tool_calls)
