@@ -210,25 +210,36 @@ def test_pages_over_the_images_per_request_limit_are_a_400_naming_part_limit_and
     assert "send fewer pages (split the PDF" in message and "max_images_per_request" in message
 
 
-def test_frames_and_images_together_over_the_limit_name_the_part_that_went_over(settings: ServerSettings) -> None:
+def test_the_frame_budget_shares_the_limit_and_pages_with_frames_over_it_name_the_part(
+    settings: ServerSettings,
+) -> None:
     running = start_server(settings.with_overrides(max_images_per_request=4))
     try:
         png = io.BytesIO()
         Image.new("RGB", (32, 32), (9, 9, 9)).save(png, format="PNG")
         image = {"type": "image_url", "image_url": {"url": data_url(png.getvalue(), "image/png")}}
         video = {"type": "video_url", "video_url": {"url": data_url(make_video(1.0), "video/mp4")}}
-        ask(running, video)
-        assert images_sent(running) == 4  # the frame budget is the request's: min(8, the limit)
-        with pytest.raises(openai.BadRequestError) as caught:
-            client(running).chat.completions.create(
+        pdf = make_pdf([PageSpec(size=(60, 80), text=str(n)) for n in range(3)])
+        document = {"type": "file", "file": {"file_data": data_url(pdf, "application/pdf")}}
+
+        def send(*parts: dict[str, Any]) -> Any:
+            return client(running).chat.completions.create(
                 model="tiny",
-                messages=[{"role": "user", "content": [image, video]}],  # type: ignore[list-item]
+                messages=[{"role": "user", "content": list(parts)}],  # type: ignore[misc]
                 max_tokens=2,
             )
+
+        send(video)
+        assert images_sent(running) == 4  # the frame budget: min(8, the limit)
+        send(image, video)
+        assert images_sent(running) == 4  # the image and 3 frames: what the limit leaves the video
+        with pytest.raises(openai.BadRequestError) as caught:
+            send(document, video)  # the PDF's pages are known only once it is read: 3 + 3 frames
         body = caught.value.body
         assert isinstance(body, dict) and body["param"] == "messages[0].content[1]"
-        assert "this video gives 4 frames, and with it the request holds 5 images" in str(body["message"])
-        assert "send a shorter clip, or fewer videos" in str(body["message"])
+        message = str(body["message"])
+        assert "this video gives 3 frames, and with it the request holds 6 images" in message
+        assert "over this server's limit of 4 per request; send fewer videos or images" in message
     finally:
         running.stop()
 

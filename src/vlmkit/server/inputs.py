@@ -6,9 +6,9 @@ see :mod:`vlmkit.server.lifted`), the status codes, and the sources of images it
 :mod:`vlmkit.images.resolve`: uploaded files by id, lifted data URLs, and a refusal of everything
 but ``data:`` and ``http(s)://`` URLs (fetched with the image layer's safe fetcher), because a
 server must not read its own disk for a client. Whatever the source, a PDF is read as its pages
-and a ``video_url`` as frames (at most as many as one request may hold images, 8 by default), and
-the server's limit of images per request counts every page and frame: over it is a 400 naming the
-part that went over, the limit, and how to get under it. A prompt over the model's context
+and a ``video_url`` as frames (8 each, fewer where the request's other images and videos leave less
+room under the limit of images per request). That limit counts every page and frame: over it is a
+400 naming the part that went over, the limit, and how to get under it. A prompt over the model's context
 (its tokens, which only the model's projector knows, or the provider's window) in a request holding
 a PDF or a video names the one with the most pages or frames (:func:`media_blamed`).
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vlmkit._types import type_name
-from vlmkit.chat import Chat, ImagePart, MediaPart
+from vlmkit.chat import Chat, ImagePart, ImageRef, MediaPart
 from vlmkit.errors import (
     ContextLengthError,
     ContextWindowExceededError,
@@ -112,11 +112,19 @@ async def resolve_chat(
         max_pixels=max_pixels,
         keep_urls=keep_urls,
         lookup=_sources(files, lifted),
-        video_frames=min(DEFAULT_FRAMES, max_images),
+        video_frames=_frame_budget(refs, max_images),
     )
     chat = chat.with_images(await aresolve_images(refs, options))
     _check_image_count(chat, max_images)
     return chat
+
+
+def _frame_budget(refs: list[ImageRef], limit: int) -> int:
+    """Frames for each video: 8, or the room the request's other images leave under ``limit``, shared."""
+    videos = sum(ref.video for ref in refs)
+    if not videos:
+        return DEFAULT_FRAMES
+    return max(1, min(DEFAULT_FRAMES, (limit - (len(refs) - videos)) // videos))
 
 
 def _media_parts(chat: Chat) -> Iterator[tuple[str, MediaPart, int]]:
@@ -140,7 +148,7 @@ def media_blamed(chat: Chat) -> Iterator[None]:
             if isinstance(part.media, Document):
                 exc.detail += f"; this PDF gives {count} pages, an image each: send fewer pages (split the PDF)"
             else:
-                exc.detail += f"; this video gives {count} frames, an image each: send a shorter clip"
+                exc.detail += f"; this video gives {count} frames, an image each: send fewer videos or images"
             exc.add_location(where)
         raise
 
@@ -160,7 +168,7 @@ def _check_image_count(chat: Chat, limit: int) -> None:
                 fix = (
                     "send fewer pages (split the PDF, or send the pages that matter as images)"
                     if what == "pages"
-                    else "send a shorter clip, or fewer videos"
+                    else "send fewer videos or images"
                 )
                 said = f"this {'PDF' if what == 'pages' else 'video'} gives {held} {what}, and with it"
             else:
