@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from PIL import Image
@@ -264,3 +265,24 @@ def test_pages_over_the_models_context_name_the_biggest_pdf_and_how_to_send_fewe
         assert message.endswith("this PDF gives 95 pages, an image each: send fewer pages (split the PDF)")
     finally:
         running.stop()
+
+
+def test_pdf_and_video_uploads_survive_a_restart_and_a_pdf_has_no_image_preview(server: Running, tmp_path: Any) -> None:
+    from vlmkit.server.files import FileStore, read_upload
+
+    store = FileStore(10 * 1024 * 1024, tmp_path)
+    pdf = store.add(read_upload(PDF, "notes.pdf"), "notes.pdf", "user_data")
+    mp4 = make_video(seconds=1.0)
+    video = store.add(read_upload(mp4, "clip.mp4"), "clip.mp4", "user_data")
+    again = FileStore(10 * 1024 * 1024, tmp_path)  # a new server reads the uploads back from files_dir
+    assert again.get(pdf.id).to_dict() == pdf.to_dict() and again.get(pdf.id).data == PDF
+    assert again.get(video.id).to_dict()["mime_type"] == "video/mp4" and again.used_bytes == len(PDF) + len(mp4)
+
+    uploaded = client(server).files.create(file=("notes.pdf", PDF, "application/pdf"), purpose="user_data")
+    r = httpx.get(
+        server.base + "/images/preview",
+        params={"file_id": uploaded.id, "target": "openai"},
+        headers={"Authorization": f"Bearer {API_KEY}"},
+    )
+    assert r.status_code == 400 and r.json()["error"]["param"] == "file_id"
+    assert "is an upload of type application/pdf, not an image" in r.json()["error"]["message"]

@@ -312,7 +312,7 @@ class Session:
                 raise exc
             if stored.image is None:
                 exc = UnknownFileError(
-                    f"the upload {ref.url!r} is a {stored.mime_type} file, not an image; this protocol sends images"
+                    f"the upload {ref.url!r} is of type {stored.mime_type}, not an image; this protocol sends images"
                 )
                 exc.add_location(ref.location)
                 raise exc

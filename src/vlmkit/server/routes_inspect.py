@@ -95,7 +95,7 @@ async def preview(request: Request, state: ServerState) -> Response:
     image = stored.image
     if image is None:
         raise APIError(
-            f"{file_id!r} is a {stored.mime_type} upload, not an image; a preview shows how one image is sent",
+            f"{file_id!r} is an upload of type {stored.mime_type}, not an image; a preview shows how one image is sent",
             400,
             param="file_id",
         )
