@@ -234,13 +234,17 @@ def test_the_frame_budget_shares_the_limit_and_pages_with_frames_over_it_name_th
         assert images_sent(running) == 4  # the frame budget: min(8, the limit)
         send(image, video)
         assert images_sent(running) == 4  # the image and 3 frames: what the limit leaves the video
+        send(document, video)
+        assert images_sent(running) == 4  # the PDF's 3 pages are read first: 1 frame is left
+        send(video, video)
+        assert images_sent(running) == 4  # 2 frames each
         with pytest.raises(openai.BadRequestError) as caught:
-            send(document, video)  # the PDF's pages are known only once it is read: 3 + 3 frames
+            send(document, document, video)  # 6 pages, and the one frame every video gets
         body = caught.value.body
         assert isinstance(body, dict) and body["param"] == "messages[0].content[1]"
         message = str(body["message"])
-        assert "this video gives 3 frames, and with it the request holds 6 images" in message
-        assert "over this server's limit of 4 per request; send fewer videos or images" in message
+        assert "this PDF gives 3 pages, and with it the request holds 6 images" in message
+        assert "over this server's limit of 4 per request; send fewer pages (split the PDF" in message
     finally:
         running.stop()
 

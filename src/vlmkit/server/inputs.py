@@ -6,11 +6,12 @@ see :mod:`vlmkit.server.lifted`), the status codes, and the sources of images it
 :mod:`vlmkit.images.resolve`: uploaded files by id, lifted data URLs, and a refusal of everything
 but ``data:`` and ``http(s)://`` URLs (fetched with the image layer's safe fetcher), because a
 server must not read its own disk for a client. Whatever the source, a PDF is read as its pages
-and a ``video_url`` as frames (8 each, fewer where the request's other images and videos leave less
-room under the limit of images per request). That limit counts every page and frame: over it is a
-400 naming the part that went over, the limit, and how to get under it. A prompt over the model's context
-(its tokens, which only the model's projector knows, or the provider's window) in a request holding
-a PDF or a video names the one with the most pages or frames (:func:`media_blamed`).
+and a ``video_url`` as frames: 8 each, fewer where the request's other images and PDF pages (read
+first) and videos leave less room under the limit of images per request. That limit counts every
+page and frame: over it is a 400 naming the part that went over, the limit, and how to get under it.
+A prompt over the model's context (its tokens, which only the model's projector knows, or the
+provider's window) in a request holding a PDF or a video names the one with the most pages or
+frames (:func:`media_blamed`).
 
 Status codes: JSON that does not parse is 400; a field of the wrong type or a missing one is 422
 (``param`` names it); a bad message, part or image is 400 naming ``messages[i].content[j]``.
@@ -20,11 +21,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from vlmkit._types import type_name
-from vlmkit.chat import Chat, ImagePart, ImageRef, MediaPart
+from vlmkit.chat import Chat, ImagePart, MediaPart
 from vlmkit.errors import (
     ContextLengthError,
     ContextWindowExceededError,
@@ -107,24 +108,17 @@ async def resolve_chat(
     refs = chat.image_refs
     if len(refs) > max_images:
         raise _bad(f"more than {max_images} images in one request; this server's limit", refs[max_images].location)
-    options = ResolveOptions(
-        fetch=fetch,
-        max_pixels=max_pixels,
-        keep_urls=keep_urls,
-        lookup=_sources(files, lifted),
-        video_frames=_frame_budget(refs, max_images),
-    )
-    chat = chat.with_images(await aresolve_images(refs, options))
+    options = ResolveOptions(fetch=fetch, max_pixels=max_pixels, keep_urls=keep_urls, lookup=_sources(files, lifted))
+    videos = [ref for ref in refs if ref.video]
+    read = await aresolve_images([ref for ref in refs if not ref.video], options)
+    if videos:  # read once the other images are: the room they leave is the videos' frame budget
+        used = sum(_images_in(ImagePart(r) if isinstance(r, ImageHandle) else MediaPart(r)) for r in read.values())
+        used += len(refs) - len(videos) - len(read)  # URLs left for the provider to fetch: one image each
+        frames = max(1, min(DEFAULT_FRAMES, (max_images - used) // len(videos)))
+        read |= await aresolve_images(videos, replace(options, video_frames=frames))
+    chat = chat.with_images(read)
     _check_image_count(chat, max_images)
     return chat
-
-
-def _frame_budget(refs: list[ImageRef], limit: int) -> int:
-    """Frames for each video: 8, or the room the request's other images leave under ``limit``, shared."""
-    videos = sum(ref.video for ref in refs)
-    if not videos:
-        return DEFAULT_FRAMES
-    return max(1, min(DEFAULT_FRAMES, (limit - (len(refs) - videos)) // videos))
 
 
 def _media_parts(chat: Chat) -> Iterator[tuple[str, MediaPart, int]]:
