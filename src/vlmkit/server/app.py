@@ -20,10 +20,17 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from vlmkit.server import routes_chat, routes_files, routes_models
+from vlmkit.server import (
+    routes_chat,
+    routes_files,
+    routes_messages,
+    routes_models,
+    routes_ollama,
+    routes_responses,
+)
 from vlmkit.server.auth import APIKeyMiddleware
 from vlmkit.server.config import ServerSettings
-from vlmkit.server.errors import error_response, response_for
+from vlmkit.server.errors import error_response, response_for, shape_for
 from vlmkit.server.jsonutil import dumps
 from vlmkit.server.limits import BodyLimitMiddleware, BodyLimits
 from vlmkit.server.state import ServerState
@@ -57,20 +64,24 @@ ROUTES = [
     Route("/api/v1/models/unload", routes_models.unload, methods=["POST"]),
     Route("/api/v1/models/download", routes_models.download, methods=["POST"]),
     Route("/api/v1/models/download/{job_id}", routes_models.download_status, methods=["GET"]),
+    *routes_messages.ROUTES,
+    *routes_responses.ROUTES,
+    *routes_ollama.ROUTES,
 ]
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    shape = shape_for(request.url.path)
     if exc.status_code == 404:
-        return error_response(f"no route {request.method} {request.url.path} on this server", 404)
+        return error_response(f"no route {request.method} {request.url.path} on this server", 404, shape=shape)
     if exc.status_code == 405:
-        return error_response(f"{request.method} is not allowed on {request.url.path}", 405)
-    return error_response(str(exc.detail), exc.status_code)
+        return error_response(f"{request.method} is not allowed on {request.url.path}", 405, shape=shape)
+    return error_response(str(exc.detail), exc.status_code, shape=shape)
 
 
 async def _any_error(request: Request, exc: Exception) -> Response:
-    return response_for(exc)
+    return response_for(exc, shape_for(request.url.path))
 
 
 def create_app(settings: ServerSettings | None = None, *, state: ServerState | None = None) -> ASGIApp:

@@ -25,9 +25,9 @@ from vlmkit.server.errors import APIError
 from vlmkit.server.files import FILE_ID, FileStore, looks_like_file_id
 from vlmkit.server.jsonutil import loads
 from vlmkit.server.lifted import Lifted, reinstate
-from vlmkit.wire.openai_chat import ChatRequest, read_request, to_chat
+from vlmkit.wire.openai_chat import ChatRequest, read_request
 
-__all__ = ["ChatRequest", "parse_chat_request", "parse_json", "parse_lifted", "resolve_chat"]
+__all__ = ["ChatRequest", "parse_chat_request", "parse_json", "parse_lifted", "resolve_images"]
 
 
 def parse_json(body: bytes) -> dict[str, Any]:
@@ -62,8 +62,8 @@ def parse_chat_request(body: dict[str, Any]) -> ChatRequest:
         raise APIError(exc.message, 422, code="invalid_request", param=exc.location) from None
 
 
-async def resolve_chat(
-    messages: list[Any],
+async def resolve_images(
+    chat: Chat,
     files: FileStore,
     *,
     fetch: FetchOptions,
@@ -71,11 +71,11 @@ async def resolve_chat(
     max_images: int,
     lifted: Lifted | None = None,
 ) -> Chat:
-    """A :class:`Chat` from OpenAI-format messages, every image sniffed and validated (URLs fetched safely).
+    """``chat`` with every image sniffed and validated (URLs fetched safely), whichever protocol's module
+    (:mod:`vlmkit.wire`) made its :class:`~vlmkit.chat.ImageRef`: the server's sources and limits for all.
 
     ``lifted`` holds the images whose data URLs were taken out of the body before it was parsed.
     """
-    chat = to_chat(messages)
     refs = chat.image_refs
     if len(refs) > max_images:
         raise _bad(f"more than {max_images} images in one request; this server's limit", refs[max_images].location)

@@ -28,6 +28,7 @@ _IMAGE_PATHS = frozenset(
     {
         ("messages", "*", "content", "*", "image_url", "url"),
         ("messages", "*", "content", "*", "image_url"),  # the Responses API's input_image form
+        ("input", "*", "content", "*", "image_url"),  # ... in a Responses request
     }
 )
 

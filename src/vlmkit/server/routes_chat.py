@@ -8,22 +8,21 @@ clients raise as an exception.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from vlmkit.chat import Chat
-from vlmkit.prediction import PredictionFragment, PredictionResult
+from vlmkit.prediction import PredictionResult
 from vlmkit.providers import AsyncCompletionStream, ChatCompletion
-from vlmkit.server.errors import APIError, body_of
-from vlmkit.server.inputs import ChatRequest, parse_chat_request, parse_lifted, resolve_chat
+from vlmkit.server.errors import body_of
+from vlmkit.server.inputs import ChatRequest, parse_chat_request, parse_lifted
 from vlmkit.server.jsonutil import dumps
 from vlmkit.server.lifted import lift
-from vlmkit.server.sse import DONE, EventStream, event, until_disconnect
+from vlmkit.server.sse import DONE, EventStream, event
 from vlmkit.server.state import ServerState, endpoint, image_slot
-from vlmkit.stream import CancelToken
-from vlmkit.wire.openai_chat import ChunkWriter, completion_body, config_to_openai
+from vlmkit.server.turn import Turn, answer, check_model, gateway_params, resolve, start
+from vlmkit.wire.openai_chat import ChunkWriter, completion_body, to_chat
 
 
 @endpoint
@@ -36,28 +35,8 @@ async def chat_completions(request: Request, state: ServerState) -> Response:
 async def _chat_completions(request: Request, state: ServerState, raw: bytes) -> Response:
     body = lift(raw)
     req = parse_chat_request(parse_lifted(body))
-    gateway = state.gateway.has(req.model)
-    if not gateway and state.local.find(req.model) is None:
-        raise state.unknown_model(req.model)
-    if gateway and req.config.detail is not None:
-        raise APIError(
-            "'detail' as an image token cap applies to local models; for a gateway model set "
-            "'detail': 'low' | 'high' | 'auto' on each image_url",
-            400,
-            param="detail",
-        )
-    for name in ("image_max_tokens", "image_min_tokens"):
-        if gateway and getattr(req.config, name) is not None:
-            raise APIError(f"{name!r} applies to local models; for a gateway model leave it out", 400, param=name)
-    s = state.settings
-    chat = await resolve_chat(
-        req.messages,
-        state.files,
-        fetch=s.fetch,
-        max_pixels=s.max_pixels,
-        max_images=s.max_images_per_request,
-        lifted=body,
-    )
+    gateway = check_model(state, req.model, req.config)
+    chat = await resolve(state, to_chat(req.messages), body)
     if gateway:
         return await _gateway(state, req, chat)
     return await _local(request, state, req, chat)
@@ -67,10 +46,7 @@ async def _chat_completions(request: Request, state: ServerState, raw: bytes) ->
 
 
 async def _gateway(state: ServerState, req: ChatRequest, chat: Chat) -> Response:
-    params = config_to_openai(req.config)
-    if req.user is not None:
-        params["user"] = req.user
-    result = await state.gateway.complete(req.model, chat, params, stream=req.stream)
+    result = await state.gateway.complete(req.model, chat, gateway_params(req.config, req.user), stream=req.stream)
     if isinstance(result, ChatCompletion):
         body = result.to_dict()
         body["model"] = req.model
@@ -97,40 +73,25 @@ async def _relay(stream: AsyncCompletionStream, model: str) -> AsyncIterator[byt
 
 
 async def _local(request: Request, state: ServerState, req: ChatRequest, chat: Chat) -> Response:
-    config = req.config
-    token = CancelToken()
     if not req.stream:
-        result = await until_disconnect(
-            request.receive, state.local.respond(req.model, chat, config, token), token.cancel
-        )
+        result = await answer(request, state, req.model, chat, req.config)
         return Response(dumps(completion_body(result, req.model)), media_type="application/json")
-    items = state.local.stream(req.model, chat, config, token)
-    # wait for the first fragment so that a full queue or a bad request is still an HTTP error
-    first = await until_disconnect(request.receive, anext(items), token.cancel)
-    return EventStream(_local_events(items, first, req), on_disconnect=token.cancel)
+    turn = await start(request, state, req.model, chat, req.config)
+    return EventStream(_local_events(turn, req), on_disconnect=turn.cancel)
 
 
-async def _local_events(
-    items: AsyncIterator[PredictionFragment | PredictionResult], first: Any, req: ChatRequest
-) -> AsyncIterator[bytes]:
+async def _local_events(turn: Turn, req: ChatRequest) -> AsyncIterator[bytes]:
     chunks = ChunkWriter(req.model)
     yield event(chunks.start())
-    item = first
     try:
-        while True:
+        async for item in turn:
             if isinstance(item, PredictionResult):
                 yield event(chunks.finish(item))
                 if req.include_usage:
                     yield event(chunks.usage(item.stats))
-                break
-            if item.content:
-                yield event(chunks.text(item.content))
-            item = await anext(items)
+            else:
+                yield event(chunks.text(item))
     except Exception as exc:
         yield event(body_of(exc))
         return
-    finally:
-        aclose = getattr(items, "aclose", None)
-        if aclose is not None:
-            await aclose()
     yield DONE

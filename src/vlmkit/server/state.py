@@ -13,11 +13,12 @@ from starlette.responses import Response
 
 from vlmkit.server.config import ServerSettings
 from vlmkit.server.downloads import Downloads
-from vlmkit.server.errors import APIError, response_for
+from vlmkit.server.errors import APIError, response_for, shape_for
 from vlmkit.server.files import FileStore
 from vlmkit.server.gateway import Gateway
 from vlmkit.server.limits import LARGE_BODY, BodyBudget
 from vlmkit.server.local import LocalModels
+from vlmkit.server.responses_store import ResponseStore
 
 
 @dataclass
@@ -33,6 +34,8 @@ class ServerState:
     holds one: it is bounded by the body limits instead (:mod:`vlmkit.server.limits`)."""
     body_budget: BodyBudget
     """The bytes of large bodies held in memory at once (:class:`~vlmkit.server.limits.BodyBudget`)."""
+    responses: ResponseStore
+    """The Responses API's stored conversations, for ``previous_response_id``."""
 
     @classmethod
     def create(cls, settings: ServerSettings) -> ServerState:
@@ -45,6 +48,7 @@ class ServerState:
             downloads=Downloads(settings.models_dir, on_done=lambda: local.entries(refresh=True)),
             large_bodies=asyncio.Semaphore(settings.max_large_requests),
             body_budget=BodyBudget(settings.max_body_memory_bytes),
+            responses=ResponseStore(settings.files_dir),
         )
 
     def unknown_model(self, name: str) -> APIError:
@@ -77,13 +81,14 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def endpoint(fn: Callable[[Request, ServerState], Awaitable[Response]]) -> Endpoint:
-    """A route handler that receives the shared state and answers every error in OpenAI's shape."""
+    """A route handler that receives the shared state and answers every error in its protocol's shape
+    (:func:`~vlmkit.server.errors.shape_for` its path)."""
 
     @functools.wraps(fn)
     async def handler(request: Request) -> Response:
         try:
             return await fn(request, state_of(request))
         except Exception as exc:
-            return response_for(exc)
+            return response_for(exc, shape_for(request.url.path))
 
     return handler

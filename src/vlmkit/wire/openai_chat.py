@@ -94,17 +94,18 @@ _TEXT_PARTS = ("text", "input_text")
 _IMAGE_PARTS = ("image_url", "input_image", "file")
 
 
-def to_chat(messages: Any) -> Chat:
+def to_chat(messages: Any, *, at: str = "messages") -> Chat:
     """A :class:`Chat` from OpenAI-format messages (a Chat is returned as it is).
 
-    Every image is an :class:`ImageRef` carrying its URL, detail, declared format and location.
+    Every image is an :class:`ImageRef` carrying its URL, detail, declared format and location
+    (``at[i].content[j]``: the Responses API's messages are its ``input``).
     """
     if isinstance(messages, Chat):
         return messages
     _check_messages(messages)
     chat = Chat()
     for i, raw in enumerate(messages):
-        chat.messages.append(_message(raw, f"messages[{i}]"))
+        chat.messages.append(_message(raw, f"{at}[{i}]"))
     return chat
 
 
