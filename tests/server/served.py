@@ -53,8 +53,16 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start(tmp: Path, tiny_files: tuple[Path, Path, Path], upstream: Upstream, *, extra: str = "") -> Served:
-    """Start ``vlmkit serve`` and wait until it answers its health check."""
+def start(
+    tmp: Path,
+    tiny_files: tuple[Path, Path, Path],
+    upstream: Upstream,
+    *,
+    extra: str = "",
+    env: dict[str, str] | None = None,
+) -> Served:
+    """Start ``vlmkit serve`` and wait until it answers its health check (``extra``: more config lines;
+    ``env``: more environment variables)."""
     model, mmproj, _ = tiny_files
     files_dir, models_dir = tmp / "files", tmp / "models"
     config = tmp / "vlmkit.yaml"
@@ -69,9 +77,9 @@ def start(tmp: Path, tiny_files: tuple[Path, Path, Path], upstream: Upstream, *,
         f"    deployments: [{{model: openai/up-model, api_base: '{upstream.base}', api_key: sk-up}}]\n"
         "limits: {max_body_mb: 3, model_ttl: null, shutdown_grace: 1}\n" + extra
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "VLMKIT_HOME": str(tmp / "home")}
-    env.pop("VLMKIT_API_KEY", None)
-    return _launch(Served("", None, upstream, config, env, files_dir, models_dir))  # type: ignore[arg-type]
+    environ = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "VLMKIT_HOME": str(tmp / "home"), **(env or {})}
+    environ.pop("VLMKIT_API_KEY", None)
+    return _launch(Served("", None, upstream, config, environ, files_dir, models_dir))  # type: ignore[arg-type]
 
 
 def _launch(served: Served) -> Served:
@@ -107,11 +115,17 @@ def restart(served: Served) -> Served:
     return _launch(served)
 
 
-def serve_fixture(tmp_path_factory: pytest.TempPathFactory, tiny_files: tuple[Path, Path, Path]) -> Iterator[Served]:
+def serve_fixture(
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_files: tuple[Path, Path, Path],
+    *,
+    extra: str = "",
+    env: dict[str, str] | None = None,
+) -> Iterator[Served]:
     """The body of a module-scoped fixture: the upstream and the server, stopped after the module."""
     upstream = Upstream("up")
     http = _start_upstream(upstream)
-    served = start(tmp_path_factory.mktemp("served"), tiny_files, upstream)
+    served = start(tmp_path_factory.mktemp("served"), tiny_files, upstream, extra=extra, env=env)
     try:
         yield served
     finally:

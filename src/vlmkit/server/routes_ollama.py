@@ -77,7 +77,7 @@ async def _turn(request: Request, state: ServerState, req: wire.OllamaRequest) -
         if local and req.keep_alive == 0:
             await state.local.unload(req.model)
             reason = "unload"
-        elif local:
+        elif local and not req.keep_alive_given:  # loaded above with its keep_alive otherwise
             await state.local.load(req.model)
         return _json(wire.answer_line(req.kind, req.model, None, text="", reason=reason))
     conversation = await resolve(state, wire.to_chat(req))

@@ -155,78 +155,82 @@ def to_chat(messages: list[Any], system: Any = None) -> Chat:
     return chat
 
 
-def _bad(message: str, where: str) -> InvalidMessageError:
-    exc = InvalidMessageError(message)
-    exc.add_location(where)
-    return exc
-
-
 def _system_text(system: Any) -> str:
     if isinstance(system, str):
         return system
     if not isinstance(system, list):
-        raise _bad(f"system must be a string or a list of text blocks, not {type_name(system)}", "system")
+        raise InvalidMessageError.at(
+            f"system must be a string or a list of text blocks, not {type_name(system)}", "system"
+        )
     texts = []
     for j, block in enumerate(system):
         if not isinstance(block, Mapping) or block.get("type") != "text" or not isinstance(block.get("text"), str):
-            raise _bad("a system block must be {'type': 'text', 'text': ...}", f"system[{j}]")
+            raise InvalidMessageError.at("a system block must be {'type': 'text', 'text': ...}", f"system[{j}]")
         texts.append(block["text"])
     return "\n\n".join(texts)
 
 
 def _message(raw: Any, where: str) -> ChatMessage:
     if not isinstance(raw, Mapping):
-        raise _bad(f"a message must be an object, not {type_name(raw)}", where)
+        raise InvalidMessageError.at(f"a message must be an object, not {type_name(raw)}", where)
     role = raw.get("role")
     if role not in ("user", "assistant"):
         hint = "; put a system prompt in the top-level 'system' field" if role == "system" else ""
-        raise _bad(f"role must be 'user' or 'assistant', not {role!r}{hint}", f"{where}.role")
+        raise InvalidMessageError.at(f"role must be 'user' or 'assistant', not {role!r}{hint}", f"{where}.role")
     content = raw.get("content")
     if isinstance(content, str):
         return ChatMessage(role, [TextPart(content)] if content else [])
     if not isinstance(content, list):
-        raise _bad(f"content must be a string or a list of blocks, not {type_name(content)}", f"{where}.content")
+        raise InvalidMessageError.at(
+            f"content must be a string or a list of blocks, not {type_name(content)}", f"{where}.content"
+        )
     return ChatMessage(role, [_block(block, role, f"{where}.content[{j}]") for j, block in enumerate(content)])
 
 
 def _block(block: Any, role: str, where: str) -> Part:
     if not isinstance(block, Mapping):
-        raise _bad(f"a content block must be an object, not {type_name(block)}", where)
+        raise InvalidMessageError.at(f"a content block must be an object, not {type_name(block)}", where)
     kind = block.get("type")
     if kind == "text":
         text = block.get("text")
         if not isinstance(text, str):
-            raise _bad(f"a text block needs a string 'text', not {type_name(text)}", where)
+            raise InvalidMessageError.at(f"a text block needs a string 'text', not {type_name(text)}", where)
         return TextPart(text)
     if kind != "image":
-        raise _bad(f"content block type {kind!r} is not supported; vlmkit reads 'text' and 'image' blocks", where)
+        raise InvalidMessageError.at(
+            f"content block type {kind!r} is not supported; vlmkit reads 'text' and 'image' blocks", where
+        )
     if role != "user":
-        raise _bad("images can only be sent in user messages, not in an assistant message", where)
+        raise InvalidMessageError.at("images can only be sent in user messages, not in an assistant message", where)
     source = block.get("source")
     if not isinstance(source, Mapping):
-        raise _bad("an image block needs a 'source': {'type': 'base64' | 'url' | 'file', ...}", where)
+        raise InvalidMessageError.at("an image block needs a 'source': {'type': 'base64' | 'url' | 'file', ...}", where)
     kind = source.get("type")
     if kind == "base64":
         media_type, data = source.get("media_type"), source.get("data")
         if not isinstance(media_type, str) or not media_type.startswith("image/"):
-            raise _bad(
+            raise InvalidMessageError.at(
                 f"a base64 source needs 'media_type', the image's type such as 'image/jpeg', not {media_type!r}",
                 f"{where}.source.media_type",
             )
         if not isinstance(data, str) or not data:
-            raise _bad("a base64 source needs 'data': the image's bytes in base64", f"{where}.source.data")
+            raise InvalidMessageError.at(
+                "a base64 source needs 'data': the image's bytes in base64", f"{where}.source.data"
+            )
         return ImageRef(f"data:{media_type};base64,{data}", None, media_type, where)
     if kind == "url":
         url = source.get("url")
         if not isinstance(url, str) or not url:
-            raise _bad("a url source needs 'url': an http(s) URL of the image", f"{where}.source.url")
+            raise InvalidMessageError.at("a url source needs 'url': an http(s) URL of the image", f"{where}.source.url")
         return ImageRef(url, None, None, where)
     if kind == "file":
         file_id = source.get("file_id")
         if not isinstance(file_id, str) or not file_id:
-            raise _bad("a file source needs 'file_id': the id of an image uploaded to /v1/files", f"{where}.source")
+            raise InvalidMessageError.at(
+                "a file source needs 'file_id': the id of an image uploaded to /v1/files", f"{where}.source"
+            )
         return ImageRef(file_id, None, None, where, file_id=True)
-    raise _bad(f"source.type must be 'base64', 'url' or 'file', not {kind!r}", f"{where}.source.type")
+    raise InvalidMessageError.at(f"source.type must be 'base64', 'url' or 'file', not {kind!r}", f"{where}.source.type")
 
 
 # --- stop reasons --------------------------------------------------------------------------------

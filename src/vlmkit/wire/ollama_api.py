@@ -214,26 +214,24 @@ def to_chat(req: OllamaRequest) -> Chat:
 _ROLES: dict[str, Role] = {"system": "system", "user": "user", "assistant": "assistant"}
 
 
-def _bad(message: str, where: str) -> InvalidMessageError:
-    exc = InvalidMessageError(message)
-    exc.add_location(where)
-    return exc
-
-
 def _message(raw: Any, where: str) -> ChatMessage:
     if not isinstance(raw, Mapping):
-        raise _bad(f"a message must be an object, not {type_name(raw)}", where)
+        raise InvalidMessageError.at(f"a message must be an object, not {type_name(raw)}", where)
     name = raw.get("role")
     role = _ROLES.get(name) if isinstance(name, str) else None
     if role is None:
-        raise _bad(f"role must be 'system', 'user' or 'assistant', not {raw.get('role')!r}", f"{where}.role")
+        raise InvalidMessageError.at(
+            f"role must be 'system', 'user' or 'assistant', not {raw.get('role')!r}", f"{where}.role"
+        )
     text = raw.get("content", "")
     if not isinstance(text, str):
-        raise _bad(f"content must be a string, not {type_name(text)}", f"{where}.content")
+        raise InvalidMessageError.at(f"content must be a string, not {type_name(text)}", f"{where}.content")
     parts: list[Part] = [TextPart(text)] if text else []
     images = raw.get("images")
     if images and role != "user":
-        raise _bad(f"images can only be sent in user messages, not in a {role} message", f"{where}.images")
+        raise InvalidMessageError.at(
+            f"images can only be sent in user messages, not in a {role} message", f"{where}.images"
+        )
     return ChatMessage(role, parts + _images(images, f"{where}.images"))
 
 
@@ -241,12 +239,14 @@ def _images(images: Any, where: str) -> list[Part]:
     if images is None:
         return []
     if not isinstance(images, list):
-        raise _bad(f"images must be a list of base64 strings or URLs, not {type_name(images)}", where)
+        raise InvalidMessageError.at(f"images must be a list of base64 strings or URLs, not {type_name(images)}", where)
     out: list[Part] = []
     for j, image in enumerate(images):
         here = f"{where}[{j}]"
         if not isinstance(image, str) or not image:
-            raise _bad(f"an image must be a base64 string, an http(s) URL or a data URL, not {type_name(image)}", here)
+            raise InvalidMessageError.at(
+                f"an image must be a base64 string, an http(s) URL or a data URL, not {type_name(image)}", here
+            )
         if image.startswith(("http://", "https://", "data:")):
             out.append(ImageRef(image, None, None, here))
         else:

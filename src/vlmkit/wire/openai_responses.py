@@ -148,19 +148,15 @@ def to_chat_of(req: ResponsesRequest, history: Chat | None = None) -> Chat:
     return chat
 
 
-def _bad(message: str, where: str) -> InvalidMessageError:
-    exc = InvalidMessageError(message)
-    exc.add_location(where)
-    return exc
-
-
 def _message(item: Any, where: str) -> dict[str, Any]:
     """An input item as a chat message (which :func:`~vlmkit.wire.openai_chat.to_chat` reads)."""
     if not isinstance(item, Mapping):
-        raise _bad(f"an input item must be an object, not {type_name(item)}", where)
+        raise InvalidMessageError.at(f"an input item must be an object, not {type_name(item)}", where)
     kind = item.get("type", "message")
     if kind != "message":
-        raise _bad(f"input items of type {kind!r} are not supported; send messages ({{'role', 'content'}})", where)
+        raise InvalidMessageError.at(
+            f"input items of type {kind!r} are not supported; send messages ({{'role', 'content'}})", where
+        )
     content = item.get("content")
     if not isinstance(content, list):
         return dict(item)
@@ -168,7 +164,7 @@ def _message(item: Any, where: str) -> dict[str, Any]:
     for j, part in enumerate(content):
         name = part.get("type") if isinstance(part, Mapping) else None
         if name not in _PARTS:
-            raise _bad(
+            raise InvalidMessageError.at(
                 f"content part type {name!r} is not supported; vlmkit reads 'input_text' and 'input_image' "
                 "(and 'output_text' in assistant items)",
                 f"{where}.content[{j}]",
