@@ -35,6 +35,7 @@ from vlmkit._types import type_name
 from vlmkit.chat import Chat, ChatMessage, ImageRef, Part, Role, TextPart
 from vlmkit.errors import InvalidMessageError, InvalidSettingError
 from vlmkit.prediction import PredictionConfig, PredictionResult, PredictionStats, StopReason, setting_error
+from vlmkit.wire.openai_chat import finish_reason_of
 
 __all__ = [
     "OPTIONS",
@@ -263,7 +264,8 @@ def timestamp(at: datetime | None = None) -> str:
 
 
 def _done_reason(stop: StopReason) -> str:
-    return "length" if stop in (StopReason.MAX_PREDICTED_TOKENS_REACHED, StopReason.CONTEXT_LENGTH_REACHED) else "stop"
+    """Ollama's ``done_reason``: OpenAI's finish reason where Ollama has it (``length``), else ``stop``."""
+    return "length" if finish_reason_of(stop) == "length" else "stop"
 
 
 def _counts(stats: PredictionStats) -> dict[str, Any]:

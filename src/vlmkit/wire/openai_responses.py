@@ -34,7 +34,7 @@ from vlmkit._types import type_name
 from vlmkit.chat import Chat, ChatMessage, TextPart
 from vlmkit.errors import InvalidMessageError, InvalidSettingError
 from vlmkit.prediction import PredictionConfig, PredictionResult, PredictionStats, StopReason, setting_error
-from vlmkit.wire.openai_chat import config_from_openai, to_chat
+from vlmkit.wire.openai_chat import config_from_openai, finish_reason_of, to_chat
 
 __all__ = [
     "EventWriter",
@@ -190,9 +190,6 @@ def _usage(stats: PredictionStats) -> dict[str, Any]:
     }
 
 
-_CUT = (StopReason.MAX_PREDICTED_TOKENS_REACHED, StopReason.CONTEXT_LENGTH_REACHED)
-
-
 def _message_item(item_id: str, text: str | None, status: str) -> dict[str, Any]:
     content = [] if text is None else [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]
     return {"type": "message", "id": item_id, "status": status, "role": "assistant", "content": content}
@@ -209,7 +206,7 @@ def response_body(
     """The ``response`` object: in progress (no ``result`` yet), completed or incomplete."""
     status, incomplete, output, usage = "in_progress", None, [], None
     if result is not None:
-        cut = result.stats.stop_reason in _CUT
+        cut = finish_reason_of(result.stats.stop_reason) == "length"  # OpenAI's one table of stop reasons
         status = "incomplete" if cut else "completed"
         if cut:
             by_limit = result.stats.stop_reason is StopReason.MAX_PREDICTED_TOKENS_REACHED
