@@ -65,7 +65,7 @@ def _start_upstream(up: Upstream) -> ThreadingHTTPServer:
 
         def do_GET(self) -> None:
             if self.path.startswith("/images/"):
-                data = photo_path(self.path.rsplit("/", 1)[1]).read_bytes()
+                data = photo_path(self.path.split("?")[0].rsplit("/", 1)[1]).read_bytes()
                 self._send(200, data, "image/jpeg")
             else:
                 self._send(404, b"{}", "application/json")

@@ -82,6 +82,32 @@ def test_generate_with_images_and_the_raw_ndjson(served: Served) -> None:
     assert [line["done"] for line in lines] == [False] * (len(lines) - 1) + [True]
 
 
+def client_safe_url(url: str) -> str:
+    """``url`` with a query that the ollama client lets through: it sends a string that does not end in
+    an image extension and that Python's lenient base64 decoder accepts, as it is."""
+    for query in ("?a", "?ab", "?abc", "?abcd", "?x=1", "?x=12"):
+        try:
+            base64.b64decode(url + query)
+            return url + query
+        except ValueError:
+            continue
+    raise AssertionError(f"no query makes {url!r} pass the ollama client's check")
+
+
+def test_the_ollama_client_sends_an_image_url(served: Served) -> None:
+    url = client_safe_url(f"http://127.0.0.1:{served.upstream.port}/images/grace_hopper.jpg")
+    response = client(served).chat(
+        model="tiny",
+        messages=[{"role": "user", "content": "Describe this image.", "images": [url]}],
+        options={"num_predict": 3},
+    )
+    text_only = client(served).chat(
+        model="tiny", messages=[{"role": "user", "content": "Describe this image."}], options={"num_predict": 3}
+    )
+    assert response.done and response.eval_count == 3
+    assert (response.prompt_eval_count or 0) > (text_only.prompt_eval_count or 0) + 10  # the image's tokens
+
+
 def test_images_as_urls_and_data_urls_go_past_ollama(served: Served) -> None:
     url = f"http://127.0.0.1:{served.upstream.port}/images/grace_hopper.jpg"
     for image in (url, data_url(HOPPER.read_bytes())):
