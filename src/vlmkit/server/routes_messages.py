@@ -24,8 +24,9 @@ from vlmkit.errors import VlmkitError
 from vlmkit.images import estimate_image_tokens
 from vlmkit.prediction import PredictionConfig, PredictionResult
 from vlmkit.server.errors import body_of
-from vlmkit.server.inputs import parse_json
+from vlmkit.server.inputs import parse_lifted
 from vlmkit.server.jsonutil import dumps
+from vlmkit.server.lifted import Lifted, lift
 from vlmkit.server.sse import EventStream, named_event
 from vlmkit.server.state import ServerState, endpoint, image_slot
 from vlmkit.server.turn import Turn, answer, check_model, resolve, start
@@ -36,9 +37,10 @@ from vlmkit.wire import anthropic_messages as wire
 async def messages(request: Request, state: ServerState) -> Response:
     raw = await request.body()
     async with image_slot(state, len(raw)):
-        req = wire.read_request(parse_json(raw))
+        lifted = lift(raw)  # large base64 sources decoded straight from the body (see lifted.py)
+        req = wire.read_request(parse_lifted(lifted))
         check_model(state, req.model, req.config)
-        chat = await _chat(state, req)
+        chat = await _chat(state, req, lifted)
         if not req.stream:
             result = await answer(request, state, req.model, chat, req.config, req.user)
             body = wire.message_body(result, req.model, req.config)
@@ -51,15 +53,16 @@ async def messages(request: Request, state: ServerState) -> Response:
 async def count_tokens(request: Request, state: ServerState) -> Response:
     raw = await request.body()
     async with image_slot(state, len(raw)):
-        req = wire.read_request(parse_json(raw), count_only=True)
+        lifted = lift(raw)
+        req = wire.read_request(parse_lifted(lifted), count_only=True)
         check_model(state, req.model, PredictionConfig())
-        chat = await _chat(state, req)
+        chat = await _chat(state, req, lifted)
         return Response(dumps(wire.count_body(_estimate(chat))), media_type="application/json")
 
 
-async def _chat(state: ServerState, req: wire.MessagesRequest) -> Chat:
+async def _chat(state: ServerState, req: wire.MessagesRequest, lifted: Lifted) -> Chat:
     try:
-        return await resolve(state, wire.to_chat(req.messages, req.system))
+        return await resolve(state, wire.to_chat(req.messages, req.system), lifted)
     except VlmkitError as exc:
         raise wire.restate(exc) from None
 
