@@ -245,3 +245,19 @@ def test_an_unknown_route_and_bad_json_in_anthropic_shape(served: Served) -> Non
         "type": "error",
         "error": {"type": "not_found_error", "message": "no route POST /v1/messages/batches on this server"},
     }
+
+
+def test_a_failing_upstream_is_a_502_in_anthropic_shape(served: Served) -> None:
+    served.upstream.status, served.upstream.error_message = 500, "the upstream is down"
+    try:
+        for stream in (False, True):
+            r = served.post(
+                "/v1/messages",
+                {"model": "gw", "max_tokens": 5, "stream": stream, "messages": [{"role": "user", "content": "hi"}]},
+            )
+            assert r.status_code == 502, r.text
+            error = r.json()["error"]
+            assert r.json()["type"] == "error" and error["type"] == "api_error"
+            assert "the upstream is down" in error["message"]
+    finally:
+        served.upstream.status = 200

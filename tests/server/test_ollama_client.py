@@ -247,3 +247,18 @@ def test_bad_requests_name_the_field(served: Served, body: dict[str, Any], fact:
 def test_an_unknown_route_in_ollama_shape(served: Served) -> None:
     r = served.post("/api/embed", {"model": "tiny", "input": "hi"})
     assert r.status_code == 404 and r.json() == {"error": "no route POST /api/embed on this server"}
+
+
+def test_a_failing_upstream_is_a_502_in_ollama_shape(served: Served) -> None:
+    served.upstream.status, served.upstream.error_message = 500, "the upstream is down"
+    ask = [{"role": "user", "content": "hi"}]
+    try:
+        with pytest.raises(ollama.ResponseError) as whole:
+            client(served).chat(model="gw", messages=ask)
+        with pytest.raises(ollama.ResponseError) as streamed:
+            list(client(served).chat(model="gw", messages=ask, stream=True))
+    finally:
+        served.upstream.status = 200
+    for caught in (whole, streamed):
+        assert caught.value.status_code == 502
+        assert "the upstream is down" in error_of(caught.value)

@@ -218,3 +218,14 @@ def test_bad_requests_name_the_field(served: Served, body: dict[str, Any], statu
     error = r.json()["error"]
     assert error["param"] == param and fact in error["message"], error
     assert json.dumps(r.json()).count("Traceback") == 0
+
+
+def test_a_failing_upstream_is_a_502(served: Served) -> None:
+    served.upstream.status, served.upstream.error_message = 500, "the upstream is down"
+    try:
+        with pytest.raises(openai.InternalServerError) as caught:
+            client(served).responses.create(model="gw", input="hi", stream=True)
+        assert caught.value.status_code == 502
+        assert "the upstream is down" in msg(caught.value)["message"]
+    finally:
+        served.upstream.status = 200
