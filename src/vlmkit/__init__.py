@@ -12,10 +12,12 @@ from vlmkit._version import __version__
 from vlmkit.chat import Chat
 from vlmkit.client import (
     LLM,
+    ActResult,
     AsyncClient,
     AsyncLLM,
     AsyncPredictionStream,
     Client,
+    FunctionTool,
     PredictionStream,
     configure_default_client,
     get_default_client,
@@ -52,12 +54,16 @@ from vlmkit.errors import (
     VlmkitError,
 )
 from vlmkit.images import (
+    Document,
     ImageHandle,
     ImagePolicy,
     RenderedImage,
+    Video,
     aprepare_image,
     estimate_image_tokens,
+    prepare_document,
     prepare_image,
+    prepare_video,
 )
 from vlmkit.prediction import (
     ModelInfo,
@@ -69,9 +75,11 @@ from vlmkit.prediction import (
     StopReason,
 )
 from vlmkit.providers import acompletion, completion, supports_vision
+from vlmkit.tools import ToolCall, ToolChoice, ToolDefinition, tool_from_function
 
 __all__ = [
     "LLM",
+    "ActResult",
     "AsyncClient",
     "AsyncLLM",
     "AsyncPredictionStream",
@@ -82,6 +90,8 @@ __all__ = [
     "ClientError",
     "ContextLengthError",
     "DefaultClientAlreadyCreatedError",
+    "Document",
+    "FunctionTool",
     "ImageError",
     "ImageFetchError",
     "ImageFormatMismatchError",
@@ -111,8 +121,12 @@ __all__ = [
     "RenderedImage",
     "StopReason",
     "StructuredOutputError",
+    "ToolCall",
+    "ToolChoice",
+    "ToolDefinition",
     "UnknownFileError",
     "UnsupportedImageError",
+    "Video",
     "VlmkitError",
     "__version__",
     "acompletion",
@@ -124,6 +138,9 @@ __all__ = [
     "list_downloaded_models",
     "list_loaded_models",
     "llm",
+    "prepare_document",
     "prepare_image",
+    "prepare_video",
     "supports_vision",
+    "tool_from_function",
 ]

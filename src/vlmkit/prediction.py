@@ -27,7 +27,9 @@ from typing import Any
 
 from vlmkit._types import DETAIL_NAMES, type_name
 from vlmkit._types import Detail as ImageDetail
-from vlmkit.errors import InvalidSettingError, StructuredOutputError
+from vlmkit.errors import GroundingError, InvalidSettingError, StructuredOutputError
+from vlmkit.images.grounding import Box, Point, SentImage, parse
+from vlmkit.tools import ToolCall, ToolChoice, ToolDefinition, tool_error
 
 Detail = ImageDetail | int
 """A prediction's ``detail`` setting: a level (``"low"``, ``"high"``, ``"auto"``) or a cap on image tokens."""
@@ -52,8 +54,8 @@ __all__ = [
 class StopReason(str, Enum):
     """Why generation stopped (the strings LM Studio uses).
 
-    ``CONTENT_FILTERED`` (a provider withheld the answer) is vlmkit's own; ``TOOL_CALLS`` is reserved
-    for when vlmkit does tool calls.
+    ``CONTENT_FILTERED`` (a provider withheld the answer) is vlmkit's own; ``TOOL_CALLS``: the model
+    stopped to have tools called (the result's ``tool_calls``).
     """
 
     EOS_FOUND = "eosFound"
@@ -83,6 +85,11 @@ class PredictionConfig:
     ``"high"`` (the model's full resolution), ``"auto"`` (the default: a medium bound), or an int,
     the most image tokens one image may take. ``response_format`` is a JSON schema (a dict) or a
     pydantic model class; the reply is then constrained by a grammar so that it always parses.
+
+    ``tools`` are the :class:`~vlmkit.tools.ToolDefinition` s the model may call; ``tool_choice``
+    whether it may (``"auto"``), must (``"required"``, or a tool's name), or must not (``"none"``);
+    ``parallel_tool_calls`` whether one turn may hold several calls. ``n`` asks for that many
+    independent choices.
     """
 
     temperature: float | None = None
@@ -100,6 +107,10 @@ class PredictionConfig:
     frequency_penalty: float | None = None
     image_max_tokens: int | None = None
     image_min_tokens: int | None = None
+    tools: Sequence[ToolDefinition] = ()
+    tool_choice: ToolChoice | str | None = None
+    parallel_tool_calls: bool | None = None
+    n: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stop", _stop_strings(self.stop))
@@ -128,6 +139,14 @@ class PredictionConfig:
                 f"({'image_max_tokens' if cap == self.image_max_tokens else 'detail'}); lower it or raise the cap",
             )
         object.__setattr__(self, "response_format", _response_format(self.response_format))
+        _integer("n", self.n, 1)
+        object.__setattr__(self, "tools", _tools(self.tools))
+        object.__setattr__(self, "tool_choice", _tool_choice(self.tool_choice, self.tools))
+        if self.parallel_tool_calls is not None and not isinstance(self.parallel_tool_calls, bool):
+            raise setting_error(
+                "parallel_tool_calls",
+                f"parallel_tool_calls must be true or false, not {type_name(self.parallel_tool_calls)}",
+            )
 
     @property
     def max_image_tokens(self) -> int | None:
@@ -228,6 +247,50 @@ def _response_format(fmt: Any) -> Any:
         "response_format",
         f"response_format must be a JSON schema dict or a pydantic model class, not {type_name(fmt)}",
     )
+
+
+def _tools(tools: Any) -> tuple[ToolDefinition, ...]:
+    if tools is None:
+        return ()
+    if isinstance(tools, (str, Mapping)) or not isinstance(tools, Sequence):
+        raise tool_error(f"tools must be a list of tool definitions, not {type_name(tools)}", "tools")
+    names: set[str] = set()
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, ToolDefinition):
+            raise tool_error(
+                f"a tool must be a vlmkit.tools.ToolDefinition (or OpenAI's {{'type': 'function', ...}} where a "
+                f"face reads OpenAI's form), not {type_name(tool)}",
+                f"tools[{i}]",
+            )
+        if tool.name in names:
+            raise tool_error(
+                f"two tools are named {tool.name!r}; give each tool its own name", f"tools[{i}].function.name"
+            )
+        names.add(tool.name)
+    return tuple(tools)
+
+
+def _tool_choice(choice: Any, tools: Sequence[ToolDefinition]) -> ToolChoice | None:
+    if choice is None:
+        return None
+    if isinstance(choice, str):
+        if choice not in ("none", "auto", "required"):
+            raise tool_error(
+                f"tool_choice must be 'none', 'auto', 'required' or a named tool, not {choice!r}", "tool_choice"
+            )
+        choice = ToolChoice(choice)  # type: ignore[arg-type]  # checked on the line above
+    if not isinstance(choice, ToolChoice):
+        raise tool_error(
+            f"tool_choice must be a string or a vlmkit.tools.ToolChoice, not {type_name(choice)}", "tool_choice"
+        )
+    if choice.mode != "none" and (choice.mode == "required" or choice.name) and not tools:
+        raise tool_error("tool_choice asks for a tool call, but no tools are given; send tools with it", "tool_choice")
+    if choice.name is not None and choice.name not in {t.name for t in tools}:
+        known = ", ".join(repr(t.name) for t in tools)
+        raise tool_error(
+            f"tool_choice names the tool {choice.name!r}, which is not among the tools ({known})", "tool_choice"
+        )
+    return choice
 
 
 _FALSE_SCHEMA = "response_format is the JSON schema false, which no reply can meet; give a schema a reply can meet"
@@ -395,9 +458,30 @@ class PredictionResult:
     model_info: ModelInfo | None = None
     parsed: Any = None
     fragments: list[PredictionFragment] = field(default_factory=list, repr=False)
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    """The tools the model called (its stop reason is then ``TOOL_CALLS``)."""
+    sent_images: list[SentImage] = field(default_factory=list, repr=False)
+    """The prompt's images, in order, each with what vlmkit did to it before the model saw it."""
 
     def __str__(self) -> str:
         return self.content
+
+    @property
+    def boxes(self) -> list[Box | Point]:
+        """The boxes and points of the answer, in the pixels of the image asked about (upright, full size).
+
+        For a prompt with one image; with several, map the answer to the one it is about with
+        ``vlmkit.grounding.parse(result.content, result.sent_images[i], result.model_info)``.
+        """
+        if len(self.sent_images) != 1:
+            how = "it had none" if not self.sent_images else f"it had {len(self.sent_images)}"
+            raise GroundingError(
+                f"prediction.boxes needs a prompt with exactly one image ({how}); for several, call "
+                "vlmkit.grounding.parse(result.content, result.sent_images[i], result.model_info)"
+            )
+        if self.model_info is None:
+            raise GroundingError("prediction.boxes needs the model's info, and this prediction has none")
+        return parse(self.content, self.sent_images[0], self.model_info)
 
 
 def snake_case(name: str) -> str:

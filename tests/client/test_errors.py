@@ -60,7 +60,7 @@ def test_image_to_a_text_only_model(client: vk.Client, generated: Generated, pho
         ({"history": []}, "needs a 'messages' list"),
         (
             [{"role": "robot", "content": "hi"}],
-            r"messages\[0\]\.role: role must be 'system', 'developer', 'user' or 'assistant'",
+            r"messages\[0\]\.role: role must be 'system', 'developer', 'user', 'assistant' or 'tool'",
         ),
         ([{"role": "user", "content": [{"type": "audio"}]}], r"messages\[0\]\.content\[0\]: unknown content part type"),
     ],

@@ -81,9 +81,10 @@ def test_callers_queue_in_order_and_a_full_queue_says_so(tiny_model: tuple[Path,
     try:
         holder = _blocking_call(engine, started, release)
 
-        def queued(name: str) -> None:
-            engine.respond("tiny", name, PredictionConfig(temperature=0, max_tokens=2))
-            order.append(name)
+        def queued(name: str) -> None:  # the order in which they get the model: their first tokens
+            engine.respond(
+                "tiny", name, PredictionConfig(temperature=0, max_tokens=2), on_first_token=lambda: order.append(name)
+            )
 
         waiters = []
         for name in ("first", "second"):

@@ -24,9 +24,11 @@ def as_params(body: dict[str, Any], model: str = MODEL) -> dict[str, Any]:
     params = copy.deepcopy(body)
     for message in params["messages"]:
         for block in message["content"]:
-            source = block.get("image", {}).get("source", {})
-            if "bytes" in source:
-                source["bytes"] = base64.b64decode(source["bytes"])
+            inner = block.get("toolResult", {}).get("content", [])  # a tool result's images too
+            for image_block in [block, *inner]:
+                source = image_block.get("image", {}).get("source", {})
+                if "bytes" in source:
+                    source["bytes"] = base64.b64decode(source["bytes"])
     return {"modelId": model, **params}
 
 

@@ -194,6 +194,15 @@ def test_an_unknown_model(served: Served, hopper_jpeg: bytes) -> None:
     [
         ({"model": "tiny", "messages": [{"role": "user", "content": "hi"}]}, ["max_tokens is required"]),
         (
+            {
+                "model": "tiny",
+                "max_tokens": 5,
+                "messages": [{"role": "user", "content": "hi"}],
+                "tools": [{"name": "f"}],
+            },
+            ["tools: tool use is not supported on /v1/messages yet", "use /v1/chat/completions"],
+        ),
+        (
             {"model": "tiny", "max_tokens": 5, "messages": [{"role": "system", "content": "hi"}]},
             ["messages[0].role: role must be 'user' or 'assistant'", "top-level 'system' field"],
         ),

@@ -65,7 +65,7 @@ UPLOAD = "upload the image with POST /v1/files and send the id it answers with, 
         ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}, 422, "max_tokens",
          "max_tokens must be at least 1, not 0"),
         ({"model": "tiny", "messages": [{"role": "robot", "content": "x"}]}, 400, "messages[0].role",
-         "messages[0].role: role must be 'system', 'developer', 'user' or 'assistant', not 'robot'"),
+         "messages[0].role: role must be 'system', 'developer', 'user', 'assistant' or 'tool', not 'robot'"),
         ({"model": "tiny", "messages": [{"role": "user", "content": [{"type": "audio"}]}]}, 400,
          "messages[0].content[0]", "messages[0].content[0]: unknown content part type 'audio'; "
          "vlmkit reads 'text', 'image_url' and 'file' parts"),
@@ -74,7 +74,7 @@ UPLOAD = "upload the image with POST /v1/files and send the id it answers with, 
          "a URL string or {'url': ...}"),
         ({"model": "tiny", "messages": [{"role": "assistant", "content": [
             {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]}, 400,
-         "messages[0].content[0]", "messages[0].content[0]: images can only be sent in user messages, "
+         "messages[0].content[0]", "messages[0].content[0]: images can only be sent in user and tool messages, "
          "not in an assistant message"),
         (chat_with({"type": "image_url", "image_url": {"url": "file-" + "0" * 24}}), 400, "messages[0].content[1]",
          f"messages[0].content[1]: no such file: no uploaded file has the id 'file-{'0' * 24}' (it was never "

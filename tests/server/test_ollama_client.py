@@ -236,6 +236,10 @@ def test_an_unknown_model(served: Served) -> None:
         ({"model": "tiny", "prompt": "hi", "keep_alive": "soon"}, "keep_alive 'soon' is not a duration"),
         ({"model": "tiny", "prompt": "hi", "format": "xml"}, 'format must be "json" or a JSON schema object'),
         ({"model": "tiny", "prompt": "hi", "images": [3]}, "images[0]: an image must be a base64 string"),
+        (
+            {"model": "tiny", "prompt": "hi", "tools": [{"type": "function"}]},
+            "use /v1/chat/completions, which calls tools",
+        ),
     ],
 )
 def test_bad_requests_name_the_field(served: Served, body: dict[str, Any], fact: str) -> None:

@@ -2,7 +2,7 @@
 SDK's clients of the server and of a provider.
 
 Each case here was once read differently by different faces (an image in an assistant message, a
-``tool`` message, ``max_tokens=0``, ``content_filter``, vlmkit's ``stats`` extension). Now they all
+``tool`` message answering no call, ``max_tokens=0``, ``content_filter``, vlmkit's ``stats`` extension). Now they all
 go through ``vlmkit.wire.openai_chat``, and these tests pin the one behaviour on each face.
 """
 
@@ -17,7 +17,7 @@ import pytest
 
 import vlmkit as vk
 from tests.server.conftest import API_KEY, Running, data_url, image_message
-from vlmkit.errors import BadRequestError, InvalidMessageError, InvalidSettingError
+from vlmkit.errors import BadRequestError, InvalidSettingError
 from vlmkit.wire.openai_chat import read_extension
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -33,22 +33,24 @@ MESSAGE_CASES = [
         [{"role": "user", "content": "What is in it?"},
          {"role": "assistant", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}],
         "messages[1].content[0]",
-        "images can only be sent in user messages, not in an assistant message",
+        "images can only be sent in user and tool messages, not in an assistant message",
         id="image-in-an-assistant-message",
     ),
     pytest.param(
         [{"role": "user", "content": "What is 6 x 7?"},
-         {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function"}]}],
-        "messages[1].tool_calls",
-        "tool calls are not supported yet: vlmkit does not do tool calls",
-        id="assistant-tool-calls",
+         {"role": "assistant", "content": None,
+          "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "mul", "arguments": "{6, 7}"}}]}],
+        "messages[1].tool_calls[0].function.arguments",
+        "the arguments of the call to 'mul' are not valid JSON (Expecting property name enclosed in double quotes: "
+        "line 1 column 2 (char 1)): '{6, 7}'",
+        id="assistant-tool-call-arguments",
     ),
     pytest.param(
         [{"role": "user", "content": "What is 6 x 7?"}, {"role": "tool", "tool_call_id": "c1", "content": "42"}],
-        "messages[1].role",
-        "role 'tool' is not supported yet: vlmkit does not do tool calls; "
-        "send a tool's result as text in a user message",
-        id="tool-message",
+        "messages[1].tool_call_id",
+        "this tool result answers the call id 'c1', but no assistant message before it made that call "
+        "(calls made: none); send the assistant message with its tool_calls first, and answer each call by its id",
+        id="tool-message-answering-no-call",
     ),
 ]  # fmt: skip
 
@@ -67,9 +69,9 @@ def test_messages_are_refused_alike_on_every_face(
     server: Running, sdk_model: vk.LLM, messages: list[dict[str, Any]], where: str, what: str
 ) -> None:
     message = f"{where}: {what}"
-    with pytest.raises(InvalidMessageError) as sdk:
+    with pytest.raises(BadRequestError) as sdk:
         sdk_model.respond(messages)
-    with pytest.raises(InvalidMessageError) as call:
+    with pytest.raises(BadRequestError) as call:
         vk.completion("openai/gpt-4o", messages, api_base=NOWHERE, api_key="k")
     for err in (sdk.value, call.value):
         assert (err.message, err.location, err.status_code) == (message, where, 400)

@@ -199,6 +199,12 @@ def test_an_unknown_previous_response(served: Served) -> None:
         ({"model": "gw", "input": "hi", "max_output_tokens": 0}, 422, "max_output_tokens", "max_output_tokens"),
         ({"model": "gw", "input": "hi", "text": {"format": {"type": "xml"}}}, 422, "text.format", "type 'xml'"),
         (
+            {"model": "gw", "input": "hi", "tools": [{"type": "function", "name": "f", "parameters": {}}]},
+            422,
+            "tools",
+            "use /v1/chat/completions, which calls tools",
+        ),
+        (
             {"model": "gw", "input": [{"type": "function_call_output", "call_id": "c", "output": "1"}]},
             400,
             "input[0]",

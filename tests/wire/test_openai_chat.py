@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from tests.conftest import guard_loopback, photo_path
 from vlmkit.chat import Chat, ChatMessage, ImagePart, ImageRef, TextPart
-from vlmkit.errors import BadRequestError, InvalidMessageError, InvalidSettingError
+from vlmkit.errors import BadRequestError, InvalidMessageError, InvalidSettingError, InvalidToolError
 from vlmkit.images import prepare_image
 from vlmkit.prediction import ModelInfo, PredictionConfig, PredictionResult, PredictionStats, StopReason
 from vlmkit.wire.openai_chat import (
@@ -152,26 +152,43 @@ REFUSED: list[tuple[Any, type[Exception], str | None, str]] = [
      "messages must be a list of {'role': ..., 'content': ...} objects, not a string"),
     (["hi"], InvalidMessageError, "messages[0]", "messages[0]: a message must be an object, not a string"),
     ([{"role": "wizard", "content": "x"}], InvalidMessageError, "messages[0].role",
-     "messages[0].role: role must be 'system', 'developer', 'user' or 'assistant', not 'wizard'"),
+     "messages[0].role: role must be 'system', 'developer', 'user', 'assistant' or 'tool', not 'wizard'"),
     ([{"role": "user", "content": "a"}, {"role": "tool", "tool_call_id": "c1", "content": "42"}],
-     InvalidMessageError, "messages[1].role",
-     "messages[1].role: role 'tool' is not supported yet: vlmkit does not do tool calls; "
-     "send a tool's result as text in a user message"),
+     InvalidToolError, "messages[1].tool_call_id",
+     "messages[1].tool_call_id: this tool result answers the call id 'c1', but no assistant message before it "
+     "made that call (calls made: none); send the assistant message with its tool_calls first, and answer each "
+     "call by its id"),
+    ([{"role": "user", "content": "a"}, {"role": "tool", "content": "42"}],
+     InvalidToolError, "messages[1].tool_call_id",
+     "messages[1].tool_call_id: a tool message needs 'tool_call_id', the id of the call it answers, not null"),
     ([{"role": "function", "name": "f", "content": "42"}], InvalidMessageError, "messages[0].role",
-     "messages[0].role: role 'function' is not supported yet: vlmkit does not do tool calls; "
-     "send a tool's result as text in a user message"),
+     "messages[0].role: role 'function' is OpenAI's old form of a tool result: send {'role': 'tool', "
+     "'tool_call_id': ..., 'content': ...} instead"),
     ([{"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function"}]}],
-     InvalidMessageError, "messages[0].tool_calls",
-     "messages[0].tool_calls: tool calls are not supported yet: vlmkit does not do tool calls"),
+     InvalidToolError, "messages[0].tool_calls[0].function",
+     "messages[0].tool_calls[0].function: a tool call needs a 'function' object, not null"),
+    ([{"role": "assistant", "content": None,
+       "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"x\": "}}]}],
+     InvalidToolError, "messages[0].tool_calls[0].function.arguments",
+     "messages[0].tool_calls[0].function.arguments: the arguments of the call to 'f' are not valid JSON "
+     "(Expecting value: line 1 column 7 (char 6)): '{\"x\": '"),
+    ([{"role": "assistant", "content": None,
+       "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "[1]"}}]}],
+     InvalidToolError, "messages[0].tool_calls[0].function.arguments",
+     "messages[0].tool_calls[0].function.arguments: the arguments of the call to 'f' must be a JSON object, "
+     "not an array"),
+    ([{"role": "assistant", "content": "x", "function_call": {"name": "f", "arguments": "{}"}}],
+     InvalidToolError, "messages[0].function_call",
+     "messages[0].function_call: function_call is OpenAI's old form of a tool call: send tool_calls instead"),
     ([{"role": "user", "content": "a"}, {"role": "user"}], InvalidMessageError, "messages[1].content",
      "messages[1].content: the message has no 'content'"),
     ([{"role": "user", "content": 7}], InvalidMessageError, "messages[0].content",
      "messages[0].content: content must be a string or a list of parts, not a number"),
     ([{"role": "assistant", "content": [image("https://x/y.png")]}], InvalidMessageError, "messages[0].content[0]",
-     "messages[0].content[0]: images can only be sent in user messages, not in an assistant message"),
+     "messages[0].content[0]: images can only be sent in user and tool messages, not in an assistant message"),
     ([{"role": "system", "content": [{"type": "file", "file": {"file_id": "file-1"}}]}], InvalidMessageError,
      "messages[0].content[0]",
-     "messages[0].content[0]: images can only be sent in user messages, not in a system message"),
+     "messages[0].content[0]: images can only be sent in user and tool messages, not in a system message"),
     ([{"role": "user", "content": [{"type": "refusal", "refusal": "no"}]}], InvalidMessageError,
      "messages[0].content[0]",
      "messages[0].content[0]: a refusal part can only be in an assistant message, not in a user message"),
@@ -265,7 +282,7 @@ SETTINGS_REFUSED: list[tuple[dict[str, Any], type[Exception], str, str]] = [
     ({"stop": 5}, InvalidSettingError, "stop", "stop must be a string or a list of strings, not a number"),
     ({"stop": ["a", 1]}, InvalidSettingError, "stop",
      "stop must be a string or a list of strings; stop[1] is a number"),
-    ({"n": 2}, InvalidSettingError, "n", "only n=1 is supported, not 2"),
+    ({"n": 0}, InvalidSettingError, "n", "n must be at least 1, not 0"),
     ({"response_format": "json"}, InvalidSettingError, "response_format",
      "response_format must be {'type': 'text' | 'json_object' | 'json_schema', ...}, not a string"),
     ({"response_format": {"type": "object"}}, InvalidSettingError, "response_format",
@@ -285,8 +302,39 @@ SETTINGS_REFUSED: list[tuple[dict[str, Any], type[Exception], str, str]] = [
      "image_min_tokens=500 is more than the image token cap 100 (image_max_tokens); lower it or raise the cap"),
     ({"image_min_tokens": 500, "detail": 64}, InvalidSettingError, "image_min_tokens",
      "image_min_tokens=500 is more than the image token cap 64 (detail); lower it or raise the cap"),
-    ({"tools": [{"type": "function"}]}, BadRequestError, "tools",
-     "tool and function calling are not supported yet; send the request without 'tools'"),
+    ({"tools": [{"type": "function"}]}, InvalidToolError, "tools[0].function",
+     "tools[0].function: a tool's 'function' must be an object, not null"),
+    ({"tools": {"type": "function"}}, InvalidToolError, "tools",
+     "tools: tools must be an array of tools, not an object"),
+    ({"tools": [{"type": "code_interpreter"}]}, InvalidToolError, "tools[0]",
+     "tools[0]: a tool must be {'type': 'function', 'function': {...}}, not type 'code_interpreter'"),
+    ({"tools": [{"type": "function", "function": {"name": "look at"}}]}, InvalidToolError, "tools[0].function.name",
+     "tools[0].function.name: a tool's name must be 1 to 64 letters, digits, '_' or '-', not 'look at'"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object",
+                                                                          "properties": {"x": {"type": "nope"}}}}}]},
+     InvalidToolError, "tools[0].function.parameters",
+     "tools[0].function.parameters: parameters is not valid JSON Schema: at .properties.x.type: 'nope' is not "
+     "valid under any of the given schemas"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "string"}}}]},
+     InvalidToolError, "tools[0].function.parameters",
+     "tools[0].function.parameters: parameters must describe an object (the arguments by name): 'type' is "
+     "'string', not 'object'"),
+    ({"tools": [{"type": "function", "function": {"name": "f"}}, {"type": "function", "function": {"name": "f"}}]},
+     InvalidToolError, "tools[1].function.name",
+     "tools[1].function.name: two tools are named 'f'; give each tool its own name"),
+    ({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "always"}, InvalidToolError,
+     "tool_choice",
+     "tool_choice: tool_choice must be 'none', 'auto', 'required' or {'type': 'function', 'function': "
+     "{'name': ...}}, not 'always'"),
+    ({"tools": [{"type": "function", "function": {"name": "f"}}],
+      "tool_choice": {"type": "function", "function": {"name": "g"}}}, InvalidToolError, "tool_choice",
+     "tool_choice: tool_choice names the tool 'g', which is not among the tools ('f')"),
+    ({"tool_choice": "required"}, InvalidToolError, "tool_choice",
+     "tool_choice: tool_choice asks for a tool call, but no tools are given; send tools with it"),
+    ({"parallel_tool_calls": "yes"}, InvalidSettingError, "parallel_tool_calls",
+     "parallel_tool_calls must be true or false, not a string"),
+    ({"functions": [{"name": "f"}]}, BadRequestError, "functions",
+     "'functions' is OpenAI's old form of tool calling: send 'tools' (and 'tool_choice') instead"),
 ]  # fmt: skip
 
 

@@ -10,6 +10,7 @@ and :mod:`~vlmkit.client.terminal` (the command line's chat). The prediction str
 ``__all__`` below; the modules may move.
 """
 
+from vlmkit.client.act import ActResult, FunctionTool
 from vlmkit.client.aio import AsyncClient, AsyncLLM
 from vlmkit.client.backend import Backend, CancelToken, FragmentCallback
 from vlmkit.client.backends import LocalBackend, ProviderBackend, RemoteBackend
@@ -28,6 +29,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "DEFAULT_TTL",
     "LLM",
+    "ActResult",
     "AsyncClient",
     "AsyncLLM",
     "AsyncPredictionStream",
@@ -35,6 +37,7 @@ __all__ = [
     "CancelToken",
     "Client",
     "FragmentCallback",
+    "FunctionTool",
     "LocalBackend",
     "ModelKey",
     "PredictionStream",

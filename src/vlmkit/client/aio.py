@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import os
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vlmkit.chat import Chat
+from vlmkit.client import act as agent
 from vlmkit.client.backend import Backend, FragmentCallback
 from vlmkit.client.backends.factory import make_backend
 from vlmkit.client.common import (
@@ -29,7 +31,7 @@ from vlmkit.client.common import (
 )
 from vlmkit.errors import ClientClosedError, ModelNotFoundError
 from vlmkit.images import ImageHandle
-from vlmkit.prediction import Detail, ModelInfo, PredictionResult, PreparedImageInfo
+from vlmkit.prediction import Detail, ModelInfo, PredictionConfig, PredictionResult, PreparedImageInfo
 from vlmkit.stream import AsyncPredictionStream
 
 if TYPE_CHECKING:
@@ -173,6 +175,40 @@ class AsyncLLM:
             on_first_token=on_first_token,
         )
         return await stream.wait_for_result()
+
+    async def act(
+        self,
+        history: History,
+        tools: Iterable[Any],
+        *,
+        config: ConfigInput = None,
+        on_message: agent.MessageCallback | None = None,
+        on_prediction_fragment: FragmentCallback | None = None,
+        max_prediction_rounds: int | None = None,
+        max_parallel_tool_calls: int = agent.MAX_PARALLEL,
+    ) -> agent.ActResult:
+        """:meth:`LLM.act <vlmkit.client.sync.LLM.act>` without blocking the event loop (an ``async def``
+        tool is awaited, a plain one runs on a worker thread; at most ``max_parallel_tool_calls`` run at
+        once). Returns the chat with every turn, the rounds, and the last prediction.
+        """
+        chat = await aread_history(history, self._client.fetch)
+
+        async def respond(current: Chat, cfg: PredictionConfig) -> PredictionResult:
+            return await self.respond(current, config=cfg, on_prediction_fragment=on_prediction_fragment)
+
+        async def to_image(value: Any) -> ImageHandle:
+            return await asyncio.to_thread(self._client._open_backend().prepare_image, value, None)
+
+        return await agent.aact(
+            respond,
+            chat,
+            tools,
+            config,
+            to_image,
+            on_message=on_message,
+            max_prediction_rounds=max_prediction_rounds,
+            max_parallel_tool_calls=max_parallel_tool_calls,
+        )
 
     async def respond_stream(
         self,

@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vlmkit.chat import Chat
+from vlmkit.client import act as agent
 from vlmkit.client.backend import Backend, FragmentCallback
 from vlmkit.client.backends.factory import make_backend
 from vlmkit.client.common import (
@@ -30,7 +32,7 @@ from vlmkit.client.common import (
 )
 from vlmkit.errors import ClientClosedError, ModelNotFoundError
 from vlmkit.images import ImageHandle
-from vlmkit.prediction import Detail, ModelInfo, PredictionResult, PreparedImageInfo
+from vlmkit.prediction import Detail, ModelInfo, PredictionConfig, PredictionResult, PreparedImageInfo
 from vlmkit.stream import PredictionStream
 
 if TYPE_CHECKING:
@@ -194,6 +196,43 @@ class LLM:
             on_first_token=on_first_token,
         )
         return stream.result()
+
+    def act(
+        self,
+        history: History,
+        tools: Iterable[Any],
+        *,
+        config: ConfigInput = None,
+        on_message: agent.MessageCallback | None = None,
+        on_prediction_fragment: FragmentCallback | None = None,
+        max_prediction_rounds: int | None = None,
+        max_parallel_tool_calls: int = agent.MAX_PARALLEL,
+    ) -> agent.ActResult:
+        """Run the agent loop: predict, call the tools the model asks for, add their results, until
+        it answers without a call (or ``max_prediction_rounds`` is reached: the last round offers no
+        tools). ``tools`` are Python functions (or :class:`~vlmkit.client.act.FunctionTool` s); a
+        function may return text, JSON-able values, an image handle or a PIL image. ``on_message``
+        sees each assistant turn and tool result as it is added. Returns the chat with every turn,
+        the rounds, and the last prediction (see :mod:`vlmkit.client.act`).
+        """
+        chat = read_history(history, self._client.fetch)
+
+        def respond(current: Chat, cfg: PredictionConfig) -> PredictionResult:
+            return self.respond(current, config=cfg, on_prediction_fragment=on_prediction_fragment)
+
+        def to_image(value: Any) -> ImageHandle:
+            return self._client._open_backend().prepare_image(value, None)
+
+        return agent.act(
+            respond,
+            chat,
+            tools,
+            config,
+            to_image,
+            on_message=on_message,
+            max_prediction_rounds=max_prediction_rounds,
+            max_parallel_tool_calls=max_parallel_tool_calls,
+        )
 
     def respond_stream(
         self,

@@ -10,6 +10,12 @@ A ``response_format`` constrains sampling with a grammar (:mod:`vlmkit.engine.js
 reply that ends is JSON of the schema. The reply is returned as text with its stop reason and
 parsed by the SDK (:func:`vlmkit.prediction.parse_structured`): a reply cut by a limit still
 reaches the server as text, which answers it as OpenAI does (``finish_reason: "length"``).
+
+Tools (:mod:`vlmkit.engine.tool_calls`): the chat template shows them; a required call is
+constrained by a grammar to a declared tool's name and valid arguments (and its text is not streamed
+as fragments: it is the result's ``tool_calls``), a call the model may choose is read from its reply.
+``n`` other than 1 is refused here: one prediction makes one choice (the faces that take ``n`` ask
+for each choice in turn).
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ import codecs
 import random
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
-from vlmkit.chat import Chat, ChatMessage, ImagePart
+from vlmkit.chat import Chat, ChatMessage, ImagePart, TextPart
 from vlmkit.engine.images import Budget, budget_of
 from vlmkit.engine.json_grammar import json_schema_grammar
 from vlmkit.engine.loaded import LoadedModel
@@ -28,8 +35,17 @@ from vlmkit.engine.native import clear_recent_errors
 from vlmkit.engine.prepared import PreparedImage, assemble, occurrence_ids
 from vlmkit.engine.prompt import Prompt
 from vlmkit.engine.reuse import chunk_key
-from vlmkit.errors import ModelCapabilityError, PredictionCancelledError, PredictionError
+from vlmkit.engine.tool_calls import CALL_OPEN, call_schema, forced, offered, parse_calls, read_forced_call
+from vlmkit.errors import (
+    ContextLengthError,
+    ModelCapabilityError,
+    PredictionCancelledError,
+    PredictionError,
+    VlmkitError,
+)
 from vlmkit.images import ImageHandle
+from vlmkit.images.grounding import SentImage
+from vlmkit.images.render import transform_to
 from vlmkit.prediction import (
     PredictionConfig,
     PredictionFragment,
@@ -38,7 +54,9 @@ from vlmkit.prediction import (
     PreparedImageInfo,
     StopReason,
     json_schema_of,
+    setting_error,
 )
+from vlmkit.tools import ToolCall, ToolChoice
 
 DEFAULTS = PredictionConfig(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.1)
 
@@ -55,17 +73,28 @@ def run(
     should_stop: Callable[[], bool] = lambda: False,
 ) -> PredictionResult:
     cfg = DEFAULTS.merged(config)
+    if cfg.n not in (None, 1):
+        raise setting_error("n", f"one prediction makes one choice, not n={cfg.n}; ask for each choice in turn")
     t0 = time.perf_counter()
     clear_recent_errors()  # a failure here is explained by this prediction's log lines alone
     native = lm.native
-    prompt = lm.template.render(chat, native.marker)
+    must_call = forced(cfg.tool_choice, cfg.tools)
+    prompt = lm.template.render(chat, native.marker, cfg.tools)
+    if must_call and (CALL_OPEN in lm.template.source or not lm.template.knows_tools):
+        prompt = Prompt(prompt.text + CALL_OPEN + "\n", prompt.images, prompt.locations)  # the model's own format
     if prompt.images and not native.vision:
         refused = _no_vision(lm)
         refused.add_location(prompt.locations[0])  # the first image: where the request went wrong
         raise refused
     if cfg.cpu_threads:
         native.set_threads(cfg.cpu_threads)
-    schema = json_schema_of(cfg.response_format)
+    schema: dict[str, Any] | None
+    if must_call:
+        choice = cfg.tool_choice if isinstance(cfg.tool_choice, ToolChoice) else None
+        schema = call_schema(cfg.tools, choice.name if choice else None)
+        emit = None  # the call is the result's tool_calls, not text
+    else:
+        schema = json_schema_of(cfg.response_format)
     grammar = json_schema_grammar(schema) if schema is not None else None  # a bad schema fails before any work
 
     prepared, n_preprocessed = _prepare_images(lm, prompt, cfg)
@@ -148,7 +177,71 @@ def run(
         tokens_per_second=(n_predicted / gen_time) if n_predicted and gen_time > 0 else None,
         total_time_sec=t_end - t0,
     )
-    return PredictionResult(content=out.text, stats=stats, model_info=lm.info)
+    content, calls = out.text, list[ToolCall]()
+    if must_call:
+        call = read_forced_call(content) if stop_reason is StopReason.EOS_FOUND else None
+        if call is not None:
+            content, calls = "", [call]
+    elif offered(cfg.tool_choice, cfg.tools):
+        content, calls = parse_calls(content, cfg.tools)
+    if calls:
+        stats.stop_reason = StopReason.TOOL_CALLS
+    return PredictionResult(
+        content=content,
+        stats=stats,
+        model_info=lm.info,
+        tool_calls=calls,
+        sent_images=_sent_images(prompt, prepared),
+    )
+
+
+def settle(
+    lm: LoadedModel,
+    chat: Chat | Sequence[ChatMessage],
+    reply: str,
+    config: PredictionConfig | None,
+    *,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> int:
+    """Bring the KV cache to hold ``chat`` with ``reply`` as the template writes it, so that the
+    follow-up question finds its prefix evaluated and evaluates only its own message.
+
+    After a reply, the cache holds the tokens as they were sampled, but the next prompt is the
+    template's rendering of that reply (often other tokens: a space, a trimmed end, an end-of-turn
+    marker), so without this the follow-up evaluates the whole reply again before its question.
+    Run while the model is idle (the user reading, then typing); ``should_stop`` (someone waiting
+    for the model) ends it between steps, keeping what was evaluated. Returns the tokens evaluated.
+    Generation never changes: the cache holds exactly the rendered text's tokens.
+    """
+    cfg = DEFAULTS.merged(config)
+    messages = [*(chat.messages if isinstance(chat, Chat) else chat), ChatMessage("assistant", [TextPart(reply)])]
+    try:
+        prompt = lm.template.render(messages, lm.native.marker, cfg.tools, add_generation_prompt=False)
+    except VlmkitError:
+        return 0  # a template that will not end on a reply: nothing to settle
+    if prompt.images and not lm.native.vision:
+        return 0
+    prepared, _ = _prepare_images(lm, prompt, cfg)
+    try:
+        chunks = _tokenize(lm, prompt, prepared)
+        try:
+            report = lm.state.evaluate(lm.native, chunks, lm.embeddings, should_stop=should_stop)
+        except (PredictionCancelledError, ContextLengthError):
+            return 0
+        finally:
+            lm.native.free_chunks(chunks)
+    finally:
+        lm.prepared.trim(keep=prepared)
+    return report.prompt_tokens - report.cached_tokens
+
+
+def _sent_images(prompt: Prompt, prepared: Sequence[PreparedImage]) -> list[SentImage]:
+    """Each image of the prompt with the transform to the size it was sent to mtmd at (for grounding)."""
+    out = []
+    for part, item in zip(prompt.images, prepared, strict=True):
+        width, _, height = item.size.partition("x")
+        out.append(SentImage(part.image, transform_to(part.image, int(width), int(height))))
+    return out
 
 
 def prepare(lm: LoadedModel, image: ImageHandle, config: PredictionConfig | None) -> PreparedImageInfo:
@@ -171,11 +264,15 @@ def prepare(lm: LoadedModel, image: ImageHandle, config: PredictionConfig | None
             cached = False
         else:
             (image_id,) = occurrence_ids([item])
-            for k, c in enumerate(c for c in item.chunks if c.is_image):
-                key = chunk_key(image_id, k)
-                if lm.embeddings.get(key, c.n_tokens * lm.native.n_embd_inp) is None:
-                    lm.embeddings.put(key, lm.native.encode_image(c))
-                    cached = False
+            images = [c for c in item.chunks if c.is_image]
+            missing = {
+                chunk_key(image_id, k): c
+                for k, c in enumerate(images)
+                if lm.embeddings.get(chunk_key(image_id, k), c.n_tokens * lm.native.n_embd_inp) is None
+            }
+            for key, embd in zip(missing, lm.native.encode_images(list(missing.values())), strict=True):
+                lm.embeddings.put(key, embd)
+            cached = not missing
     finally:
         lm.prepared.trim(keep=[item])
     return PreparedImageInfo(image_tokens=item.n_tokens, image_size=item.size, already_cached=cached)

@@ -20,13 +20,14 @@ from vlmkit.chat import Chat
 from vlmkit.errors import BadRequestError, ProviderError
 from vlmkit.images.render import needs_change
 from vlmkit.images.resolve import ResolveOptions, aresolve_images, resolve_images
+from vlmkit.prediction import PredictionConfig
 from vlmkit.providers.base import ProviderConfig, ProviderModule
 from vlmkit.providers.jsonbody import encode_json
 from vlmkit.providers.registry import module, resolve
 from vlmkit.providers.request import CompletionRequest, Params, request_messages, request_params
-from vlmkit.providers.response import ChatCompletion
+from vlmkit.providers.response import ChatCompletion, merged
 from vlmkit.providers.status import provider_error
-from vlmkit.providers.streams import AsyncCompletionStream, CompletionStream
+from vlmkit.providers.streams import AsyncCompletionStream, AsyncRepeatedStream, CompletionStream, RepeatedStream
 from vlmkit.providers.transport import RetryPolicy, Transport, default_transport
 from vlmkit.wire import openai_chat
 
@@ -44,6 +45,8 @@ PROVIDER_OPTIONS = frozenset(
         "aws_bucket_owner",
         "vertex_project",
         "vertex_location",
+        "image_urls",
+        "image_uuid",
     }
 )
 _IGNORED = frozenset({"stream_options"})
@@ -119,17 +122,24 @@ def completion(
     """
     args = (model, messages, stream, api_base or base_url, api_key, extra_headers, extra_body, params)
     cfg, req, mod = _start(*args, fetch=fetch)
+    asks = _asks(req, cfg)
+    answers: list[Any]
     if cfg.kind == "local":
         from vlmkit.providers import local
 
-        return cast(ChatCompletion | CompletionStream, local.completion(req, cfg))
-    url, headers, body = _wire(mod, req, cfg)
-    sender = transport or default_transport()
-    policy = _retry(retry, max_retries)
-    response = sender.send(cfg.provider, url, headers, body, stream=stream, timeout=timeout, retry=policy)
-    if stream:
-        return CompletionStream(response, mod.stream_parser(req, cfg), mod.STREAM_FORMAT, cfg.provider)
-    return mod.parse_response(_json(response.content, cfg.provider), req, cfg)
+        answers = [local.completion(ask, cfg) for ask in asks]
+    else:
+        url, headers, body = _wire(mod, asks[0], cfg)
+        sender = transport or default_transport()
+        policy = _retry(retry, max_retries)
+        answers = []
+        for ask in asks:
+            response = sender.send(cfg.provider, url, headers, body, stream=stream, timeout=timeout, retry=policy)
+            if stream:
+                answers.append(CompletionStream(response, mod.stream_parser(ask, cfg), mod.STREAM_FORMAT, cfg.provider))
+            else:
+                answers.append(mod.parse_response(_json(response.content, cfg.provider), ask, cfg))
+    return cast(ChatCompletion | CompletionStream, _joined(answers, stream))
 
 
 @overload
@@ -194,21 +204,29 @@ async def acompletion(
 
     cfg, mod, chat, settings = _read(model, messages, stream, api_base or base_url, api_key, extra_headers, params)
     chat = chat.with_images(await aresolve_images(chat.image_refs, _reading(cfg, fetch)))
-    req = _request(cfg, chat, settings, stream, extra_body)
+    asks = _asks(_request(cfg, chat, settings, stream, extra_body), cfg)
+    answers: list[Any] = []
     if cfg.kind == "local":
         from vlmkit.providers import local
 
-        return cast(ChatCompletion | AsyncCompletionStream, await local.acompletion(req, cfg))
+        answers = [await local.acompletion(ask, cfg) for ask in asks]
+        return cast(ChatCompletion | AsyncCompletionStream, _ajoined(answers, stream))
+    req = asks[0]
     if _renders_pixels(req, cfg):
         url, headers, body = await anyio.to_thread.run_sync(lambda: _wire(mod, req, cfg))
     else:
         url, headers, body = _wire(mod, req, cfg)
     sender = transport or default_transport()
     policy = _retry(retry, max_retries)
-    response = await sender.asend(cfg.provider, url, headers, body, stream=stream, timeout=timeout, retry=policy)
-    if stream:
-        return AsyncCompletionStream(response, mod.stream_parser(req, cfg), mod.STREAM_FORMAT, cfg.provider)
-    return mod.parse_response(_json(response.content, cfg.provider), req, cfg)
+    for ask in asks:
+        response = await sender.asend(cfg.provider, url, headers, body, stream=stream, timeout=timeout, retry=policy)
+        if stream:
+            answers.append(
+                AsyncCompletionStream(response, mod.stream_parser(ask, cfg), mod.STREAM_FORMAT, cfg.provider)
+            )
+        else:
+            answers.append(mod.parse_response(_json(response.content, cfg.provider), ask, cfg))
+    return cast(ChatCompletion | AsyncCompletionStream, _ajoined(answers, stream))
 
 
 # --- the steps -----------------------------------------------------------------------------------
@@ -240,7 +258,7 @@ def _read(
     api_key: str | None,
     extra_headers: Mapping[str, str] | None,
     params: Mapping[str, Any],
-) -> tuple[ProviderConfig, ProviderModule, Chat, Params]:
+) -> tuple[ProviderConfig, ProviderModule, Chat, Settings]:
     """The provider, and the call's messages and settings read (pure: no image is read yet)."""
     options = {k: v for k, v in params.items() if k in PROVIDER_OPTIONS}
     settings = {k: v for k, v in params.items() if k not in PROVIDER_OPTIONS and k not in _IGNORED}
@@ -256,13 +274,48 @@ def _read(
     if user is not None and not isinstance(user, str):
         raise BadRequestError(f"user must be a string, not {user!r}")
     config = openai_chat.config_from_openai(settings, extensions=False)
-    return cfg, module(cfg.kind), openai_chat.to_chat(messages), request_params(config, user)
+    return cfg, module(cfg.kind), openai_chat.to_chat(messages), (config, request_params(config, user))
+
+
+Settings = tuple[PredictionConfig, Params]
+"""A call's settings, checked, and the provider modules' view of them."""
 
 
 def _request(
-    cfg: ProviderConfig, chat: Chat, settings: Params, stream: bool, extra_body: Mapping[str, Any] | None
+    cfg: ProviderConfig, chat: Chat, settings: Settings, stream: bool, extra_body: Mapping[str, Any] | None
 ) -> CompletionRequest:
-    return CompletionRequest(cfg.model, request_messages(chat), settings, stream, dict(extra_body or {}))
+    config, params = settings
+    return CompletionRequest(
+        cfg.model,
+        request_messages(chat, cfg.provider),
+        params,
+        stream,
+        dict(extra_body or {}),
+        tuple(config.tools),
+        config.tool_choice if not isinstance(config.tool_choice, str) else None,
+        config.parallel_tool_calls,
+        config.n or 1,
+    )
+
+
+def _asks(req: CompletionRequest, cfg: ProviderConfig) -> list[CompletionRequest]:
+    """The requests to send for ``req.n`` choices: ``req`` itself where the provider takes ``n``,
+    else ``n`` requests of one choice each (sent one after the other: their answers are the choices)."""
+    if req.n == 1 or cfg.options.get("n"):
+        return [req]
+    return [replace(req, n=1)] * req.n
+
+
+def _joined(answers: list[Any], stream: bool) -> Any:
+    if len(answers) == 1:
+        return answers[0]
+    return RepeatedStream(answers) if stream else merged(answers)
+
+
+def _ajoined(answers: list[Any], stream: bool) -> Any:
+    if len(answers) == 1:
+        return answers[0]
+    return AsyncRepeatedStream(answers) if stream else merged(answers)
 
 
 def _reading(cfg: ProviderConfig, fetch: FetchOptions | None) -> ResolveOptions:
@@ -311,3 +364,18 @@ def _json(content: bytes, provider: str) -> Any:
             provider, 502, {"error": {"message": f"the answer is not JSON: {content[:200]!r}"}}
         )
         raise error from None
+
+
+def request_for(
+    model: str,
+    messages: Any,
+    *,
+    api_base: str | None = None,
+    api_key: str | None = None,
+    fetch: FetchOptions | None = None,
+    **params: Any,
+) -> tuple[ProviderConfig, CompletionRequest, ProviderModule]:
+    """What :func:`completion` would send, read and built but not sent: the provider, the neutral
+    request, and the module whose ``build_request`` / ``parse_response`` translate it (for callers
+    that send it their own way, such as a provider's batch API)."""
+    return _start(model, messages, False, api_base, api_key, None, None, params, fetch=fetch)

@@ -8,18 +8,26 @@ Wire format: ``POST {api_base}/v1beta/models/{model}:generateContent`` with the 
 high → HIGH). Streaming uses ``:streamGenerateContent?alt=sse``: server-sent events, each a
 ``GenerateContentResponse`` carrying the next piece of text.
 
+Tools are one ``tools`` entry of ``functionDeclarations`` (``name``, ``description``, and the JSON
+Schema as ``parametersJsonSchema``); ``toolConfig.functionCallingConfig`` carries the choice
+(``AUTO``, ``ANY`` with ``allowedFunctionNames`` for a named tool, ``NONE``). A call is a
+``functionCall`` part of a model turn; a result is a ``functionResponse`` part of a user turn, named by
+its tool, with its text as ``response.result`` and its images as ``inline_data`` parts right after it in
+the same turn. Gemini sends each call whole (never in pieces); where it gives no call id, vlmkit makes one.
+
 :mod:`vlmkit.providers.vertex` reuses this translation with Vertex AI's address and auth.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import quote
 
 from vlmkit.providers.base import Event, ProviderConfig, WireRequest
 from vlmkit.providers.jsonbody import Blob, dig
 from vlmkit.providers.rendering import reference_error, render
-from vlmkit.providers.request import CompletionRequest, ImageInput, Message, TextInput
+from vlmkit.providers.request import CompletionRequest, ImageInput, MediaInput, Message, TextInput
 from vlmkit.providers.response import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -29,6 +37,7 @@ from vlmkit.providers.response import (
     completion_of,
 )
 from vlmkit.providers.status import provider_error
+from vlmkit.tools import ToolCall, ToolChoice, call_id, parse_arguments
 
 STREAM_FORMAT = "sse"
 
@@ -55,9 +64,13 @@ def method(req: CompletionRequest) -> str:
 
 def build_body(req: CompletionRequest, cfg: ProviderConfig, *, gcs: bool = False) -> dict[str, Any]:
     """The ``GenerateContentRequest`` body, shared with Vertex AI (``gcs``: gs:// URIs are readable)."""
-    body: dict[str, Any] = {"contents": [_content(m, cfg, gcs) for m in req.messages if m.role != "system"]}
+    body: dict[str, Any] = {"contents": _contents(req.messages, cfg, gcs)}
     if req.system_text:
         body["system_instruction"] = {"parts": [{"text": req.system_text}]}
+    if req.tools:
+        body["tools"] = [{"functionDeclarations": [_declaration(t) for t in req.tools]}]
+        if req.tool_choice is not None:
+            body["toolConfig"] = {"functionCallingConfig": _calling(req.tool_choice)}
     config = _generation_config(req)
     if config:
         body["generationConfig"] = config
@@ -93,14 +106,56 @@ def _generation_config(req: CompletionRequest) -> dict[str, Any]:
     return config
 
 
+def _declaration(tool: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": tool.name, "parametersJsonSchema": dict(tool.parameters)}
+    if tool.description:
+        out["description"] = tool.description
+    return out
+
+
+def _calling(choice: ToolChoice) -> dict[str, Any]:
+    if choice.mode == "none":
+        return {"mode": "NONE"}
+    if choice.name is not None:
+        return {"mode": "ANY", "allowedFunctionNames": [choice.name]}
+    return {"mode": "ANY" if choice.mode == "required" else "AUTO"}
+
+
+def _contents(messages: list[Message], cfg: ProviderConfig, gcs: bool) -> list[dict[str, Any]]:
+    """Gemini's turns: a tool result is a user turn, and the results answering one model turn are one
+    user turn (Gemini pairs a turn's calls with the next turn's responses)."""
+    out: list[dict[str, Any]] = []
+    previous = None
+    for m in messages:
+        if m.role == "system":
+            continue
+        content = _content(m, cfg, gcs)
+        if m.role == "tool" and previous == "tool":
+            out[-1]["parts"] += content["parts"]
+        else:
+            out.append(content)
+        previous = m.role
+    return out
+
+
 def _content(m: Message, cfg: ProviderConfig, gcs: bool) -> dict[str, Any]:
     parts: list[dict[str, Any]] = []
+    if m.role == "tool":
+        response = {"name": m.tool_name or "", "response": {"result": m.text}}
+        parts.append({"functionResponse": response})
     for part in m.content:
+        if m.role == "tool" and isinstance(part, TextInput):
+            continue  # the text is the response's result
+
         if isinstance(part, TextInput):
             if part.text:
                 parts.append({"text": part.text})
+        elif isinstance(part, MediaInput):
+            parts.append({"inline_data": {"mime_type": part.media.mime_type, "data": Blob(part.media.base64)}})
         else:
             parts.append(_image(part, cfg, gcs))
+    for call in m.tool_calls:
+        parts.append({"functionCall": {"name": call.name, "args": parse_arguments(call.arguments, call.name)}})
     if not parts:
         parts.append({"text": ""})
     return {"role": "model" if m.role == "assistant" else "user", "parts": parts}
@@ -149,6 +204,15 @@ def _text(data: Any) -> str:
     return "".join(p.get("text", "") for p in parts if isinstance(p, dict) and not p.get("thought"))
 
 
+def _calls(data: Any) -> list[ToolCall]:
+    parts = dig(data, "candidates", 0, "content", "parts") or []
+    calls = [p["functionCall"] for p in parts if isinstance(p, dict) and isinstance(p.get("functionCall"), dict)]
+    return [
+        ToolCall(str(c.get("id") or call_id()), str(c.get("name") or ""), json.dumps(c.get("args") or {}))
+        for c in calls
+    ]
+
+
 def _usage(data: Any) -> Usage:
     meta = dig(data, "usageMetadata")
     completion = int(dig(meta, "candidatesTokenCount") or 0) + int(dig(meta, "thoughtsTokenCount") or 0)
@@ -170,6 +234,7 @@ def parse_response(data: Any, req: CompletionRequest, cfg: ProviderConfig) -> Ch
         usage=_usage(data),
         id=data.get("responseId"),
         provider=cfg.provider,
+        tool_calls=_calls(data),
     )
 
 
@@ -179,6 +244,7 @@ class _Parser:
         self.chunks = ChunkMaker(req.model)
         self.usage = Usage()
         self.stop: FinishReason | None = None
+        self.n_calls = 0
 
     def feed(self, event: Event) -> list[ChatCompletionChunk]:
         data = event.data
@@ -194,6 +260,9 @@ class _Parser:
         text = _text(data)
         if text:
             out.append(self.chunks.text(text))
+        for call in _calls(data):
+            out.append(self.chunks.tool_call(self.n_calls, call.id, call.name, call.arguments))
+            self.n_calls += 1
         reason = dig(data, "candidates", 0, "finishReason")
         if reason is None and not data.get("candidates") and dig(data, "promptFeedback", "blockReason"):
             reason = "SAFETY"

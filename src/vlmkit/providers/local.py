@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
 
-from vlmkit.chat import Chat, ChatMessage, ImagePart, Part, TextPart
+from vlmkit.chat import Chat, ChatMessage, ImagePart, MediaPart, Part, TextPart
 from vlmkit.errors import BadRequestError
 from vlmkit.prediction import PredictionConfig, PredictionResult
 from vlmkit.providers.base import ProviderConfig
-from vlmkit.providers.request import CompletionRequest, TextInput
+from vlmkit.providers.request import CompletionRequest, MediaInput, TextInput
 from vlmkit.providers.response import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -51,6 +51,8 @@ def to_chat(req: CompletionRequest) -> Chat:
         for p in m.content:
             if isinstance(p, TextInput):
                 parts.append(TextPart(p.text))
+            elif isinstance(p, MediaInput):
+                parts.append(MediaPart(p.media))
             elif p.handle is None or p.handle.is_reference:
                 exc = BadRequestError(
                     f"the local engine reads image bytes, not {p.url or (p.handle and p.handle.source)!r}"
@@ -59,7 +61,7 @@ def to_chat(req: CompletionRequest) -> Chat:
                 raise exc
             else:
                 parts.append(ImagePart(p.handle, p.detail))
-        chat.append(ChatMessage(m.role, parts))
+        chat.append(ChatMessage(m.role, parts, list(m.tool_calls), m.tool_call_id))
     return chat
 
 
@@ -74,6 +76,9 @@ def _config(req: CompletionRequest) -> PredictionConfig:
         seed=p.seed,
         detail=("high" if "high" in details else "low") if details else None,
         response_format=p.response_format,
+        tools=req.tools,
+        tool_choice=req.tool_choice,
+        parallel_tool_calls=req.parallel_tool_calls,
     )
 
 
@@ -85,12 +90,18 @@ def _result(result: PredictionResult, cfg: ProviderConfig) -> ChatCompletion:
         finish_reason=finish_reason_of(stats.stop_reason),
         usage=Usage.of(stats.prompt_tokens, stats.predicted_tokens),
         provider="local",
+        tool_calls=result.tool_calls,
     )
 
 
-def _last(maker: ChunkMaker, result: PredictionResult) -> ChatCompletionChunk:
+def _last(maker: ChunkMaker, result: PredictionResult) -> list[ChatCompletionChunk]:
+    """The calls (each whole, in one chunk), then the finish."""
     stats = result.stats
-    return maker.finish(finish_reason_of(stats.stop_reason), Usage.of(stats.prompt_tokens, stats.predicted_tokens))
+    calls = [maker.tool_call(i, c.id, c.name, c.arguments) for i, c in enumerate(result.tool_calls)]
+    return [
+        *calls,
+        maker.finish(finish_reason_of(stats.stop_reason), Usage.of(stats.prompt_tokens, stats.predicted_tokens)),
+    ]
 
 
 def _chunks(stream: PredictionStream, cfg: ProviderConfig) -> Iterator[ChatCompletionChunk]:
@@ -99,7 +110,7 @@ def _chunks(stream: PredictionStream, cfg: ProviderConfig) -> Iterator[ChatCompl
         for fragment in stream:
             if fragment.content:
                 yield maker.text(fragment.content)
-    yield _last(maker, stream.result())
+    yield from _last(maker, stream.result())
 
 
 def completion(req: CompletionRequest, cfg: ProviderConfig) -> ChatCompletion | Iterator[ChatCompletionChunk]:
@@ -127,4 +138,5 @@ async def _achunks(stream: AsyncPredictionStream, cfg: ProviderConfig) -> AsyncI
         async for fragment in stream:
             if fragment.content:
                 yield maker.text(fragment.content)
-    yield _last(maker, stream.result())
+    for chunk in _last(maker, stream.result()):
+        yield chunk

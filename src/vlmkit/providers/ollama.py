@@ -5,12 +5,20 @@ Wire format: ``POST {api_base}/api/chat`` with ``{"model", "messages": [{"role",
 bare base64 (rendered for Ollama: JPEG or PNG, upright, at most 2048 px). ``stream`` defaults to true
 at Ollama, so it is always sent. Streams are NDJSON: one JSON object per line, the last with
 ``"done": true``, ``done_reason`` and the token counts.
+
+Tools are OpenAI's ``tools`` list as it is; a call is an assistant message's ``tool_calls`` of
+``{"function": {"name", "arguments": {...}}}`` (the arguments an object, not text); a result is a
+``tool`` message with ``tool_name`` and its images in ``images``, as any message's. Ollama has no
+``tool_choice``: ``none`` sends no tools, and a call it cannot force (``required``, a named tool) is
+refused rather than silently not forced. Calls come whole; Ollama gives them no ids, so vlmkit makes them.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from vlmkit.errors import BadRequestError
 from vlmkit.providers.base import Event, ProviderConfig, WireRequest
 from vlmkit.providers.jsonbody import Blob, dig
 from vlmkit.providers.rendering import reference_error, render
@@ -24,6 +32,8 @@ from vlmkit.providers.response import (
     completion_of,
 )
 from vlmkit.providers.status import provider_error
+from vlmkit.tools import ToolCall, call_id, parse_arguments
+from vlmkit.wire.openai_chat import tools_to_openai
 
 STREAM_FORMAT = "ndjson"
 
@@ -55,6 +65,15 @@ def build_request(req: CompletionRequest, cfg: ProviderConfig) -> WireRequest:
         body["format"] = schema
     elif fmt.get("type") in ("json_object", "json_schema"):
         body["format"] = "json"
+    choice = req.tool_choice
+    if choice is not None and choice.mode == "required":
+        exc = BadRequestError(
+            f"{cfg.provider} cannot force a tool call (it has no tool_choice); send tool_choice 'auto' or leave it out"
+        )
+        exc.location = "tool_choice"
+        raise exc
+    if req.tools and not (choice is not None and choice.mode == "none"):
+        body["tools"] = tools_to_openai(req.tools)
     body.update(req.extra_body)
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
     if cfg.api_key:
@@ -72,6 +91,24 @@ def _message(m: Message, cfg: ProviderConfig) -> dict[str, Any]:
         images.append(Blob(render(image, cfg.policy).base64))
     if images:
         out["images"] = images
+    if m.tool_calls:
+        out["tool_calls"] = [
+            {"function": {"name": c.name, "arguments": parse_arguments(c.arguments, c.name)}} for c in m.tool_calls
+        ]
+    if m.role == "tool" and m.tool_name:
+        out["tool_name"] = m.tool_name
+    return out
+
+
+def _calls(message: Any) -> list[ToolCall]:
+    raw = message.get("tool_calls") if isinstance(message, dict) else None
+    out = []
+    for call in raw if isinstance(raw, list) else []:
+        fn = call.get("function") if isinstance(call, dict) else None
+        if isinstance(fn, dict):
+            arguments = fn.get("arguments")
+            text = arguments if isinstance(arguments, str) else json.dumps(arguments or {})
+            out.append(ToolCall(str(call.get("id") or call_id()), str(fn.get("name") or ""), text))
     return out
 
 
@@ -92,6 +129,7 @@ def parse_response(data: Any, req: CompletionRequest, cfg: ProviderConfig) -> Ch
         finish_reason=_finish(data),
         usage=_usage(data),
         provider=cfg.provider,
+        tool_calls=_calls(data["message"]),
     )
 
 
@@ -99,6 +137,7 @@ class _Parser:
     def __init__(self, req: CompletionRequest, cfg: ProviderConfig) -> None:
         self.provider = cfg.provider
         self.chunks = ChunkMaker(req.model)
+        self.n_calls = 0
 
     def feed(self, event: Event) -> list[ChatCompletionChunk]:
         data = event.data
@@ -110,6 +149,9 @@ class _Parser:
         text = dig(data, "message", "content")
         if text:
             out.append(self.chunks.text(text))
+        for call in _calls(data.get("message")):
+            out.append(self.chunks.tool_call(self.n_calls, call.id, call.name, call.arguments))
+            self.n_calls += 1
         if data.get("done"):
             out.append(self.chunks.finish(_finish(data), _usage(data)))
         return out

@@ -5,6 +5,12 @@ Wire format: ``POST {api_base}/chat/completions`` with ``messages`` whose user c
 data URLs rendered for the provider's policy, or as their http(s) URL where the provider fetches
 URLs itself. Streams are server-sent events of ``chat.completion.chunk`` objects ending in
 ``data: [DONE]``.
+
+Tools go as OpenAI's ``tools`` / ``tool_choice`` / ``parallel_tool_calls``, calls as an assistant's
+``tool_calls``, results as ``tool`` messages. A ``tool`` message holds text only at OpenAI, so the
+images of a run of tool results travel in one ``user`` message right after the run (a user message
+between two results would break the run that answers one assistant turn), each introduced by the
+call it came from.
 """
 
 from __future__ import annotations
@@ -12,21 +18,28 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+from vlmkit.images.document import PDF_MIME
+from vlmkit.images.handle import content_identifier
 from vlmkit.providers.base import Event, ProviderConfig, WireRequest
 from vlmkit.providers.jsonbody import Blob, dig
 from vlmkit.providers.rendering import reference_error, render
-from vlmkit.providers.request import CompletionRequest, ImageInput, Message
+from vlmkit.providers.request import CompletionRequest, ImageInput, MediaInput, Message
 from vlmkit.providers.response import (
     ChatCompletion,
     ChatCompletionChunk,
     ChunkChoice,
     Delta,
+    DeltaFunction,
+    DeltaToolCall,
     FinishReason,
     Usage,
     completion_of,
+    merged,
 )
 from vlmkit.providers.status import provider_error
 from vlmkit.providers.streams import DONE
+from vlmkit.tools import ToolCall
+from vlmkit.wire.openai_chat import tool_calls_from_openai, tool_calls_to_openai, tool_choice_to_openai, tools_to_openai
 
 STREAM_FORMAT = "sse"
 
@@ -36,7 +49,7 @@ LOW_DETAIL_EDGE = 512
 
 def build_request(req: CompletionRequest, cfg: ProviderConfig) -> WireRequest:
     opts = cfg.options
-    body: dict[str, Any] = {"model": req.model, "messages": [_message(m, cfg) for m in req.messages]}
+    body: dict[str, Any] = {"model": req.model, "messages": _messages(req.messages, cfg)}
     p = req.params
     token_field = opts.get("max_tokens_field", "max_tokens")
     for name, value in (
@@ -49,6 +62,10 @@ def build_request(req: CompletionRequest, cfg: ProviderConfig) -> WireRequest:
         ("frequency_penalty", p.frequency_penalty),
         ("response_format", p.response_format),
         ("user", p.user),
+        ("tools", tools_to_openai(req.tools) or None),
+        ("tool_choice", tool_choice_to_openai(req.tool_choice)),
+        ("parallel_tool_calls", req.parallel_tool_calls),
+        ("n", req.n if req.n > 1 else None),
     ):
         if value is not None:
             body[name] = value
@@ -77,21 +94,53 @@ def _url(req: CompletionRequest, cfg: ProviderConfig) -> str:
     return f"{base}/chat/completions"
 
 
+def _messages(messages: list[Message], cfg: ProviderConfig) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    moved: list[dict[str, Any]] = []  # the images of the run of tool results being written
+    for m in messages:
+        if m.role != "tool" and moved:
+            out.append({"role": "user", "content": moved})
+            moved = []
+        if m.role == "tool":
+            out.append({"role": "tool", "tool_call_id": m.tool_call_id, "content": m.text})
+            if m.images:
+                moved.append(
+                    {"type": "text", "text": f"The images {m.tool_name or 'the tool'} returned ({m.tool_call_id}):"}
+                )
+                moved += [_image_part(image, cfg) for image in m.images]
+            continue
+        out.append(_message(m, cfg))
+    if moved:
+        out.append({"role": "user", "content": moved})
+    return out
+
+
 def _message(m: Message, cfg: ProviderConfig) -> dict[str, Any]:
-    if not m.images:
-        return {"role": m.role, "content": m.text}
-    parts: list[dict[str, Any]] = []
-    for part in m.content:
-        if isinstance(part, ImageInput):
-            parts.append({"type": "image_url", "image_url": _image(part, cfg)})
-        else:
-            parts.append({"type": "text", "text": part.text})
-    return {"role": m.role, "content": parts}
+    written: dict[str, Any]
+    if m.text_only:
+        written = {"role": m.role, "content": m.text or (None if m.tool_calls else "")}
+    else:
+        parts: list[dict[str, Any]] = []
+        for part in m.content:
+            if isinstance(part, ImageInput):
+                parts.append(_image_part(part, cfg))
+            elif isinstance(part, MediaInput):  # a file input: OpenAI reads the PDF's text and pages
+                data = Blob(f"data:{PDF_MIME};base64,{part.media.base64}")
+                parts.append({"type": "file", "file": {"filename": part.media.name, "file_data": data}})
+            else:
+                parts.append({"type": "text", "text": part.text})
+        written = {"role": m.role, "content": parts}
+    if m.tool_calls:
+        written["tool_calls"] = tool_calls_to_openai(m.tool_calls)
+    return written
 
 
-def _image(image: ImageInput, cfg: ProviderConfig) -> dict[str, Any]:
+def _image_part(image: ImageInput, cfg: ProviderConfig) -> dict[str, Any]:
+    """``{"type": "image_url", "image_url": {...}}``, with the ``uuid`` of the bytes sent where asked
+    (vLLM keys its caches on it instead of hashing the pixels; a URL it fetches has none to give)."""
     detail = image.detail if cfg.options.get("detail", False) else None
     url: str | Blob
+    uuid: str | None = None
     if image.handle is None and image.url and cfg.fetches_urls:
         url = image.url
     elif image.handle is not None and image.handle.is_reference:
@@ -100,8 +149,15 @@ def _image(image: ImageInput, cfg: ProviderConfig) -> dict[str, Any]:
         policy = cfg.policy
         if detail == "low":
             policy = policy.replace(max_long_edge=min(policy.max_long_edge or LOW_DETAIL_EDGE, LOW_DETAIL_EDGE))
-        url = Blob(render(image, policy).data_url)
-    return {"url": url, "detail": detail} if detail else {"url": url}
+        rendered = render(image, policy)
+        url = Blob(rendered.data_url)
+        if cfg.options.get("image_uuid") and image.handle is not None:
+            uuid = content_identifier(rendered.data) if rendered.changed else image.handle.identifier
+    fields: dict[str, Any] = {"url": url, "detail": detail} if detail else {"url": url}
+    part: dict[str, Any] = {"type": "image_url", "image_url": fields}
+    if uuid is not None:
+        part["uuid"] = uuid
+    return part
 
 
 # --- responses -----------------------------------------------------------------------------------
@@ -129,15 +185,24 @@ def parse_response(data: Any, req: CompletionRequest, cfg: ProviderConfig) -> Ch
         raise provider_error(cfg.provider, None, {"error": {"message": f"unexpected response: {str(data)[:300]}"}})
     if "error" in data and not data["choices"]:
         raise provider_error(cfg.provider, None, data)
-    return completion_of(
-        dig(data, "choices", 0, "message", "content"),
-        data.get("model") or req.model,
-        finish_reason=finish_reason(dig(data, "choices", 0, "finish_reason")),
-        usage=_usage(data.get("usage")),
-        id=data.get("id"),
-        created=data.get("created"),
-        provider=cfg.provider,
-    )
+    answers = [
+        completion_of(
+            dig(choice, "message", "content"),
+            data.get("model") or req.model,
+            tool_calls=_calls(dig(choice, "message", "tool_calls"), i),
+            finish_reason=finish_reason(dig(choice, "finish_reason")),
+            usage=_usage(data.get("usage")),
+            id=data.get("id"),
+            created=data.get("created"),
+            provider=cfg.provider,
+        )
+        for i, choice in enumerate(data["choices"] or [{}])
+    ]
+    return merged(answers, _usage(data.get("usage"))) if len(answers) > 1 else answers[0]
+
+
+def _calls(raw: Any, i: int) -> list[ToolCall]:
+    return tool_calls_from_openai(raw, f"choices[{i}].message.tool_calls", check=False) if raw else []
 
 
 class _Parser:
@@ -156,7 +221,7 @@ class _Parser:
             delta = raw.get("delta") or {}
             choices.append(
                 ChunkChoice(
-                    Delta(delta.get("content"), delta.get("role")),
+                    Delta(delta.get("content"), delta.get("role"), _pieces(delta.get("tool_calls"))),
                     finish_reason(raw.get("finish_reason")),
                     int(raw.get("index") or 0),
                 )
@@ -174,6 +239,26 @@ class _Parser:
 
     def close(self) -> list[ChatCompletionChunk]:
         return []
+
+
+def _pieces(raw: Any) -> list[DeltaToolCall] | None:
+    """A chunk's ``delta.tool_calls`` as they came (pieces of calls, joined by whoever reads the stream)."""
+    if not isinstance(raw, list) or not raw:
+        return None
+    out = []
+    for i, piece in enumerate(raw):
+        fn = piece.get("function") if isinstance(piece, dict) else None
+        fn = fn if isinstance(fn, dict) else {}
+        index = piece.get("index") if isinstance(piece, dict) else None
+        out.append(
+            DeltaToolCall(
+                index if isinstance(index, int) else i,
+                piece.get("id") if isinstance(piece, dict) else None,
+                DeltaFunction(fn.get("name"), fn.get("arguments")),
+                "function" if isinstance(piece, dict) and piece.get("id") else None,
+            )
+        )
+    return out
 
 
 def stream_parser(req: CompletionRequest, cfg: ProviderConfig) -> _Parser:

@@ -6,18 +6,28 @@ into a :class:`~vlmkit.chat.Chat` and the settings into a :class:`~vlmkit.predic
 :func:`request_messages` / :func:`request_params` give the provider modules their view of it. An
 image is an :class:`ImageInput`: a validated :class:`ImageHandle`, or an ``http(s)`` URL kept as it
 is for providers that fetch URLs themselves. Nothing here touches the network or the disk.
+
+Tools travel as vlmkit's values (:mod:`vlmkit.tools`): the request's ``tools`` and ``tool_choice``,
+an assistant message's ``tool_calls``, and a ``tool`` message's ``tool_call_id`` with the name of the
+tool it answers (``tool_name``: Gemini and Ollama name a result by its tool, not by its call).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 from vlmkit._types import Detail
-from vlmkit.chat import Chat, ImagePart, Role, TextPart
+from vlmkit.chat import Chat, ImagePart, MediaPart, Role, TextPart, tool_results
+from vlmkit.chat import Part as ChatPart
 from vlmkit.errors import InvalidMessageError
 from vlmkit.images import ImageHandle
+from vlmkit.images.document import Document
+from vlmkit.images.video import Video
 from vlmkit.prediction import PredictionConfig
+from vlmkit.providers.media import sends_native
+from vlmkit.tools import ToolCall, ToolChoice, ToolDefinition
 from vlmkit.wire.openai_chat import config_to_openai
 
 
@@ -39,13 +49,25 @@ class ImageInput:
     """Where the part is in the request, ``messages[i].content[j]``, for error messages."""
 
 
-Part = TextInput | ImageInput
+@dataclass(frozen=True)
+class MediaInput:
+    """A PDF or a video sent as itself, to a provider that reads it (see :mod:`vlmkit.providers.media`)."""
+
+    media: Document | Video
+    location: str = ""
+
+
+Part = TextInput | ImageInput | MediaInput
 
 
 @dataclass
 class Message:
     role: Role
     content: list[Part]
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    tool_call_id: str | None = None
+    tool_name: str | None = None
+    """For a ``tool`` message: the name of the tool whose call it answers."""
 
     @property
     def text(self) -> str:
@@ -54,6 +76,10 @@ class Message:
     @property
     def images(self) -> list[ImageInput]:
         return [p for p in self.content if isinstance(p, ImageInput)]
+
+    @property
+    def text_only(self) -> bool:
+        return all(isinstance(p, TextInput) for p in self.content)
 
 
 @dataclass
@@ -71,6 +97,9 @@ class Params:
     user: str | None = None
 
 
+_PARAMS = frozenset(f.name for f in dataclasses.fields(Params))
+
+
 @dataclass
 class CompletionRequest:
     """A provider-neutral chat completion request."""
@@ -82,6 +111,12 @@ class CompletionRequest:
     stream: bool = False
     extra_body: dict[str, Any] = field(default_factory=dict)
     """Provider-specific fields merged into the top level of the wire body as they are."""
+    tools: tuple[ToolDefinition, ...] = ()
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    n: int = 1
+    """How many choices: sent as ``n`` where the provider takes it (its route's ``n`` option), else
+    the request is repeated (see :mod:`vlmkit.providers.call`)."""
 
     @property
     def images(self) -> list[ImageInput]:
@@ -92,24 +127,39 @@ class CompletionRequest:
         return "\n\n".join(m.text for m in self.messages if m.role == "system")
 
 
-def request_messages(chat: Chat) -> list[Message]:
-    """The provider modules' view of a chat whose images are read (or kept as http(s) URLs)."""
+def request_messages(chat: Chat, provider: str = "") -> list[Message]:
+    """The provider modules' view of a chat whose images are read (or kept as http(s) URLs).
+
+    A document or video is a :class:`MediaInput` where ``provider`` reads it as it is and it fits
+    (:func:`~vlmkit.providers.media.sends_native`), else its images: pages or frames, each after its text.
+    """
     if not chat.messages:
         raise InvalidMessageError("the chat is empty: add at least one message")
+    answers = tool_results(chat.messages)
     out = []
     for i, m in enumerate(chat.messages):
         parts: list[Part] = []
-        for j, p in enumerate(m.content):
-            if isinstance(p, TextPart):
+        content: list[ChatPart] = []
+        for p in m.content:
+            if isinstance(p, MediaPart) and not sends_native(p.media, provider):
+                content += p.as_images
+            else:
+                content.append(p)
+        for j, p in enumerate(content):
+            if isinstance(p, MediaPart):
+                parts.append(MediaInput(p.media, f"messages[{i}].content[{j}]"))
+            elif isinstance(p, TextPart):
                 parts.append(TextInput(p.text))
             elif isinstance(p, ImagePart):
                 parts.append(ImageInput(p.image, None, p.detail, None, f"messages[{i}].content[{j}]"))
             else:
                 parts.append(ImageInput(None, p.url, p.detail, p.format, p.location or f"messages[{i}].content[{j}]"))
-        out.append(Message(m.role, parts))
+        answered = answers.get(i)
+        out.append(Message(m.role, parts, list(m.tool_calls), m.tool_call_id, answered.name if answered else None))
     return out
 
 
 def request_params(config: PredictionConfig, user: str | None = None) -> Params:
-    """The provider modules' view of the settings: OpenAI's names, as OpenAI's request has them."""
-    return Params(**config_to_openai(config), user=user)
+    """The provider modules' view of the settings: OpenAI's names, as OpenAI's request has them (the
+    tools are the request's own fields)."""
+    return Params(**{k: v for k, v in config_to_openai(config).items() if k in _PARAMS}, user=user)

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from vlmkit.tools import ToolCall
 from vlmkit.wire.openai_chat import FinishReason, completion_id
 
 __all__ = [
@@ -22,10 +24,15 @@ __all__ = [
     "ChunkChoice",
     "ChunkMaker",
     "Delta",
+    "DeltaFunction",
+    "DeltaToolCall",
     "FinishReason",
+    "Function",
     "ResponseMessage",
+    "ResponseToolCall",
     "Usage",
     "completion_of",
+    "merged",
 ]
 
 
@@ -61,9 +68,32 @@ class Usage(_Record):
 
 
 @dataclass
+class Function(_Record):
+    name: str
+    arguments: str
+    """The arguments as JSON text, as OpenAI sends them."""
+
+
+@dataclass
+class ResponseToolCall(_Record):
+    id: str
+    function: Function
+    type: Literal["function"] = "function"
+
+    @classmethod
+    def of(cls, call: ToolCall) -> ResponseToolCall:
+        return cls(call.id, Function(call.name, call.arguments))
+
+    def to_call(self) -> ToolCall:
+        """vlmkit's value of this call."""
+        return ToolCall(self.id, self.function.name, self.function.arguments)
+
+
+@dataclass
 class ResponseMessage(_Record):
     content: str | None
     role: Literal["assistant"] = "assistant"
+    tool_calls: list[ResponseToolCall] | None = None
 
 
 @dataclass
@@ -93,9 +123,27 @@ class ChatCompletion(_Record):
 
 
 @dataclass
+class DeltaFunction(_Record):
+    name: str | None = None
+    arguments: str | None = None
+
+
+@dataclass
+class DeltaToolCall(_Record):
+    """A piece of a streamed tool call: the first piece of call ``index`` has its id and name, later
+    ones more of its arguments (:class:`~vlmkit.wire.openai_chat.ToolCallAssembler` joins them)."""
+
+    index: int
+    id: str | None = None
+    function: DeltaFunction = field(default_factory=DeltaFunction)
+    type: Literal["function"] | None = None
+
+
+@dataclass
 class Delta(_Record):
     content: str | None = None
     role: Literal["assistant"] | None = None
+    tool_calls: list[DeltaToolCall] | None = None
 
 
 @dataclass
@@ -126,16 +174,29 @@ def completion_of(
     id: str | None = None,
     created: int | None = None,
     provider: str | None = None,
+    tool_calls: Sequence[ToolCall] = (),
 ) -> ChatCompletion:
-    """A one-choice completion."""
+    """A one-choice completion (whose finish reason is ``tool_calls`` when it holds calls)."""
+    calls = [ResponseToolCall.of(c) for c in tool_calls] or None
+    if calls and finish_reason in (None, "stop"):
+        finish_reason = "tool_calls"
     return ChatCompletion(
-        choices=[Choice(ResponseMessage(text), finish_reason)],
+        choices=[Choice(ResponseMessage(text or None if calls else text, tool_calls=calls), finish_reason)],
         model=model,
         usage=usage,
         id=id or completion_id(),
         created=created or int(time.time()),
         provider=provider,
     )
+
+
+def merged(answers: Sequence[ChatCompletion], usage: Usage | None = None) -> ChatCompletion:
+    """One completion holding each answer's first choice in turn (index 0, 1, ...): the ``n`` choices
+    of a request asked ``n`` times (usage summed), or read from one answer (its ``usage``)."""
+    choices = [dataclasses.replace(a.choices[0], index=i) for i, a in enumerate(answers) if a.choices]
+    if usage is None:
+        usage = Usage.of(sum(a.usage.prompt_tokens for a in answers), sum(a.usage.completion_tokens for a in answers))
+    return dataclasses.replace(answers[0], choices=choices, usage=usage)
 
 
 class ChunkMaker:
@@ -150,12 +211,24 @@ class ChunkMaker:
         self.created = created or int(time.time())
         self._role_sent = False
         self.finished = False
+        self.called = False
 
     def text(self, content: str) -> ChatCompletionChunk:
         return self._chunk(Delta(content, self._role()), None)
 
+    def tool_call(
+        self, index: int, id: str | None = None, name: str | None = None, arguments: str | None = None
+    ) -> ChatCompletionChunk:
+        """A piece of call ``index``: its start (``id`` and ``name``) or more of its arguments."""
+        self.called = True
+        piece = DeltaToolCall(index, id, DeltaFunction(name, arguments), "function" if id else None)
+        return self._chunk(Delta(None, self._role(), [piece]), None)
+
     def finish(self, reason: FinishReason | None, usage: Usage | None = None) -> ChatCompletionChunk:
+        """The last chunk (``tool_calls`` is its reason when the stream held calls and ended normally)."""
         self.finished = True
+        if self.called and reason in (None, "stop"):
+            reason = "tool_calls"
         return self._chunk(Delta(None, self._role()), reason, usage)
 
     def usage(self, usage: Usage) -> ChatCompletionChunk:

@@ -206,6 +206,69 @@ class AsyncCompletionStream:
         await self.aclose()
 
 
+class RepeatedStream:
+    """The streams of one request asked ``n`` times (for ``n`` choices where the provider takes no
+    ``n``), read one after the other, each one's choice numbered by its place (0, 1, ...)."""
+
+    def __init__(self, streams: list[Any]) -> None:
+        self.streams = streams
+        self.provider = getattr(streams[0], "provider", None)
+
+    def __iter__(self) -> Iterator[ChatCompletionChunk]:
+        try:
+            for index, stream in enumerate(self.streams):
+                for chunk in stream:
+                    yield _numbered(chunk, index)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        for stream in self.streams:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+
+    def __enter__(self) -> RepeatedStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncRepeatedStream:
+    """:class:`RepeatedStream` for async code."""
+
+    def __init__(self, streams: list[Any]) -> None:
+        self.streams = streams
+        self.provider = getattr(streams[0], "provider", None)
+
+    async def __aiter__(self) -> AsyncIterator[ChatCompletionChunk]:
+        try:
+            for index, stream in enumerate(self.streams):
+                async for chunk in stream:
+                    yield _numbered(chunk, index)
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        for stream in self.streams:
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                await close()
+
+    async def __aenter__(self) -> AsyncRepeatedStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def _numbered(chunk: ChatCompletionChunk, index: int) -> ChatCompletionChunk:
+    for choice in chunk.choices:
+        choice.index = index
+    return chunk
+
+
 @contextmanager
 def _mapped(provider: str) -> Iterator[None]:
     """httpx failures while reading a stream, as vlmkit errors."""

@@ -7,7 +7,8 @@
 there too, as :func:`serve` does). The modules: ``app`` (routes, middleware, shutdown),
 ``routes_chat``/``routes_files``/``routes_models`` (the endpoints), ``inputs`` (request checking,
 images resolved), ``lifted`` (large data URLs taken out of a body before parsing), ``local`` (the
-engine), ``gateway`` (deployments, failover), ``upstream`` (the gateway's connection pool), ``files``
+engine), ``gateway`` (deployments, failover), ``fleet`` (routing, health), ``metrics`` (``/metrics``),
+``upstream`` (the gateway's connection pool), ``files``
 (uploaded images), ``auth`` (API keys), ``limits`` (how bodies arrive), ``errors`` (OpenAI's error shape),
 ``sse`` (streaming), ``config`` (settings and the YAML file), ``downloads``, ``memory`` (allocator
 settings).

@@ -21,12 +21,14 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from vlmkit.server import (
+    metrics,
     routes_chat,
     routes_files,
     routes_messages,
     routes_models,
     routes_ollama,
     routes_responses,
+    routes_usage,
 )
 from vlmkit.server.auth import APIKeyMiddleware
 from vlmkit.server.config import ServerSettings
@@ -64,6 +66,8 @@ ROUTES = [
     Route("/api/v1/models/unload", routes_models.unload, methods=["POST"]),
     Route("/api/v1/models/download", routes_models.download, methods=["POST"]),
     Route("/api/v1/models/download/{job_id}", routes_models.download_status, methods=["GET"]),
+    *metrics.ROUTES,
+    *routes_usage.ROUTES,
     *routes_messages.ROUTES,
     *routes_responses.ROUTES,
     *routes_ollama.ROUTES,
@@ -91,10 +95,12 @@ def create_app(settings: ServerSettings | None = None, *, state: ServerState | N
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        shared.gateway.start()
         yield
         log.info("shutting down: cancelling %d in-flight prediction(s), unloading models", shared.local.inflight)
         await anyio.to_thread.run_sync(shared.local.close)
         await shared.gateway.aclose()
+        await anyio.to_thread.run_sync(shared.accounts.close)
 
     app = Starlette(
         routes=ROUTES,
@@ -106,7 +112,7 @@ def create_app(settings: ServerSettings | None = None, *, state: ServerState | N
         settings.max_body_bytes, settings.body_timeout, settings.min_body_rate, settings.body_rate_grace
     )
     wrapped: Any = BodyLimitMiddleware(app, limits, shared.body_budget)
-    wrapped = APIKeyMiddleware(wrapped, settings.api_keys)
+    wrapped = APIKeyMiddleware(wrapped, settings.key_policies())
     return _Lifespan(wrapped, shared)
 
 

@@ -14,14 +14,15 @@ from starlette.responses import Response
 
 from vlmkit.chat import Chat
 from vlmkit.prediction import PredictionResult
-from vlmkit.providers import AsyncCompletionStream, ChatCompletion
+from vlmkit.providers import ChatCompletion
 from vlmkit.server.errors import body_of
+from vlmkit.server.gateway import GatewayStream
 from vlmkit.server.inputs import ChatRequest, parse_chat_request, parse_lifted
 from vlmkit.server.jsonutil import dumps
 from vlmkit.server.lifted import lift
 from vlmkit.server.sse import DONE, EventStream, event
 from vlmkit.server.state import ServerState, endpoint, image_slot
-from vlmkit.server.turn import Turn, answer, check_model, gateway_params, resolve, start
+from vlmkit.server.turn import Admitted, Turn, admit, answer, gateway_complete, resolve, start
 from vlmkit.wire.openai_chat import ChunkWriter, completion_body, to_chat
 
 
@@ -35,27 +36,27 @@ async def chat_completions(request: Request, state: ServerState) -> Response:
 async def _chat_completions(request: Request, state: ServerState, raw: bytes) -> Response:
     body = lift(raw)
     req = parse_chat_request(parse_lifted(body))
-    gateway = check_model(state, req.model, req.config)
-    chat = await resolve(state, to_chat(req.messages), body)
-    if gateway:
-        return await _gateway(state, req, chat)
-    return await _local(request, state, req, chat)
+    asked = admit(request, state, req.model, req.config)
+    chat = await resolve(asked, to_chat(req.messages), body)
+    if asked.gateway:
+        return await _gateway(asked, req, chat)
+    return await _local(asked, req, chat)
 
 
 # --- the gateway ---------------------------------------------------------------------------------
 
 
-async def _gateway(state: ServerState, req: ChatRequest, chat: Chat) -> Response:
-    result = await state.gateway.complete(req.model, chat, gateway_params(req.config, req.user), stream=req.stream)
+async def _gateway(asked: Admitted, req: ChatRequest, chat: Chat) -> Response:
+    """The upstream's answer as it came (with its tool calls and usage), under the name asked for."""
+    result = await gateway_complete(asked, chat, req.config, req.user, stream=req.stream)
     if isinstance(result, ChatCompletion):
         body = result.to_dict()
         body["model"] = req.model
         return Response(dumps(body), media_type="application/json")
-    assert isinstance(result, AsyncCompletionStream)
     return EventStream(_relay(result, req.model))
 
 
-async def _relay(stream: AsyncCompletionStream, model: str) -> AsyncIterator[bytes]:
+async def _relay(stream: GatewayStream, model: str) -> AsyncIterator[bytes]:
     try:
         async for chunk in stream:
             data = chunk.to_dict()
@@ -72,11 +73,11 @@ async def _relay(stream: AsyncCompletionStream, model: str) -> AsyncIterator[byt
 # --- the local engine ----------------------------------------------------------------------------
 
 
-async def _local(request: Request, state: ServerState, req: ChatRequest, chat: Chat) -> Response:
+async def _local(asked: Admitted, req: ChatRequest, chat: Chat) -> Response:
     if not req.stream:
-        result = await answer(request, state, req.model, chat, req.config)
+        result = await answer(asked, chat, req.config)
         return Response(dumps(completion_body(result, req.model)), media_type="application/json")
-    turn = await start(request, state, req.model, chat, req.config)
+    turn = await start(asked, chat, req.config)
     return EventStream(_local_events(turn, req), on_disconnect=turn.cancel)
 
 

@@ -29,7 +29,7 @@ from vlmkit.server.jsonutil import dumps
 from vlmkit.server.lifted import Lifted, lift
 from vlmkit.server.sse import EventStream, named_event
 from vlmkit.server.state import ServerState, endpoint, image_slot
-from vlmkit.server.turn import Turn, answer, check_model, resolve, start
+from vlmkit.server.turn import Admitted, Turn, admit, answer, resolve, start
 from vlmkit.wire import anthropic_messages as wire
 
 
@@ -39,13 +39,13 @@ async def messages(request: Request, state: ServerState) -> Response:
     async with image_slot(state, len(raw)):
         lifted = lift(raw)  # large base64 sources decoded straight from the body (see lifted.py)
         req = wire.read_request(parse_lifted(lifted))
-        check_model(state, req.model, req.config)
-        chat = await _chat(state, req, lifted)
+        asked = admit(request, state, req.model, req.config)
+        chat = await _chat(asked, req, lifted)
         if not req.stream:
-            result = await answer(request, state, req.model, chat, req.config, req.user)
+            result = await answer(asked, chat, req.config, req.user)
             body = wire.message_body(result, req.model, req.config)
             return Response(dumps(body), media_type="application/json")
-        turn = await start(request, state, req.model, chat, req.config, req.user)
+        turn = await start(asked, chat, req.config, req.user)
         return EventStream(_events(turn, wire.EventWriter(req.model, req.config)), on_disconnect=turn.cancel)
 
 
@@ -55,14 +55,14 @@ async def count_tokens(request: Request, state: ServerState) -> Response:
     async with image_slot(state, len(raw)):
         lifted = lift(raw)
         req = wire.read_request(parse_lifted(lifted), count_only=True)
-        check_model(state, req.model, PredictionConfig())
-        chat = await _chat(state, req, lifted)
+        asked = admit(request, state, req.model, PredictionConfig())
+        chat = await _chat(asked, req, lifted)
         return Response(dumps(wire.count_body(_estimate(chat))), media_type="application/json")
 
 
-async def _chat(state: ServerState, req: wire.MessagesRequest, lifted: Lifted) -> Chat:
+async def _chat(asked: Admitted, req: wire.MessagesRequest, lifted: Lifted) -> Chat:
     try:
-        return await resolve(state, wire.to_chat(req.messages, req.system), lifted)
+        return await resolve(asked, wire.to_chat(req.messages, req.system), lifted)
     except VlmkitError as exc:
         raise wire.restate(exc) from None
 

@@ -29,7 +29,7 @@ from vlmkit.server.inputs import parse_json
 from vlmkit.server.jsonutil import dumps
 from vlmkit.server.sse import EventStream
 from vlmkit.server.state import ServerState, endpoint, image_slot
-from vlmkit.server.turn import Turn, answer, check_model, resolve, start
+from vlmkit.server.turn import Turn, admit, answer, resolve, start
 from vlmkit.wire import ollama_api as wire
 
 PULL_POLL = 0.25
@@ -68,8 +68,8 @@ async def generate(request: Request, state: ServerState) -> Response:
 
 
 async def _turn(request: Request, state: ServerState, req: wire.OllamaRequest) -> Response:
-    gateway = check_model(state, req.model, req.config)
-    local = not gateway
+    asked = admit(request, state, req.model, req.config)
+    local = not asked.gateway
     if local and req.keep_alive_given and req.keep_alive != 0:
         await state.local.load(req.model, ttl=req.keep_alive)
     if req.empty:  # Ollama's way to load a model, or (keep_alive 0) to unload it
@@ -80,14 +80,14 @@ async def _turn(request: Request, state: ServerState, req: wire.OllamaRequest) -
         elif local and not req.keep_alive_given:  # loaded above with its keep_alive otherwise
             await state.local.load(req.model)
         return _json(wire.answer_line(req.kind, req.model, None, text="", reason=reason))
-    conversation = await resolve(state, wire.to_chat(req))
+    conversation = await resolve(asked, wire.to_chat(req))
     if not req.stream:
         try:
-            result = await answer(request, state, req.model, conversation, req.config)
+            result = await answer(asked, conversation, req.config)
         finally:
             await _after(state, req, local)
         return _json(wire.answer_line(req.kind, req.model, result, text=result.content))
-    turn = await start(request, state, req.model, conversation, req.config)
+    turn = await start(asked, conversation, req.config)
     return LineStream(_lines(turn, req, state, local), on_disconnect=turn.cancel)
 
 
@@ -208,6 +208,7 @@ async def pull(request: Request, state: ServerState) -> Response:
     if job.status == "failed":
         error = job.error or {}
         raise APIError(f"pulling {job.model!r} failed: {error.get('message')}", int(error.get("status") or 500))
+    state.local.entries(refresh=True)  # listed before the client hears it is done
     return _json({"status": "success"})
 
 
@@ -221,6 +222,7 @@ async def _progress(state: ServerState, job_id: str) -> AsyncIterator[bytes]:
         error = job.error or {}
         yield _line({"error": f"pulling {job.model!r} failed: {error.get('message')}"})
         return
+    state.local.entries(refresh=True)  # listed before the client hears it is done
     done = job.bytes_done()
     yield _line({"status": f"pulling {job.model}", "digest": job.id, "total": done, "completed": done})
     yield _line({"status": "success"})

@@ -25,7 +25,7 @@ from vlmkit.server.jsonutil import dumps
 from vlmkit.server.lifted import lift
 from vlmkit.server.sse import EventStream, named_event
 from vlmkit.server.state import ServerState, endpoint, image_slot
-from vlmkit.server.turn import Turn, answer, check_model, resolve, start
+from vlmkit.server.turn import Turn, admit, answer, resolve, start
 from vlmkit.wire import openai_responses as wire
 
 
@@ -38,7 +38,7 @@ async def create(request: Request, state: ServerState) -> Response:
             req = wire.read_request(parse_lifted(lifted))
         except InvalidSettingError as exc:
             raise APIError(exc.message, 422, code="invalid_request", param=exc.location) from None
-        check_model(state, req.model, req.config)
+        asked = admit(request, state, req.model, req.config)
         history = None
         if req.previous_response_id is not None:
             history = await state.responses.get(req.previous_response_id)
@@ -51,13 +51,13 @@ async def create(request: Request, state: ServerState) -> Response:
                     code="previous_response_not_found",
                     param="previous_response_id",
                 )
-        chat = await resolve(state, wire.to_chat_of(req, history), lifted)
+        chat = await resolve(asked, wire.to_chat_of(req, history), lifted)
         if not req.stream:
-            result = await answer(request, state, req.model, chat, req.config, req.user)
+            result = await answer(asked, chat, req.config, req.user)
             writer = wire.EventWriter(req)
             await _store(state, req, writer.id, chat, result)
             return Response(dumps(writer.body(result)), media_type="application/json")
-        turn = await start(request, state, req.model, chat, req.config, req.user)
+        turn = await start(asked, chat, req.config, req.user)
         return EventStream(_events(turn, wire.EventWriter(req), state, req, chat), on_disconnect=turn.cancel)
 
 

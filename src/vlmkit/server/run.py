@@ -30,15 +30,26 @@ def uvicorn_config(settings: ServerSettings, *, log_level: str = "info", **overr
     return uvicorn.Config(create_app(settings), **options)
 
 
-def serve(settings: ServerSettings | None = None, *, log_level: str = "info") -> None:
-    """Serve until interrupted (Ctrl-C or SIGTERM: in-flight work is finished or cancelled, models unloaded)."""
+def serve(settings: ServerSettings | None = None, *, log_level: str = "info", log_format: str = "text") -> None:
+    """Serve until interrupted (Ctrl-C or SIGTERM: in-flight work is finished or cancelled, models unloaded).
+
+    ``log_format="json"``: every log line, uvicorn's too, is one JSON object (:mod:`vlmkit.server.logs`).
+    """
     import uvicorn
 
+    from vlmkit.server import logs
+
     settings = settings or ServerSettings()
-    if not settings.api_keys and not _is_loopback(settings.host):
+    overrides: dict[str, Any] = {}
+    if log_format == "json":
+        logs.configure(log_level, "json")
+        overrides["log_config"] = None
+    else:
+        logs.configure_text(log_level)
+    if not settings.key_policies() and not _is_loopback(settings.host):
         log.warning("serving on %s without API keys: anyone who can reach it can use it", settings.host)
     keep_freed_memory()
-    uvicorn.Server(uvicorn_config(settings, log_level=log_level)).run()
+    uvicorn.Server(uvicorn_config(settings, log_level=log_level, **overrides)).run()
 
 
 def _is_loopback(host: str) -> bool:

@@ -119,7 +119,10 @@ def read_request(body: Mapping[str, Any], *, count_only: bool = False) -> Messag
         raise setting_error("messages", f"messages must be a non-empty list of {{'role', 'content'}}, not {shown}")
     for name in ("tools", "tool_choice"):
         if body.get(name):
-            exc = BadRequestError(f"{name}: tool use is not supported yet; send the request without {name!r}")
+            exc = BadRequestError(
+                f"{name}: tool use is not supported on /v1/messages yet; send the request without {name!r}, "
+                "or use /v1/chat/completions, which calls tools"
+            )
             exc.location = name
             raise exc
     if count_only:

@@ -115,7 +115,11 @@ def _read(kind: Kind, body: Mapping[str, Any]) -> OllamaRequest:
     if kind == "generate" and body.get("prompt") is not None and not isinstance(body.get("prompt"), str):
         raise setting_error("prompt", f"prompt must be a string, not {type_name(body['prompt'])}")
     if body.get("tools"):
-        raise setting_error("tools", "tools are not supported yet; send the request without 'tools'")
+        raise setting_error(
+            "tools",
+            "tools are not supported on /api/chat yet; send the request without 'tools', "
+            "or use /v1/chat/completions, which calls tools",
+        )
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise setting_error("stream", f"stream must be true or false, not {type_name(stream)}")

@@ -17,15 +17,23 @@ What is read, following OpenAI's API reference for ``POST /v1/chat/completions``
   base64, a local path or ``gs://``/``s3://`` (which of these a face reads is its resolver's
   choice: a server reads no local paths). ``{"file_id": ...}`` in its place, a ``file`` part, or an
   ``input_image`` with ``file_id`` names an image uploaded to a vlmkit server.
-- Tools are not supported yet: a ``tool`` or ``function`` message, ``tool_calls`` on an assistant
-  message, or ``tools``/``functions`` in the request is a :class:`~vlmkit.errors.BadRequestError`
-  saying so and naming where, on every face.
+- Tools: ``tools`` (``{"type": "function", "function": {"name", "description", "parameters",
+  "strict"}}``), ``tool_choice`` (``none``/``auto``/``required`` or ``{"type": "function",
+  "function": {"name"}}``) and ``parallel_tool_calls`` become the settings'
+  :class:`~vlmkit.tools.ToolDefinition` s and :class:`~vlmkit.tools.ToolChoice`; an assistant's
+  ``tool_calls`` become :class:`~vlmkit.tools.ToolCall` s (their ``arguments`` must be a JSON
+  object's text); a ``tool`` message is a tool's result, and may hold images (OpenAI's own API takes
+  text only there: where a provider takes no images in a tool result, its module moves them to a
+  user message). A tool result must answer a call made earlier in the chat. Each of these wrong is an
+  :class:`~vlmkit.errors.InvalidToolError` (400) naming the part (``tools[0].function.parameters``,
+  ``messages[3].tool_call_id``). The old ``functions`` / ``function_call`` / ``function`` role are
+  refused, pointing at ``tools``.
 - Settings become a :class:`~vlmkit.prediction.PredictionConfig`, whose validator is the only one
   (``max_tokens`` / ``max_completion_tokens`` at least 1, as OpenAI requires; the latter wins
   when both are given). ``response_format`` is one of OpenAI's three forms (``text`` means none).
-  ``n`` other than 1 is refused. vlmkit's own settings (``top_k``, ``min_p``, ``repeat_penalty``,
-  ``detail``, a cap on image tokens, and the token bounds ``image_max_tokens`` / ``image_min_tokens``)
-  are read where a face allows them.
+  ``n`` is the number of choices asked for (at least 1). vlmkit's own settings (``top_k``, ``min_p``,
+  ``repeat_penalty``, ``detail``, a cap on image tokens, and the token bounds ``image_max_tokens`` /
+  ``image_min_tokens``) are read where a face allows them.
 
 Errors are :class:`~vlmkit.errors.VlmkitError` with a ``location``: a request field's name for a
 bad field or setting (:class:`~vlmkit.errors.InvalidSettingError`, which a server answers as 422),
@@ -40,14 +48,15 @@ ways; ``chat.completion`` and ``chat.completion.chunk`` bodies are written from 
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from vlmkit._types import DETAIL_NAMES, Detail, type_name
-from vlmkit.chat import Chat, ChatMessage, ImagePart, ImageRef, Part, Role, TextPart
+from vlmkit.chat import Chat, ChatMessage, ImagePart, ImageRef, Part, Role, TextPart, tool_results
 from vlmkit.errors import BadRequestError, InvalidMessageError, InvalidSettingError, VlmkitError
 from vlmkit.prediction import (
     ModelInfo,
@@ -58,6 +67,7 @@ from vlmkit.prediction import (
     json_schema_of,
     setting_error,
 )
+from vlmkit.tools import ToolCall, ToolChoice, ToolDefinition, call_id, parse_arguments, tool_error
 
 if TYPE_CHECKING:
     from vlmkit.images import ImagePolicy
@@ -70,6 +80,7 @@ __all__ = [
     "ChatRequest",
     "ChunkWriter",
     "FinishReason",
+    "ToolCallAssembler",
     "chat_from_history",
     "completion_body",
     "completion_id",
@@ -83,13 +94,23 @@ __all__ = [
     "stats_from_openai",
     "stop_reason_of",
     "to_chat",
+    "tool_calls_from_openai",
+    "tool_calls_to_openai",
+    "tools_from_openai",
+    "tools_to_openai",
     "usage_of",
 ]
 
 # --- messages -> Chat ----------------------------------------------------------------------------
 
-_ROLES: dict[str, Role] = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
-_TOOL_ROLES = ("tool", "function")
+_ROLES: dict[str, Role] = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+    "tool": "tool",
+}
+_IMAGE_ROLES = ("user", "tool")
 _TEXT_PARTS = ("text", "input_text")
 _IMAGE_PARTS = ("image_url", "input_image", "file")
 
@@ -106,6 +127,7 @@ def to_chat(messages: Any, *, at: str = "messages") -> Chat:
     chat = Chat()
     for i, raw in enumerate(messages):
         chat.messages.append(_message(raw, f"{at}[{i}]"))
+    tool_results(chat.messages)  # every tool result answers a call made before it
     return chat
 
 
@@ -149,27 +171,44 @@ def _message(raw: Any, where: str) -> ChatMessage:
     if not isinstance(raw, Mapping):
         raise _bad(f"a message must be an object, not {type_name(raw)}", where)
     name = raw.get("role")
-    if name in _TOOL_ROLES:
+    if name == "function":
         raise _bad(
-            f"role {name!r} is not supported yet: vlmkit does not do tool calls; "
-            "send a tool's result as text in a user message",
+            "role 'function' is OpenAI's old form of a tool result: send {'role': 'tool', 'tool_call_id': ..., "
+            "'content': ...} instead",
             f"{where}.role",
         )
     role = _ROLES.get(name) if isinstance(name, str) else None
     if role is None:
-        raise _bad(f"role must be 'system', 'developer', 'user' or 'assistant', not {name!r}", f"{where}.role")
-    if role == "assistant" and raw.get("tool_calls"):
-        raise _bad("tool calls are not supported yet: vlmkit does not do tool calls", f"{where}.tool_calls")
+        raise _bad(f"role must be 'system', 'developer', 'user', 'assistant' or 'tool', not {name!r}", f"{where}.role")
+    if role == "assistant" and raw.get("function_call"):
+        raise tool_error(
+            "function_call is OpenAI's old form of a tool call: send tool_calls instead", f"{where}.function_call"
+        )
+    message = ChatMessage(role, _content(raw, role, where))
+    if role == "assistant" and raw.get("tool_calls") is not None:
+        message.tool_calls = tool_calls_from_openai(raw["tool_calls"], f"{where}.tool_calls")
+    if role == "tool":
+        answers = raw.get("tool_call_id")
+        if not isinstance(answers, str) or not answers:
+            raise tool_error(
+                f"a tool message needs 'tool_call_id', the id of the call it answers, not {type_name(answers)}",
+                f"{where}.tool_call_id",
+            )
+        message.tool_call_id = answers
+    return message
+
+
+def _content(raw: Mapping[str, Any], role: Role, where: str) -> list[Part]:
     content = raw.get("content")
     if content is None:
         if role == "assistant":  # OpenAI's assistant messages may have no content
-            return ChatMessage(role, [])
+            return []
         raise _bad("the message has no 'content'", f"{where}.content")
     if isinstance(content, str):
-        return ChatMessage(role, [TextPart(content)] if content else [])
+        return [TextPart(content)] if content else []
     if not isinstance(content, list):
         raise _bad(f"content must be a string or a list of parts, not {type_name(content)}", f"{where}.content")
-    return ChatMessage(role, [_part(part, str(name), f"{where}.content[{j}]") for j, part in enumerate(content)])
+    return [_part(part, role, f"{where}.content[{j}]") for j, part in enumerate(content)]
 
 
 def _part(part: Any, role: str, where: str) -> Part:
@@ -186,9 +225,9 @@ def _part(part: Any, role: str, where: str) -> Part:
         raise _bad(f"a refusal part can only be in an assistant message, not in a {role} message", where)
     if kind not in _IMAGE_PARTS:
         raise _bad(f"unknown content part type {kind!r}; vlmkit reads 'text', 'image_url' and 'file' parts", where)
-    if role != "user":
+    if role not in _IMAGE_ROLES:
         article = "an" if role[:1] in "aeiou" else "a"
-        raise _bad(f"images can only be sent in user messages, not in {article} {role} message", where)
+        raise _bad(f"images can only be sent in user and tool messages, not in {article} {role} message", where)
     try:
         return _image_ref(part, kind, where)
     except VlmkitError as exc:
@@ -248,19 +287,26 @@ def messages_from_chat(
     what ``image`` writes for it; a reference is written as it was read."""
     out: list[dict[str, Any]] = []
     for m in chat.messages:
-        if all(isinstance(p, TextPart) for p in m.content):
-            out.append({"role": m.role, "content": m.text})
-            continue
-        parts: list[dict[str, Any]] = []
-        for p in m.content:
-            if isinstance(p, TextPart):
-                parts.append({"type": "text", "text": p.text})
-            elif isinstance(p, ImagePart):
-                parts.append({"type": "image_url", "image_url": _image_body(p, policy, image)})
-            else:
-                ref: dict[str, Any] = {"file_id" if p.file_id else "url": p.url}
-                parts.append({"type": "image_url", "image_url": _described(ref, p.detail, p.format)})
-        out.append({"role": m.role, "content": parts})
+        written: dict[str, Any] = {"role": m.role}
+        if m.tool_call_id is not None:
+            written["tool_call_id"] = m.tool_call_id
+        content = m.flat_content  # a document as its pages
+        if all(isinstance(p, TextPart) for p in content):
+            written["content"] = m.text if m.text or not m.tool_calls else None
+        else:
+            parts: list[dict[str, Any]] = []
+            for p in content:
+                if isinstance(p, TextPart):
+                    parts.append({"type": "text", "text": p.text})
+                elif isinstance(p, ImagePart):
+                    parts.append({"type": "image_url", "image_url": _image_body(p, policy, image)})
+                else:
+                    ref: dict[str, Any] = {"file_id" if p.file_id else "url": p.url}
+                    parts.append({"type": "image_url", "image_url": _described(ref, p.detail, p.format)})
+            written["content"] = parts
+        if m.tool_calls:
+            written["tool_calls"] = tool_calls_to_openai(m.tool_calls)
+        out.append(written)
     return out
 
 
@@ -295,10 +341,13 @@ OPENAI_SETTINGS = frozenset(
         "response_format",
         "n",
         "tools",
+        "tool_choice",
+        "parallel_tool_calls",
         "functions",
+        "function_call",
     }
 )
-"""The request fields :func:`config_from_openai` reads (``n`` and the tool fields to refuse them)."""
+"""The request fields :func:`config_from_openai` reads (``functions`` and ``function_call`` to refuse them)."""
 
 VLMKIT_SETTINGS = frozenset({"top_k", "min_p", "repeat_penalty", "detail", "image_max_tokens", "image_min_tokens"})
 """vlmkit's own settings for local models, read beside OpenAI's where a face allows them."""
@@ -313,19 +362,22 @@ def config_from_openai(settings: Mapping[str, Any], *, extensions: bool = True) 
     Other fields are not looked at: which of them are errors is the face's choice (a server ignores
     them, as OpenAI's clients send many; ``completion()`` refuses them).
     """
-    for name in ("tools", "functions"):
+    for name in ("functions", "function_call"):
         if settings.get(name):
-            exc = BadRequestError(f"tool and function calling are not supported yet; send the request without {name!r}")
+            exc = BadRequestError(
+                f"{name!r} is OpenAI's old form of tool calling: send 'tools' (and 'tool_choice') instead"
+            )
             exc.location = name
             raise exc
-    n = settings.get("n")
-    if n is not None and n != 1:
-        raise setting_error("n", f"only n=1 is supported, not {n!r}")
+    tools = tools_from_openai(settings.get("tools"))
+    tool_choice = _tool_choice(settings.get("tool_choice"))
     tokens = "max_completion_tokens" if settings.get("max_completion_tokens") is not None else "max_tokens"
     values: dict[str, Any] = {name: settings.get(name) for name in _PLAIN}
     values["max_tokens"] = settings.get(tokens)
     values["stop"] = settings.get("stop")
     values["response_format"] = _response_format(settings.get("response_format"))
+    values.update(tools=tools, tool_choice=tool_choice, parallel_tool_calls=settings.get("parallel_tool_calls"))
+    values["n"] = settings.get("n") if settings.get("n") != 1 else None  # one choice is the default
     if extensions:
         values.update({name: settings.get(name) for name in VLMKIT_SETTINGS})
     try:
@@ -334,6 +386,144 @@ def config_from_openai(settings: Mapping[str, Any], *, extensions: bool = True) 
         if exc.location == "max_tokens" and tokens != "max_tokens":
             raise setting_error(tokens, exc.message.replace("max_tokens", tokens, 1)) from None
         raise
+
+
+def tools_from_openai(tools: Any) -> tuple[ToolDefinition, ...]:
+    """OpenAI's ``tools`` as :class:`ToolDefinition` s; a bad one is an :class:`InvalidToolError` naming it."""
+    if tools is None:
+        return ()
+    if not isinstance(tools, (list, tuple)):
+        raise tool_error(f"tools must be an array of tools, not {type_name(tools)}", "tools")
+    out = []
+    for i, raw in enumerate(tools):
+        where = f"tools[{i}]"
+        if isinstance(raw, ToolDefinition):
+            out.append(raw)
+            continue
+        if not isinstance(raw, Mapping) or raw.get("type") != "function":
+            shown = f"type {raw.get('type')!r}" if isinstance(raw, Mapping) else type_name(raw)
+            raise tool_error(f"a tool must be {{'type': 'function', 'function': {{...}}}}, not {shown}", where)
+        fn = raw.get("function")
+        if not isinstance(fn, Mapping):
+            raise tool_error(f"a tool's 'function' must be an object, not {type_name(fn)}", f"{where}.function")
+        strict = fn.get("strict")
+        try:
+            out.append(
+                ToolDefinition(
+                    fn.get("name"),  # type: ignore[arg-type]  # ToolDefinition checks it
+                    fn.get("parameters", {"type": "object", "properties": {}}),
+                    fn.get("description"),
+                    strict if isinstance(strict, bool) else None,
+                )
+            )
+        except VlmkitError as exc:
+            exc.add_location(where)
+            raise
+    return tuple(out)
+
+
+def tools_to_openai(tools: Sequence[ToolDefinition]) -> list[dict[str, Any]]:
+    out = []
+    for tool in tools:
+        fn: dict[str, Any] = {"name": tool.name, "parameters": dict(tool.parameters)}
+        if tool.description is not None:
+            fn["description"] = tool.description
+        if tool.strict is not None:
+            fn["strict"] = tool.strict
+        out.append({"type": "function", "function": fn})
+    return out
+
+
+def _tool_choice(choice: Any) -> ToolChoice | None:
+    if choice is None or isinstance(choice, ToolChoice):
+        return choice
+    if isinstance(choice, str):
+        if choice in ("none", "auto", "required"):
+            return ToolChoice(choice)  # type: ignore[arg-type]  # checked on the line above
+    elif isinstance(choice, Mapping) and choice.get("type") == "function":
+        name = choice.get("function", {}).get("name") if isinstance(choice.get("function"), Mapping) else None
+        if isinstance(name, str) and name:
+            return ToolChoice.forced(name)
+    raise tool_error(
+        "tool_choice must be 'none', 'auto', 'required' or {'type': 'function', 'function': {'name': ...}}, "
+        f"not {choice!r}"[:300],
+        "tool_choice",
+    )
+
+
+def tool_choice_to_openai(choice: ToolChoice | str | None) -> Any:
+    """OpenAI's form of a tool choice: its mode, or the named tool."""
+    if choice is None or isinstance(choice, str):
+        return choice
+    if choice.name is not None:
+        return {"type": "function", "function": {"name": choice.name}}
+    return choice.mode
+
+
+def tool_calls_from_openai(raw: Any, where: str, *, check: bool = True) -> list[ToolCall]:
+    """An assistant message's ``tool_calls``; arguments that are not a JSON object's text are refused
+    (unless ``check`` is false: an answer's calls are kept as the model wrote them, for the caller to see)."""
+    if not isinstance(raw, (list, tuple)):
+        raise tool_error(f"tool_calls must be an array, not {type_name(raw)}", where)
+    calls = []
+    for j, call in enumerate(raw):
+        at = f"{where}[{j}]"
+        if not isinstance(call, Mapping):
+            raise tool_error(f"a tool call must be an object, not {type_name(call)}", at)
+        fn = call.get("function")
+        if not isinstance(fn, Mapping):
+            raise tool_error(f"a tool call needs a 'function' object, not {type_name(fn)}", f"{at}.function")
+        name, arguments, ident = fn.get("name"), fn.get("arguments", "{}"), call.get("id")
+        if not isinstance(ident, str) or not ident:
+            raise tool_error(f"a tool call needs a string 'id', not {type_name(ident)}", f"{at}.id")
+        if not isinstance(name, str) or not name:
+            raise tool_error(f"a tool call needs the tool's 'name', not {type_name(name)}", f"{at}.function.name")
+        if isinstance(arguments, Mapping):  # some servers send the object itself
+            arguments = json.dumps(arguments)
+        if not isinstance(arguments, str):
+            raise tool_error(
+                f"a tool call's 'arguments' must be a JSON object's text, not {type_name(arguments)}",
+                f"{at}.function.arguments",
+            )
+        if check:
+            parse_arguments(arguments, name, f"{at}.function.arguments")
+        calls.append(ToolCall(ident, name, arguments))
+    return calls
+
+
+def tool_calls_to_openai(calls: Sequence[ToolCall]) -> list[dict[str, Any]]:
+    return [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in calls]
+
+
+class ToolCallAssembler:
+    """Tool calls put together from a stream's ``delta.tool_calls`` pieces: the first piece of a call
+    (by ``index``) has its id and name, later ones add to its ``arguments`` text."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, dict[str, str]] = {}
+
+    def feed(self, pieces: Any) -> None:
+        for piece in pieces or ():
+            if not isinstance(piece, Mapping):
+                continue
+            index = piece.get("index")
+            index = index if isinstance(index, int) else len(self._calls)
+            call = self._calls.setdefault(index, {"id": "", "name": "", "arguments": ""})
+            fn: Mapping[str, Any] = piece["function"] if isinstance(piece.get("function"), Mapping) else {}
+            if piece.get("id"):
+                call["id"] = str(piece["id"])
+            if fn.get("name"):
+                call["name"] = str(fn["name"])
+            if isinstance(fn.get("arguments"), str):
+                call["arguments"] += fn["arguments"]
+
+    def calls(self) -> list[ToolCall]:
+        """The calls so far, in index order (a call whose stream gave no id gets one)."""
+        out = []
+        for index in sorted(self._calls):
+            call = self._calls[index]
+            out.append(ToolCall(call["id"] or call_id(), call["name"], call["arguments"] or "{}"))
+        return out
 
 
 def _response_format(fmt: Any) -> Any:
@@ -364,6 +554,10 @@ def config_to_openai(config: PredictionConfig, *, extensions: bool = False) -> d
         "presence_penalty": config.presence_penalty,
         "frequency_penalty": config.frequency_penalty,
         "response_format": response_format_to_openai(config.response_format),
+        "tools": tools_to_openai(config.tools) or None,
+        "tool_choice": tool_choice_to_openai(config.tool_choice),
+        "parallel_tool_calls": config.parallel_tool_calls,
+        "n": config.n if config.n != 1 else None,
     }
     if extensions:
         out.update(top_k=config.top_k, min_p=config.min_p, repeat_penalty=config.repeat_penalty)
@@ -438,7 +632,7 @@ _STOPS: tuple[tuple[StopReason, FinishReason], ...] = (
     (StopReason.MAX_PREDICTED_TOKENS_REACHED, "length"),
     (StopReason.CONTEXT_LENGTH_REACHED, "length"),
     (StopReason.CONTENT_FILTERED, "content_filter"),
-    (StopReason.TOOL_CALLS, "tool_calls"),  # reserved: vlmkit does no tool calls yet
+    (StopReason.TOOL_CALLS, "tool_calls"),
 )
 
 FINISH_REASONS: dict[StopReason, FinishReason] = dict(_STOPS)
@@ -504,7 +698,7 @@ def completion_body(result: PredictionResult, model: str, id: str | None = None)
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": result.content, "refusal": None},
+                "message": _answer_message(result),
                 "logprobs": None,
                 "finish_reason": finish_reason_of(result.stats.stop_reason),
             }
@@ -512,6 +706,14 @@ def completion_body(result: PredictionResult, model: str, id: str | None = None)
         "usage": usage_of(result.stats),
         **extension_of(result),
     }
+
+
+def _answer_message(result: PredictionResult) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": result.content, "refusal": None}
+    if result.tool_calls:
+        message["content"] = result.content or None
+        message["tool_calls"] = tool_calls_to_openai(result.tool_calls)
+    return message
 
 
 class ChunkWriter:
@@ -529,6 +731,11 @@ class ChunkWriter:
 
     def text(self, content: str) -> dict[str, Any]:
         return self._chunk({"content": content})
+
+    def tool_calls(self, calls: Sequence[ToolCall]) -> dict[str, Any]:
+        """One chunk holding whole calls (each with its index, id, name and arguments)."""
+        written = tool_calls_to_openai(calls)
+        return self._chunk({"tool_calls": [{"index": i, **c} for i, c in enumerate(written)]})
 
     def finish(self, result: PredictionResult) -> dict[str, Any]:
         chunk = self._chunk({}, finish_reason_of(result.stats.stop_reason))

@@ -45,7 +45,10 @@ __all__ = [
     "to_chat_of",
 ]
 
-_SETTINGS = {"max_output_tokens": "max_tokens", "temperature": "temperature", "top_p": "top_p", "tools": "tools"}
+_SETTINGS = {"max_output_tokens": "max_tokens", "temperature": "temperature", "top_p": "top_p"}
+_NO_TOOLS = (
+    "is not supported on /v1/responses yet; send the request without it, or use /v1/chat/completions, which calls tools"
+)
 _PARTS = ("input_text", "input_image", "output_text", "refusal", "text")
 
 
@@ -79,6 +82,9 @@ def read_request(body: Mapping[str, Any]) -> ResponsesRequest:
     for name in ("stream", "store"):
         if body.get(name) is not None and not isinstance(body[name], bool):
             raise setting_error(name, f"{name} must be true or false, not {type_name(body[name])}")
+    for name in ("tools", "tool_choice"):
+        if body.get(name):
+            raise setting_error(name, f"{name} {_NO_TOOLS}")
     previous = body.get("previous_response_id")
     if previous is not None and (not isinstance(previous, str) or not previous):
         raise setting_error("previous_response_id", "previous_response_id must be the id of an earlier response")

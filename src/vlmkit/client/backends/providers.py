@@ -31,7 +31,7 @@ from vlmkit.prediction import (
     StopReason,
     setting_error,
 )
-from vlmkit.wire.openai_chat import config_to_openai, stats_from_openai
+from vlmkit.wire.openai_chat import ToolCallAssembler, config_to_openai, stats_from_openai
 
 if TYPE_CHECKING:
     from vlmkit.engine import LoadOptions, ModelListing
@@ -125,11 +125,13 @@ class ProviderBackend:
         usage: Any = None
         finish: str | None = None
         t_first: float | None = None
+        calls = ToolCallAssembler()
         try:
             for chunk in stream:
                 usage = chunk.usage or usage
                 for choice in chunk.choices:
                     finish = choice.finish_reason or finish
+                    calls.feed([piece.to_dict() for piece in choice.delta.tool_calls or ()])
                     text = choice.delta.content
                     if text:
                         if t_first is None:
@@ -145,7 +147,9 @@ class ProviderBackend:
         finally:
             with contextlib.suppress(Exception):
                 stream.close()
-        return _result(key, "".join(pieces), config, finish, usage, cancel.cancelled, t0, t_first, self.get_info(key))
+        result = _result(key, "".join(pieces), config, finish, usage, cancel.cancelled, t0, t_first, self.get_info(key))
+        result.tool_calls = calls.calls()
+        return result
 
     def prepare(self, key: str, image: ImageHandle, config: PredictionConfig) -> PreparedImageInfo:
         raise ModelCapabilityError(

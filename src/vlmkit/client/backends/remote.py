@@ -47,7 +47,13 @@ from vlmkit.prediction import (
 )
 from vlmkit.prediction import StopReason as SR
 from vlmkit.providers.streams import DONE, SSEDecoder
-from vlmkit.wire.openai_chat import config_to_openai, messages_from_chat, read_extension, stats_from_openai
+from vlmkit.wire.openai_chat import (
+    ToolCallAssembler,
+    config_to_openai,
+    messages_from_chat,
+    read_extension,
+    stats_from_openai,
+)
 
 if TYPE_CHECKING:
     from vlmkit.engine import LoadOptions, ModelListing
@@ -189,6 +195,7 @@ class RemoteBackend:
         usage: dict[str, Any] | None = None
         finish: str | None = None
         t_first: float | None = None
+        calls = ToolCallAssembler()
         try:
             with self._http.stream("POST", "/v1/chat/completions", json=body) as response:
                 if response.status_code >= 400:
@@ -204,6 +211,7 @@ class RemoteBackend:
                         stats, info = got_stats, got_info
                     for choice in data.get("choices") or ():
                         finish = choice.get("finish_reason") or finish
+                        calls.feed((choice.get("delta") or {}).get("tool_calls"))
                         text = (choice.get("delta") or {}).get("content")
                         if text:
                             if t_first is None:
@@ -224,7 +232,9 @@ class RemoteBackend:
             )
         if cancel.cancelled:
             stats.stop_reason = SR.USER_STOPPED
-        return PredictionResult(content=content, stats=stats, model_info=info or self.get_info(key))
+        return PredictionResult(
+            content=content, stats=stats, model_info=info or self.get_info(key), tool_calls=calls.calls()
+        )
 
     # --- plumbing ------------------------------------------------------------------------------
 
