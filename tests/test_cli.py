@@ -27,11 +27,13 @@ def test_image_inspect_text_and_json(capsys: pytest.CaptureFixture[str]) -> None
     assert main(["image", "inspect", str(photo_path("retina.jpg")), "--target", "anthropic"]) == 0
     out = capsys.readouterr().out
     assert "retina.jpg: image/jpeg, 1411x1411" in out
-    assert "anthropic    re-encoded: image/jpeg 1108x1108" in out
+    assert "anthropic    re-encoded: image/jpeg 1108x1108, 110,782 bytes, 1637 tokens ($0.0049 at" in out
+    assert "(1411x1411 is over anthropic's size limits)" in out
     assert main(["image", "inspect", HOPPER, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["targets"]["openai"]["sent_as"] == "original bytes"
-    assert report["tokens"]["openai"] == 425
+    openai = report["targets"][0]
+    assert openai["target"] == "openai" and openai["untouched"] and openai["changes"] == []
+    assert openai["tokens"] == 425 and openai["price_model"] == "openai/gpt-4o"
 
 
 def test_bad_input_is_one_line_on_stderr_and_exit_1(capsys: pytest.CaptureFixture[str]) -> None:

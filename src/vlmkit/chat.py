@@ -259,8 +259,9 @@ class Chat:
         new.messages = [m.replaced(list(m.content)) for m in self.messages]
         return new
 
-    def with_images(self, images: Mapping[ImageRef, ImageHandle]) -> Chat:
-        """This chat with each reference in ``images`` replaced by its handle; other references stay.
+    def with_images(self, images: Mapping[ImageRef, ImageHandle | Document]) -> Chat:
+        """This chat with each reference in ``images`` replaced by its handle (a PDF's document: a
+        :class:`MediaPart`); other references stay.
 
         Returns ``self`` when there is nothing to replace, else a copy (the parts are immutable).
         """
@@ -269,7 +270,7 @@ class Chat:
         new = Chat()
         new.messages = [
             m.replaced(
-                [ImagePart(images[p], p.detail) if isinstance(p, ImageRef) and p in images else p for p in m.content]
+                [_read_part(images[p], p.detail) if isinstance(p, ImageRef) and p in images else p for p in m.content]
             )
             for m in self.messages
         ]
@@ -310,6 +311,10 @@ class Chat:
         except json.JSONDecodeError as exc:
             raise InvalidMessageError(f"the chat JSON is invalid: {exc}") from None
         return cls.from_dict(obj)
+
+
+def _read_part(read: ImageHandle | Document, detail: Detail | None) -> ImagePart | MediaPart:
+    return MediaPart(read, detail) if isinstance(read, Document) else ImagePart(read, detail)
 
 
 def tool_results(messages: Iterable[ChatMessage]) -> dict[int, ToolCall]:

@@ -100,12 +100,26 @@ def _parser() -> argparse.ArgumentParser:
         "--api-key", action="append", default=[], help="require this key (repeatable; also VLMKIT_API_KEY)"
     )
     serve.add_argument("--files-dir", help="keep uploaded images here, across restarts (default: in memory only)")
+    serve.add_argument(
+        "--lmstudio-discovery",
+        action="store_true",
+        help="also listen on LM Studio's discovery port 41343, so LM Studio's SDKs find the server with no host",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument(
         "--log-format", default="text", choices=["text", "json"], help="json: one JSON object a line (no image bytes)"
     )
     _gpu_argument(serve, "for every local model (a model's own `gpu:` in --config wins)")
     serve.set_defaults(run=_serve)
+
+    playground = commands.add_parser(
+        "playground", help="start a local server and open its playground page: drop an image, inspect it, chat"
+    )
+    playground.add_argument("--port", type=int, default=None, help="port (default 8000)")
+    playground.add_argument("--config", help="YAML file, as for serve")
+    playground.add_argument("--api-key", action="append", default=[], help="require this key (also VLMKIT_API_KEY)")
+    playground.add_argument("--no-browser", action="store_true", help="print the address instead of opening it")
+    playground.set_defaults(run=_playground, host=None, files_dir=None, gpu=None, log_level="warning")
     return parser
 
 
@@ -265,13 +279,20 @@ def _chat(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from vlmkit.server import serve
+
+    serve(_server_settings(args, "serve"), log_level=args.log_level, log_format=args.log_format)
+    return 0
+
+
+def _server_settings(args: argparse.Namespace, command: str) -> Any:
     import os
 
     try:
-        from vlmkit.server import ServerSettings, load_config, serve
+        from vlmkit.server import ServerSettings, load_config
     except ModuleNotFoundError as exc:
         raise VlmkitError(
-            f"vlmkit serve needs the server extra ({exc.name} is not installed): pip install 'vlmkit[server]'"
+            f"vlmkit {command} needs the server extra ({exc.name} is not installed): pip install 'vlmkit[server]'"
         ) from None
 
     settings = load_config(args.config) if args.config else ServerSettings()
@@ -279,7 +300,24 @@ def _serve(args: argparse.Namespace) -> int:
     if keys:
         settings = settings.with_overrides(api_keys=settings.api_keys | keys)
     settings = settings.with_overrides(host=args.host, port=args.port, files_dir=args.files_dir, gpu=args.gpu)
-    serve(settings, log_level=args.log_level, log_format=args.log_format)
+    return settings.with_overrides(lmstudio_discovery=getattr(args, "lmstudio_discovery", False) or None)
+
+
+def _playground(args: argparse.Namespace) -> int:
+    from urllib.parse import quote
+
+    settings = _server_settings(args, "playground")
+    from vlmkit.server import serve
+    from vlmkit.server.playground import open_when_ready
+
+    url = f"http://{settings.host}:{settings.port}/"
+    print(f"vlmkit playground: {url}" + ("  (type the server's API key into the page)" if settings.api_keys else ""))
+    if not args.no_browser:
+        # a key given here goes to the page in the address's fragment, which never leaves the browser
+        # (the page moves it into the tab's session storage and out of the address bar)
+        given = sorted(set(args.api_key) & settings.api_keys)
+        open_when_ready(url + (f"#key={quote(given[0], safe='')}" if given else ""))
+    serve(settings, log_level=args.log_level, log_format=getattr(args, "log_format", "text"))
     return 0
 
 
@@ -299,51 +337,29 @@ def _batch(args: argparse.Namespace) -> int:
 
 
 def _image_inspect(args: argparse.Namespace) -> int:
-    from vlmkit.images import POLICIES, estimate_image_tokens, prepare_image
+    from vlmkit.images import POLICIES, prepare_image
     from vlmkit.images.probe import image_summary
-    from vlmkit.images.render import needs_change
+    from vlmkit.providers.inspect import inspect_image, target_named
 
     handle = prepare_image(args.source, fetch=_fetch_options(args))
     names = args.target or list(POLICIES)
     unknown = [n for n in names if n not in POLICIES]
     if unknown:
         raise VlmkitError(f"unknown target {unknown[0]!r}; known: {', '.join(POLICIES)}")
-    targets: dict[str, Any] = {}
-    for name in names:
-        policy = POLICIES[name]
-        reasons = needs_change(handle, policy)
-        out = handle.render(policy)
-        targets[name] = {
-            "sent_as": "original bytes" if not out.changed else "re-encoded",
-            "why": reasons,
-            "mime_type": out.mime_type,
-            "width": out.width,
-            "height": out.height,
-            "bytes": len(out.data),
-        }
-    tokens = {t: estimate_image_tokens(handle, t) for t in ("openai", "anthropic", "gemini")}
-    report = {
-        "name": handle.name,
-        "identifier": handle.identifier,
-        "mime_type": handle.mime_type,
-        "width": handle.width,
-        "height": handle.height,
-        "frames": handle.frames,
-        "exif_orientation": handle.orientation,
-        "mode": handle.mode,
-        "bytes": handle.size_bytes,
-        "tokens": tokens,
-        "targets": targets,
-    }
+    report = inspect_image(handle, [target_named(n) for n in names])
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     print(f"{handle.name}: {image_summary(handle.mime_type, handle.width, handle.height, handle.size_bytes)}")
     print(f"  identifier   {handle.identifier}")
     print(f"  frames {handle.frames}, EXIF orientation {handle.orientation}, pixels {handle.mode}")
-    print("  tokens       " + ", ".join(f"{k} {v}" for k, v in tokens.items()))
-    for name, t in targets.items():
-        line = f"  {name:<12} {t['sent_as']}: {t['mime_type']} {t['width']}x{t['height']}, {t['bytes']:,} bytes"
+    for t in report["targets"]:
+        sent = "original bytes" if t["untouched"] else "re-encoded"
+        line = f"  {t['target']:<12} {sent}: {t['mime_type']} {t['width']}x{t['height']}, {t['bytes']:,} bytes"
+        if t["tokens"] is not None:
+            line += f", {t['tokens']} tokens"
+        if t["cost_usd"] is not None:
+            line += f" (${t['cost_usd']:.4f} at {t['price_model']})"
         print(line + (f" ({'; '.join(t['why'])})" if t["why"] else ""))
     return 0
 

@@ -340,5 +340,13 @@ class InvalidVideoError(VideoError):
     """The file is no video or animation vlmkit reads, or it is damaged."""
 
 
+class TooManyImagesError(BadRequestError):
+    """A request holds more images than the provider takes in one request (pages and frames included)."""
+
+
 class VideoTooLargeError(VideoError):
     """Sampling would go over a limit (frames, bytes, tokens); the message names it and how to get under it."""
+
+
+class ConfigError(VlmkitError):
+    """The server's config file is missing, unreadable or says something that cannot be served."""

@@ -166,6 +166,9 @@ def test_the_request_file_for_vllm_run_batch(tmp_path: Path) -> None:
     requests = lines(out)
     for item in requests:
         assert set(item) == {"custom_id", "method", "url", "body"} and item["url"] == "/v1/chat/completions"
+        # vLLM's one extension: each image part's uuid (the content identity its caches key on)
+        image_parts = [p for p in item["body"]["messages"][0]["content"] if p["type"] == "image_url"]
+        assert all(len(p.pop("uuid")) >= 16 for p in image_parts) and image_parts
         check(item["body"], completion_create_params.CompletionCreateParamsNonStreaming)
     assert requests[0]["body"]["model"] == "Qwen2-VL-2B-Instruct" and requests[0]["body"]["max_tokens"] == 64
 

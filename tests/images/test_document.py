@@ -22,6 +22,7 @@ from vlmkit.errors import (
     UnsupportedImageError,
 )
 from vlmkit.images import ANTHROPIC, LLAMA_CPP, prepare_document, prepare_image
+from vlmkit.images.tokens import anthropic_tokens
 
 RECT = (100.0, 150.0, 300.0, 250.0)  # on page 2, in points from its top-left corner
 
@@ -161,3 +162,17 @@ def test_page_cap_and_bad_selections(pdf: bytes) -> None:
         prepare_document(pdf, dpi=0)
     with pytest.raises(DocumentTooLargeError, match="render it at a lower dpi="):
         prepare_document(pdf, pages=1, dpi=3000)
+
+
+def test_a_token_budget_is_checked_before_rendering(pdf: bytes) -> None:
+    letter = anthropic_tokens(*ANTHROPIC.target_size(2550, 3300))
+    landscape = anthropic_tokens(*ANTHROPIC.target_size(3508, 2479))
+    total = 3 * letter + landscape
+    with pytest.raises(DocumentTooLargeError) as caught:
+        prepare_document(pdf, "x.pdf", target=ANTHROPIC, max_tokens=3000)
+    message = str(caught.value)
+    assert f"4 pages of 'x.pdf' cost about {total} image tokens at anthropic" in message
+    assert "over max_tokens=3000; choose at most 1 page with pages= or raise max_tokens" in message
+    assert len(prepare_document(pdf, pages="1", target=ANTHROPIC, max_tokens=letter).pages) == 1
+    with pytest.raises(DocumentError, match="pass target= the policy of one of anthropic, gemini, openai"):
+        prepare_document(pdf, max_tokens=1000)

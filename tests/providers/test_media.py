@@ -52,11 +52,20 @@ def test_anthropic_gets_the_pdf_itself(wire: Builder, pdf: bytes) -> None:
 def test_over_the_page_limit_or_a_page_selection_goes_as_pages(wire: Builder, pdf: bytes) -> None:
     long = make_pdf([PageSpec(text=f"p{i}") for i in range(101)])  # Anthropic reads at most 100 pages of a PDF
     over = vk.prepare_document(long, "long.pdf", dpi=4, max_pages=101)
-    _, _, body = wire("anthropic/claude-sonnet-4-5", chat_with(over), api_key="k")
+    _, _, body = wire("gemini/gemini-2.5-flash", chat_with(over), api_key="g")  # Gemini: up to 1000 pages
+    assert body["contents"][0]["parts"][1] == {"inline_data": {"mime_type": "application/pdf", "data": b64(long)}}
+    # as pages, 101 images are one more than Anthropic takes in a request: refused before sending
+    with pytest.raises(vk.errors.TooManyImagesError) as caught:
+        wire("anthropic/claude-sonnet-4-5", chat_with(over), api_key="k")
+    message = str(caught.value)
+    assert "holds 101 images" in message and "anthropic's limit of 100 per request" in message
+    assert "prepare_document(..., pages=...)" in message and caught.value.status_code == 400
+    fewer = vk.prepare_document(long, "long.pdf", pages="1-99", dpi=4)
+    _, _, body = wire("anthropic/claude-sonnet-4-5", chat_with(fewer), api_key="k")
     blocks = body["messages"][0]["content"]
-    assert [b["type"] for b in blocks] == ["text"] + ["text", "image"] * 101
-    assert [blocks[1]["text"], blocks[3]["text"], blocks[-2]["text"]] == ["Page 1:", "Page 2:", "Page 101:"]
-    assert blocks[2]["source"]["data"] == b64(over.pages[0].image.data)
+    assert [b["type"] for b in blocks] == ["text"] + ["text", "image"] * 99
+    assert [blocks[1]["text"], blocks[3]["text"], blocks[-2]["text"]] == ["Page 1:", "Page 2:", "Page 99:"]
+    assert blocks[2]["source"]["data"] == b64(fewer.pages[0].image.data)
     check(body, anthropic_types.MessageCreateParamsNonStreaming)
 
     # two pages of three: the file would show the model the third too, so the two go as images
@@ -122,3 +131,26 @@ def test_gemini_gets_a_video_itself_and_anthropic_its_frames(wire: Builder) -> N
     kinds = [next(iter(p)) for p in body["contents"][0]["parts"]]
     assert kinds == ["text", "text", "inline_data", "text", "inline_data"]
     assert body["contents"][0]["parts"][2]["inline_data"]["mime_type"] == "image/jpeg"
+
+
+def test_an_openai_file_part_carrying_a_pdf_is_a_document(wire: Builder, pdf: bytes) -> None:
+    part = {"type": "file", "file": {"filename": "invoice.pdf", "file_data": "data:application/pdf;base64," + b64(pdf)}}
+    messages = [{"role": "user", "content": [{"type": "text", "text": "What is the total?"}, part]}]
+    _, _, body = wire("anthropic/claude-sonnet-4-5", messages, api_key="k")
+    assert body["messages"][0]["content"][1] == {
+        "type": "document",
+        "source": {"type": "base64", "media_type": "application/pdf", "data": b64(pdf)},
+    }
+    check(body, anthropic_types.MessageCreateParamsNonStreaming)
+    _, _, body = wire("xai/grok-2-vision-latest", messages, api_key="k")
+    kinds = [p["type"] for p in body["messages"][0]["content"]]
+    assert kinds == ["text"] + ["text", "image_url"] * 3
+    openai_check(body)
+
+
+def test_a_damaged_pdf_in_a_file_part_names_its_place(wire: Builder, pdf: bytes) -> None:
+    part = {"type": "file", "file": {"file_data": "data:application/pdf;base64," + b64(pdf[: len(pdf) // 2])}}
+    with pytest.raises(vk.errors.InvalidDocumentError) as caught:
+        wire("anthropic/claude-sonnet-4-5", [{"role": "user", "content": [part]}], api_key="k")
+    assert caught.value.location == "messages[0].content[0]" and caught.value.status_code == 400
+    assert "truncated or damaged" in str(caught.value)

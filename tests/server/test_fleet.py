@@ -181,7 +181,11 @@ def test_a_killed_replica_loses_no_unstarted_request_is_ejected_and_readmitted(
     view = {d["deployment"]: d for d in gateway.state.gateway.health()["aff"]}
     assert view[label]["ejected"] is True
     samples = metric_samples(httpx.get(gateway.url + "/metrics").text)
-    assert metric(samples, "vlmkit_upstream_ejections_total", model="aff", deployment=label) == 1
+    ejections = metric(samples, "vlmkit_upstream_ejections_total", model="aff", deployment=label)
+    readmissions = metric(samples, "vlmkit_upstream_readmissions_total", model="aff", deployment=label)
+    # out of service now; a stream that had its first chunk before the kill may have readmitted it for
+    # a moment (it answered), and its end ejected it again
+    assert ejections >= 1 and ejections - readmissions == 1
     assert metric(samples, "vlmkit_upstream_up", model="aff", deployment=label) == 0
 
     # back on the same port: the health check readmits it after the cool-down, and its image returns to it
@@ -192,7 +196,7 @@ def test_a_killed_replica_loses_no_unstarted_request_is_ejected_and_readmitted(
         assert time.monotonic() < deadline, "the replica was not readmitted"
         time.sleep(0.1)
     samples = metric_samples(httpx.get(gateway.url + "/metrics").text)
-    assert metric(samples, "vlmkit_upstream_readmissions_total", model="aff", deployment=label) == 1
+    assert metric(samples, "vlmkit_upstream_readmissions_total", model="aff", deployment=label) == readmissions + 1
     assert metric(samples, "vlmkit_upstream_up", model="aff", deployment=label) == 1
     ask(gateway, "aff", [image_turn(photo, "Once more.")])
     assert victim.counters()["requests"] == 1  # a fresh process: this is its first request

@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -180,9 +181,19 @@ def test_an_unreachable_usage_database_is_named_without_its_password() -> None:
 # --- PostgreSQL, a real server from Debian's package -----------------------------------------------
 
 
+@dataclass
+class Postgres:
+    url: str
+    ctl: list[str]
+    """pg_ctl with its data directory, run as the postgres user."""
+
+    def restart(self) -> None:
+        subprocess.run([*self.ctl, "-m", "fast", "-w", "restart"], check=True, capture_output=True)
+
+
 @pytest.fixture(scope="module")
-def postgres() -> Iterator[str]:
-    """A PostgreSQL server on a free port of 127.0.0.1 in a temporary directory; its URL."""
+def postgres() -> Iterator[Postgres]:
+    """A PostgreSQL server on a free port of 127.0.0.1 in a temporary directory."""
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     if not found:
         pytest.skip(
@@ -203,14 +214,12 @@ def postgres() -> Iterator[str]:
         capture_output=True,
     )
     options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"
-    start = [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-o", options, "-w", "start"]
-    subprocess.run(start, check=True, capture_output=True)
+    ctl = [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-o", options]
+    subprocess.run([*ctl, "-w", "start"], check=True, capture_output=True)
     try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        yield Postgres(f"postgresql://postgres@127.0.0.1:{port}/postgres", ctl)
     finally:
-        subprocess.run(
-            [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True
-        )
+        subprocess.run([*ctl, "-m", "immediate", "stop"], capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -235,11 +244,11 @@ def _serve(tmp_path: Path, name: str, config: str) -> tuple[subprocess.Popen[byt
 
 
 def test_two_gateway_processes_share_usage_over_postgresql(
-    postgres: str, upstream: Upstream, tmp_path: Path, hopper_jpeg: bytes
+    postgres: Postgres, upstream: Upstream, tmp_path: Path, hopper_jpeg: bytes
 ) -> None:
     config = (
         f"keys:\n  - {{key: {TEAM}, name: team}}\n  - {{key: {ADMIN}, name: ops, admin: true}}\n"
-        f"usage: {{database: '{postgres}'}}\n"
+        f"usage: {{database: '{postgres.url}'}}\n"
         f"models:\n  gw: {{model: openai/up-model, api_base: '{upstream.base}', api_key: k, vision: true}}\n"
     )
     nodes = [_serve(tmp_path, f"node{i}", config) for i in range(2)]
@@ -259,3 +268,19 @@ def test_two_gateway_processes_share_usage_over_postgresql(
         for proc, _ in nodes:
             proc.send_signal(signal.SIGTERM)
             proc.communicate(timeout=30)
+
+
+def test_usage_survives_a_postgresql_restart(postgres: Postgres) -> None:
+    from vlmkit.server.usage import Usage, UsageStore
+
+    store = UsageStore(postgres.url)
+    try:
+        store.record(Usage("restart", "gw", 1, 10, 2, 1, 100))
+        assert [u for u in store.report() if u.key == "restart"] == [Usage("restart", "gw", 1, 10, 2, 1, 100)]
+        postgres.restart()  # the store's connection is gone: a report, then a write, connect again
+        assert [u for u in store.report() if u.key == "restart"] == [Usage("restart", "gw", 1, 10, 2, 1, 100)]
+        postgres.restart()
+        store.record(Usage("restart", "gw", 1, 5, 1, 0, 0))
+        assert [u for u in store.report() if u.key == "restart"] == [Usage("restart", "gw", 2, 15, 3, 1, 100)]
+    finally:
+        store.close()

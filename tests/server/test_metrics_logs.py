@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.server.conftest import API_KEY, Running, data_url, image_message
 from tests.server.replicas import ROOT, free_port, metric, metric_samples
-from vlmkit.images import prepare_image
+from vlmkit.images import OPENAI, prepare_image
 from vlmkit.images.tokens import openai_tokens
 
 FAMILIES = {
@@ -58,6 +58,8 @@ def test_metrics_count_requests_images_tokens_and_upstream_failures(
     ups["b"].status = 500
     for _ in range(2):
         c.chat.completions.create(model="pair", messages=[{"role": "user", "content": "hi"}])
+    for fmt, size, mime in (("JPEG", (2400, 1200), "image/jpeg"), ("BMP", (64, 48), "image/bmp")):
+        c.chat.completions.create(model="gw", messages=image_message(data_url(picture(fmt, size), mime)))  # type: ignore[arg-type]
     # a local model: the engine's own report of what it encoded
     c.chat.completions.create(
         model="tiny",
@@ -71,27 +73,42 @@ def test_metrics_count_requests_images_tokens_and_upstream_failures(
     samples = metric_samples(r.text)
     assert {family.name for family in text_string_to_metric_families(r.text)} >= FAMILIES
     a, b, cc = (f"openai/up-model@{ups[n].base}" for n in "abc")
-    assert metric(samples, "vlmkit_requests_total", model="gw", deployment=a, status="200") == 2
+    assert metric(samples, "vlmkit_requests_total", model="gw", deployment=a, status="200") == 4
     assert metric(samples, "vlmkit_requests_total", model="pair", deployment=b, status="500") == 1
     assert metric(samples, "vlmkit_requests_total", model="pair", deployment=cc, status="200") == 2
     assert metric(samples, "vlmkit_upstream_errors_total", model="pair", deployment=b) == 1
     assert metric(samples, "vlmkit_upstream_ejections_total", model="pair", deployment=b) == 1
     assert metric(samples, "vlmkit_upstream_up", model="pair", deployment=b) == 0
     assert metric(samples, "vlmkit_upstream_up", model="pair", deployment=cc) == 1
-    assert metric(samples, "vlmkit_request_duration_seconds_count", model="gw") == 2
+    assert metric(samples, "vlmkit_request_duration_seconds_count", model="gw") == 4
     assert metric(samples, "vlmkit_time_to_first_token_seconds_count", model="gw") == 1  # the stream
     hopper = prepare_image(hopper_jpeg)
     assert hopper.width is not None and hopper.height is not None
-    assert metric(samples, "vlmkit_images_total", model="gw") == 1
-    assert metric(samples, "vlmkit_image_bytes_received_total", model="gw") == len(hopper_jpeg)
-    assert metric(samples, "vlmkit_image_tokens_estimated_total", model="gw") == openai_tokens(
-        hopper.width, hopper.height
+    assert metric(samples, "vlmkit_images_total", model="gw") == 3
+    received = len(hopper_jpeg) + len(picture("JPEG", (2400, 1200))) + len(picture("BMP", (64, 48)))
+    assert metric(samples, "vlmkit_image_bytes_received_total", model="gw") == received
+    assert metric(samples, "vlmkit_image_tokens_estimated_total", model="gw") == (
+        openai_tokens(hopper.width, hopper.height) + openai_tokens(2400, 1200) + openai_tokens(64, 48)
     )
-    assert metric(samples, "vlmkit_image_bytes_sent_total", model="gw", deployment=a) > 0
+    shapes = (("JPEG", (2400, 1200)), ("BMP", (64, 48)))
+    sent = len(hopper_jpeg) + sum(len(prepare_image(picture(f, size)).render(OPENAI).data) for f, size in shapes)
+    assert metric(samples, "vlmkit_image_bytes_sent_total", model="gw", deployment=a) == sent
+    assert metric(samples, "vlmkit_images_transformed_total", model="gw", change="resized") == 1  # to 2048 px
+    assert metric(samples, "vlmkit_images_transformed_total", model="gw", change="converted") == 1  # BMP
     assert metric(samples, "vlmkit_images_encoded_total", model="tiny") == 1
     assert metric(samples, "vlmkit_requests_total", model="tiny", deployment="local", status="200") == 1
     assert metric(samples, "vlmkit_queue_depth") == 0
     assert metric(samples, "vlmkit_upstream_inflight", model="gw", deployment=a) == 0
+
+
+def picture(fmt: str, size: tuple[int, int]) -> bytes:
+    """chelsea.png at ``size`` in Pillow format ``fmt``."""
+    from PIL import Image
+
+    from tests.conftest import encode, photo_path
+
+    with Image.open(photo_path("chelsea.png")) as im:
+        return encode(im.convert("RGB").resize(size), fmt, **({"quality": 70} if fmt == "JPEG" else {}))
 
 
 @pytest.fixture(scope="session")

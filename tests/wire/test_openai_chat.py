@@ -205,9 +205,10 @@ REFUSED: list[tuple[Any, type[Exception], str | None, str]] = [
      "messages[0].content[0]", "messages[0].content[0]: detail must be 'low', 'high' or 'auto', not 'ultra'"),
     ([{"role": "user", "content": [image("https://x/y.png", format=5)]}], InvalidMessageError,
      "messages[0].content[0]", "messages[0].content[0]: format must be a MIME type string such as 'image/png'"),
-    ([{"role": "user", "content": [{"type": "file", "file": {"file_data": "..."}}]}], InvalidMessageError,
+    ([{"role": "user", "content": [{"type": "file", "file": {"filename": "a.pdf"}}]}], InvalidMessageError,
      "messages[0].content[0]",
-     "messages[0].content[0]: a file part needs {'file': {'file_id': 'file-...'}} naming an uploaded image"),
+     "messages[0].content[0]: a file part needs {'file': {'file_id': 'file-...'}} naming an uploaded image, "
+     "or {'file': {'file_data': 'data:application/pdf;base64,...'}}"),
 ]  # fmt: skip
 
 

@@ -233,6 +233,17 @@ class Engine:
         with self._turn(model, CancelToken(), queue_timeout, max_queue) as lm:
             return predict.prepare(lm, image, config)
 
+    def tokenize(self, model: str, text: str, *, max_queue: int | None = None) -> list[int]:
+        """``text`` in ``model``'s tokens (special tokens read as such), in the model's turn."""
+        with self._turn(model, CancelToken(), None, max_queue) as lm:
+            return lm.native.tokenize(text)
+
+    def format_prompt(self, model: str, chat: ChatInput, *, max_queue: int | None = None) -> str:
+        """The prompt ``model``'s chat template makes of ``chat``, up to where the reply starts; each
+        image is the model's media marker. The chat's images must have been read."""
+        with self._turn(model, CancelToken(), None, max_queue) as lm:
+            return lm.template.render(_as_chat(chat), lm.native.marker).text
+
     def respond_stream(
         self,
         model: str,

@@ -8,8 +8,9 @@ own words, and that is most of its time to first token. Here one background thre
 chat with its reply, as the template writes it, in the time the user reads the answer and types the
 next question (:func:`vlmkit.engine.predict.settle`).
 
-It never delays a request: it takes a model's turn only when the model is free, and stops between
-evaluation steps as soon as anyone waits for the model, keeping what it evaluated. Only a model's
+It never refuses or holds up a request for long: it takes a model's turn only when the model is
+free, as a holder that does not count against the model's line (a server with no queue still takes
+the request), and stops between evaluation steps as soon as anyone waits, keeping what it evaluated. Only a model's
 latest reply is settled; an older one still pending is dropped. A request that is not a follow-up
 (a new chat, the same question again) finds the prefix it shares with the settled one, as before.
 """
@@ -99,7 +100,7 @@ class Settler:
 
     def _settle(self, job: _Job) -> None:
         lm = job.lm
-        if lm.native.closed or not lm.queue.try_acquire():
+        if lm.native.closed or not lm.queue.try_acquire(yielding=True):
             return  # unloaded, or a request has the model already: it evaluates its own prompt
         try:
             stop = lambda: self._closed or lm.queue.waiting > 0  # noqa: E731

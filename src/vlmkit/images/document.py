@@ -35,6 +35,7 @@ from vlmkit.images.handle import ImageHandle, content_identifier, image_from_byt
 from vlmkit.images.policy import ImagePolicy
 from vlmkit.images.probe import DEFAULT_MAX_PIXELS
 from vlmkit.images.source import ImageSource, read_source
+from vlmkit.images.tokens import tokens_at
 
 PDF_MIME = "application/pdf"
 DEFAULT_MAX_PAGES = 100
@@ -121,13 +122,19 @@ def prepare_document(
     dpi: float | None = None,
     password: str | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_tokens: int | None = None,
 ) -> Document:
     """Read a PDF (a path, bytes, or a binary file object) and render the chosen pages.
 
     ``target`` is the policy of the model the pages are for: each page is rendered to fit its size
     limits (at most :data:`MAX_TARGET_DPI`); ``dpi`` renders at that resolution instead; neither:
-    :data:`DEFAULT_DPI`. ``password`` opens an encrypted PDF.
+    :data:`DEFAULT_DPI`. ``password`` opens an encrypted PDF. ``max_tokens`` bounds the image tokens of
+    all chosen pages at ``target`` (``openai``, ``anthropic`` or ``gemini``), checked before rendering.
     """
+    if max_tokens is not None and tokens_at(target, 1000, 1000) is None:
+        raise DocumentError(
+            "max_tokens= counts tokens at a target: pass target= the policy of one of anthropic, gemini, openai"
+        )
     data, default_name, _ = read_source(src)
     name = name or default_name or f"document-{content_identifier(data)[:12]}.pdf"
     if not is_pdf(data):
@@ -143,6 +150,8 @@ def prepare_document(
                 f"{len(numbers)} pages of {name!r} were chosen, over the limit of max_pages={max_pages}; "
                 f'choose fewer with pages= (e.g. pages="1-{max_pages}") or raise max_pages'
             )
+        if max_tokens is not None:
+            _check_tokens(pdf, numbers, name, target, dpi, max_tokens)
         rendered = tuple(_render_page(pdf, n, name, target, dpi, max_pixels) for n in numbers)
     finally:
         pdf.close()
@@ -239,6 +248,25 @@ def render_scale(width_pt: float, height_pt: float, target: ImagePolicy | None, 
     finest = MAX_TARGET_DPI / POINTS_PER_INCH
     fit_w, fit_h = target.target_size(max(1, round(width_pt * finest)), max(1, round(height_pt * finest)))
     return min(fit_w / width_pt, fit_h / height_pt) * _HAIR
+
+
+def _check_tokens(
+    pdf: Any, numbers: list[int], name: str, target: ImagePolicy | None, dpi: float | None, max_tokens: int
+) -> None:
+    """Refuse pages whose image tokens at ``target`` add up past ``max_tokens`` (from the pages' sizes alone)."""
+    total = 0
+    for n in numbers:
+        width_pt, height_pt = pdf.get_page_size(n - 1)
+        scale = render_scale(width_pt, height_pt, target, dpi)
+        total += tokens_at(target, math.ceil(width_pt * scale), math.ceil(height_pt * scale)) or 0
+    if total > max_tokens:
+        each = math.ceil(total / len(numbers))
+        fit = max_tokens // each
+        at_most = f"{fit} page" if fit == 1 else f"{fit} pages"
+        raise DocumentTooLargeError(
+            f"{len(numbers)} pages of {name!r} cost about {total} image tokens at {target.name if target else ''} "
+            f"(~{each} a page), over max_tokens={max_tokens}; choose at most {at_most} with pages= or raise max_tokens"
+        )
 
 
 def _render_page(

@@ -33,10 +33,11 @@ import anyio.to_thread
 import pybase64
 
 from vlmkit.errors import ImageSourceError, VlmkitError
+from vlmkit.images.document import PDF_MIME, Document, is_pdf, prepare_document
 from vlmkit.images.fetch import FetchOptions
 from vlmkit.images.handle import REFERENCE_SCHEMES, ImageHandle, image_from_bytes
 from vlmkit.images.probe import DEFAULT_MAX_PIXELS
-from vlmkit.images.source import aprepare_image, is_file, is_http, looks_like_base64, prepare_image
+from vlmkit.images.source import aprepare_image, is_file, is_http, looks_like_base64, prepare_image, read_source
 
 __all__ = [
     "INLINE_DATA_URL",
@@ -72,6 +73,9 @@ class Source(Protocol):
 
 
 S = TypeVar("S", bound=Source)
+
+Resolved = ImageHandle | Document
+"""What a reference reads as: an image, or a PDF document (its pages for models that take images)."""
 
 Lookup = Callable[[Source], ImageHandle | bytes | None]
 """The caller's own sources: a handle, image bytes (sniffed here), or None for "not mine, read it as
@@ -112,7 +116,7 @@ def source_kind(url: str) -> Kind:
 # --- decisions (shared) --------------------------------------------------------------------------
 
 
-def _route(src: Source, options: ResolveOptions) -> ImageHandle | Route | None:
+def _route(src: Source, options: ResolveOptions) -> Resolved | Route | None:
     """What to do with ``src``: the handle when the caller's lookup has it, None when it stays a
     reference, else how to read it."""
     if options.lookup is not None:
@@ -120,7 +124,7 @@ def _route(src: Source, options: ResolveOptions) -> ImageHandle | Route | None:
         if isinstance(found, ImageHandle):
             return found
         if found is not None:
-            return image_from_bytes(found, format=src.format, max_pixels=options.max_pixels)
+            return _from_bytes(found, None, None, src, options)
     if src.file_id:
         raise ImageSourceError(
             f"{src.url!r} is the id of an image uploaded to a vlmkit server, and only that server can read it; "
@@ -132,7 +136,7 @@ def _route(src: Source, options: ResolveOptions) -> ImageHandle | Route | None:
     return kind
 
 
-def _read(src: Source, route: Route, options: ResolveOptions) -> ImageHandle:
+def _read(src: Source, route: Route, options: ResolveOptions) -> Resolved:
     """Read ``src`` by ``route`` here and now (the sync way; the async twin calls it where it may block)."""
     if route == "local" and "://" not in src.url[:16] and looks_like_base64(src.url) and not is_file(src.url):
         try:
@@ -140,8 +144,17 @@ def _read(src: Source, route: Route, options: ResolveOptions) -> ImageHandle:
         except (binascii.Error, ValueError):
             data = b""
         if data:
-            return image_from_bytes(data, format=src.format, max_pixels=options.max_pixels)
+            return _from_bytes(data, None, None, src, options)
+    if route in ("data", "local"):
+        return _from_bytes(*read_source(src.url), src, options)
     return prepare_image(src.url, format=src.format, max_pixels=options.max_pixels, fetch=options.fetch)
+
+
+def _from_bytes(data: bytes, name: str | None, uri: str | None, src: Source, options: ResolveOptions) -> Resolved:
+    """Bytes read for ``src``: an image, or a PDF (OpenAI's ``file`` parts carry PDFs), as its pages."""
+    if is_pdf(data[:1024]) and src.format in (None, PDF_MIME):
+        return prepare_document(data, name)
+    return image_from_bytes(data, name, format=src.format, max_pixels=options.max_pixels, source=uri)
 
 
 def _off_the_loop(src: Source, route: Route) -> bool:
@@ -162,7 +175,7 @@ def _located(src: Source) -> Iterator[None]:
 # --- sync and async ------------------------------------------------------------------------------
 
 
-def resolve_image(src: Source, options: ResolveOptions | None = None) -> ImageHandle | None:
+def resolve_image(src: Source, options: ResolveOptions | None = None) -> Resolved | None:
     """The handle for ``src``, or None where it stays a reference (an http(s) URL with ``keep_urls``)."""
     opts = options or _DEFAULT
     with _located(src):
@@ -170,7 +183,7 @@ def resolve_image(src: Source, options: ResolveOptions | None = None) -> ImageHa
         return route if not isinstance(route, str) else _read(src, route, opts)
 
 
-async def aresolve_image(src: Source, options: ResolveOptions | None = None) -> ImageHandle | None:
+async def aresolve_image(src: Source, options: ResolveOptions | None = None) -> Resolved | None:
     """:func:`resolve_image` without blocking the event loop."""
     opts = options or _DEFAULT
     with _located(src):
@@ -184,12 +197,12 @@ async def aresolve_image(src: Source, options: ResolveOptions | None = None) -> 
         return _read(src, route, opts)  # a small data URL, or a gs:// / s3:// reference: no I/O
 
 
-def resolve_images(sources: Sequence[S], options: ResolveOptions | None = None) -> dict[S, ImageHandle]:
+def resolve_images(sources: Sequence[S], options: ResolveOptions | None = None) -> dict[S, Resolved]:
     """Each source's handle, read in order; sources that stay references are left out.
 
     With a chat: ``chat.with_images(resolve_images(chat.image_refs, options))``.
     """
-    out: dict[S, ImageHandle] = {}
+    out: dict[S, Resolved] = {}
     for src in sources:
         handle = resolve_image(src, options)
         if handle is not None:
@@ -197,7 +210,7 @@ def resolve_images(sources: Sequence[S], options: ResolveOptions | None = None) 
     return out
 
 
-async def aresolve_images(sources: Sequence[S], options: ResolveOptions | None = None) -> dict[S, ImageHandle]:
+async def aresolve_images(sources: Sequence[S], options: ResolveOptions | None = None) -> dict[S, Resolved]:
     """:func:`resolve_images` for async code: the images are read concurrently, off the event loop."""
     if not sources:
         return {}

@@ -16,7 +16,7 @@ import math
 from vlmkit._types import Detail
 from vlmkit.errors import VlmkitError
 from vlmkit.images.handle import ImageHandle
-from vlmkit.images.policy import ANTHROPIC
+from vlmkit.images.policy import ANTHROPIC, ImagePolicy
 
 
 def estimate_image_tokens(handle: ImageHandle, target: str, detail: Detail = "auto") -> int:
@@ -25,9 +25,9 @@ def estimate_image_tokens(handle: ImageHandle, target: str, detail: Detail = "au
         raise VlmkitError(f"the size of {handle.source or handle.name!r} is unknown (a reference), so its cost is too")
     if detail not in ("low", "high", "auto"):
         raise VlmkitError(f"detail must be 'low', 'high' or 'auto', not {detail!r}")
-    estimate = ESTIMATORS.get(target)
+    estimate = TOKEN_RULES.get(target)
     if estimate is None:
-        raise VlmkitError(f"no token estimate for {target!r}; known targets: {', '.join(sorted(ESTIMATORS))}")
+        raise VlmkitError(f"no token estimate for {target!r}; known targets: {', '.join(sorted(TOKEN_RULES))}")
     return estimate(handle.width, handle.height, detail)
 
 
@@ -53,4 +53,13 @@ def gemini_tokens(width: int, height: int, detail: Detail = "auto") -> int:
     return 258 * math.ceil(width / unit) * math.ceil(height / unit)
 
 
-ESTIMATORS = {"openai": openai_tokens, "anthropic": anthropic_tokens, "gemini": gemini_tokens}
+TOKEN_RULES = {"openai": openai_tokens, "anthropic": anthropic_tokens, "gemini": gemini_tokens}
+"""The documented token rules by name: each takes the width and height that are sent, and ``detail``."""
+
+
+def tokens_at(target: ImagePolicy | None, width: int, height: int) -> int | None:
+    """Tokens an image of ``width`` x ``height`` costs once rendered for ``target`` (a policy named as
+    an estimator: ``openai``, ``anthropic``, ``gemini``); None where there is no estimate."""
+    if target is None or target.name not in TOKEN_RULES:
+        return None
+    return TOKEN_RULES[target.name](*target.target_size(width, height), "auto")

@@ -29,7 +29,7 @@ from vlmkit.images.handle import ImageHandle, content_identifier, image_from_byt
 from vlmkit.images.policy import ImagePolicy
 from vlmkit.images.sniff import ImageFormat, sniff_format
 from vlmkit.images.source import ImageSource, read_source
-from vlmkit.images.tokens import ESTIMATORS
+from vlmkit.images.tokens import TOKEN_RULES, tokens_at
 
 DEFAULT_MAX_FRAMES = 32
 DEFAULT_FRAMES = 8
@@ -183,11 +183,11 @@ def _at_least(duration: float, count: int) -> float:
 
 
 def _frame_tokens(width: int, height: int, target: ImagePolicy | None) -> int:
-    if target is None or target.name not in ESTIMATORS:
-        known = ", ".join(sorted(ESTIMATORS))
+    tokens = tokens_at(target, width, height)
+    if tokens is None:
+        known = ", ".join(sorted(TOKEN_RULES))
         raise VideoError(f"max_tokens= counts tokens at a target: pass target= the policy of one of {known}")
-    w, h = target.target_size(width, height)
-    return ESTIMATORS[target.name](w, h, "auto")
+    return tokens
 
 
 def _encode(image: Image.Image, target: ImagePolicy | None, stem: str) -> ImageHandle:

@@ -6,7 +6,7 @@ llama.cpp server, vLLM), Anthropic, Gemini, Vertex AI, AWS Bedrock or Ollama, re
 to what that provider accepts, and answers in OpenAI's ``ChatCompletion`` shape.
 """
 
-from vlmkit.providers.call import PROVIDER_OPTIONS, acompletion, completion
+from vlmkit.providers.call import PROVIDER_OPTIONS, acompletion, completion, sent_images
 from vlmkit.providers.capabilities import supports_vision
 from vlmkit.providers.registry import ROUTES
 from vlmkit.providers.response import ChatCompletion, ChatCompletionChunk, Usage
@@ -25,5 +25,6 @@ __all__ = [
     "Usage",
     "acompletion",
     "completion",
+    "sent_images",
     "supports_vision",
 ]

@@ -18,12 +18,15 @@ from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 from vlmkit.chat import Chat
 from vlmkit.errors import BadRequestError, ProviderError
+from vlmkit.images.grounding import SentImage
 from vlmkit.images.render import needs_change
 from vlmkit.images.resolve import ResolveOptions, aresolve_images, resolve_images
 from vlmkit.prediction import PredictionConfig
 from vlmkit.providers.base import ProviderConfig, ProviderModule
 from vlmkit.providers.jsonbody import encode_json
+from vlmkit.providers.media import check_image_count
 from vlmkit.providers.registry import module, resolve
+from vlmkit.providers.rendering import render, sent_policy
 from vlmkit.providers.request import CompletionRequest, Params, request_messages, request_params
 from vlmkit.providers.response import ChatCompletion, merged
 from vlmkit.providers.status import provider_error
@@ -285,9 +288,11 @@ def _request(
     cfg: ProviderConfig, chat: Chat, settings: Settings, stream: bool, extra_body: Mapping[str, Any] | None
 ) -> CompletionRequest:
     config, params = settings
+    messages = request_messages(chat, cfg.provider)
+    check_image_count(sum(len(m.images) for m in messages), cfg.provider)
     return CompletionRequest(
         cfg.model,
-        request_messages(chat, cfg.provider),
+        messages,
         params,
         stream,
         dict(extra_body or {}),
@@ -316,6 +321,33 @@ def _ajoined(answers: list[Any], stream: bool) -> Any:
     if len(answers) == 1:
         return answers[0]
     return AsyncRepeatedStream(answers) if stream else merged(answers)
+
+
+def sent_images(model: str, chat: Chat, **params: Any) -> list[SentImage]:
+    """The chat's images with what :func:`completion` does to them for ``model`` (rendered with the
+    provider's policy for each image's detail), for mapping coordinates in the answer back
+    (``prediction.boxes``). ``params`` are the call's (``api_key``, ``api_base``, provider options).
+    Images a provider fetched itself, and files sent as they are, are left out: nothing was done to them.
+    """
+    options = {k: v for k, v in params.items() if k in PROVIDER_OPTIONS}
+    cfg = resolve(
+        model,
+        api_base=params.get("api_base") or params.get("base_url"),
+        api_key=params.get("api_key"),
+        headers=params.get("extra_headers"),
+        options=options,
+    )
+    mod = module(cfg.kind)
+    out = []
+    for message in request_messages(chat, cfg.provider):
+        for image in message.images:
+            handle = image.handle
+            if handle is None or handle.is_reference:
+                continue
+            transform = render(image, sent_policy(mod, cfg, image)).transform
+            assert transform is not None
+            out.append(SentImage(handle, transform))
+    return out
 
 
 def _reading(cfg: ProviderConfig, fetch: FetchOptions | None) -> ResolveOptions:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vlmkit.errors import TooManyImagesError
 from vlmkit.images.document import PDF_MIME, Document
 from vlmkit.images.policy import MB, base64_length
 from vlmkit.images.video import Video
@@ -36,6 +37,22 @@ NATIVE: dict[str, dict[str, FileLimits]] = {
     "openai": {PDF_MIME: FileLimits(32 * MB, max_pages=100)},
 }
 """By provider name (not by protocol: the OpenAI-compatible family reads no file parts), then MIME type."""
+
+
+MAX_IMAGES: dict[str, int] = {"anthropic": 100, "bedrock": 20, "openai": 500, "gemini": 3600}
+"""Images one request may hold, by provider (their documented limits), a PDF's pages and a video's
+frames counted one each where they go as images."""
+
+
+def check_image_count(count: int, provider: str) -> None:
+    """Refuse ``count`` images in one request where ``provider`` takes fewer, before sending, saying what to do."""
+    limit = MAX_IMAGES.get(provider)
+    if limit is not None and count > limit:
+        raise TooManyImagesError(
+            f"the request holds {count} images (a PDF's pages and a video's frames count one each), over "
+            f"{provider}'s limit of {limit} per request; send fewer: prepare_document(..., pages=...), "
+            "prepare_video(..., frames=...), or split the request"
+        )
 
 
 def sends_native(media: Document | Video, provider: str) -> bool:

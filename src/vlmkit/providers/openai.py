@@ -18,8 +18,10 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+from vlmkit._types import Detail
 from vlmkit.images.document import PDF_MIME
 from vlmkit.images.handle import content_identifier
+from vlmkit.images.policy import ImagePolicy
 from vlmkit.providers.base import Event, ProviderConfig, WireRequest
 from vlmkit.providers.jsonbody import Blob, dig
 from vlmkit.providers.rendering import reference_error, render
@@ -135,6 +137,14 @@ def _message(m: Message, cfg: ProviderConfig) -> dict[str, Any]:
     return written
 
 
+def image_policy(cfg: ProviderConfig, detail: Detail | None) -> ImagePolicy:
+    """The policy an image is rendered with: the provider's, within 512 px where low detail is sent."""
+    policy = cfg.policy
+    if detail == "low" and cfg.options.get("detail", False):
+        policy = policy.replace(max_long_edge=min(policy.max_long_edge or LOW_DETAIL_EDGE, LOW_DETAIL_EDGE))
+    return policy
+
+
 def _image_part(image: ImageInput, cfg: ProviderConfig) -> dict[str, Any]:
     """``{"type": "image_url", "image_url": {...}}``, with the ``uuid`` of the bytes sent where asked
     (vLLM keys its caches on it instead of hashing the pixels; a URL it fetches has none to give)."""
@@ -146,10 +156,7 @@ def _image_part(image: ImageInput, cfg: ProviderConfig) -> dict[str, Any]:
     elif image.handle is not None and image.handle.is_reference:
         raise reference_error(image, cfg.provider, "send the image's bytes, a data URL or an https URL instead")
     else:
-        policy = cfg.policy
-        if detail == "low":
-            policy = policy.replace(max_long_edge=min(policy.max_long_edge or LOW_DETAIL_EDGE, LOW_DETAIL_EDGE))
-        rendered = render(image, policy)
+        rendered = render(image, image_policy(cfg, image.detail))
         url = Blob(rendered.data_url)
         if cfg.options.get("image_uuid") and image.handle is not None:
             uuid = content_identifier(rendered.data) if rendered.changed else image.handle.identifier

@@ -3,8 +3,11 @@ naming the part of the request it is in (``messages[2].content[1]``)."""
 
 from __future__ import annotations
 
+from typing import cast
+
 from vlmkit.errors import BadRequestError, VlmkitError
 from vlmkit.images import ImagePolicy, RenderedImage
+from vlmkit.providers.base import ProviderConfig
 from vlmkit.providers.request import ImageInput
 
 
@@ -22,6 +25,13 @@ def render(image: ImageInput, policy: ImagePolicy) -> RenderedImage:
         if image.location and not exc.location:
             exc.add_location(image.location)
         raise
+
+
+def sent_policy(module: object, cfg: ProviderConfig, image: ImageInput) -> ImagePolicy:
+    """The policy ``image`` is rendered with for this provider: its module's ``image_policy`` where it
+    has one (the policy can depend on the image's detail), else the provider's policy."""
+    choose = getattr(module, "image_policy", None)
+    return cast(ImagePolicy, choose(cfg, image.detail)) if choose is not None else cfg.policy
 
 
 def reference_error(image: ImageInput, provider: str, hint: str) -> BadRequestError:

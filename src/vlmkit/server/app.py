@@ -21,9 +21,12 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from vlmkit.server import (
+    lmstudio_ws,
     metrics,
+    playground,
     routes_chat,
     routes_files,
+    routes_inspect,
     routes_messages,
     routes_models,
     routes_ollama,
@@ -68,6 +71,9 @@ ROUTES = [
     Route("/api/v1/models/download/{job_id}", routes_models.download_status, methods=["GET"]),
     *metrics.ROUTES,
     *routes_usage.ROUTES,
+    *lmstudio_ws.ROUTES,
+    *routes_inspect.ROUTES,
+    *playground.ROUTES,
     *routes_messages.ROUTES,
     *routes_responses.ROUTES,
     *routes_ollama.ROUTES,

@@ -1,4 +1,5 @@
-"""API keys: with keys configured, every route but the health check needs ``Authorization: Bearer <key>``
+"""API keys: with keys configured, every route but the health check and the playground's static files
+(:mod:`vlmkit.server.playground`, which hold nothing of the server's) needs ``Authorization: Bearer <key>``
 (or Anthropic's ``x-api-key: <key>``, which Anthropic's clients send).
 
 A pure ASGI middleware (no per-request task or body buffering), so it costs microseconds. Keys are
@@ -18,7 +19,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from vlmkit.server.errors import error_response, shape_for
 from vlmkit.server.keys import ANONYMOUS, KeyPolicy
 
-OPEN_PATHS = frozenset({"/health", "/v1/health"})
+OPEN_PATHS = frozenset({"/health", "/v1/health", "/lmstudio-greeting", "/"})
+OPEN_PREFIXES = ("/playground/",)
 STATE_KEY = "vlmkit_key"
 
 
@@ -28,7 +30,7 @@ class APIKeyMiddleware:
         self.keys = tuple((k.secret.encode(), k) for k in keys)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.keys or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or not self.keys or _open(scope["path"]):
             scope.setdefault("state", {})[STATE_KEY] = ANONYMOUS
             await self.app(scope, receive, send)
             return
@@ -74,3 +76,7 @@ def key_of(request: Request) -> KeyPolicy:
     policy = request.scope.get("state", {}).get(STATE_KEY, ANONYMOUS)
     assert isinstance(policy, KeyPolicy)
     return policy
+
+
+def _open(path: str) -> bool:
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)

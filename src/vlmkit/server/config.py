@@ -2,6 +2,10 @@
 
 ```yaml
 api_keys: [os.environ/VLMKIT_API_KEY]   # optional; without keys every route is open
+keys:                                   # keys with names, limits and models (see server/keys.py)
+  - {key: os.environ/TEAM_KEY, name: team, rpm: 60, tpm: 200000, models: [gpt-4o]}
+  - {key: os.environ/OPS_KEY, name: ops, admin: true}
+usage: {database: postgresql://gw@db/vlmkit}   # usage per key (server/usage.py); default: a SQLite file
 models:
   gpt-4o:                               # a gateway name: one or more deployments
     - model: openai/gpt-4o
@@ -42,6 +46,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vlmkit.errors import ConfigError as ConfigError  # re-exported: the config is where it is raised
 from vlmkit.errors import VlmkitError
 from vlmkit.images import DEFAULT_MAX_PIXELS
 from vlmkit.images.fetch import FetchOptions, FetchRemedies
@@ -58,10 +63,6 @@ FETCH_REMEDIES = FetchRemedies(
     max_redirects="raise `fetch: max_redirects` in the server's YAML config",
 )
 """What the server's fetch refusals tell its users to change: its config, not Python's FetchOptions."""
-
-
-class ConfigError(VlmkitError):
-    """The server's config file is missing, unreadable or says something that cannot be served."""
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,10 @@ class ServerSettings:
         """Every key the server accepts: ``api_keys`` (no limits) and ``keys``."""
         return plain_keys(self.api_keys) + self.keys
 
+    lmstudio_discovery: bool = False
+    """Also listen on LM Studio's first discovery port (41343), so LM Studio's SDKs find the server
+    with no host given (``vlmkit serve --lmstudio-discovery``)."""
+
     def with_overrides(self, **changes: Any) -> ServerSettings:
         """A copy with every change that is not ``None``."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -199,7 +204,17 @@ def parse_config(raw: Any, base: ServerSettings | None = None, *, where: str = "
     settings = base or ServerSettings()
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: the top level must be a mapping (api_keys, models, limits, fetch)")
-    unknown = set(raw) - {"api_keys", "keys", "usage", "models", "limits", "fetch", "models_dir", "files_dir"}
+    unknown = set(raw) - {
+        "api_keys",
+        "keys",
+        "usage",
+        "models",
+        "limits",
+        "fetch",
+        "models_dir",
+        "files_dir",
+        "lmstudio_discovery",
+    }
     if unknown:
         raise ConfigError(f"{where}: unknown section(s) {', '.join(sorted(map(str, unknown)))}")
     changes: dict[str, Any] = {}
@@ -221,6 +236,10 @@ def parse_config(raw: Any, base: ServerSettings | None = None, *, where: str = "
     for key in ("models_dir", "files_dir"):
         if raw.get(key) is not None:
             changes[key] = str(raw[key])
+    if raw.get("lmstudio_discovery") is not None:
+        if not isinstance(raw["lmstudio_discovery"], bool):
+            raise ConfigError(f"{where}: lmstudio_discovery must be true or false")
+        changes["lmstudio_discovery"] = raw["lmstudio_discovery"]
     gateway: dict[str, GatewayModel] = {}
     local: dict[str, LocalModel] = {}
     models = raw.get("models") or {}

@@ -56,7 +56,7 @@ def request_cost(chat: Chat, *, images_only: bool = False) -> int:
 
     tokens = 0
     for m in chat.messages:
-        for p in m.content:
+        for p in m.flat_content:  # a PDF or video as the pages or frames it may become
             if isinstance(p, TextPart):
                 tokens += 0 if images_only else len(p.text) // CHARS_PER_TOKEN + 1
             elif isinstance(p, ImagePart) and p.image.width is not None and p.image.height is not None:
@@ -72,7 +72,7 @@ def affinity_key(chat: Chat, session: str | None) -> str | None:
     if session:
         return f"session:{session}"
     for m in chat.messages:
-        for p in m.content:
+        for p in m.flat_content:
             if isinstance(p, ImagePart):
                 return f"image:{p.image.identifier}"
             if isinstance(p, ImageRef):

@@ -22,15 +22,16 @@ from typing import Any
 
 from vlmkit.chat import Chat, ImagePart
 from vlmkit.errors import BadRequestError, ProviderError, VlmkitError
+from vlmkit.images import ImageHandle
 from vlmkit.images.fetch import FetchOptions
 from vlmkit.providers import AsyncCompletionStream, ChatCompletion, ChatCompletionChunk, acompletion, supports_vision
 from vlmkit.server.config import ConfigError, GatewayModel
 from vlmkit.server.fleet import Fleet, Outcome, Replica, affinity_key, request_cost
-from vlmkit.server.logs import image_fields
+from vlmkit.server.logs import REQUESTS_LOGGER, image_fields
 from vlmkit.server.metrics import Metrics
 from vlmkit.server.upstream import gateway_transport
 
-log = logging.getLogger("vlmkit.server")
+requests_log = logging.getLogger(REQUESTS_LOGGER)
 
 
 @dataclass
@@ -46,8 +47,9 @@ class Served:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     attempts: int = 0
-    images: list[dict[str, Any]] = field(default_factory=list)
-    """What the log says of each image (:func:`vlmkit.server.logs.image_fields`)."""
+    images: list[ImageHandle] = field(default_factory=list)
+    """The request's images, described in the log by :func:`vlmkit.server.logs.image_fields` (which
+    hashes them: only when the request log is on)."""
 
     def log_fields(self) -> dict[str, Any]:
         ended = self.ended if self.ended is not None else time.perf_counter()
@@ -61,7 +63,7 @@ class Served:
             "ttft_ms": None if self.first_token is None else round((self.first_token - self.started) * 1000, 1),
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
-            "images": self.images,
+            "images": [image_fields(i) for i in self.images],
         }
 
 
@@ -180,7 +182,7 @@ class Gateway:
         fleet = route.fleet
         cost = request_cost(chat)
         key = affinity_key(chat, session) if route.model.routing == "affinity" else None
-        served = Served(name, images=[image_fields(i) for i in chat.images])
+        served = Served(name, images=chat.images)
         last: VlmkitError | None = None
         for replica in fleet.order(cost, key):
             served.attempts += 1
@@ -245,8 +247,8 @@ class Gateway:
         served.ended = time.perf_counter()
         ttft = None if served.first_token is None else served.first_token - served.started
         self.metrics.request(served.model, served.deployment, served.status, served.ended - served.started, ttft)
-        if log.isEnabledFor(logging.INFO):
-            log.info(
+        if requests_log.isEnabledFor(logging.INFO):
+            requests_log.info(
                 "%s via %s: %d in %.0f ms",
                 served.model,
                 served.deployment,
@@ -270,7 +272,7 @@ class Gateway:
         from vlmkit.providers.registry import resolve
 
         d = replica.deployment
-        images = [p.image for m in chat.messages for p in m.content if isinstance(p, ImagePart)]
+        images = [p.image for m in chat.messages for p in m.flat_content if isinstance(p, ImagePart)]
         if not images:
             return
         policy = resolve(d.model, api_base=d.api_base, api_key=d.api_key or "-").policy
@@ -317,6 +319,11 @@ class _Finish:
         self.served.status = status
         self.gateway._finish(self.served, self.done)
 
+    def failed(self, reason: str) -> None:
+        """The deployment broke off a started stream (it went away): too late to retry, not to eject it."""
+        self.gateway.metrics.upstream_failed(self.served.model, self.replica.label)
+        self.fleet.failed(self.replica, reason)
+
 
 class GatewayStream:
     """An upstream's chunks, its first already read; ends the request's accounting when it ends."""
@@ -347,6 +354,8 @@ class GatewayStream:
             status = 200
         except VlmkitError as exc:
             status = int(getattr(exc, "status_code", 502) or 502)
+            if isinstance(exc, ProviderError) and not isinstance(exc, BadRequestError):
+                self._finish.failed(f"{type(exc).__name__} while streaming: {exc}")
             raise
         finally:
             self._finish(status)

@@ -13,6 +13,7 @@ Status codes: JSON that does not parse is 400; a field of the wrong type or a mi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from vlmkit._types import type_name
@@ -20,14 +21,22 @@ from vlmkit.chat import Chat
 from vlmkit.errors import InvalidMessageError, InvalidSettingError, UnknownFileError
 from vlmkit.images import ImageHandle
 from vlmkit.images.fetch import FetchOptions
-from vlmkit.images.resolve import Lookup, ResolveOptions, Source, aresolve_images, source_kind
+from vlmkit.images.resolve import Lookup, ResolveOptions, Source, aresolve_image, aresolve_images, source_kind
 from vlmkit.server.errors import APIError
 from vlmkit.server.files import FILE_ID, FileStore, looks_like_file_id
 from vlmkit.server.jsonutil import loads
 from vlmkit.server.lifted import Lifted, reinstate
 from vlmkit.wire.openai_chat import ChatRequest, read_request
 
-__all__ = ["ChatRequest", "parse_chat_request", "parse_json", "parse_lifted", "resolve_images"]
+__all__ = [
+    "ChatRequest",
+    "ImageSource",
+    "parse_chat_request",
+    "parse_json",
+    "parse_lifted",
+    "resolve_images",
+    "resolve_one",
+]
 
 
 def parse_json(body: bytes) -> dict[str, Any]:
@@ -83,6 +92,26 @@ async def resolve_images(
         raise _bad(f"more than {max_images} images in one request; this server's limit", refs[max_images].location)
     options = ResolveOptions(fetch=fetch, max_pixels=max_pixels, keep_urls=keep_urls, lookup=_sources(files, lifted))
     return chat.with_images(await aresolve_images(refs, options))
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """One image named outside a chat (a data URL, an http(s) URL or an upload's id), and where it was named."""
+
+    url: str
+    location: str
+    format: str | None = None
+    file_id: bool = False
+
+
+async def resolve_one(src: ImageSource, files: FileStore, *, fetch: FetchOptions, max_pixels: int) -> ImageHandle:
+    """The handle of one image, read from the server's sources by the same rules as a chat's images."""
+    options = ResolveOptions(fetch=fetch, max_pixels=max_pixels, lookup=_sources(files, None))
+    handle = await aresolve_image(src, options)
+    assert handle is not None  # http(s) URLs are fetched here, never kept as references
+    if not isinstance(handle, ImageHandle):  # a PDF: several pages, not one image
+        raise _bad("this is a PDF document, not an image; send one of its pages as an image", src.location)
+    return handle
 
 
 def _sources(files: FileStore, lifted: Lifted | None) -> Lookup:

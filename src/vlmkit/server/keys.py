@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from vlmkit.errors import ConfigError
 from vlmkit.server.errors import APIError
 
 WINDOW = 60.0
@@ -127,8 +128,6 @@ def _limited(policy: KeyPolicy, limit: str, wait: float) -> APIError:
 
 def parse_keys(raw: Any, where: str, env_value: Any) -> tuple[KeyPolicy, ...]:
     """The ``keys:`` section: a list of ``{key, name, rpm, tpm, models, admin}``."""
-    from vlmkit.server.config import ConfigError
-
     if not isinstance(raw, list):
         raise ConfigError(f"{where}: keys must be a list of {{key: ..., name: ..., rpm: ..., tpm: ..., models: [...]}}")
     known = {"key", "name", "rpm", "tpm", "models", "admin"}

@@ -32,7 +32,7 @@ from vlmkit.engine.owner import Lease
 from vlmkit.engine.resolve import resolve_model
 from vlmkit.errors import ModelLoadError, ModelNotFoundError, VlmkitError
 from vlmkit.images import ImageHandle
-from vlmkit.prediction import ModelInfo, PredictionConfig, PredictionFragment, PredictionResult
+from vlmkit.prediction import ModelInfo, PredictionConfig, PredictionFragment, PredictionResult, StopReason
 from vlmkit.server.config import ConfigError, ServerSettings
 from vlmkit.stream import AsyncPredictionStream, CancelToken, FragmentCallback, call_in_thread
 
@@ -151,9 +151,15 @@ class LocalModels:
                 result = self.lease.respond(name, chat, config, on_fragment=on_fragment, cancel=cancel)
                 if self.on_result is not None:
                     self.on_result(name, result)
-                return result
             finally:
                 self._end(cancel)
+            if result.stats.stop_reason is StopReason.USER_STOPPED:
+                log.info(
+                    "%s: generation stopped after %d tokens (its client went away, or the server is stopping)",
+                    name,
+                    result.stats.predicted_tokens,
+                )
+            return result
 
         return AsyncPredictionStream(work, model=name, cancel=token)
 

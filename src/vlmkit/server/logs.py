@@ -1,9 +1,10 @@
 """The server's log lines: one JSON object a line (``vlmkit serve --log-format json``), never an image's bytes.
 
-An image is logged as what identifies and sizes it (:func:`image_fields`: its content identity,
-type, pixel size and bytes). Whatever else reaches the log (an upstream's error message quoting the
-request, an exception's text) passes :func:`redact` first, which replaces data URLs and long base64
-runs with their length, so a log line never carries a picture, in either format.
+Each gateway request is one line of :data:`REQUESTS_LOGGER`. An image is logged as what identifies
+and sizes it (:func:`image_fields`: its content identity, type, pixel size and bytes). Whatever else
+reaches the log (an upstream's error message quoting the request, an exception's text) passes
+:func:`redact` first, which replaces data URLs and long base64 runs with their length, so a log
+line never carries a picture, in either format.
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ import time
 from typing import Any
 
 from vlmkit.images import ImageHandle
+
+REQUESTS_LOGGER = "vlmkit.server.requests"
+"""One line per gateway request, at info level: on in the JSON format, and in the text format only at
+``--log-level debug`` (like an access log, it costs each request; and it names each image by its
+content identity, which hashes the image)."""
 
 _DATA_URL = re.compile(r"data:([\w.+/-]*);base64,[A-Za-z0-9+/=\\n]{16,}")
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/]{200,}={0,2}")
@@ -79,6 +85,7 @@ def configure(level: str, fmt: str) -> None:
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+    logging.getLogger(REQUESTS_LOGGER).setLevel(level.upper())
 
 
 def configure_text(level: str) -> None:
@@ -91,3 +98,4 @@ def configure_text(level: str) -> None:
     logger.addHandler(handler)
     logger.setLevel(level.upper())
     logger.propagate = False
+    logging.getLogger(REQUESTS_LOGGER).setLevel("DEBUG" if level.lower() == "debug" else "WARNING")

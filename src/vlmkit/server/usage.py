@@ -14,18 +14,20 @@ queue to drain first, so a report includes every answered request of this node.
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import astuple, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from vlmkit.errors import VlmkitError
 
 log = logging.getLogger("vlmkit.server")
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS vlmkit_usage (
@@ -142,6 +144,10 @@ class _Database:
             found = self.conn.execute(SELECT).fetchall()
         return [Usage(str(row[0]), str(row[1]), *(int(v) for v in row[2:])) for row in found]
 
+    def broken(self) -> bool:
+        """Whether the connection itself is gone (PostgreSQL; a SQLite file has no connection to lose)."""
+        return bool(self.postgres and (self.conn.broken or self.conn.closed))
+
     def close(self) -> None:
         self.conn.close()
 
@@ -184,8 +190,7 @@ class UsageStore:
             rows = _merged([u for u in batch if u is not _STOP])
             try:
                 if rows:
-                    with self._lock:
-                        self._db.add(rows)
+                    self._using(functools.partial(_Database.add, rows=rows))
             except Exception:
                 log.exception("could not write usage of %d request(s) to %s", len(rows), _safe(self.url))
             finally:
@@ -194,11 +199,23 @@ class UsageStore:
             if any(u is _STOP for u in batch):
                 return
 
+    def _using(self, work: Callable[[_Database], T]) -> T:
+        """``work`` on the database; a connection that broke (a database restarted) is opened again once."""
+        with self._lock:
+            try:
+                return work(self._db)
+            except Exception as exc:
+                if not self._db.broken():
+                    raise
+                log.warning("the usage database %s dropped its connection (%s); connecting again", _safe(self.url), exc)
+                self._db.close()
+                self._db = _Database(self.url)
+                return work(self._db)
+
     def report(self) -> list[Usage]:
         """Every key's usage, this node's recorded requests included (blocks: call from a thread)."""
         self._queue.join()
-        with self._lock:
-            return self._db.rows()
+        return self._using(lambda db: db.rows())
 
     def close(self) -> None:
         """Write what is queued, then close the connection."""

@@ -236,11 +236,17 @@ def _part(part: Any, role: str, where: str) -> Part:
 
 
 def _image_ref(part: Mapping[str, Any], kind: str, where: str) -> ImageRef:
-    if kind == "file":
+    if kind == "file":  # an uploaded file by id, or a PDF (or image) inline as file_data
         ref = part.get("file")
         file_id = ref.get("file_id") if isinstance(ref, Mapping) else None
+        data = ref.get("file_data") if isinstance(ref, Mapping) else None
+        if isinstance(data, str) and data:
+            return ImageRef(data, None, None, where)
         if not isinstance(file_id, str) or not file_id:
-            raise InvalidMessageError("a file part needs {'file': {'file_id': 'file-...'}} naming an uploaded image")
+            raise InvalidMessageError(
+                "a file part needs {'file': {'file_id': 'file-...'}} naming an uploaded image, or "
+                "{'file': {'file_data': 'data:application/pdf;base64,...'}}"
+            )
         return ImageRef(file_id, None, None, where, file_id=True)
     value = part.get("image_url")
     if kind == "input_image":  # the Responses API's form: the URL or file id and the detail beside it

@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vlmkit.chat import Chat, ImagePart
+from vlmkit.chat import Chat, ImagePart, MediaPart
 from vlmkit.client.backend import CancelToken, FragmentCallback
 from vlmkit.errors import ClientError, InvalidSettingError, ModelCapabilityError
 from vlmkit.images import ImageHandle
@@ -114,7 +114,7 @@ class ProviderBackend:
         on_first_token: Callable[[], None],
         cancel: CancelToken,
     ) -> PredictionResult:
-        from vlmkit.providers import completion
+        from vlmkit.providers import completion, sent_images
 
         t0 = time.perf_counter()
         refuse_token_bounds(config)
@@ -149,6 +149,7 @@ class ProviderBackend:
                 stream.close()
         result = _result(key, "".join(pieces), config, finish, usage, cancel.cancelled, t0, t_first, self.get_info(key))
         result.tool_calls = calls.calls()
+        result.sent_images = sent_images(key, chat, **self.options)  # for prediction.boxes
         return result
 
     def prepare(self, key: str, image: ImageHandle, config: PredictionConfig) -> PreparedImageInfo:
@@ -186,7 +187,7 @@ def with_detail(chat: Chat, detail: Detail | None) -> Chat:
     out = chat.copy()
     for message in out.messages:
         message.content = [
-            replace(part, detail=detail) if isinstance(part, ImagePart) and part.detail is None else part
+            replace(part, detail=detail) if isinstance(part, (ImagePart, MediaPart)) and part.detail is None else part
             for part in message.content
         ]
     return out
