@@ -115,6 +115,7 @@ def test_a_gateway_model_with_system_and_stop_sequences(served: Served, hopper_j
     }, sent
     image = sent["messages"][1]["content"][1]
     assert image["type"] == "image_url" and image["image_url"]["url"].startswith("data:image/jpeg;base64,")
+    assert base64.b64decode(image["image_url"]["url"].split(",", 1)[1]) == hopper_jpeg  # the bytes, not a placeholder
 
     with client(served).messages.stream(model="gw", max_tokens=20, messages=asked(hopper_jpeg)) as stream:  # type: ignore[arg-type]
         assert "".join(stream.text_stream) == "afakeanswer"  # the fake upstream's words, sent one a chunk
