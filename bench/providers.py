@@ -50,7 +50,9 @@ class H(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(REPLY)))
         self.end_headers()
         self.wfile.write(REPLY)
+ThreadingHTTPServer.request_queue_size = 256  # many clients at once (bench/batch.py) are queued, not refused
 s = ThreadingHTTPServer(("127.0.0.1", 0), H)
+s.daemon_threads = True
 print(s.server_address[1], flush=True)
 s.serve_forever()
 """

@@ -195,3 +195,21 @@ def test_the_command_line_modes(
     requests = tmp_path / "requests.jsonl"
     assert main(["batch", source, "--model", "hosted_vllm/m", "-o", str(requests), "--mode", "requests"]) == 0
     assert f"{requests}: 2 requests (1 rows unreadable, left out)" in capsys.readouterr().out
+
+
+def test_a_request_over_the_job_limit_is_its_rows_error_and_a_refused_upload_stops_the_run(
+    fake: FakeBatchAPI, tmp_path: Path
+) -> None:
+    from vlmkit.errors import ProviderError
+
+    source, out = folder(tmp_path, 2), tmp_path / "out.jsonl"
+    options = {"model": "openai/gpt-4o", "api_base": f"{fake.base}/v1", "api_key": "sk", **QUICK}
+    summary = run_cloud(source, out, max_bytes=500, **options)  # no request fits in 500 bytes
+    errors = [r["error"] for r in lines(out) if r["error"] and r["error"]["type"] == "BadRequestError"]
+    assert summary.failed == 4 and len(errors) == 3 and not fake.jobs
+    assert "more than a batch job may hold (500); send it without --mode batch" in errors[0]["message"]
+
+    other = tmp_path / "other.jsonl"
+    with pytest.raises(ProviderError, match="no route /nowhere/files"):
+        run_cloud(source, other, max_requests=1, **{**options, "api_base": f"{fake.base}/nowhere"})
+    assert {r["input"].rsplit("/", 1)[-1] for r in lines(other)} <= {"zz-bad.jpg"}  # the rest is not recorded

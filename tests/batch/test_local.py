@@ -53,6 +53,7 @@ def test_bad_rows_are_error_records_and_the_rest_completes(home: Path, tmp_path:
         r = records[i]
         assert "error" not in r and isinstance(r["answer"], str)
         assert r["usage"]["completion_tokens"] <= 2 and r["sent"]["image_tokens"] > 0
+        assert r["finish"] in ("length", "stop")
         assert len(r["image"]) == 64 and len(r["key"]) == 64
 
 
@@ -216,3 +217,43 @@ def test_the_progress_bar_redraws_one_line_on_a_terminal() -> None:
     text = stream.getvalue()
     bar_line = r"\r\x1b\[2K\[#{12}\.{12}\] 2/4 rows: 1 done, 1 failed, 0 skipped, [0-9.]+ rows/s, ETA [0-9:]+\n"
     assert re.fullmatch(bar_line, text)
+
+
+def test_globs_and_command_line_mistakes(home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    distinct_images(tmp_path / "a" / "b", 2)
+    (tmp_path / "a" / "notes.txt").write_text("not an image")
+    rows = list(batch.read_rows(str(tmp_path / "a" / "**" / "*")))
+    assert [Path(r.ref).name for r in rows] == ["img000.jpg", "img001.jpg"]  # the text file is not a row
+    assert [r.fields["name"] for r in batch.read_rows(tmp_path / "a")] == ["img000.jpg", "img001.jpg"]
+
+    base = ["batch", str(tmp_path / "a"), "--model", MODEL, "-o", str(tmp_path / "o.jsonl")]
+    assert main([*base, "--schema", str(tmp_path / "nope.json")]) == 1
+    assert "--schema " + str(tmp_path / "nope.json") + ": no such file" in capsys.readouterr().err
+    assert main([*base, "--concurrency", "0"]) == 1
+    assert "concurrency must be at least 1, not 0" in capsys.readouterr().err
+    assert main([*base, "--max-tokens", "0"]) == 1
+    assert "max_tokens must be at least 1, not 0" in capsys.readouterr().err
+
+
+def test_a_hugging_face_dataset_with_an_image_feature(home: Path, tmp_path: Path) -> None:
+    import datasets
+
+    paths = distinct_images(tmp_path / "img", 2)
+    ds = datasets.Dataset.from_dict({"image": [str(p) for p in paths], "label": ["cat", "rocket"]})
+    ds = ds.cast_column("image", datasets.Image())  # rows then hold decoded PIL images
+    out = tmp_path / "out.jsonl"
+    summary = batch.run(ds, out, model=MODEL, prompt="A {label}?", config=FAST)
+    records = sorted(lines(out), key=lambda r: r["row"])
+    assert summary.done == 2 and [r["input"] for r in records] == ["input#0", "input#1"]
+    raw = ds.cast_column("image", datasets.Image(decode=False))  # {"bytes", "path"} dicts: the path names the row
+    summary = batch.run(raw, tmp_path / "raw.jsonl", model=MODEL, config=FAST)
+    assert summary.done == 2 and {r["input"] for r in lines(tmp_path / "raw.jsonl")} == {str(p) for p in paths}
+
+
+def test_an_unknown_local_model_stops_the_run_before_any_row(home: Path, tmp_path: Path) -> None:
+    from vlmkit.errors import ModelNotFoundError
+
+    distinct_images(tmp_path / "img", 1)
+    with pytest.raises(ModelNotFoundError, match="no-such-model"):
+        batch.run(tmp_path / "img", tmp_path / "o.jsonl", model="local/no-such-model")
+    assert (tmp_path / "o.jsonl").read_text() == ""  # no row was recorded

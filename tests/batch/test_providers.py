@@ -13,11 +13,11 @@ from tests.batch.conftest import distinct_images
 from tests.conftest import photo_path
 from tests.providers.conftest import OPENAI_REPLY, Reply, Upstream
 from vlmkit import batch
-from vlmkit.batch.estimate import price_of
 from vlmkit.batch.limits import RateLimiter
 from vlmkit.errors import AuthenticationError, InvalidSettingError
 from vlmkit.images import estimate_image_tokens, prepare_image
 from vlmkit.providers import RetryPolicy
+from vlmkit.providers.inspect import price_of
 
 FAST = RetryPolicy(max_retries=2, initial_backoff=0.001, max_backoff=0.005, max_retry_after=0.05)
 
@@ -122,11 +122,15 @@ def test_the_dry_run_counts_estimates_and_prices(tmp_path: Path) -> None:
     assert (report.rows, report.to_send, report.duplicates, report.unreadable) == (5, 3, 1, 1)
     handles = [prepare_image(p) for p in paths]
     assert report.image_tokens == {t: sum(estimate_image_tokens(h, t) for h in handles) for t in report.image_tokens}
-    price = price_of("openai/gpt-4o-2024-08-06")
-    assert price == (2.5, 10.0)
+    assert (price_of("openai/gpt-4o-2024-08-06"), price_of("openai/gpt-4o-2024-08-06", "output")) == (2.5, 10.0)
     expected = ((report.image_tokens["openai"] + report.text_tokens) * 2.5 + 3 * 100 * 10.0) / 1e6
     assert report.cost_usd == pytest.approx(expected) and report.batch_cost_usd == pytest.approx(expected / 2)
     text = "\n".join(report.lines())
     assert "5 rows: 3 to send, 0 already recorded, 1 duplicates (sent once), 1 unreadable" in text
     assert "zz-bad.jpg: the image 'zz-bad.jpg' is not an image" in text
     assert "with --mode batch" in text and not (tmp_path / "out.jsonl").exists()
+
+    # a model whose image tokens follow another rule has no price: no estimate rather than a wrong one
+    other = asyncio.run(batch.adry_run(tmp_path / "img", tmp_path / "out.jsonl", batch.make_job("openai/gpt-4o-mini")))
+    assert other.cost_usd is None
+    assert "cost: openai/gpt-4o-mini is not in vlmkit's price table" in "\n".join(other.lines())

@@ -201,13 +201,13 @@ def test_unknown_key_names_the_catalog(tmp_path: Path) -> None:
         get("no-such-model", models_dir=tmp_path)
 
 
-NEW_FAMILIES = [e.key for e in catalog().values() if e.family in ("qwen3-vl", "internvl")]
+NEW_FAMILIES = [e.key for e in catalog().values() if e.family in ("qwen3-vl", "internvl", "lfm2-vl")]
 
 
 def test_every_family_named_by_the_catalog_has_a_stand_in() -> None:
     named = {e.family for e in catalog().values() if e.family}
     assert named <= set(FAMILIES)
-    assert {"qwen3-vl", "internvl"} <= named
+    assert {"qwen3-vl", "internvl", "lfm2-vl"} <= named
 
 
 @pytest.mark.parametrize("key", NEW_FAMILIES)

@@ -11,6 +11,7 @@ of the KV cache, of images prepared on an earlier turn, or of embeddings read ba
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import re
 from collections.abc import Iterator
@@ -364,3 +365,67 @@ def test_a_settled_reply_leaves_the_follow_up_only_its_own_message(
     assert evaluated <= alone + 4
     assert unsettled.stats.prompt_tokens - unsettled.stats.cached_prompt_tokens > evaluated
     assert said(settled) == said(unsettled) == from_scratch(family, chat)
+
+
+def _llama_cpps_own_reply(lm: LoadedModel, chat: Chat, config: PredictionConfig, n: int) -> list[bytes]:
+    """``n`` greedy tokens after llama.cpp evaluates the prompt itself: mtmd tokenizes the rendered
+    chat with the very pixels the engine sends, ``mtmd_helper_eval_chunks`` evaluates every chunk
+    (text and images) in one fresh context, and each next token is the argmax of its logits."""
+    M, L = native.mtmd(), native.llama()
+    model = lm.native
+    prompt = lm.template.render(chat, model.marker)
+    budgets = [budget_of(part, config) for part in prompt.images]
+    inputs = [render_input(part, budget.long_edge) for part, budget in zip(prompt.images, budgets, strict=True)]
+    bitmaps = []
+    for i, item in enumerate(inputs):
+        if isinstance(item.data, bytes):
+            raw = (ctypes.c_uint8 * len(item.data)).from_buffer_copy(item.data)
+            bitmaps.append(M.mtmd_helper_bitmap_init_from_buf(model._mctx, raw, len(item.data), False))
+        else:
+            bitmaps.append(model._pixels_bitmap(item.data))
+        M.mtmd_bitmap_set_id(bitmaps[-1], f"image-{i}".encode())
+    chunks = M.mtmd_input_chunks_init()
+    try:
+        text = prompt.text.encode()
+        inp = M.mtmd_input_text(text, len(text), False, True)
+        rc = M.mtmd_tokenize(
+            model._mctx, chunks, ctypes.byref(inp), (M.mtmd_bitmap_p_ctypes * len(bitmaps))(*bitmaps), len(bitmaps)
+        )
+        assert rc == 0
+        model.clear()
+        n_past = L.llama_pos(0)
+        rc = M.mtmd_helper_eval_chunks(
+            model._mctx, model._ctx, chunks, 0, 0, model.batch_size, True, ctypes.byref(n_past)
+        )
+        assert rc == 0, native.recent_errors()
+        out: list[bytes] = []
+        for _ in range(n):
+            logits = np.ctypeslib.as_array(L.llama_get_logits_ith(model._ctx, -1), shape=(model.n_vocab,))
+            token = int(np.argmax(logits))
+            if model.is_eog(token):
+                break
+            out.append(model.piece(token))
+            n_past = L.llama_pos(model.decode_tokens([token], n_past.value))
+        return out
+    finally:
+        M.mtmd_input_chunks_free(chunks)
+        for b in bitmaps:
+            M.mtmd_bitmap_free(b)
+        model.clear()
+
+
+def test_the_first_turn_is_what_llama_cpps_own_evaluation_gives(
+    family: Files, image_chat: Any, hopper: ImageHandle
+) -> None:
+    """The engine's own evaluation (prepared images, its chunk walk, its sampler) against llama.cpp's
+    helper evaluating the same prompt and pixels, greedy, token for token."""
+    config = PredictionConfig(temperature=0, max_tokens=8, repeat_penalty=1.0)
+    chat = image_chat(hopper)
+    with fresh(family, encoder_cache_mb=0) as engine:
+        result = engine.respond(KEY, chat, config)
+    lm = LoadedModel.load(KEY, *family, LoadOptions(cpu_threads=1), ttl=None, max_queue=1)
+    try:
+        own = _llama_cpps_own_reply(lm, chat, config, 8)
+    finally:
+        lm.close()
+    assert b"".join(own).decode() == result.content and len(own) == result.stats.predicted_tokens

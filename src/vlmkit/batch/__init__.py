@@ -10,9 +10,11 @@ a dry run that counts and prices a batch before anything is sent. The modules, o
 :mod:`~vlmkit.batch.job` (what each row is asked), :mod:`~vlmkit.batch.runner` (the run),
 :mod:`~vlmkit.batch.limits` (rpm/tpm),
 :mod:`~vlmkit.batch.output` (JSONL, Parquet), :mod:`~vlmkit.batch.progress`,
-:mod:`~vlmkit.batch.estimate` (the dry run and price table).
+:mod:`~vlmkit.batch.estimate` (the dry run), :mod:`~vlmkit.batch.cloud` (providers'
+batch APIs: :func:`run_cloud`), :mod:`~vlmkit.batch.ray` (a Ray Data stage).
 """
 
+from vlmkit.batch.cloud import arun_cloud, awrite_requests, run_cloud
 from vlmkit.batch.estimate import DryRun, adry_run
 from vlmkit.batch.inputs import Row, read_rows
 from vlmkit.batch.job import BatchJob, make_job
@@ -28,9 +30,12 @@ __all__ = [
     "Row",
     "adry_run",
     "arun",
+    "arun_cloud",
+    "awrite_requests",
     "make_job",
     "read_records",
     "read_rows",
     "row_key",
     "run",
+    "run_cloud",
 ]

@@ -46,8 +46,10 @@ from vlmkit.batch.runner import (
     answered,
     duplicate,
     error_of,
+    provider_params,
     read_image,
     sent_as,
+    task_group,
 )
 from vlmkit.errors import BadRequestError, BatchJobError, VlmkitError
 from vlmkit.prediction import PredictionConfig
@@ -106,12 +108,14 @@ class _Sending:
     jobs: list[str] = field(default_factory=list)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    async def add(self, cid: str, line: bytes) -> None:
+    def check(self, line: bytes) -> None:
         if len(line) + 1 > self.api.max_bytes:
             raise BadRequestError(
-                f"the request is {len(line):,} bytes, more than a batch file may hold ({self.api.max_bytes:,}); "
+                f"the request is {len(line):,} bytes, more than a batch job may hold ({self.api.max_bytes:,}); "
                 "send it without --mode batch"
             )
+
+    async def add(self, cid: str, line: bytes) -> None:
         async with self.lock:
             if len(self.lines) >= self.api.max_requests or self.size + len(line) + 1 > self.api.max_bytes:
                 await self._submit()
@@ -178,7 +182,7 @@ async def arun_cloud(
     api = api_for(cfg)
     api.max_requests = min(api.max_requests, max_requests or api.max_requests)
     api.max_bytes = min(api.max_bytes, max_bytes or api.max_bytes)
-    params = _params(job)
+    params = provider_params(job)
     out = Path(output)
     manifest_path = journal_path(out)
     started = time.monotonic()
@@ -211,11 +215,13 @@ async def arun_cloud(
                         return
                     try:
                         line, sent[cid] = await anyio.to_thread.run_sync(_line, api, job, k, params, api_base, api_key)
-                        await sending.add(cid, line)
-                    except VlmkitError as exc:
+                        sending.check(line)
+                    except VlmkitError as exc:  # this row's request cannot be made: its error
                         _finish(runner, waiting.pop(cid), {**k.base, "error": error_of(exc)})
+                        return
+                    await sending.add(cid, line)  # an upload the API refuses stops the run: rerun to go on
 
-            async with anyio.create_task_group() as tg:
+            async with task_group() as tg:
                 for row in todo:
                     tg.start_soon(one, row)
             await sending.flush()
@@ -236,7 +242,7 @@ async def arun_cloud(
                         error = BatchJobError(why, provider=cfg.provider)
                         _finish(runner, keyed, {**keyed[0].base, "error": error_of(error)})
 
-            async with anyio.create_task_group() as tg:
+            async with task_group() as tg:
                 for job_id in [*earlier, *sending.jobs]:
                     tg.start_soon(collect, job_id)
             records = manifest.records()
@@ -246,14 +252,6 @@ async def arun_cloud(
         await http.aclose()
     c = bar.counts
     return BatchSummary(out, len(rows), c.done, c.failed, c.skipped, c.duplicates, time.monotonic() - started)
-
-
-def _params(job: BatchJob) -> dict[str, Any]:
-    from vlmkit.client.backends.providers import refuse_token_bounds
-    from vlmkit.wire.openai_chat import config_to_openai
-
-    refuse_token_bounds(job.config)
-    return config_to_openai(job.config)
 
 
 def _wire(
@@ -312,7 +310,7 @@ async def awrite_requests(
     from vlmkit.batch.cloud_openai import OpenAIBatch
 
     job = make_job(model if "/" in model else f"hosted_vllm/{model}", prompt, system, config, response_format)
-    params = _params(job)
+    params = provider_params(job)
     base, key = "http://127.0.0.1:8000/v1", "unused"  # placeholders: nothing is sent
     cfg = request_for(job.model, [{"role": "user", "content": "."}], api_base=base, api_key=key)[0]
     api: BatchAPI = OpenAIBatch(cfg)

@@ -1,9 +1,11 @@
 """A batch before it is sent (``--dry-run``): how many rows, how many go out, their image tokens per
-target, and what they would cost at the list prices shipped with vlmkit (``prices.json``).
+target, and what they would cost at the list prices shipped with vlmkit
+(:mod:`vlmkit.providers.inspect`'s ``prices.json``, which has no price for a model whose image tokens
+follow another rule, such as gpt-4o-mini: no estimate rather than a wrong one).
 
 Image tokens are the providers' documented formulas (:mod:`vlmkit.images.tokens`), for OpenAI,
 Anthropic and Gemini, whatever the model, so targets can be compared; the cost uses the model's
-own target. Text tokens are estimated at four characters a token, and the answer at its limit
+own rule (:func:`token_rule`). Text tokens are estimated at four characters a token, and the answer at its limit
 (``max_tokens``, else 256 a row): the cost is an upper bound of the output side, not a forecast.
 A local model costs nothing but time. Nothing is sent and nothing is written.
 """
@@ -11,12 +13,8 @@ A local model costs nothing but time. Nothing is sent and nothing is written.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,46 +24,31 @@ from vlmkit.batch.manifest import Manifest
 from vlmkit.batch.output import journal_path
 from vlmkit.errors import VlmkitError
 from vlmkit.images import ImageHandle, aprepare_image, estimate_image_tokens
+from vlmkit.providers.inspect import batch_discount, model_target, price_of, prices_source
 
 if TYPE_CHECKING:
     from vlmkit.batch.job import BatchJob
     from vlmkit.images.fetch import FetchOptions
 
 TARGETS = ("openai", "anthropic", "gemini")
-_TOKEN_TARGET = {
-    "openai": "openai",
-    "anthropic": "anthropic",
-    "gemini": "gemini",
-    "vertex": "gemini",
-    "bedrock": "anthropic",
-}
 DEFAULT_ANSWER_TOKENS = 256
 
 
-def image_tokens(image: ImageHandle, kind: str, detail: Any = "auto") -> int:
-    """The documented token cost of ``image`` for a provider module ``kind`` (OpenAI's for the
-    OpenAI-compatible family and any provider without a published formula); 0 for a reference."""
+def image_tokens(image: ImageHandle, rule: str, detail: Any = "auto") -> int:
+    """The documented token cost of ``image`` under token rule ``rule`` (``openai``, ``anthropic``,
+    ``gemini``); 0 for a reference, whose size is unknown."""
     if image.is_reference:
         return 0
     level: Detail = detail if detail in ("low", "high") else "auto"
-    return estimate_image_tokens(image, _TOKEN_TARGET.get(kind, "openai"), level)
+    return estimate_image_tokens(image, rule, level)
 
 
-@cache
-def price_table() -> dict[str, Any]:
-    text = resources.files("vlmkit.batch").joinpath("prices.json").read_text(encoding="utf-8")
-    table: dict[str, Any] = json.loads(text)
-    return table
+def token_rule(model: str) -> str | None:
+    """The token rule that prices a provider model's images (:func:`vlmkit.providers.inspect.model_target`
+    decides it), None where only the model's projector knows (a local model, an OpenAI-compatible server)."""
+    from vlmkit.client.backends.providers import is_provider_model
 
-
-def price_of(model: str) -> tuple[float, float] | None:
-    """(input, output) USD per million tokens for ``model``: the longest key of the table it starts with."""
-    models: Mapping[str, list[float]] = price_table()["models"]
-    matches = [k for k in models if model == k or model.startswith(k + "-") or model.startswith(k + "@")]
-    if not matches:
-        return None
-    inp, out = models[max(matches, key=len)]
-    return float(inp), float(out)
+    return model_target(model).token_rule if is_provider_model(model) else None
 
 
 @dataclass
@@ -85,6 +68,7 @@ class DryRun:
     text_tokens: int = 0
     answer_tokens: int = 0
     price: tuple[float, float] | None = None
+    """(input, output) US dollars per million tokens."""
     cost_usd: float | None = None
     batch_cost_usd: float | None = None
     """The cost through the provider's batch API (``--mode batch``), where it has one."""
@@ -101,7 +85,7 @@ class DryRun:
         if self.cost_usd is not None and self.price is not None:
             line = (
                 f"cost at most ${self.cost_usd:,.4f} for {self.model} "
-                f"(${self.price[0]}/M in, ${self.price[1]}/M out, prices as of {price_table()['as_of']})"
+                f"(${self.price[0]}/M in, ${self.price[1]}/M out, prices as of {prices_source()['as_of']})"
             )
             if self.batch_cost_usd is not None:
                 line += f"; ${self.batch_cost_usd:,.4f} with --mode batch"
@@ -109,7 +93,7 @@ class DryRun:
         elif self.model.startswith("local/") or "/" not in self.model:
             out.append("cost: none (a local model)")
         else:
-            out.append(f"cost: {self.model} is not in vlmkit's price table (vlmkit/batch/prices.json)")
+            out.append(f"cost: {self.model} is not in vlmkit's price table (src/vlmkit/providers/prices.json)")
         return out
 
 
@@ -126,9 +110,7 @@ async def adry_run(
     rows = list(read_rows(source, image_column=image_column))
     recorded = Manifest.peek(journal_path(Path(output)))
     report = DryRun(job.model, rows=len(rows), image_tokens=dict.fromkeys(TARGETS, 0))
-    kind = job.model.partition("/")[0] if not job.local else "local"
-    if kind not in report.image_tokens and kind != "local":
-        report.image_tokens[kind] = 0
+    rule = token_rule(job.model)
     seen: set[str] = set(recorded.answers)
     answer = job.config.max_tokens or DEFAULT_ANSWER_TOKENS
     slots = asyncio.Semaphore(concurrency)
@@ -160,11 +142,12 @@ async def adry_run(
             report.image_tokens[target] += image_tokens(image, target, job.config.detail)
         report.text_tokens += math.ceil((len(prompt) + len(job.system or "")) / 4)
         report.answer_tokens += answer
-    report.price = None if job.local else price_of(job.model)
-    if report.price is not None:
-        own = report.image_tokens.get(kind, report.image_tokens["openai"])
+    paid, answered = (None, None) if job.local else (price_of(job.model), price_of(job.model, "output"))
+    if paid is not None and answered is not None and rule is not None:
+        report.price = (paid, answered)
+        own = report.image_tokens[rule]
         cost = ((own + report.text_tokens) * report.price[0] + report.answer_tokens * report.price[1]) / 1e6
         report.cost_usd = cost
-        discount = price_table()["batch_discount"].get(kind)
+        discount = batch_discount(job.model.partition("/")[0])
         report.batch_cost_usd = cost * discount if discount is not None else None
     return report

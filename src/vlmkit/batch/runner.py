@@ -21,16 +21,18 @@ run loses only the rows it had in flight.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.abc
 
-from vlmkit.batch.estimate import image_tokens
+from vlmkit.batch.estimate import image_tokens, token_rule
 from vlmkit.batch.inputs import Row, read_rows
 from vlmkit.batch.job import DEFAULT_PROMPT, BatchJob, make_job
 from vlmkit.batch.limits import RateLimiter
@@ -40,7 +42,7 @@ from vlmkit.batch.progress import Progress
 from vlmkit.errors import BadRequestError, VlmkitError
 from vlmkit.images import ImageHandle, ImagePolicy, aprepare_image
 from vlmkit.prediction import PredictionConfig, PredictionResult, parse_structured
-from vlmkit.wire.openai_chat import config_to_openai, stats_from_openai
+from vlmkit.wire.openai_chat import config_to_openai, finish_reason_of, stats_from_openai
 
 if TYPE_CHECKING:
     from typing import TextIO
@@ -106,7 +108,7 @@ class LocalTarget:
             content=result.content,
             parsed=_parsed(result, config, self.job.model),
             usage={"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.predicted_tokens},
-            finish=stats.stop_reason.value,
+            finish=finish_reason_of(stats.stop_reason),  # OpenAI's word, as a provider's record has
             sent={"size": sizes[0], "image_tokens": stats.image_tokens} if sizes else None,
         )
 
@@ -131,11 +133,11 @@ class ProviderTarget:
         timeout: float | None = None,
         fetch: FetchOptions | None = None,
     ) -> None:
-        from vlmkit.client.backends.providers import refuse_token_bounds
         from vlmkit.providers.registry import resolve
 
-        refuse_token_bounds(job.config)
+        self.params = provider_params(job)
         self.job = job
+        self.rule = token_rule(job.model) or "openai"  # for the limiter, OpenAI's where none is published
         self.cfg: ProviderConfig = resolve(job.model, api_base=api_base, api_key=api_key)
         self.options: dict[str, Any] = {
             "api_base": api_base,
@@ -145,7 +147,6 @@ class ProviderTarget:
             "timeout": timeout,
             "fetch": fetch,
         }
-        self.params = config_to_openai(job.config)
 
     async def start(self) -> None:
         return None
@@ -163,13 +164,21 @@ class ProviderTarget:
     def estimate_tokens(self, image: ImageHandle, prompt: str) -> int:
         """Tokens the request may take, for a tokens-per-minute limit: image, prompt, and the answer's limit."""
         answer = self.job.config.max_tokens or 256
-        return image_tokens(image, self.cfg.kind) + math.ceil(len(prompt) / 4) + answer
+        return image_tokens(image, self.rule) + math.ceil(len(prompt) / 4) + answer
 
     def close(self) -> None:
         return None
 
 
 Target = LocalTarget | ProviderTarget
+
+
+def provider_params(job: BatchJob) -> dict[str, Any]:
+    """The job's settings as a provider request's OpenAI fields (the engine's image token bounds refused)."""
+    from vlmkit.client.backends.providers import refuse_token_bounds
+
+    refuse_token_bounds(job.config)
+    return config_to_openai(job.config)
 
 
 def answer_of(response: ChatCompletion, job: BatchJob, sent: dict[str, Any] | None, seconds: float = 0.0) -> Answer:
@@ -338,7 +347,7 @@ class Runner:
             finally:
                 slots.release()
 
-        async with anyio.create_task_group() as tg:
+        async with task_group() as tg:
             for row in rows:
                 await slots.acquire()
                 tg.start_soon(one, row)
@@ -393,6 +402,22 @@ class Runner:
             self.progress.add(failed=1, duplicates=int("duplicate_of" in record))
         else:
             self.progress.add(done=1, duplicates=int("duplicate_of" in record))
+
+
+@contextlib.asynccontextmanager
+async def task_group() -> AsyncIterator[anyio.abc.TaskGroup]:
+    """anyio's task group, whose one failure comes out as itself (a ``VlmkitError`` the command line
+    reports in one line) rather than inside an exception group."""
+    try:
+        async with anyio.create_task_group() as tg:
+            yield tg
+    except Exception as exc:
+        inner: BaseException = exc
+        while isinstance(getattr(inner, "exceptions", None), tuple) and len(inner.exceptions) == 1:  # type: ignore[attr-defined]
+            inner = inner.exceptions[0]  # type: ignore[attr-defined]
+        if inner is not exc and isinstance(inner, VlmkitError):
+            raise inner from exc
+        raise
 
 
 async def read_image(row: Row, fetch: FetchOptions | None) -> ImageHandle:

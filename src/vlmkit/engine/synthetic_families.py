@@ -19,6 +19,8 @@ qwen2.5-vl qwen2vl      qwen2.5vl_merger       M-RoPE, window attention in the e
 qwen3-vl   qwen3vl      qwen3vl_merger         interleaved M-RoPE, deepstack (wide embeddings)
 gemma3     gemma3       gemma3                 sliding-window layers, non-causal image tokens
 internvl   qwen2        internvl               tiles and an overview; the encoder batches images
+lfm2-vl    lfm2         lfm2                   hybrid memory: short-convolution layers keep a
+                                               recurrent state beside the attention KV cache
 ========== ============ ====================== =========================================
 
 Weights are scaled to keep signals near unit size through every layer (``1/sqrt(fan_in)``), so a
@@ -129,6 +131,34 @@ INTERNVL_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
+# LFM2-VL: ChatML after the BOS token, no default system prompt (the model card's rendering:
+# "<|startoftext|><|im_start|>system\n...<|im_end|>\n<|im_start|>user\n<image>Describe...")
+LFM2_VL_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' %}<image>"
+    "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+# LFM2's control tokens, and the ones mtmd writes around an LFM2-VL image: <|image_start|> ...
+# <|image_end|>, and for a large photo cut into 512-pixel tiles (2 to 10 of them) each tile after
+# <|img_row_R_col_C|>, the downscaled whole after <|img_thumbnail|>
+_LFM2_VL_SPECIALS = (
+    "<|pad|>",
+    "<|startoftext|>",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<image>",
+    "<|image_start|>",
+    "<|image_end|>",
+    "<|img_thumbnail|>",
+    *(f"<|img_row_{r}_col_{c}|>" for r in range(1, 11) for c in range(1, 11) if r * c <= 10),
+)
+
 _GEMMA3_SPECIALS = (
     "<pad>",
     "<eos>",
@@ -177,6 +207,11 @@ class TextArch:
     qk_norm: bool = False
     post_norms: bool = False  # Gemma's norms after attention and after the FFN
     keys: dict[str, Any] = field(default_factory=dict)  # "{arch}." is prefixed
+    conv_layers: tuple[int, ...] = ()
+    """LFM2's short-convolution layers (gated, over the last ``conv_kernel`` positions, with a
+    recurrent state instead of KV cells); the file says which by a head_count_kv of 0 for them."""
+    conv_kernel: int = 3  # ``shortconv.l_cache``: LFM2's 3
+    output_norm: str = "output_norm"  # LFM2's is named "token_embd_norm"
 
 
 @dataclass(frozen=True)
@@ -294,7 +329,29 @@ INTERNVL = Family(
     ),
 )
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (LLAVA, SMOLVLM, QWEN2_VL, QWEN25_VL, QWEN3_VL, GEMMA3, INTERNVL)}
+# LFM2-VL's shape: the LFM2 hybrid text model (LFM2-350M: 10 short-convolution layers, 6 attention
+# layers with QK norms), SigLIP2 NaFlex (patch 16, learned positions for a 16 x 16 grid, resized to
+# each image), pixel unshuffle 2 x 2, a layer norm (optional in llama.cpp) and a 2-layer GELU MLP.
+# An image keeps its aspect ratio at 64 to 256 tokens of 32 pixels (so up to 512 x 512); one over
+# twice that area is cut into 512-pixel tiles plus a thumbnail. Here: 3 layers, the middle one attention.
+LFM2_VL = Family(
+    name="lfm2-vl",
+    text=_tiny_text(
+        n_layer=3,
+        chat_template=LFM2_VL_TEMPLATE,
+        special_tokens=_LFM2_VL_SPECIALS,
+        eos="<|im_end|>",
+        bos="<|startoftext|>",
+        tokenizer_pre="lfm2",
+        name="LFM2-VL (synthetic)",
+    ),
+    arch=TextArch("lfm2", qk_norm=True, conv_layers=(0, 2), output_norm="token_embd_norm"),
+    vision=_tiny_vision("lfm2", image_size=256, patch_size=16, scale_factor=2),
+)
+
+FAMILIES: dict[str, Family] = {
+    f.name: f for f in (LLAVA, SMOLVLM, QWEN2_VL, QWEN25_VL, QWEN3_VL, GEMMA3, INTERNVL, LFM2_VL)
+}
 """Every family, by name."""
 
 
@@ -344,9 +401,14 @@ def _ones(n: int) -> np.ndarray:
 
 
 def write_family_text(path: str | Path, spec: TextSpec, arch: TextArch, *, seed: int = 0) -> None:
-    """Write a text model of ``arch`` (qwen2vl, qwen3vl, gemma3: llama's layout plus their parts)."""
+    """Write a text model of ``arch`` (qwen2vl, qwen3vl, gemma3, lfm2: llama's layout plus their parts)."""
     w = _Weights(seed)
     writer, tmp, tokens, _ = text_model_writer(path, spec, arch.arch)
+    if arch.conv_layers:  # per layer: no KV heads marks a convolution layer
+        kv_heads = [0 if i in arch.conv_layers else spec.n_head_kv for i in range(spec.n_layer)]
+        writer.kv_data[0].pop(f"{arch.arch}.attention.head_count_kv")  # replaces text_model_writer's scalar
+        writer.add_array(f"{arch.arch}.attention.head_count_kv", kv_heads)
+        writer.add_uint32(f"{arch.arch}.shortconv.l_cache", arch.conv_kernel)
     for key, value in arch.keys.items():
         name = f"{arch.arch}.{key}"
         if isinstance(value, list):
@@ -364,10 +426,16 @@ def write_family_text(path: str | Path, spec: TextSpec, arch: TextArch, *, seed:
     embd, output = readable_head(w.rng, e, len(tokens), said, eos=tokens.index(spec.eos), quote=quote)
     _add_matrix(writer, "token_embd.weight", embd, "F16")
     _add_matrix(writer, "output.weight", output, "F16")
-    writer.add_tensor("output_norm.weight", _ones(e))
+    writer.add_tensor(arch.output_norm + ".weight", _ones(e))
     for i in range(spec.n_layer):
         p = f"blk.{i}."
         writer.add_tensor(p + "attn_norm.weight", _ones(e))
+        if i in arch.conv_layers:  # y = c * conv(b * x), with b, c, x projected from the input together
+            writer.add_tensor(p + "shortconv.in_proj.weight", w.matrix(3 * e, e))
+            writer.add_tensor(p + "shortconv.conv.weight", w.matrix(e, arch.conv_kernel))  # (channel, tap)
+            writer.add_tensor(p + "shortconv.out_proj.weight", w.matrix(e, e, BRANCH_GAIN))
+            _add_ffn(writer, w, p, e, ff)
+            continue
         for name, rows in (("attn_q", e), ("attn_k", n_kv), ("attn_v", n_kv)):
             writer.add_tensor(p + name + ".weight", w.matrix(rows, e))
             if arch.qkv_bias:
@@ -379,16 +447,22 @@ def write_family_text(path: str | Path, spec: TextSpec, arch: TextArch, *, seed:
         if arch.post_norms:  # these norms set the branch's size themselves
             writer.add_tensor(p + "post_attention_norm.weight", _ones(e) * np.float32(POST_NORM))
             writer.add_tensor(p + "post_ffw_norm.weight", _ones(e) * np.float32(POST_NORM))
-        writer.add_tensor(p + "ffn_norm.weight", _ones(e))
-        writer.add_tensor(p + "ffn_gate.weight", w.matrix(ff, e))
-        writer.add_tensor(p + "ffn_up.weight", w.matrix(ff, e))
-        writer.add_tensor(p + "ffn_down.weight", w.matrix(e, ff, BRANCH_GAIN))
+        _add_ffn(writer, w, p, e, ff)
     _finish(writer, tmp, Path(path))
+
+
+def _add_ffn(writer: Any, w: _Weights, p: str, e: int, ff: int) -> None:
+    """A layer's norm and gated FFN."""
+    writer.add_tensor(p + "ffn_norm.weight", _ones(e))
+    writer.add_tensor(p + "ffn_gate.weight", w.matrix(ff, e))
+    writer.add_tensor(p + "ffn_up.weight", w.matrix(ff, e))
+    writer.add_tensor(p + "ffn_down.weight", w.matrix(e, ff, BRANCH_GAIN))
 
 
 def write_family_mmproj(path: str | Path, family: Family, *, seed: int = 0) -> None:
     """Write ``family``'s vision encoder and projector: LLaVA's MLP, SmolVLM's pixel shuffle, the
-    Qwen-VL mergers (Qwen3-VL's with deepstack), Gemma 3's pooled SigLIP, InternVL's MLP."""
+    Qwen-VL mergers (Qwen3-VL's with deepstack), Gemma 3's pooled SigLIP, InternVL's MLP, LFM2-VL's
+    unshuffled SigLIP2."""
     spec = family.vision
     w = _Weights(seed)
     e, ff, ps, out = spec.n_embd, spec.n_ff, spec.patch_size, spec.projection_dim
@@ -400,7 +474,7 @@ def write_family_mmproj(path: str | Path, family: Family, *, seed: int = 0) -> N
     writer.add_array("clip.vision.image_std", list(family.std))
     if family.activation in ("gelu", "silu"):
         writer.add_bool(f"clip.use_{family.activation}", True)
-    if spec.projector in ("gemma3", "idefics3", "internvl"):
+    if spec.projector in ("gemma3", "idefics3", "internvl", "lfm2"):
         writer.add_uint32("clip.vision.projector.scale_factor", spec.scale_factor)
     if spec.preproc_image_size:
         writer.add_uint32("clip.vision.preproc_image_size", spec.preproc_image_size)
@@ -467,6 +541,11 @@ def write_family_mmproj(path: str | Path, family: Family, *, seed: int = 0) -> N
         norm("mm.model.mlp.0", shuffled)
         linear("mm.model.mlp.1", out, shuffled)
         linear("mm.model.mlp.3", out, out)
+    elif spec.projector == "lfm2":  # pixel unshuffle, a layer norm and a 2-layer GELU MLP
+        shuffled = e * spec.scale_factor**2
+        norm("mm.input_norm", shuffled)
+        linear("mm.1", out, shuffled)
+        linear("mm.2", out, out)
     elif spec.projector == "idefics3":  # pixel shuffle (s x s patches side by side), one linear
         add("mm.model.fc.weight", w.matrix(out, e * spec.scale_factor**2))
     else:

@@ -26,7 +26,16 @@ from vlmkit.images import POLICIES, ImageHandle, ImagePolicy
 from vlmkit.images.inspect import TargetReport, image_facts, inspect_target
 from vlmkit.providers.registry import ROUTES, split_model
 
-__all__ = ["TARGET_RULES", "Target", "inspect_image", "model_target", "price_of", "prices_source", "target_named"]
+__all__ = [
+    "TARGET_RULES",
+    "Target",
+    "batch_discount",
+    "inspect_image",
+    "model_target",
+    "price_of",
+    "prices_source",
+    "target_named",
+]
 
 TARGET_RULES: dict[str, str | None] = {
     "openai": "openai",
@@ -94,9 +103,10 @@ def _prices() -> dict[str, Any]:
     return data
 
 
-def price_of(model: str) -> float | None:
-    """US dollars per million input tokens of ``provider/name`` (dates and versions ignored), or None."""
-    table: dict[str, float] = _prices()["per_million_input_tokens"]
+def price_of(model: str, side: str = "input") -> float | None:
+    """US dollars per million ``side`` (``"input"`` or ``"output"``) tokens of ``provider/name`` (dates
+    and versions ignored), or None."""
+    table: dict[str, float] = _prices()[f"per_million_{side}_tokens"]
     provider, _, name = model.partition("/")
     name = re.sub(r"^(us|eu|apac|global|jp|au|ca)\.", "", name.lower())
     for candidate in (name, _DATED.sub("", name)):
@@ -104,6 +114,12 @@ def price_of(model: str) -> float | None:
         if price is not None:
             return price
     return None
+
+
+def batch_discount(provider: str) -> float | None:
+    """The share of the price ``provider``'s batch API charges (0.5: half), or None without one."""
+    discount: float | None = _prices()["batch_discount"].get(provider)
+    return discount
 
 
 def prices_source() -> dict[str, str]:
