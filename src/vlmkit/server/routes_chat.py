@@ -7,7 +7,8 @@ clients raise as an exception.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import dataclasses
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -97,35 +98,66 @@ async def _relay(stream: AsyncCompletionStream, model: str) -> AsyncIterator[byt
 
 
 async def _local(request: Request, state: ServerState, req: ChatRequest, chat: Chat) -> Response:
-    config = req.config
+    """A local model's answer; ``n`` choices are ``n`` predictions, one after the other (the engine
+    makes one choice per prediction), streamed each in turn; each has its own cancel token, and the
+    request's token cancels the one running."""
+    config = dataclasses.replace(req.config, n=None)
+    choices = req.config.n or 1
     token = CancelToken()
     if not req.stream:
-        result = await until_disconnect(
-            request.receive, state.local.respond(req.model, chat, config, token), token.cancel
-        )
-        return Response(dumps(completion_body(result, req.model)), media_type="application/json")
-    items = state.local.stream(req.model, chat, config, token)
+        results = []
+        for _ in range(choices):
+            predicted = state.local.respond(req.model, chat, config, _child(token))
+            results.append(await until_disconnect(request.receive, predicted, token.cancel))
+        body = completion_body(results[0], req.model, more=results[1:])
+        return Response(dumps(body), media_type="application/json")
+    items = state.local.stream(req.model, chat, config, _child(token))
     # wait for the first fragment so that a full queue or a bad request is still an HTTP error
     first = await until_disconnect(request.receive, anext(items), token.cancel)
-    return EventStream(_local_events(items, first, req), on_disconnect=token.cancel)
+
+    def again() -> AsyncIterator[PredictionFragment | PredictionResult]:
+        return state.local.stream(req.model, chat, config, _child(token))
+
+    return EventStream(_local_events(items, first, req, again, choices), on_disconnect=token.cancel)
+
+
+def _child(parent: CancelToken) -> CancelToken:
+    child = CancelToken()
+    parent.on_cancel(child.cancel)
+    return child
 
 
 async def _local_events(
-    items: AsyncIterator[PredictionFragment | PredictionResult], first: Any, req: ChatRequest
+    items: AsyncIterator[PredictionFragment | PredictionResult],
+    first: Any,
+    req: ChatRequest,
+    again: Callable[[], AsyncIterator[PredictionFragment | PredictionResult]],
+    choices: int,
 ) -> AsyncIterator[bytes]:
     chunks = ChunkWriter(req.model)
-    yield event(chunks.start())
     item = first
+    results: list[PredictionResult] = []
     try:
-        while True:
-            if isinstance(item, PredictionResult):
-                yield event(chunks.finish(item))
-                if req.include_usage:
-                    yield event(chunks.usage(item.stats))
-                break
-            if item.content:
-                yield event(chunks.text(item.content))
-            item = await anext(items)
+        for index in range(choices):
+            chunks.index = index
+            yield event(chunks.start())
+            if index:
+                await items.aclose()  # type: ignore[attr-defined]  # the last choice's stream, finished
+                items = again()
+                item = await anext(items)
+            while True:
+                if isinstance(item, PredictionResult):
+                    if item.tool_calls:
+                        yield event(chunks.tool_calls(item.tool_calls))
+                    yield event(chunks.finish(item))
+                    results.append(item)
+                    break
+                if item.content:
+                    yield event(chunks.text(item.content))
+                item = await anext(items)
+        if req.include_usage:
+            usage = completion_body(results[0], req.model, more=results[1:])["usage"]
+            yield event({**chunks.usage(results[0].stats), "usage": usage})
     except Exception as exc:
         yield event(body_of(exc))
         return

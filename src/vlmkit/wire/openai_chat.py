@@ -685,8 +685,17 @@ def read_extension(body: Mapping[str, Any]) -> tuple[PredictionStats | None, Mod
     )
 
 
-def completion_body(result: PredictionResult, model: str, id: str | None = None) -> dict[str, Any]:
-    """A ``chat.completion`` for ``result``, with vlmkit's extension."""
+def completion_body(
+    result: PredictionResult, model: str, id: str | None = None, *, more: Sequence[PredictionResult] = ()
+) -> dict[str, Any]:
+    """A ``chat.completion`` for ``result`` (and ``more`` choices after it: their usage added), with
+    vlmkit's extension (the first choice's)."""
+    usage = usage_of(result.stats)
+    for other in more:
+        extra = usage_of(other.stats)
+        for name in ("prompt_tokens", "completion_tokens", "total_tokens"):
+            usage[name] += extra[name]
+        usage["prompt_tokens_details"]["cached_tokens"] += extra["prompt_tokens_details"]["cached_tokens"]
     return {
         "id": id or completion_id(),
         "object": "chat.completion",
@@ -695,13 +704,14 @@ def completion_body(result: PredictionResult, model: str, id: str | None = None)
         "system_fingerprint": None,
         "choices": [
             {
-                "index": 0,
-                "message": _answer_message(result),
+                "index": i,
+                "message": _answer_message(choice),
                 "logprobs": None,
-                "finish_reason": finish_reason_of(result.stats.stop_reason),
+                "finish_reason": finish_reason_of(choice.stats.stop_reason),
             }
+            for i, choice in enumerate([result, *more])
         ],
-        "usage": usage_of(result.stats),
+        "usage": usage,
         **extension_of(result),
     }
 
@@ -717,12 +727,14 @@ def _answer_message(result: PredictionResult) -> dict[str, Any]:
 class ChunkWriter:
     """The ``chat.completion.chunk`` bodies of one stream, sharing its id, model and creation time:
     :meth:`start` (the assistant role), :meth:`text` for each fragment, :meth:`finish` (the finish
-    reason and vlmkit's extension), and :meth:`usage` where the client asked for it."""
+    reason and vlmkit's extension), and :meth:`usage` where the client asked for it. ``index`` is
+    the choice the chunks are of (a stream of ``n`` choices writes each in turn)."""
 
     def __init__(self, model: str, id: str | None = None, created: int | None = None) -> None:
         self.model = model
         self.id = id or completion_id()
         self.created = created or int(time.time())
+        self.index = 0
 
     def start(self) -> dict[str, Any]:
         return self._chunk({"role": "assistant", "content": ""})
@@ -755,7 +767,7 @@ class ChunkWriter:
             "system_fingerprint": None,
             "choices": []
             if delta is None
-            else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            else [{"index": self.index, "delta": delta, "logprobs": None, "finish_reason": finish}],
         }
 
 
