@@ -151,3 +151,32 @@ def test_bad_tools_are_400s_naming_the_part(server: Running) -> None:
     assert error["message"] == (
         "tools[0].function.parameters: parameters is not valid JSON Schema: at .required: 'x' is not of type 'array'"
     )
+
+
+def test_the_sdks_act_through_the_server(server: Running) -> None:
+    """The SDK's client of a vlmkit server runs act(): the tools go to the server, the local model's
+    forced call comes back, the tool's image is uploaded and sent in the tool result."""
+    from PIL import Image
+
+    import vlmkit as vk
+
+    seen: list[dict[str, int]] = []
+
+    def zoom(x: int, y: int) -> Image.Image:
+        """Zoom in."""
+        seen.append({"x": x, "y": y})
+        return Image.new("RGB", (40, 30), (0, 90, 200))
+
+    with vk.Client(server.url, api_key=API_KEY) as sdk:
+        model = sdk.llm.model("tiny")
+        done = model.act(
+            "Where is the cat?", [zoom], config={"temperature": 0, "maxTokens": 120, "toolChoice": "required"},
+            max_prediction_rounds=2,
+        )  # fmt: skip
+        with pytest.raises(vk.InvalidSettingError) as err:
+            model.respond("Hi", config={"n": 2})
+    assert len(seen) == 1 and done.rounds == 2
+    assert [m.role for m in done.chat] == ["user", "assistant", "tool", "assistant"]
+    assert server.results[-1].stats.image_sizes != []  # the last round's prompt held the tool's image
+    assert err.value.location == "n"
+    assert err.value.message == "respond() gives one answer, not n=2; call it once for each answer you want"
