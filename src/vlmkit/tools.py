@@ -98,11 +98,16 @@ def _schema_problem(text: str) -> str | None:
 
 @dataclass(frozen=True)
 class ToolCall:
-    """One call the model made: ``arguments`` is the JSON text it wrote (an object, when it is valid)."""
+    """One call the model made: ``arguments`` is the JSON text it wrote (an object, when it is valid).
+
+    ``signature`` is an opaque token a provider attached to the call and wants back with it (Gemini's
+    thought signature: Gemini 3 refuses a history whose calls lost theirs).
+    """
 
     id: str
     name: str
     arguments: str = "{}"
+    signature: str | None = None
 
     def parsed_arguments(self) -> dict[str, Any]:
         """The arguments as a dict; text that is not a JSON object is an :class:`InvalidToolError`."""

@@ -485,12 +485,36 @@ def tool_calls_from_openai(raw: Any, where: str, *, check: bool = True) -> list[
             )
         if check:
             parse_arguments(arguments, name, f"{at}.function.arguments")
-        calls.append(ToolCall(ident, name, arguments))
+        calls.append(ToolCall(ident, name, arguments, signature_of(call)))
     return calls
 
 
-def tool_calls_to_openai(calls: Sequence[ToolCall]) -> list[dict[str, Any]]:
-    return [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in calls]
+def signature_of(call: Mapping[str, Any]) -> str | None:
+    """A call's provider signature where OpenAI's form carries one (``extra_content.google.thought_signature``,
+    as Gemini's OpenAI-compatible API writes it)."""
+    extra = call.get("extra_content")
+    google = extra.get("google") if isinstance(extra, Mapping) else None
+    signature = google.get("thought_signature") if isinstance(google, Mapping) else None
+    return signature if isinstance(signature, str) else None
+
+
+def signature_to_openai(signature: str | None) -> dict[str, Any]:
+    """The fields that carry a call's provider signature in OpenAI's form (none when it has none)."""
+    return {"extra_content": {"google": {"thought_signature": signature}}} if signature else {}
+
+
+def tool_calls_to_openai(calls: Sequence[ToolCall], *, signatures: bool = True) -> list[dict[str, Any]]:
+    """Calls in OpenAI's form; ``signatures=False`` leaves out the providers' signatures (for a server
+    that would refuse the unknown ``extra_content``)."""
+    return [
+        {
+            "id": c.id,
+            "type": "function",
+            "function": {"name": c.name, "arguments": c.arguments},
+            **signature_to_openai(c.signature if signatures else None),
+        }
+        for c in calls
+    ]
 
 
 class ToolCallAssembler:
@@ -506,7 +530,7 @@ class ToolCallAssembler:
                 continue
             index = piece.get("index")
             index = index if isinstance(index, int) else len(self._calls)
-            call = self._calls.setdefault(index, {"id": "", "name": "", "arguments": ""})
+            call = self._calls.setdefault(index, {"id": "", "name": "", "arguments": "", "signature": ""})
             fn: Mapping[str, Any] = piece["function"] if isinstance(piece.get("function"), Mapping) else {}
             if piece.get("id"):
                 call["id"] = str(piece["id"])
@@ -514,13 +538,16 @@ class ToolCallAssembler:
                 call["name"] = str(fn["name"])
             if isinstance(fn.get("arguments"), str):
                 call["arguments"] += fn["arguments"]
+            call["signature"] = signature_of(piece) or call["signature"]
 
     def calls(self) -> list[ToolCall]:
         """The calls so far, in index order (a call whose stream gave no id gets one)."""
         out = []
         for index in sorted(self._calls):
             call = self._calls[index]
-            out.append(ToolCall(call["id"] or call_id(), call["name"], call["arguments"] or "{}"))
+            out.append(
+                ToolCall(call["id"] or call_id(), call["name"], call["arguments"] or "{}", call["signature"] or None)
+            )
         return out
 
 
