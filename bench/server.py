@@ -1,9 +1,12 @@
 """Load on ``vlmkit serve`` as a gateway over a fake upstream, beside calling the upstream directly and
 beside the LiteLLM proxy (``litellm --config``) in the same run when its command is given.
 
-Run from the repo root on a quiet machine (check `uptime` first):
+Run from the repo root on a quiet machine (check `uptime` first); ``--key-limits`` measures vlmkit with
+a key under rpm/tpm limits and usage recorded in SQLite (``/metrics`` counts whenever prometheus-client
+is installed):
 
     python bench/server.py [--litellm PATH_TO_litellm] [--runs 3] [--scale 1.0]
+    python bench/server.py --lmstudio [--quick]    # LM Studio's SDK vs vlmkit's own, same server
 
 Everything is on 127.0.0.1, each server in its own process with one worker: the upstream (a minimal
 asyncio HTTP/1.1 server answering a fixed chat completion after reading the whole body), vlmkit's
@@ -202,6 +205,63 @@ def start(cmd: list[str], env: dict[str, str], url: str) -> subprocess.Popen[byt
     return proc
 
 
+LMSTUDIO_KEY = "qwen2-vl-2b-instruct"
+
+
+def lmstudio_case(runs: int, env: dict[str, str], tmp: Path) -> None:
+    """Time ``respond`` of a short reply (8 tokens, an image in the chat) through LM Studio's SDK (the
+    ``lmstudio`` package, over LM Studio's protocol) and through vlmkit's own SDK (``vk.Client(url)``,
+    over the OpenAI API), against the same ``vlmkit serve`` of the generated test VLM, alternating."""
+    import lmstudio as lms
+
+    sys.path.insert(0, str(ROOT / "src"))
+    import vlmkit as vk
+    from vlmkit.engine.synthetic import write_test_model
+
+    model_path, mmproj = write_test_model(tmp / "vlm")
+    cfg = tmp / "lmstudio.yaml"
+    cfg.write_text(json.dumps({"models": {LMSTUDIO_KEY: {"path": str(model_path), "mmproj": str(mmproj)}}}))
+    port = free_port()
+    guest_env = {k: v for k, v in env.items() if k != "VLMKIT_API_KEY"}  # LM Studio's SDK sends no key
+    serve = [sys.executable, "-m", "vlmkit.cli", "serve", "--config", str(cfg), "--port", str(port)]
+    proc = subprocess.Popen([*serve, "--log-level", "warning"], env=guest_env, stderr=subprocess.PIPE)
+    # ready when LM Studio's SDK would find it: the greeting answers
+    while not lms.Client.is_valid_api_host(f"127.0.0.1:{port}"):
+        if proc.poll() is not None:
+            raise RuntimeError(proc.stderr.read().decode()[-3000:] if proc.stderr else "vlmkit serve exited")
+        time.sleep(0.2)
+    photo = str(IMAGES / "grace_hopper.jpg")
+    short = {"maxTokens": 8, "temperature": 0}
+    times: dict[str, list[float]] = {"lmstudio package": [], "vlmkit SDK": []}
+    try:
+        with lms.Client(f"127.0.0.1:{port}") as lc, vk.Client(f"http://127.0.0.1:{port}", api_key=None) as vc:
+            lmodel, vmodel = lc.llm.model(LMSTUDIO_KEY), vc.llm.model(LMSTUDIO_KEY)
+            lchat, vchat = lms.Chat(), vk.Chat()
+            lchat.add_user_message("Describe this image please", images=[lc.files.prepare_image(photo)])
+            vchat.add_user_message("Describe this image please", images=[vk.prepare_image(photo)])
+            for _ in range(3):  # warm-up: load, encode the image, settle the prefix cache
+                lmodel.respond(lchat, config=short)
+                vmodel.respond(vchat, config=short)
+            for _ in range(runs):
+                t = time.perf_counter()
+                assert lmodel.respond(lchat, config=short).stats.predicted_tokens_count == 8
+                times["lmstudio package"].append(time.perf_counter() - t)
+                t = time.perf_counter()
+                assert vmodel.respond(vchat, config=short).stats.predicted_tokens == 8
+                times["vlmkit SDK"].append(time.perf_counter() - t)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    print(f"respond, 8 tokens, one image in the chat, {runs} each (alternating); load {os.getloadavg()[0]:.2f}")
+    print("| client | median ms | P90 ms |")
+    print("|---|---|---|")
+    for name, ts in times.items():
+        ts.sort()
+        print(f"| {name} | {statistics.median(ts) * 1000:.1f} | {ts[int(0.9 * (len(ts) - 1))] * 1000:.1f} |")
+    ratio = statistics.median(times["lmstudio package"]) / statistics.median(times["vlmkit SDK"])
+    print(f"lmstudio package / vlmkit SDK: {ratio:.2f}x (target: within 10 %)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--litellm", help="path of the `litellm` command (the proxy), to run it side by side")
@@ -210,6 +270,17 @@ def main() -> None:
     parser.add_argument("--cases", nargs="*", choices=["text", "image 1 MB"], help="only these cases")
     parser.add_argument("--large-slots", type=int, help="vlmkit's limits.max_large_requests (default: its own)")
     parser.add_argument("--runs", type=int, default=1, help="repeat the whole load; the table gives medians")
+    parser.add_argument(
+        "--key-limits",
+        action="store_true",
+        help="vlmkit checks its key against rpm/tpm limits (never reached) and records usage in SQLite",
+    )
+    parser.add_argument(
+        "--lmstudio",
+        action="store_true",
+        help="instead: respond through LM Studio's SDK vs vlmkit's own SDK against the same vlmkit serve",
+    )
+    parser.add_argument("--quick", action="store_true", help="a few requests only, to see that it runs")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="vlmkit-bench-server-"))
@@ -220,6 +291,11 @@ def main() -> None:
         "LITELLM_MASTER_KEY": KEY,
         "VLMKIT_API_KEY": KEY,
     }
+    if args.quick:
+        args.scale = min(args.scale, 0.05)
+    if args.lmstudio:
+        lmstudio_case(3 if args.quick else 30 * args.runs, env, tmp)
+        return
     procs: list[subprocess.Popen[bytes]] = []
     try:
         up_port = free_port()
@@ -235,6 +311,12 @@ def main() -> None:
         cfg.write_text(
             f"models:\n  bench:\n    model: openai/gpt-4o\n    api_base: {upstream}\n    api_key: sk-x\n"
             + (f"limits:\n  max_large_requests: {args.large_slots}\n" if args.large_slots else "")
+            + (
+                f"keys:\n  - {{key: {KEY}, name: bench, rpm: 1000000000, tpm: 1000000000000}}\n"
+                f"usage: {{database: '{tmp / 'usage.db'}'}}\n"
+                if args.key_limits
+                else ""
+            )
         )
         serve = [sys.executable, "-m", "vlmkit.cli", "serve", "--config", str(cfg), "--port", str(port)]
         vk = start([*serve, "--log-level", "warning"], env, f"http://127.0.0.1:{port}/v1/chat/completions")

@@ -30,6 +30,7 @@ PUBLIC_PACKAGES = [
     "vlmkit.images",
     "vlmkit.providers",
     "vlmkit.server",
+    "vlmkit.batch",
 ]
 
 

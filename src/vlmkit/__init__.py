@@ -54,12 +54,16 @@ from vlmkit.errors import (
     VlmkitError,
 )
 from vlmkit.images import (
+    Document,
     ImageHandle,
     ImagePolicy,
     RenderedImage,
+    Video,
     aprepare_image,
     estimate_image_tokens,
+    prepare_document,
     prepare_image,
+    prepare_video,
 )
 from vlmkit.prediction import (
     ModelInfo,
@@ -86,6 +90,7 @@ __all__ = [
     "ClientError",
     "ContextLengthError",
     "DefaultClientAlreadyCreatedError",
+    "Document",
     "FunctionTool",
     "ImageError",
     "ImageFetchError",
@@ -121,6 +126,7 @@ __all__ = [
     "ToolDefinition",
     "UnknownFileError",
     "UnsupportedImageError",
+    "Video",
     "VlmkitError",
     "__version__",
     "acompletion",
@@ -132,7 +138,9 @@ __all__ = [
     "list_downloaded_models",
     "list_loaded_models",
     "llm",
+    "prepare_document",
     "prepare_image",
+    "prepare_video",
     "supports_vision",
     "tool_from_function",
 ]

@@ -26,6 +26,8 @@ from typing import Any, Literal, Protocol
 from vlmkit._types import Detail
 from vlmkit.errors import InvalidMessageError, InvalidToolError, VlmkitError
 from vlmkit.images import ImageHandle
+from vlmkit.images.document import Document
+from vlmkit.images.video import Video
 from vlmkit.tools import ToolCall
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "Detail",
     "ImagePart",
     "ImageRef",
+    "MediaPart",
     "Part",
     "Role",
     "TextPart",
@@ -74,7 +77,23 @@ class ImageRef:
     file_id: bool = False
 
 
-Part = TextPart | ImagePart | ImageRef
+@dataclass(frozen=True)
+class MediaPart:
+    """A PDF (from ``prepare_document``) or a video (from ``prepare_video``): sent as the file itself to
+    a provider that reads such files and takes this one, and everywhere else as images
+    (:attr:`as_images`): a document's pages, each after ``"Page N:"``, a video's frames, each after
+    its time (``"Frame at 0:01.5:"``)."""
+
+    media: Document | Video
+    detail: Detail | None = None
+
+    @property
+    def as_images(self) -> list[TextPart | ImagePart]:
+        """The media as a model that reads only images gets it: texts and images, in order."""
+        return [TextPart(p) if isinstance(p, str) else ImagePart(p, self.detail) for p in self.media.interleaved()]
+
+
+Part = TextPart | ImagePart | ImageRef | MediaPart
 
 
 @dataclass
@@ -92,13 +111,25 @@ class ChatMessage:
         return ChatMessage(self.role, content, list(self.tool_calls), self.tool_call_id)
 
     @property
+    def flat_content(self) -> list[TextPart | ImagePart | ImageRef]:
+        """The content with each document or video as its images: what a model that reads only images is sent."""
+        out: list[TextPart | ImagePart | ImageRef] = []
+        for p in self.content:
+            if isinstance(p, MediaPart):
+                out += p.as_images
+            else:
+                out.append(p)
+        return out
+
+    @property
     def text(self) -> str:
         """The message's text parts joined together."""
         return "".join(p.text for p in self.content if isinstance(p, TextPart))
 
     @property
     def images(self) -> list[ImageHandle]:
-        return [p.image for p in self.content if isinstance(p, ImagePart)]
+        """The images read, a document's pages included."""
+        return [p.image for p in self.flat_content if isinstance(p, ImagePart)]
 
     @property
     def image_refs(self) -> list[ImageRef]:
@@ -130,10 +161,14 @@ class Chat:
         self,
         content: str,
         *,
-        images: Iterable[ImageHandle] = (),
+        images: Iterable[ImageHandle | Document | Video] = (),
         detail: Detail | None = None,
     ) -> ChatMessage:
-        """Add a user turn: text, then the images (handles from ``prepare_image``)."""
+        """Add a user turn: text, then the images (handles from ``prepare_image``).
+
+        A document (from ``prepare_document``) or a video (from ``prepare_video``) is a
+        :class:`MediaPart`: the file itself for a provider that reads it, else its pages or frames.
+        """
         return self._add("user", _check_text(content, "the user message"), images, detail)
 
     def add_assistant_response(self, response: str | _HasContent) -> ChatMessage:
@@ -171,9 +206,14 @@ class Chat:
     def append(self, message: ChatMessage) -> None:
         self.messages.append(message)
 
-    def _add(self, role: Role, text: str, images: Iterable[ImageHandle], detail: Detail | None = None) -> ChatMessage:
+    def _add(
+        self, role: Role, text: str, images: Iterable[ImageHandle | Document | Video], detail: Detail | None = None
+    ) -> ChatMessage:
         parts: list[Part] = [TextPart(text)] if text else []
         for i, image in enumerate(images):
+            if isinstance(image, (Document, Video)):
+                parts.append(MediaPart(image, detail))
+                continue
             if inspect.isawaitable(image):
                 raise InvalidMessageError(
                     f"images[{i}] is a {type(image).__name__}, not an image handle: "
@@ -238,7 +278,7 @@ class Chat:
     # --- JSON --------------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready form that keeps every image's bytes and identity."""
+        """A JSON-ready form that keeps every image's bytes and identity (a document: its pages)."""
         return {"messages": [_message_to_dict(m) for m in self.messages]}
 
     @classmethod
@@ -317,7 +357,7 @@ def _check_call(call: object, where: str) -> ToolCall:
 
 
 def _message_to_dict(m: ChatMessage) -> dict[str, Any]:
-    out: dict[str, Any] = {"role": m.role, "content": [_part_to_dict(p) for p in m.content]}
+    out: dict[str, Any] = {"role": m.role, "content": [_part_to_dict(p) for p in m.flat_content]}
     if m.tool_calls:
         out["tool_calls"] = [
             {
@@ -344,7 +384,7 @@ def _call_from_dict(raw: Any) -> ToolCall:
     )
 
 
-def _part_to_dict(part: Part) -> dict[str, Any]:
+def _part_to_dict(part: TextPart | ImagePart | ImageRef) -> dict[str, Any]:
     if isinstance(part, TextPart):
         return {"type": "text", "text": part.text}
     if isinstance(part, ImageRef):

@@ -73,6 +73,12 @@ def _parser() -> argparse.ArgumentParser:
     describe = commands.add_parser("describe", help="describe an image with a vision model, streaming the answer")
     describe.add_argument("image", help="an image file path or URL")
     describe.add_argument("--prompt", default=None, help='what to ask (default: "Describe this image.")')
+    describe.add_argument(
+        "--boxes", metavar="OUT.png", default=None, help="draw the boxes and points of the answer on the image"
+    )
+    describe.add_argument(
+        "--coords", metavar="FAMILY", default=None, help="how the model writes coordinates (default: from the model)"
+    )
     _model_arguments(describe)
     _allow_host_argument(describe)
     describe.set_defaults(run=_describe)
@@ -84,6 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     _allow_host_argument(chat)
     chat.set_defaults(run=_chat)
 
+    _batch_parser(commands)
+
     serve = commands.add_parser("serve", help="serve local and gateway models over an OpenAI-compatible HTTP API")
     serve.add_argument("--host", default=None, help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=None, help="port (default 8000)")
@@ -92,7 +100,15 @@ def _parser() -> argparse.ArgumentParser:
         "--api-key", action="append", default=[], help="require this key (repeatable; also VLMKIT_API_KEY)"
     )
     serve.add_argument("--files-dir", help="keep uploaded images here, across restarts (default: in memory only)")
+    serve.add_argument(
+        "--lmstudio-discovery",
+        action="store_true",
+        help="also listen on LM Studio's discovery port 41343, so LM Studio's SDKs find the server with no host",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--log-format", default="text", choices=["text", "json"], help="json: one JSON object a line (no image bytes)"
+    )
     _gpu_argument(serve, "for every local model (a model's own `gpu:` in --config wins)")
     serve.set_defaults(run=_serve)
     return parser
@@ -234,10 +250,13 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _describe(args: argparse.Namespace) -> int:
     from vlmkit.client import Client
-    from vlmkit.client.terminal import DEFAULT_PROMPT, describe
+    from vlmkit.client.terminal import DEFAULT_PROMPT, GROUNDING_PROMPT, describe, draw_boxes
 
+    prompt = args.prompt or (GROUNDING_PROMPT if args.boxes else DEFAULT_PROMPT)
     with Client(timeout=None) as client:
-        describe(client, args.image, args.prompt or DEFAULT_PROMPT, _settings(args), sys.stdout, sys.stderr)
+        result = describe(client, args.image, prompt, _settings(args), sys.stdout, sys.stderr)
+    if args.boxes:
+        draw_boxes(result, args.boxes, args.coords, sys.stderr)
     return 0
 
 
@@ -265,8 +284,24 @@ def _serve(args: argparse.Namespace) -> int:
     if keys:
         settings = settings.with_overrides(api_keys=settings.api_keys | keys)
     settings = settings.with_overrides(host=args.host, port=args.port, files_dir=args.files_dir, gpu=args.gpu)
-    serve(settings, log_level=args.log_level)
+    settings = settings.with_overrides(lmstudio_discovery=args.lmstudio_discovery or None)
+    serve(settings, log_level=args.log_level, log_format=args.log_format)
     return 0
+
+
+def _batch_parser(commands: Any) -> None:
+    from vlmkit.batch.command import add_arguments
+
+    batch = commands.add_parser("batch", help="ask a model about every image of a folder, list or table, with resume")
+    add_arguments(batch)
+    _allow_host_argument(batch)
+    batch.set_defaults(run=_batch)
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from vlmkit.batch.command import run_command
+
+    return run_command(args, _fetch_options(args), sys.stdout, sys.stderr)
 
 
 def _image_inspect(args: argparse.Namespace) -> int:

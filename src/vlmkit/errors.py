@@ -287,3 +287,55 @@ class InvalidToolError(BadRequestError):
     """A tool definition, a tool call or a tool result is malformed: a schema that is not JSON Schema,
     arguments that do not parse as JSON, a tool result answering no call, a ``tool_choice`` naming no
     tool. ``location`` names the part (``tools[1].function.parameters``, ``messages[3].tool_call_id``)."""
+
+
+# --- batch --------------------------------------------------------------------------------------
+
+
+class BatchJobError(ProviderError):
+    """A provider's batch job ended without answering a request (failed, expired or cancelled)."""
+
+    status_code = 502
+
+
+# --- media: grounding, documents, video -----------------------------------------------------------
+
+
+class GroundingError(BadRequestError):
+    """Coordinates in an answer cannot be mapped: an unknown model convention, or no image to map them to."""
+
+
+class DocumentError(BadRequestError):
+    """A PDF handed in as a source cannot be used as given (a bad page selection, setting or file)."""
+
+
+class InvalidDocumentError(DocumentError):
+    """The PDF is truncated, damaged, or not a PDF at all."""
+
+
+class EncryptedDocumentError(DocumentError):
+    """The PDF is encrypted and no (or a wrong) password was given."""
+
+
+class EmptyDocumentError(DocumentError):
+    """The PDF has no pages."""
+
+
+class DocumentTooLargeError(DocumentError):
+    """More pages (or larger pages) than the limit allows; the message names the limit and how to choose fewer."""
+
+
+class VideoError(BadRequestError):
+    """A video or animation handed in as a source cannot be used as given (a bad setting or file)."""
+
+
+class InvalidVideoError(VideoError):
+    """The file is no video or animation vlmkit reads, or it is damaged."""
+
+
+class VideoTooLargeError(VideoError):
+    """Sampling would go over a limit (frames, bytes, tokens); the message names it and how to get under it."""
+
+
+class ConfigError(VlmkitError):
+    """The server's config file is missing, unreadable or says something that cannot be served."""

@@ -27,7 +27,8 @@ from typing import Any
 
 from vlmkit._types import DETAIL_NAMES, type_name
 from vlmkit._types import Detail as ImageDetail
-from vlmkit.errors import InvalidSettingError, StructuredOutputError
+from vlmkit.errors import GroundingError, InvalidSettingError, StructuredOutputError
+from vlmkit.images.grounding import Box, Point, SentImage, parse
 from vlmkit.tools import ToolCall, ToolChoice, ToolDefinition, tool_error
 
 Detail = ImageDetail | int
@@ -459,9 +460,28 @@ class PredictionResult:
     fragments: list[PredictionFragment] = field(default_factory=list, repr=False)
     tool_calls: list[ToolCall] = field(default_factory=list)
     """The tools the model called (its stop reason is then ``TOOL_CALLS``)."""
+    sent_images: list[SentImage] = field(default_factory=list, repr=False)
+    """The prompt's images, in order, each with what vlmkit did to it before the model saw it."""
 
     def __str__(self) -> str:
         return self.content
+
+    @property
+    def boxes(self) -> list[Box | Point]:
+        """The boxes and points of the answer, in the pixels of the image asked about (upright, full size).
+
+        For a prompt with one image; with several, map the answer to the one it is about with
+        ``vlmkit.grounding.parse(result.content, result.sent_images[i], result.model_info)``.
+        """
+        if len(self.sent_images) != 1:
+            how = "it had none" if not self.sent_images else f"it had {len(self.sent_images)}"
+            raise GroundingError(
+                f"prediction.boxes needs a prompt with exactly one image ({how}); for several, call "
+                "vlmkit.grounding.parse(result.content, result.sent_images[i], result.model_info)"
+            )
+        if self.model_info is None:
+            raise GroundingError("prediction.boxes needs the model's info, and this prediction has none")
+        return parse(self.content, self.sent_images[0], self.model_info)
 
 
 def snake_case(name: str) -> str:

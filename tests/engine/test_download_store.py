@@ -12,9 +12,13 @@ from typing import Any
 
 import pytest
 
+from vlmkit.chat import Chat
 from vlmkit.engine import Engine, LoadOptions, get, list_downloaded, remove
 from vlmkit.engine.catalog import catalog, lookup
+from vlmkit.engine.synthetic_families import FAMILIES, write_family
 from vlmkit.errors import HubUnreachableError, ModelNotFoundError
+from vlmkit.images import ImageHandle
+from vlmkit.prediction import PredictionConfig
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -118,6 +122,8 @@ def test_catalog_has_the_issue_models() -> None:
         "gemma-3-4b-it",
         "moondream2",
         "llava-1.5-7b",
+        "qwen3-vl-2b-instruct",
+        "internvl3-1b-instruct",
     ):
         entry = lookup(key)
         assert entry is not None and entry.repo.count("/") == 1 and entry.model.endswith(".gguf")
@@ -193,3 +199,36 @@ def test_text_only_model_lists_without_vision(tiny_text_model: Path, tmp_path: P
 def test_unknown_key_names_the_catalog(tmp_path: Path) -> None:
     with pytest.raises(ModelNotFoundError, match="qwen2-vl-2b-instruct"):
         get("no-such-model", models_dir=tmp_path)
+
+
+NEW_FAMILIES = [e.key for e in catalog().values() if e.family in ("qwen3-vl", "internvl")]
+
+
+def test_every_family_named_by_the_catalog_has_a_stand_in() -> None:
+    named = {e.family for e in catalog().values() if e.family}
+    assert named <= set(FAMILIES)
+    assert {"qwen3-vl", "internvl"} <= named
+
+
+@pytest.mark.parametrize("key", NEW_FAMILIES)
+def test_a_catalog_model_downloads_loads_and_sees_as_its_family_does(
+    key: str, tmp_path: Path, hopper: ImageHandle
+) -> None:
+    """The catalog's files, served by a stand-in hub with the generated model of the entry's shape,
+    go through ``get`` and load as that family; the answer depends on the picture."""
+    entry = catalog()[key]
+    assert entry.family is not None and entry.mmproj is not None
+    model, mmproj = write_family(entry.family, tmp_path / "made")
+    files = {f"{entry.repo}/{entry.model}": model.read_bytes(), f"{entry.repo}/{entry.mmproj}": mmproj.read_bytes()}
+    with Hub(files) as hub:
+        stored = get(key, models_dir=tmp_path / "models", endpoint=hub.url, progress=False)
+    assert stored.model.name == entry.model and stored.mmproj is not None and stored.mmproj.name == entry.mmproj
+    [listing] = list_downloaded(tmp_path / "models")
+    assert listing.key == key and listing.vision
+    chat = Chat()
+    chat.add_user_message("What is in this picture?", images=[hopper])
+    with Engine(models_dir=tmp_path / "models", default_ttl=None, load_options=ONE_THREAD) as engine:
+        info = engine.load(key)
+        assert info.vision
+        result = engine.respond(key, chat, PredictionConfig(temperature=0, max_tokens=4))
+    assert result.stats.predicted_tokens == 4 and result.stats.prompt_tokens > 16

@@ -305,3 +305,62 @@ def test_an_image_prepared_at_a_budget_is_not_encoded_by_the_question(
     assert (result.stats.images_encoded, result.stats.images_preprocessed) == (0, 0)
     assert result.stats.image_tokens == prepared.image_tokens
     assert said(result) == from_scratch(files, chat, budget)
+
+
+def test_several_images_are_encoded_in_one_pass_where_the_projector_batches(
+    family: Files, hopper_bytes: bytes, rocket: ImageHandle
+) -> None:
+    """The images (and tiles) of a turn go through the encoder together where mtmd batches them
+    (InternVL here); everywhere the embeddings are the ones encoding each alone gives."""
+    model = NativeModel(*family, LoadOptions(cpu_threads=1, context_length=4096))
+    sources = [(hopper_bytes, "hopper@0"), (rocket.data, "rocket@1")]
+    where = ["messages[0].content[1]", "messages[0].content[2]"]
+    chunks = model.tokenize_prompt(f"Look: {model.marker} and {model.marker}", sources, where)
+    try:
+        images = [c for c in chunks if c.is_image]
+        together = model.encode_images(images)
+        alone = [model.encode_image(c) for c in images]
+        assert len(together) == len(alone) == len(images)
+        for a, b in zip(together, alone, strict=True):
+            assert a.shape == b.shape
+            np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+        if Path(family[0]).stem == "internvl":  # two photos in tiles and overviews: several chunks a pass
+            M = native.mtmd()
+            batch = M.mtmd_batch_init(model._mctx)
+            try:
+                assert [M.mtmd_batch_add_chunk(batch, c.image) for c in images[:2]] == [0, 0]
+            finally:
+                M.mtmd_batch_free(batch)
+    finally:
+        model.free_chunks(chunks)
+        model.close()
+
+
+def test_a_settled_reply_leaves_the_follow_up_only_its_own_message(
+    family: Files, image_chat: Any, hopper: ImageHandle
+) -> None:
+    """While the model is idle after a reply, the chat with the reply as the template writes it is
+    evaluated (the template often writes it as other tokens than were sampled: a space, an end of
+    turn); the follow-up then evaluates its own message alone, and answers as a fresh load does."""
+
+    def follow_up(settle: bool) -> tuple[PredictionResult, PredictionResult, Chat]:
+        options = LoadOptions(cpu_threads=1)
+        with Engine(default_ttl=None, load_options=options, settle_replies=settle) as engine:
+            engine.register(KEY, *family)
+            chat = image_chat(hopper)
+            first = engine.respond(KEY, chat, GREEDY)
+            assert engine.wait_settled(timeout=60)
+            chat.add_assistant_response(first)
+            chat.add_user_message("What else?")
+            return first, engine.respond(KEY, chat, GREEDY), chat
+
+    _, settled, chat = follow_up(True)
+    _, unsettled, _ = follow_up(False)
+    evaluated = settled.stats.prompt_tokens - settled.stats.cached_prompt_tokens
+    question = Chat()
+    question.add_user_message("What else?")
+    with fresh(family) as engine:  # the new message and the template's words around it
+        alone = engine.respond(KEY, question, PredictionConfig(max_tokens=1)).stats.prompt_tokens
+    assert evaluated <= alone + 4
+    assert unsettled.stats.prompt_tokens - unsettled.stats.cached_prompt_tokens > evaluated
+    assert said(settled) == said(unsettled) == from_scratch(family, chat)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from vlmkit.engine import CancelToken, Engine, LoadOptions
+from vlmkit.engine.queue import TurnQueue
 from vlmkit.errors import ModelLoadError, PredictionCancelledError, PredictionTimeoutError, QueueFullError
 from vlmkit.prediction import PredictionConfig, PredictionFragment, PredictionResult, StopReason
 from vlmkit.stream import AsyncPredictionStream
@@ -81,9 +82,10 @@ def test_callers_queue_in_order_and_a_full_queue_says_so(tiny_model: tuple[Path,
     try:
         holder = _blocking_call(engine, started, release)
 
-        def queued(name: str) -> None:
-            engine.respond("tiny", name, PredictionConfig(temperature=0, max_tokens=2))
-            order.append(name)
+        def queued(name: str) -> None:  # the order in which they get the model: their first tokens
+            engine.respond(
+                "tiny", name, PredictionConfig(temperature=0, max_tokens=2), on_first_token=lambda: order.append(name)
+            )
 
         waiters = []
         for name in ("first", "second"):
@@ -235,3 +237,25 @@ def test_each_caller_may_bound_the_queue_for_itself(engine: Engine) -> None:
         holder.join(10)
     waiter.join(10)
     assert not waiter.is_alive()
+
+
+def test_background_work_holding_the_turn_never_makes_the_line_full() -> None:
+    """A yielding holder (a reply being settled) gives way: with no room to wait at all, a caller
+    still waits for it rather than being refused; a second caller is refused as before."""
+    queue = TurnQueue(max_waiting=0)
+    assert queue.try_acquire(yielding=True)
+    got = threading.Event()
+
+    def caller() -> None:
+        queue.acquire(timeout=5)
+        got.set()
+        queue.release()
+
+    t = threading.Thread(target=caller)
+    t.start()
+    _wait_for(lambda: queue.waiting == 1)
+    with pytest.raises(QueueFullError):
+        queue.acquire(timeout=1)
+    queue.release()  # the background work stops for the caller
+    t.join(5)
+    assert got.is_set() and not queue.busy

@@ -13,15 +13,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
+from vlmkit import grounding
 from vlmkit.chat import Chat
 from vlmkit.client.sync import LLM, Client
-from vlmkit.errors import VlmkitError
+from vlmkit.errors import GroundingError, VlmkitError
 from vlmkit.images import FetchOptions, ImageHandle
 from vlmkit.images.probe import image_summary
 from vlmkit.prediction import PredictionConfig, PredictionResult, PredictionStats, StopReason
 from vlmkit.stream import PredictionStream
 
 DEFAULT_PROMPT = "Describe this image."
+GROUNDING_PROMPT = (
+    "Find the main objects in this image. Answer with JSON only: a list of "
+    '{"bbox_2d": [x1, y1, x2, y2], "label": "..."}.'
+)
 QUIT = ("/quit", "/exit", "/bye")
 
 
@@ -47,6 +52,19 @@ def describe(
     chat = Chat()
     chat.add_user_message(prompt, images=[client.files.prepare_image(image, fetch=settings.fetch)])
     return _answer(model, chat, settings, out, err)
+
+
+def draw_boxes(result: PredictionResult, path: str | os.PathLike[str], coords: str | None, err: TextIO) -> int:
+    """Draw the boxes and points of ``result``'s answer on its image, saved to ``path``; how many."""
+    try:
+        convention = grounding.convention_for(coords or result.model_info or "")
+    except GroundingError as exc:
+        raise GroundingError(f"{exc} (on the command line: --coords NAME)") from None
+    (sent,) = result.sent_images
+    found = grounding.parse(result.content, sent, convention)
+    grounding.draw(sent.image, found).save(path)
+    err.write(f"{len(found)} boxes and points ({convention.name} coordinates) drawn on {os.fspath(path)}\n")
+    return len(found)
 
 
 def chat(

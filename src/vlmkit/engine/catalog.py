@@ -21,6 +21,9 @@ class CatalogEntry:
     mmproj: str | None
     context_length: int
     aliases: tuple[str, ...] = ()
+    family: str | None = None
+    """The generated stand-in of this model's shape that the tests run
+    (:data:`vlmkit.engine.synthetic_families.FAMILIES`), where there is one."""
 
 
 @lru_cache(maxsize=1)
@@ -35,6 +38,7 @@ def catalog() -> dict[str, CatalogEntry]:
             mmproj=e.get("mmproj"),
             context_length=int(e["context_length"]),
             aliases=tuple(e.get("aliases", ())),
+            family=e.get("family"),
         )
         for key, e in raw.items()
     }

@@ -8,7 +8,8 @@ One loaded model serves one prediction at a time; concurrent callers queue in or
 Models unload after an idle TTL (default one hour); a model asked for again loads again as it was
 loaded (the same files, TTL and options). A model runs on the GPU when llama.cpp was built with one
 (:mod:`vlmkit.engine.gpu`). A follow-up turn reuses the evaluated prefix and does no image work at
-all (:mod:`vlmkit.engine.prepared`); a new chat about a known image reuses its embeddings, in this
+all (:mod:`vlmkit.engine.prepared`), and finds the previous reply evaluated already, as the template
+writes it (:mod:`vlmkit.engine.settle`); a new chat about a known image reuses its embeddings, in this
 process or, from the encoder cache on disk, in the next one (:mod:`vlmkit.engine.reuse`,
 :mod:`vlmkit.engine.encoder_cache`).
 
@@ -31,6 +32,7 @@ from vlmkit.engine.loaded import LoadedModel
 from vlmkit.engine.model import LoadOptions
 from vlmkit.engine.resolve import ModelFiles, resolve_model
 from vlmkit.engine.reuse import DEFAULT_EMBEDDING_CACHE_BYTES
+from vlmkit.engine.settle import Settler
 from vlmkit.errors import ModelLoadError, ModelNotFoundError
 from vlmkit.images import ImageHandle
 from vlmkit.prediction import ModelInfo, PredictionConfig, PredictionFragment, PredictionResult, PreparedImageInfo
@@ -62,8 +64,14 @@ class Engine:
         max_queue: int = DEFAULT_MAX_QUEUE,
         embedding_cache_bytes: int = DEFAULT_EMBEDDING_CACHE_BYTES,
         load_options: LoadOptions | None = None,
+        settle_replies: bool = True,
     ) -> None:
+        """``settle_replies``: after each reply, while the model is idle, evaluate the chat with the
+        reply as its template writes it, so a follow-up evaluates only its own message
+        (:mod:`vlmkit.engine.settle`)."""
         self.load_options = load_options or LoadOptions()
+        self.settle_replies = settle_replies
+        self._settler = Settler()
         self.models_dir = Path(models_dir) if models_dir is not None else None
         self.default_ttl = default_ttl
         self.max_queue = max_queue
@@ -190,15 +198,23 @@ class Engine:
         bounds the callers waiting for this model, for this call (default: the engine's bound).
         """
         token = cancel or CancelToken()
+        messages = _as_chat(chat)
         with self._turn(model, token, queue_timeout, max_queue) as lm:
-            return predict.run(
+            result = predict.run(
                 lm,
-                _as_chat(chat),
+                messages,
                 config,
                 emit=on_fragment,
                 on_first_token=on_first_token,
                 should_stop=lambda: token.cancelled,
             )
+        if self.settle_replies:
+            self._settler.submit(lm, messages, result, config)
+        return result
+
+    def wait_settled(self, timeout: float | None = None) -> bool:
+        """Wait until the latest replies are settled (see ``settle_replies``); False on timeout."""
+        return self._settler.wait_idle(timeout)
 
     def prepare(
         self,
@@ -216,6 +232,17 @@ class Engine:
         """
         with self._turn(model, CancelToken(), queue_timeout, max_queue) as lm:
             return predict.prepare(lm, image, config)
+
+    def tokenize(self, model: str, text: str, *, max_queue: int | None = None) -> list[int]:
+        """``text`` in ``model``'s tokens (special tokens read as such), in the model's turn."""
+        with self._turn(model, CancelToken(), None, max_queue) as lm:
+            return lm.native.tokenize(text)
+
+    def format_prompt(self, model: str, chat: ChatInput, *, max_queue: int | None = None) -> str:
+        """The prompt ``model``'s chat template makes of ``chat``, up to where the reply starts; each
+        image is the model's media marker. The chat's images must have been read."""
+        with self._turn(model, CancelToken(), None, max_queue) as lm:
+            return lm.template.render(_as_chat(chat), lm.native.marker).text
 
     def respond_stream(
         self,
@@ -247,6 +274,7 @@ class Engine:
 
     def close(self) -> None:
         self._closed = True
+        self._settler.close()
         self._janitor_wake.set()
         self.unload_all()
 

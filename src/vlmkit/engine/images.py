@@ -119,7 +119,8 @@ def _enlarged(pixels: RgbPixels, long_edge: int) -> RgbPixels:
     size = (max(1, round(pixels.width * scale)), max(1, round(pixels.height * scale)))
     image = Image.frombytes("RGB", (pixels.width, pixels.height), pixels.data)
     image = image.resize(size, Image.Resampling.BICUBIC)
-    return RgbPixels(image.tobytes(), image.width, image.height)
+    transform = pixels.transform.resized(*image.size) if pixels.transform is not None else None
+    return RgbPixels(image.tobytes(), image.width, image.height, transform)
 
 
 def grow_edge(current: ImageInput, tokens: int, floor: int) -> int | None:

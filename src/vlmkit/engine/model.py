@@ -342,6 +342,49 @@ class NativeModel:
         out: np.ndarray = np.ctypeslib.as_array(ptr, shape=(n,)).copy()
         return out
 
+    def encode_images(self, chunks: Sequence[Chunk]) -> list[np.ndarray]:
+        """Encode several image chunks in as few encoder passes as mtmd allows; their embeddings in
+        order, each as :meth:`encode_image` gives it.
+
+        Projectors whose graph takes a batch (InternVL's, Gemma 4's) run same-sized chunks through
+        the encoder together, up to mtmd's ``batch_max_tokens``; for the others mtmd takes one chunk
+        a batch, which is one pass each, as before.
+        """
+        if len(chunks) < 2:
+            return [self.encode_image(c) for c in chunks]
+        M = native.mtmd()
+        out: list[np.ndarray] = []
+        group: list[Chunk] = []
+        batch = M.mtmd_batch_init(self._mctx)
+        try:
+            for chunk in chunks:
+                rc = M.mtmd_batch_add_chunk(batch, chunk.image)
+                if rc in (2, 3):  # full, or not the same shape: encode what is there, start again
+                    out.extend(self._encode_batch(batch, group))
+                    M.mtmd_batch_free(batch)
+                    batch, group = M.mtmd_batch_init(self._mctx), []
+                    rc = M.mtmd_batch_add_chunk(batch, chunk.image)
+                if rc != 0:
+                    raise PredictionError(f"image encoding failed ({rc}): {native.recent_errors() or 'no details'}")
+                group.append(chunk)
+            out.extend(self._encode_batch(batch, group))
+        finally:
+            M.mtmd_batch_free(batch)
+        return out
+
+    def _encode_batch(self, batch: Any, group: Sequence[Chunk]) -> list[np.ndarray]:
+        M = native.mtmd()
+        rc = M.mtmd_batch_encode(batch)
+        if rc != 0:
+            raise PredictionError(f"image encoding failed ({rc}): {native.recent_errors() or 'no details'}")
+        out = []
+        for c in group:
+            ptr = M.mtmd_batch_get_output_embd(batch, c.image)
+            if not ptr:
+                raise PredictionError("internal: mtmd gave no embeddings for an image chunk it encoded")
+            out.append(np.ctypeslib.as_array(ptr, shape=(c.n_tokens * self.n_embd_inp,)).copy())
+        return out
+
     def decode_image(self, chunk: Chunk, embd: np.ndarray, n_past: int) -> int:
         """Evaluate an image chunk's embeddings at position ``n_past``; returns the new n_past.
 

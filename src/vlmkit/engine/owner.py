@@ -211,6 +211,21 @@ class Lease:
             name = self.load(model).key
         return self.engine.prepare(name, image, config, max_queue=self.max_queue)
 
+    def tokenize(self, model: str, text: str) -> list[int]:
+        """:meth:`Engine.tokenize <vlmkit.engine.Engine.tokenize>` on ``model``, held as :meth:`respond` holds it."""
+        name = self._name(model)
+        if not self._holds(name):
+            name = self.load(model).key
+        return self.engine.tokenize(name, text, max_queue=self.max_queue)
+
+    def format_prompt(self, model: str, chat: ChatInput) -> str:
+        """:meth:`Engine.format_prompt <vlmkit.engine.Engine.format_prompt>` on ``model``, held as
+        :meth:`respond` holds it."""
+        name = self._name(model)
+        if not self._holds(name):
+            name = self.load(model).key
+        return self.engine.format_prompt(name, chat, max_queue=self.max_queue)
+
     def close(self) -> None:
         """Let go of every model held here; each that no other lease holds unloads (after its running prediction)."""
         with _lock:

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from vlmkit.chat import Chat, ChatMessage, ImagePart
+from vlmkit.chat import Chat, ChatMessage, ImagePart, TextPart
 from vlmkit.engine.images import Budget, budget_of
 from vlmkit.engine.json_grammar import json_schema_grammar
 from vlmkit.engine.loaded import LoadedModel
@@ -44,8 +44,16 @@ from vlmkit.engine.tool_calls import (
     parse_calls,
     read_forced_call,
 )
-from vlmkit.errors import ModelCapabilityError, PredictionCancelledError, PredictionError
+from vlmkit.errors import (
+    ContextLengthError,
+    ModelCapabilityError,
+    PredictionCancelledError,
+    PredictionError,
+    VlmkitError,
+)
 from vlmkit.images import ImageHandle
+from vlmkit.images.grounding import SentImage
+from vlmkit.images.render import transform_to
 from vlmkit.prediction import (
     PredictionConfig,
     PredictionFragment,
@@ -191,7 +199,62 @@ def run(
         content, calls = parse_calls(content, cfg.tools)
     if calls:
         stats.stop_reason = StopReason.TOOL_CALLS
-    return PredictionResult(content=content, stats=stats, model_info=lm.info, tool_calls=calls)
+    return PredictionResult(
+        content=content,
+        stats=stats,
+        model_info=lm.info,
+        tool_calls=calls,
+        sent_images=_sent_images(prompt, prepared),
+    )
+
+
+def settle(
+    lm: LoadedModel,
+    chat: Chat | Sequence[ChatMessage],
+    reply: str,
+    config: PredictionConfig | None,
+    *,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> int:
+    """Bring the KV cache to hold ``chat`` with ``reply`` as the template writes it, so that the
+    follow-up question finds its prefix evaluated and evaluates only its own message.
+
+    After a reply, the cache holds the tokens as they were sampled, but the next prompt is the
+    template's rendering of that reply (often other tokens: a space, a trimmed end, an end-of-turn
+    marker), so without this the follow-up evaluates the whole reply again before its question.
+    Run while the model is idle (the user reading, then typing); ``should_stop`` (someone waiting
+    for the model) ends it between steps, keeping what was evaluated. Returns the tokens evaluated.
+    Generation never changes: the cache holds exactly the rendered text's tokens.
+    """
+    cfg = DEFAULTS.merged(config)
+    messages = [*(chat.messages if isinstance(chat, Chat) else chat), ChatMessage("assistant", [TextPart(reply)])]
+    try:
+        prompt = lm.template.render(messages, lm.native.marker, cfg.tools, add_generation_prompt=False)
+    except VlmkitError:
+        return 0  # a template that will not end on a reply: nothing to settle
+    if prompt.images and not lm.native.vision:
+        return 0
+    prepared, _ = _prepare_images(lm, prompt, cfg)
+    try:
+        chunks = _tokenize(lm, prompt, prepared)
+        try:
+            report = lm.state.evaluate(lm.native, chunks, lm.embeddings, should_stop=should_stop)
+        except (PredictionCancelledError, ContextLengthError):
+            return 0
+        finally:
+            lm.native.free_chunks(chunks)
+    finally:
+        lm.prepared.trim(keep=prepared)
+    return report.prompt_tokens - report.cached_tokens
+
+
+def _sent_images(prompt: Prompt, prepared: Sequence[PreparedImage]) -> list[SentImage]:
+    """Each image of the prompt with the transform to the size it was sent to mtmd at (for grounding)."""
+    out = []
+    for part, item in zip(prompt.images, prepared, strict=True):
+        width, _, height = item.size.partition("x")
+        out.append(SentImage(part.image, transform_to(part.image, int(width), int(height))))
+    return out
 
 
 def prepare(lm: LoadedModel, image: ImageHandle, config: PredictionConfig | None) -> PreparedImageInfo:
@@ -214,11 +277,15 @@ def prepare(lm: LoadedModel, image: ImageHandle, config: PredictionConfig | None
             cached = False
         else:
             (image_id,) = occurrence_ids([item])
-            for k, c in enumerate(c for c in item.chunks if c.is_image):
-                key = chunk_key(image_id, k)
-                if lm.embeddings.get(key, c.n_tokens * lm.native.n_embd_inp) is None:
-                    lm.embeddings.put(key, lm.native.encode_image(c))
-                    cached = False
+            images = [c for c in item.chunks if c.is_image]
+            missing = {
+                chunk_key(image_id, k): c
+                for k, c in enumerate(images)
+                if lm.embeddings.get(chunk_key(image_id, k), c.n_tokens * lm.native.n_embd_inp) is None
+            }
+            for key, embd in zip(missing, lm.native.encode_images(list(missing.values())), strict=True):
+                lm.embeddings.put(key, embd)
+            cached = not missing
     finally:
         lm.prepared.trim(keep=[item])
     return PreparedImageInfo(image_tokens=item.n_tokens, image_size=item.size, already_cached=cached)

@@ -55,11 +55,17 @@ class ChatTemplate:
         self.knows_tools = "tools" in self.source
         """Whether the template shows tools itself (else they are shown in text: see tool_calls)."""
 
-    def _render(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> str:
+    def _render(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+        *,
+        add_generation_prompt: bool = True,
+    ) -> str:
         return str(
             self._template.render(
                 messages=messages,
-                add_generation_prompt=True,
+                add_generation_prompt=add_generation_prompt,
                 bos_token=self.bos_token,
                 eos_token=self.eos_token,
                 tools=tools,
@@ -73,7 +79,16 @@ class ChatTemplate:
             return False
         return _PROBE in out
 
-    def render(self, chat: Chat | Sequence[ChatMessage], marker: str, tools: Sequence[ToolDefinition] = ()) -> Prompt:
+    def render(
+        self,
+        chat: Chat | Sequence[ChatMessage],
+        marker: str,
+        tools: Sequence[ToolDefinition] = (),
+        *,
+        add_generation_prompt: bool = True,
+    ) -> Prompt:
+        """The prompt for ``chat``; without ``add_generation_prompt``, the chat as it stands (ending
+        with the model's last reply), the start of what the next turn's prompt will be."""
         messages = chat.messages if isinstance(chat, Chat) else list(chat)
         answers = tool_results(messages)
         in_text = not self.knows_tools
@@ -86,7 +101,7 @@ class ChatTemplate:
             if role == "tool" and in_text:
                 role = "user"
                 parts.append({"type": "text", "text": "<tool_response>\n"})
-            for j, part in enumerate(msg.content):
+            for j, part in enumerate(msg.flat_content):  # a document: its pages
                 if isinstance(part, TextPart):
                     parts.append({"type": "text", "text": part.text})
                 elif isinstance(part, ImagePart):
@@ -118,7 +133,11 @@ class ChatTemplate:
         if tools and in_text:
             _add_system_note(shaped, tools_note(tools), self.typed_content)
         try:
-            text = self._render(shaped, tools_to_openai(tools) if tools and not in_text else None)
+            text = self._render(
+                shaped,
+                tools_to_openai(tools) if tools and not in_text else None,
+                add_generation_prompt=add_generation_prompt,
+            )
         except Exception as exc:  # a template's raise_exception, or a template bug
             raise ChatTemplateError(f"the model's chat template refused this chat: {exc}") from exc
         if text.count(marker) != len(images):

@@ -25,6 +25,7 @@ class TurnQueue:
         self._waiters: deque[threading.Event] = deque()
         self._durations: deque[float] = deque(maxlen=8)
         self._since = 0.0
+        self._yielding = False  # the turn is held by background work that gives way to any caller
 
     @property
     def busy(self) -> bool:
@@ -39,11 +40,14 @@ class TurnQueue:
         avg = sum(self._durations) / len(self._durations) if self._durations else 1.0
         return round(max(0.1, avg), 2)
 
-    def try_acquire(self) -> bool:
+    def try_acquire(self, *, yielding: bool = False) -> bool:
+        """Take the turn if it is free. A ``yielding`` holder (background work that stops as soon as
+        anyone waits) never makes a caller find the line full: it is not counted as work ahead."""
         with self._lock:
             if self._busy or self._waiters:
                 return False
             self._busy = True
+            self._yielding = yielding
             self._since = time.monotonic()
             return True
 
@@ -63,7 +67,7 @@ class TurnQueue:
                 self._busy = True
                 self._since = time.monotonic()
                 return
-            if len(self._waiters) >= limit:
+            if len(self._waiters) >= limit and not (self._yielding and not self._waiters):
                 raise QueueFullError(
                     f"{what} is busy and {len(self._waiters)} requests are already waiting "
                     f"(the most this model queues); retry in about {self.retry_after()} s",
@@ -93,6 +97,7 @@ class TurnQueue:
 
     def release(self) -> None:
         with self._lock:
+            self._yielding = False
             now = time.monotonic()
             self._durations.append(now - self._since)
             self._since = now

@@ -47,6 +47,7 @@ class Evaluator(Protocol):
 
     def decode_tokens(self, tokens: Sequence[int], n_past: int, *, want_logits: bool = True) -> int: ...
     def encode_image(self, chunk: Any) -> np.ndarray: ...
+    def encode_images(self, chunks: Sequence[Any]) -> list[np.ndarray]: ...
     def decode_image(self, chunk: Any, embd: np.ndarray, n_past: int) -> int: ...
     def trim(self, n_past: int) -> bool: ...
     def clear(self) -> None: ...
@@ -212,6 +213,35 @@ class PrefixState:
         self.n_past += n_pos
         self.n_cells += n_cells
 
+    @staticmethod
+    def _encode_missing(
+        model: Evaluator,
+        chunks: Sequence[ChunkLike],
+        units: list[Unit],
+        firsts: list[int],
+        keep: int,
+        cache: EmbeddingCache,
+        should_stop: Callable[[], bool],
+    ) -> dict[str, tuple[str, np.ndarray]]:
+        """Encode together, before any is decoded, the image chunks to evaluate that no cache holds:
+        several images of one turn (or tiles of one image) take one encoder pass where the
+        projector batches. Returns ``(image id, embeddings)`` by chunk key (also put in ``cache``)."""
+        missing: dict[str, ChunkLike] = {}
+        for ci, c in enumerate(chunks):
+            key = str(units[firsts[ci]][1])
+            fresh_needed = c.is_image and firsts[ci] >= keep and key not in missing
+            if fresh_needed and cache.get(key, c.n_tokens * model.n_embd_inp) is None:
+                missing[key] = c
+        if len(missing) < 2:
+            return {}
+        if should_stop():
+            raise PredictionCancelledError("the prediction was cancelled while reading the prompt")
+        fresh = {}
+        for (key, c), embd in zip(missing.items(), model.encode_images(list(missing.values())), strict=True):
+            cache.put(key, embd)
+            fresh[key] = (c.image_id, embd)
+        return fresh
+
     def push_token(self, token: int) -> None:
         """Record a generated token that was just evaluated at ``n_past``."""
         self._push(("t", token), 1, 1)
@@ -252,6 +282,8 @@ class PrefixState:
 
         encoded: set[str] = set()
         touched: set[str] = set()
+        fresh = self._encode_missing(model, chunks, units, firsts, keep, cache, should_stop)
+        encoded.update(image_id for image_id, _ in fresh.values())
         for ci, c in enumerate(chunks):
             first = firsts[ci]
             last_chunk = ci == len(chunks) - 1
@@ -263,7 +295,9 @@ class PrefixState:
                 if should_stop():
                     raise PredictionCancelledError("the prediction was cancelled while reading the prompt")
                 key = str(units[first][1])
-                embd = cache.get(key, c.n_tokens * model.n_embd_inp)
+                embd = fresh[key][1] if key in fresh else None
+                if embd is None:
+                    embd = cache.get(key, c.n_tokens * model.n_embd_inp)
                 if embd is None:
                     embd = model.encode_image(c)
                     cache.put(key, embd)

@@ -17,6 +17,7 @@ it samples. It never emits end-of-sequence on purpose, except to finish a gramma
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,10 @@ class TextSpec:
     extra_tokens: tuple[str, ...] = ()  # normal (non-special) multi-byte tokens, GPT-2 byte form
     words: tuple[str, ...] = ()
     """Whole words, each a token after a space; with any, :func:`readable_head` makes them all it says."""
+    word_merges: bool = False
+    """BPE merges that spell each word (its prefixes become tokens too), so that tokenizing a reply
+    gives back the words it was sampled as, as with a real model's vocabulary; without, a prompt's
+    text falls back to byte tokens."""
 
 
 @dataclass(frozen=True)
@@ -283,14 +288,21 @@ def write_test_text_model(directory: str | Path) -> Path:
     return path
 
 
-def write_smolvlm_256m(directory: str | Path) -> tuple[Path, Path]:
-    """Write a model with SmolVLM-256M-Instruct's dimensions; returns ``(model_path, mmproj_path)``."""
+def write_smolvlm_256m(directory: str | Path, *, words: bool = False) -> tuple[Path, Path]:
+    """Write a model with SmolVLM-256M-Instruct's dimensions; returns ``(model_path, mmproj_path)``.
+
+    With ``words``, its output head says words (:func:`readable_head`) as a real model's replies are
+    text, so a follow-up's prompt holds the previous reply as its chat template writes it.
+    """
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    model = d / "SmolVLM-256M-Instruct-synthetic-Q8_0.gguf"
+    model = d / f"SmolVLM-256M-Instruct-synthetic{'-words' if words else ''}-Q8_0.gguf"
     mmproj = d / "mmproj-SmolVLM-256M-Instruct-synthetic-f16.gguf"
     if not model.exists():
-        write_text_model(model, SMOLVLM_256M_TEXT, seed=1)
+        spec = (
+            dataclasses.replace(SMOLVLM_256M_TEXT, words=COMMON_WORDS, word_merges=True) if words else SMOLVLM_256M_TEXT
+        )
+        write_text_model(model, spec, seed=1)
     if not mmproj.exists():
         write_mmproj(mmproj, SMOLVLM_256M_VISION, seed=2)
     return model, mmproj
@@ -339,6 +351,8 @@ def _vocabulary(spec: TextSpec) -> tuple[list[str], list[int], list[str]]:
         if extra not in tokens:
             tokens.append(extra)
             types.append(1)
+    if spec.word_merges:
+        _spell_words(word_tokens(spec.words), tokens, types, merges)
     for special in spec.special_tokens:
         tokens.append(special)
         types.append(3)  # control
@@ -347,6 +361,26 @@ def _vocabulary(spec: TextSpec) -> tuple[list[str], list[int], list[str]]:
         tokens.append(f"<|unused_{i}|>")
         types.append(5)  # unused
     return tokens, types, merges
+
+
+def _spell_words(pieces: Sequence[str], tokens: list[str], types: list[int], merges: list[str]) -> None:
+    """Merges building each piece from its first two characters up, shorter prefixes ranked first, so
+    BPE joins a word's characters from the left into exactly that piece."""
+    known = set(tokens)
+    have = {tuple(m.split(" ")) for m in merges}
+    for length in range(2, max((len(p) for p in pieces), default=0) + 1):
+        for piece in pieces:
+            if len(piece) < length:
+                continue
+            left, right = piece[: length - 1], piece[length - 1]
+            if (left, right) in have:
+                continue
+            have.add((left, right))
+            merges.append(f"{left} {right}")
+            if left + right not in known:
+                known.add(left + right)
+                tokens.append(left + right)
+                types.append(1)
 
 
 # --- writers ------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ qwen2-vl   qwen2vl      qwen2vl_merger         M-RoPE: fewer positions than toke
 qwen2.5-vl qwen2vl      qwen2.5vl_merger       M-RoPE, window attention in the encoder
 qwen3-vl   qwen3vl      qwen3vl_merger         interleaved M-RoPE, deepstack (wide embeddings)
 gemma3     gemma3       gemma3                 sliding-window layers, non-causal image tokens
+internvl   qwen2        internvl               tiles and an overview; the encoder batches images
 ========== ============ ====================== =========================================
 
 Weights are scaled to keep signals near unit size through every layer (``1/sqrt(fan_in)``), so a
@@ -121,6 +122,12 @@ _QWEN_TOKENS: dict[str, Any] = {
     "bos": "<|endoftext|>",
     "tokenizer_pre": "qwen2",
 }
+
+# InternVL3-Instruct: plain ChatML over string contents (the model's chat code adds its system prompt)
+INTERNVL_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
 _GEMMA3_SPECIALS = (
     "<pad>",
@@ -266,7 +273,28 @@ SMOLVLM = Family(
     vision=_tiny_vision("idefics3", image_size=64, patch_size=8, scale_factor=2, preproc_image_size=128),
 )
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (LLAVA, SMOLVLM, QWEN2_VL, QWEN25_VL, QWEN3_VL, GEMMA3)}
+# InternVL3's shape: a Qwen2.5 text model, InternViT with a class token, pixel shuffle 2 x 2 and an
+# MLP; an image is cut into square tiles (here 64 pixels, 16 tokens each) plus an overview, marked
+# by <img> ... </img>. Its encoder is one of those mtmd batches: several images in one pass.
+INTERNVL = Family(
+    name="internvl",
+    text=_tiny_text(
+        chat_template=INTERNVL_TEMPLATE,
+        name="InternVL3 (synthetic)",
+        **{**_QWEN_TOKENS, "special_tokens": (*_QWEN_TOKENS["special_tokens"], "<img>", "</img>", "<IMG_CONTEXT>")},
+    ),
+    arch=TextArch("qwen2", qkv_bias=True),
+    vision=_tiny_vision(
+        "internvl",
+        image_size=64,
+        patch_size=8,
+        scale_factor=2,
+        class_embedding=True,
+        extra={"clip.vision.preproc_max_tiles": 4},
+    ),
+)
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (LLAVA, SMOLVLM, QWEN2_VL, QWEN25_VL, QWEN3_VL, GEMMA3, INTERNVL)}
 """Every family, by name."""
 
 
@@ -360,7 +388,7 @@ def write_family_text(path: str | Path, spec: TextSpec, arch: TextArch, *, seed:
 
 def write_family_mmproj(path: str | Path, family: Family, *, seed: int = 0) -> None:
     """Write ``family``'s vision encoder and projector: LLaVA's MLP, SmolVLM's pixel shuffle, the
-    Qwen-VL mergers (Qwen3-VL's with deepstack), Gemma 3's pooled SigLIP."""
+    Qwen-VL mergers (Qwen3-VL's with deepstack), Gemma 3's pooled SigLIP, InternVL's MLP."""
     spec = family.vision
     w = _Weights(seed)
     e, ff, ps, out = spec.n_embd, spec.n_ff, spec.patch_size, spec.projection_dim
@@ -372,7 +400,7 @@ def write_family_mmproj(path: str | Path, family: Family, *, seed: int = 0) -> N
     writer.add_array("clip.vision.image_std", list(family.std))
     if family.activation in ("gelu", "silu"):
         writer.add_bool(f"clip.use_{family.activation}", True)
-    if spec.projector in ("gemma3", "idefics3"):
+    if spec.projector in ("gemma3", "idefics3", "internvl"):
         writer.add_uint32("clip.vision.projector.scale_factor", spec.scale_factor)
     if spec.preproc_image_size:
         writer.add_uint32("clip.vision.preproc_image_size", spec.preproc_image_size)
@@ -434,6 +462,11 @@ def write_family_mmproj(path: str | Path, family: Family, *, seed: int = 0) -> N
     elif spec.projector == "mlp":  # LLaVA: a 2-layer MLP per patch
         linear("mm.0", out, e)
         linear("mm.2", out, out)
+    elif spec.projector == "internvl":  # pixel shuffle, then a layer norm and a 2-layer MLP
+        shuffled = e * spec.scale_factor**2
+        norm("mm.model.mlp.0", shuffled)
+        linear("mm.model.mlp.1", out, shuffled)
+        linear("mm.model.mlp.3", out, out)
     elif spec.projector == "idefics3":  # pixel shuffle (s x s patches side by side), one linear
         add("mm.model.fc.weight", w.matrix(out, e * spec.scale_factor**2))
     else:

@@ -6,6 +6,7 @@ validated from its header), and ``handle.render(policy)`` gives bytes that a tar
 ``prepare_image`` itself).
 """
 
+from vlmkit.images.document import Document, DocumentPage, prepare_document
 from vlmkit.images.fetch import FetchedImage, FetchOptions, FetchRemedies, afetch_image, fetch_image
 from vlmkit.images.handle import ImageHandle, image_from_bytes
 from vlmkit.images.policy import (
@@ -24,6 +25,7 @@ from vlmkit.images.resolve import ResolveOptions, aresolve_images, resolve_image
 from vlmkit.images.sniff import ImageFormat, sniff_format
 from vlmkit.images.source import aprepare_image, prepare_image
 from vlmkit.images.tokens import estimate_image_tokens
+from vlmkit.images.video import Video, VideoFrame, prepare_video
 
 __all__ = [
     "ANTHROPIC",
@@ -34,6 +36,8 @@ __all__ = [
     "OLLAMA",
     "OPENAI",
     "POLICIES",
+    "Document",
+    "DocumentPage",
     "FetchOptions",
     "FetchRemedies",
     "FetchedImage",
@@ -42,13 +46,17 @@ __all__ = [
     "ImagePolicy",
     "RenderedImage",
     "ResolveOptions",
+    "Video",
+    "VideoFrame",
     "afetch_image",
     "aprepare_image",
     "aresolve_images",
     "estimate_image_tokens",
     "fetch_image",
     "image_from_bytes",
+    "prepare_document",
     "prepare_image",
+    "prepare_video",
     "render",
     "render_cache",
     "resolve_images",

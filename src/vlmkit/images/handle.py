@@ -10,11 +10,15 @@ import dataclasses
 import hashlib
 import mimetypes
 import urllib.parse
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from PIL import Image
+
 from vlmkit.errors import ImageFormatMismatchError, ImageSourceError, UnsupportedImageError
+from vlmkit.images.grounding import Box, Point, draw
 from vlmkit.images.policy import ImagePolicy
 from vlmkit.images.probe import DEFAULT_MAX_PIXELS, image_summary, probe
 from vlmkit.images.render import RenderedImage, original, render
@@ -130,6 +134,11 @@ class ImageHandle:
         ``None`` gives the original bytes, whose base64 and data URL are then computed once.
         """
         return render(self, policy)
+
+    def draw(self, found: Iterable[Box | Point], *, width: int | None = None) -> Image.Image:
+        """This image upright at full size, with boxes and points (``prediction.boxes``,
+        :func:`vlmkit.grounding.parse`) drawn on it: a new RGB PIL image, one colour per label."""
+        return draw(self, found, width=width)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form that keeps the image's bytes and identity (no network needed to restore)."""

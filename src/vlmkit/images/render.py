@@ -10,6 +10,11 @@ header facts (:class:`Renderable`, which ``ImageHandle`` is), and ``ImageHandle.
 
 A target that takes decoded pixels rather than a file (llama.cpp's mtmd) gets them from
 :func:`render_pixels`: the same decode and resize, without encoding what it would only decode again.
+
+Each result records what was done to the picture as an :class:`ImageTransform` (the EXIF rotation
+and the scale from the original, upright size to the size sent), so an answer given in the sent
+image's coordinates can be mapped back to the original's (:mod:`vlmkit.images.grounding`) from what
+really happened rather than from a recomputation of it.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import io
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Protocol
 
@@ -31,6 +36,62 @@ from vlmkit.images.sniff import ImageFormat
 
 
 @dataclass(frozen=True)
+class ImageTransform:
+    """What rendering did to an image's geometry: rotated upright by its EXIF ``orientation``, then
+    scaled from ``original`` (the upright size, as ``ImageHandle.width``/``height`` give it) to ``size``.
+
+    Rendering never crops or pads, so these three facts are the whole mapping. Coordinates are
+    pixels with the origin at the top-left corner of the top-left pixel (a box's right edge is
+    ``x2``, so a full-image box is ``(0, 0, width, height)``).
+    """
+
+    original: tuple[int, int]
+    size: tuple[int, int]
+    orientation: int = 1
+
+    @classmethod
+    def identity(cls, width: int, height: int, orientation: int = 1) -> ImageTransform:
+        return cls((width, height), (width, height), orientation)
+
+    def resized(self, width: int, height: int) -> ImageTransform:
+        """This transform followed by a further resize of its output to ``width`` x ``height``."""
+        return ImageTransform(self.original, (width, height), self.orientation)
+
+    def to_original(self, x: float, y: float) -> tuple[float, float]:
+        """A point of the sent image in the original (upright) image's pixels."""
+        return x * self.original[0] / self.size[0], y * self.original[1] / self.size[1]
+
+    def from_original(self, x: float, y: float) -> tuple[float, float]:
+        """A point of the original (upright) image in the sent image's pixels."""
+        return x * self.size[0] / self.original[0], y * self.size[1] / self.original[1]
+
+    @property
+    def stored_size(self) -> tuple[int, int]:
+        """The original's size as its pixels are stored in the file (before the EXIF rotation)."""
+        w, h = self.original
+        return (h, w) if self.orientation in (5, 6, 7, 8) else (w, h)
+
+    def to_stored(self, x: float, y: float) -> tuple[float, float]:
+        """A point of the upright original in the file's stored pixels (undoing the EXIF rotation)."""
+        sw, sh = self.stored_size
+        return _UNROTATE[self.orientation](x, y, sw, sh)
+
+
+# Upright (displayed) point -> stored point, per EXIF orientation (TIFF 6.0 / EXIF 2.3 definitions):
+# the inverse of what ImageOps.exif_transpose does to the stored pixels.
+_UNROTATE = {
+    1: lambda x, y, w, h: (x, y),
+    2: lambda x, y, w, h: (w - x, y),
+    3: lambda x, y, w, h: (w - x, h - y),
+    4: lambda x, y, w, h: (x, h - y),
+    5: lambda x, y, w, h: (y, x),
+    6: lambda x, y, w, h: (y, h - x),
+    7: lambda x, y, w, h: (w - y, h - x),
+    8: lambda x, y, w, h: (w - y, x),
+}
+
+
+@dataclass(frozen=True)
 class RenderedImage:
     """Image bytes ready for one target, with their (true) MIME type."""
 
@@ -40,6 +101,8 @@ class RenderedImage:
     height: int
     changed: bool
     """False when the original bytes passed through untouched."""
+    transform: ImageTransform | None = field(default=None, compare=False)
+    """How the original's pixels became these (see :class:`ImageTransform`)."""
 
     def __repr__(self) -> str:
         """One short line: printing a rendered image must not print megabytes of bytes."""
@@ -200,7 +263,8 @@ def original(handle: Renderable) -> RenderedImage:
     """``handle``'s own bytes as a rendered image (use ``handle.original``, which keeps it)."""
     data = handle.data  # a reference has none: this raises the error that says so
     assert handle.width is not None and handle.height is not None
-    return RenderedImage(data, handle.mime_type or "", handle.width, handle.height, False)
+    transform = ImageTransform.identity(handle.width, handle.height, handle.orientation)
+    return RenderedImage(data, handle.mime_type or "", handle.width, handle.height, False, transform)
 
 
 @dataclass(frozen=True)
@@ -210,6 +274,8 @@ class RgbPixels:
     data: bytes
     width: int
     height: int
+    transform: ImageTransform | None = field(default=None, compare=False)
+    """How the original's pixels became these (see :class:`ImageTransform`)."""
 
     def __repr__(self) -> str:
         return f"RgbPixels({self.width}x{self.height})"
@@ -226,7 +292,7 @@ def render_pixels(handle: Renderable, policy: ImagePolicy) -> RgbPixels:
     rgb = _flatten(image)
     if rgb.mode != "RGB":
         rgb = rgb.convert("RGB")
-    return RgbPixels(rgb.tobytes(), rgb.width, rgb.height)
+    return RgbPixels(rgb.tobytes(), rgb.width, rgb.height, transform_to(handle, rgb.width, rgb.height))
 
 
 def _sized(handle: Renderable, policy: ImagePolicy) -> Image.Image:
@@ -239,11 +305,23 @@ def _sized(handle: Renderable, policy: ImagePolicy) -> Image.Image:
     return image
 
 
+def decode_upright(handle: Renderable) -> Image.Image:
+    """``handle``'s first frame, decoded upright at its full size (for drawing on the original)."""
+    assert handle.width is not None and handle.height is not None
+    return _decode(handle, (handle.width, handle.height))
+
+
 def _render(handle: Renderable, policy: ImagePolicy) -> RenderedImage:
     assert handle.format is not None
     image = _sized(handle, policy)
-    out, mime = _encode_within(image, handle.format, policy, handle.name)
-    return RenderedImage(out, mime, image.width, image.height, True)
+    out, mime, size = _encode_within(image, handle.format, policy, handle.name)
+    return RenderedImage(out, mime, size[0], size[1], True, transform_to(handle, *size))
+
+
+def transform_to(handle: Renderable, width: int, height: int) -> ImageTransform:
+    """The transform from ``handle``'s upright original to the ``width`` x ``height`` it was rendered at."""
+    assert handle.width is not None and handle.height is not None
+    return ImageTransform((handle.width, handle.height), (width, height), handle.orientation)
 
 
 def _decode(handle: Renderable, target: tuple[int, int]) -> Image.Image:
@@ -287,7 +365,9 @@ def _output_format(source: ImageFormat, image: Image.Image, policy: ImagePolicy)
     raise ImageTooLargeError(f"{policy.name} accepts none of JPEG, PNG or WebP; vlmkit cannot encode for it")
 
 
-def _encode_within(image: Image.Image, source: ImageFormat, policy: ImagePolicy, name: str) -> tuple[bytes, str]:
+def _encode_within(
+    image: Image.Image, source: ImageFormat, policy: ImagePolicy, name: str
+) -> tuple[bytes, str, tuple[int, int]]:
     """Encode ``image`` to meet the byte limits: switch to a lossy format, lower quality, then shrink."""
     alpha = _has_alpha(image)
     fmt = _output_format(source, image, policy)
@@ -295,7 +375,7 @@ def _encode_within(image: Image.Image, source: ImageFormat, policy: ImagePolicy,
     for _ in range(16):
         out = _encode(image, fmt, quality)
         if policy.fits_bytes(len(out)):
-            return out, fmt.mime_type
+            return out, fmt.mime_type, image.size
         lossy = ImageFormat.WEBP if alpha else ImageFormat.JPEG
         if fmt is ImageFormat.PNG and policy.accepts_format(lossy):
             fmt = lossy

@@ -94,7 +94,7 @@ def describe_non_image(data: bytes | memoryview) -> str:
     if stripped.startswith(b"<svg") or (stripped.startswith(b"<?xml") and b"<svg" in stripped):
         return "an SVG (vector) image, which vision models do not read; rasterise it to PNG first"
     if head.startswith(b"%PDF"):
-        return "a PDF document; render its pages to PNG or JPEG first"
+        return "a PDF document; read it with vlmkit.prepare_document(...), which renders its pages as images"
     if head[4:8] == b"ftyp":
         brand = head[8:12].decode("latin-1", "replace")
         return f"an ISO media file of brand {brand!r} (video or another non-image container)"

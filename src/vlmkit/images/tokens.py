@@ -25,9 +25,9 @@ def estimate_image_tokens(handle: ImageHandle, target: str, detail: Detail = "au
         raise VlmkitError(f"the size of {handle.source or handle.name!r} is unknown (a reference), so its cost is too")
     if detail not in ("low", "high", "auto"):
         raise VlmkitError(f"detail must be 'low', 'high' or 'auto', not {detail!r}")
-    estimate = _ESTIMATORS.get(target)
+    estimate = ESTIMATORS.get(target)
     if estimate is None:
-        raise VlmkitError(f"no token estimate for {target!r}; known targets: {', '.join(sorted(_ESTIMATORS))}")
+        raise VlmkitError(f"no token estimate for {target!r}; known targets: {', '.join(sorted(ESTIMATORS))}")
     return estimate(handle.width, handle.height, detail)
 
 
@@ -53,4 +53,4 @@ def gemini_tokens(width: int, height: int, detail: Detail = "auto") -> int:
     return 258 * math.ceil(width / unit) * math.ceil(height / unit)
 
 
-_ESTIMATORS = {"openai": openai_tokens, "anthropic": anthropic_tokens, "gemini": gemini_tokens}
+ESTIMATORS = {"openai": openai_tokens, "anthropic": anthropic_tokens, "gemini": gemini_tokens}

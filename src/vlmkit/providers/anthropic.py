@@ -20,10 +20,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from vlmkit.images.document import PDF_MIME
 from vlmkit.providers.base import Event, ProviderConfig, WireRequest
 from vlmkit.providers.jsonbody import Blob, dig
 from vlmkit.providers.rendering import reference_error, render
-from vlmkit.providers.request import CompletionRequest, ImageInput, Message, TextInput
+from vlmkit.providers.request import CompletionRequest, ImageInput, MediaInput, Message, TextInput
 from vlmkit.providers.response import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -110,7 +111,7 @@ def _messages(messages: list[Message], cfg: ProviderConfig) -> list[dict[str, An
         role = "assistant" if m.role == "assistant" else "user"
         if m.role == "tool":
             content: str | list[dict[str, Any]] = [_tool_result(m, cfg)]
-        elif not m.images and not m.tool_calls:
+        elif m.text_only and not m.tool_calls:
             content = m.text
         else:
             content = _blocks(m, cfg)
@@ -134,6 +135,9 @@ def _blocks(m: Message, cfg: ProviderConfig) -> list[dict[str, Any]]:
         if isinstance(part, TextInput):
             if part.text:  # the API refuses empty text blocks
                 blocks.append({"type": "text", "text": part.text})
+        elif isinstance(part, MediaInput):
+            source = {"type": "base64", "media_type": PDF_MIME, "data": Blob(part.media.base64)}
+            blocks.append({"type": "document", "source": source})
         else:
             blocks.append({"type": "image", "source": _source(part, cfg)})
     for call in m.tool_calls:

@@ -20,6 +20,7 @@ Converse takes them). Streamed calls start in ``contentBlockStart`` and their in
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 from urllib.parse import quote
 
@@ -27,7 +28,7 @@ from vlmkit.errors import AuthenticationError
 from vlmkit.providers.base import Event, ProviderConfig, WireRequest
 from vlmkit.providers.jsonbody import Blob, dig
 from vlmkit.providers.rendering import reference_error, render
-from vlmkit.providers.request import CompletionRequest, ImageInput, Message, TextInput
+from vlmkit.providers.request import CompletionRequest, ImageInput, MediaInput, Message, TextInput
 from vlmkit.providers.response import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -124,12 +125,21 @@ def _blocks(m: Message, cfg: ProviderConfig) -> list[dict[str, Any]]:
         if isinstance(part, TextInput):
             if part.text:  # Converse refuses blank text blocks
                 blocks.append({"text": part.text})
+        elif isinstance(part, MediaInput):
+            source = {"bytes": Blob(part.media.base64)}
+            blocks.append({"document": {"format": "pdf", "name": _document_name(part.media.name), "source": source}})
         else:
             blocks.append({"image": _image(part, cfg)})
     for call in m.tool_calls:
         use = {"toolUseId": call.id, "name": call.name, "input": parse_arguments(call.arguments, call.name)}
         blocks.append({"toolUse": use})
     return blocks
+
+
+def _document_name(name: str) -> str:
+    """A name Converse takes: letters, digits, single spaces, hyphens, parentheses and square brackets."""
+    cleaned = re.sub(r"[^A-Za-z0-9\s\-()\[\]]", " ", name.removesuffix(".pdf"))
+    return re.sub(r"\s+", " ", cleaned).strip() or "document"
 
 
 def _image(image: ImageInput, cfg: ProviderConfig) -> dict[str, Any]:

@@ -45,6 +45,8 @@ PROVIDER_OPTIONS = frozenset(
         "aws_bucket_owner",
         "vertex_project",
         "vertex_location",
+        "image_urls",
+        "image_uuid",
     }
 )
 _IGNORED = frozenset({"stream_options"})
@@ -285,7 +287,7 @@ def _request(
     config, params = settings
     return CompletionRequest(
         cfg.model,
-        request_messages(chat),
+        request_messages(chat, cfg.provider),
         params,
         stream,
         dict(extra_body or {}),
@@ -362,3 +364,18 @@ def _json(content: bytes, provider: str) -> Any:
             provider, 502, {"error": {"message": f"the answer is not JSON: {content[:200]!r}"}}
         )
         raise error from None
+
+
+def request_for(
+    model: str,
+    messages: Any,
+    *,
+    api_base: str | None = None,
+    api_key: str | None = None,
+    fetch: FetchOptions | None = None,
+    **params: Any,
+) -> tuple[ProviderConfig, CompletionRequest, ProviderModule]:
+    """What :func:`completion` would send, read and built but not sent: the provider, the neutral
+    request, and the module whose ``build_request`` / ``parse_response`` translate it (for callers
+    that send it their own way, such as a provider's batch API)."""
+    return _start(model, messages, False, api_base, api_key, None, None, params, fetch=fetch)

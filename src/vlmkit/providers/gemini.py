@@ -27,7 +27,7 @@ from urllib.parse import quote
 from vlmkit.providers.base import Event, ProviderConfig, WireRequest
 from vlmkit.providers.jsonbody import Blob, dig
 from vlmkit.providers.rendering import reference_error, render
-from vlmkit.providers.request import CompletionRequest, ImageInput, Message, TextInput
+from vlmkit.providers.request import CompletionRequest, ImageInput, MediaInput, Message, TextInput
 from vlmkit.providers.response import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -150,6 +150,8 @@ def _content(m: Message, cfg: ProviderConfig, gcs: bool) -> dict[str, Any]:
         if isinstance(part, TextInput):
             if part.text:
                 parts.append({"text": part.text})
+        elif isinstance(part, MediaInput):
+            parts.append({"inline_data": {"mime_type": part.media.mime_type, "data": Blob(part.media.base64)}})
         else:
             parts.append(_image(part, cfg, gcs))
     for call in m.tool_calls:

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
 
-from vlmkit.chat import Chat, ChatMessage, ImagePart, Part, TextPart
+from vlmkit.chat import Chat, ChatMessage, ImagePart, MediaPart, Part, TextPart
 from vlmkit.errors import BadRequestError
 from vlmkit.prediction import PredictionConfig, PredictionResult
 from vlmkit.providers.base import ProviderConfig
-from vlmkit.providers.request import CompletionRequest, TextInput
+from vlmkit.providers.request import CompletionRequest, MediaInput, TextInput
 from vlmkit.providers.response import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -51,6 +51,8 @@ def to_chat(req: CompletionRequest) -> Chat:
         for p in m.content:
             if isinstance(p, TextInput):
                 parts.append(TextPart(p.text))
+            elif isinstance(p, MediaInput):
+                parts.append(MediaPart(p.media))
             elif p.handle is None or p.handle.is_reference:
                 exc = BadRequestError(
                     f"the local engine reads image bytes, not {p.url or (p.handle and p.handle.source)!r}"

@@ -18,10 +18,12 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+from vlmkit.images.document import PDF_MIME
+from vlmkit.images.handle import content_identifier
 from vlmkit.providers.base import Event, ProviderConfig, WireRequest
 from vlmkit.providers.jsonbody import Blob, dig
 from vlmkit.providers.rendering import reference_error, render
-from vlmkit.providers.request import CompletionRequest, ImageInput, Message
+from vlmkit.providers.request import CompletionRequest, ImageInput, MediaInput, Message
 from vlmkit.providers.response import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -105,7 +107,7 @@ def _messages(messages: list[Message], cfg: ProviderConfig) -> list[dict[str, An
                 moved.append(
                     {"type": "text", "text": f"The images {m.tool_name or 'the tool'} returned ({m.tool_call_id}):"}
                 )
-                moved += [{"type": "image_url", "image_url": _image(image, cfg)} for image in m.images]
+                moved += [_image_part(image, cfg) for image in m.images]
             continue
         out.append(_message(m, cfg))
     if moved:
@@ -115,13 +117,16 @@ def _messages(messages: list[Message], cfg: ProviderConfig) -> list[dict[str, An
 
 def _message(m: Message, cfg: ProviderConfig) -> dict[str, Any]:
     written: dict[str, Any]
-    if not m.images:
+    if m.text_only:
         written = {"role": m.role, "content": m.text or (None if m.tool_calls else "")}
     else:
         parts: list[dict[str, Any]] = []
         for part in m.content:
             if isinstance(part, ImageInput):
-                parts.append({"type": "image_url", "image_url": _image(part, cfg)})
+                parts.append(_image_part(part, cfg))
+            elif isinstance(part, MediaInput):  # a file input: OpenAI reads the PDF's text and pages
+                data = Blob(f"data:{PDF_MIME};base64,{part.media.base64}")
+                parts.append({"type": "file", "file": {"filename": part.media.name, "file_data": data}})
             else:
                 parts.append({"type": "text", "text": part.text})
         written = {"role": m.role, "content": parts}
@@ -130,9 +135,12 @@ def _message(m: Message, cfg: ProviderConfig) -> dict[str, Any]:
     return written
 
 
-def _image(image: ImageInput, cfg: ProviderConfig) -> dict[str, Any]:
+def _image_part(image: ImageInput, cfg: ProviderConfig) -> dict[str, Any]:
+    """``{"type": "image_url", "image_url": {...}}``, with the ``uuid`` of the bytes sent where asked
+    (vLLM keys its caches on it instead of hashing the pixels; a URL it fetches has none to give)."""
     detail = image.detail if cfg.options.get("detail", False) else None
     url: str | Blob
+    uuid: str | None = None
     if image.handle is None and image.url and cfg.fetches_urls:
         url = image.url
     elif image.handle is not None and image.handle.is_reference:
@@ -141,8 +149,15 @@ def _image(image: ImageInput, cfg: ProviderConfig) -> dict[str, Any]:
         policy = cfg.policy
         if detail == "low":
             policy = policy.replace(max_long_edge=min(policy.max_long_edge or LOW_DETAIL_EDGE, LOW_DETAIL_EDGE))
-        url = Blob(render(image, policy).data_url)
-    return {"url": url, "detail": detail} if detail else {"url": url}
+        rendered = render(image, policy)
+        url = Blob(rendered.data_url)
+        if cfg.options.get("image_uuid") and image.handle is not None:
+            uuid = content_identifier(rendered.data) if rendered.changed else image.handle.identifier
+    fields: dict[str, Any] = {"url": url, "detail": detail} if detail else {"url": url}
+    part: dict[str, Any] = {"type": "image_url", "image_url": fields}
+    if uuid is not None:
+        part["uuid"] = uuid
+    return part
 
 
 # --- responses -----------------------------------------------------------------------------------

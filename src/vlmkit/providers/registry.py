@@ -124,6 +124,7 @@ OPENAI_COMPATIBLE: dict[str, Route] = {
         fetches_urls=False,
         key_required=False,
         n=True,
+        image_uuid=True,  # vLLM keys its encoder and prefix caches on a part's "uuid" when given one
     ),
 }
 OPENAI_COMPATIBLE["vllm"] = OPENAI_COMPATIBLE["hosted_vllm"]
@@ -218,12 +219,18 @@ def resolve(
 
     ``options`` takes the provider settings LiteLLM's callers know: ``api_version`` (Azure),
     ``aws_region_name``, ``aws_access_key_id``, ``aws_secret_access_key``, ``aws_session_token``,
-    ``aws_profile_name`` (Bedrock), ``vertex_project``, ``vertex_location`` (Vertex AI).
+    ``aws_profile_name`` (Bedrock), ``vertex_project``, ``vertex_location`` (Vertex AI); and for the
+    image URLs and identities of any provider: ``image_urls`` (``"forward"``: send http(s) URLs as they
+    are, for a provider that fetches them itself; ``"fetch"``: vlmkit fetches them) and ``image_uuid``
+    (send each image's content identity as the part's ``uuid``, as vLLM reads it; on for vLLM).
     """
     provider, name = split_model(model)
     route = ROUTES[provider]
     opts: dict[str, Any] = {**route.options}
     given = dict(options or {})
+    fetches_urls = _image_urls(provider, route, given.pop("image_urls", None))
+    if given.get("image_uuid") is not None:
+        opts["image_uuid"] = bool(given.pop("image_uuid"))
     key = api_key or _env(route.key_env)
     base = api_base or _env(route.base_env) or route.api_base
     if route.kind == "vertex":
@@ -251,10 +258,27 @@ def resolve(
         api_base=base,
         api_key=key,
         policy=route.policy,
-        fetches_urls=route.fetches_urls,
+        fetches_urls=fetches_urls,
         options=opts,
         headers=dict(headers or {}),
     )
+
+
+_FORWARDS = frozenset({"openai", "anthropic"})
+"""The wire formats that carry an http(s) image URL for the provider to fetch."""
+
+
+def _image_urls(provider: str, route: Route, value: Any) -> bool:
+    """Whether image URLs go to ``provider`` as they are (``forward``) or as fetched bytes (``fetch``)."""
+    if value is None:
+        return route.fetches_urls
+    if value not in ("fetch", "forward"):
+        raise BadRequestError(f"image_urls must be 'fetch' or 'forward', not {value!r}")
+    if value == "forward" and route.kind not in _FORWARDS:
+        raise BadRequestError(
+            f"{provider} cannot fetch image URLs itself, so they cannot be forwarded to it; use image_urls: fetch"
+        )
+    return bool(value == "forward")
 
 
 def _vertex(opts: dict[str, Any], given: dict[str, Any], base: str | None, key: str | None) -> tuple[str, str | None]:

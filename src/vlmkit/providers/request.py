@@ -19,10 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vlmkit._types import Detail
-from vlmkit.chat import Chat, ImagePart, Role, TextPart, tool_results
+from vlmkit.chat import Chat, ImagePart, MediaPart, Role, TextPart, tool_results
+from vlmkit.chat import Part as ChatPart
 from vlmkit.errors import InvalidMessageError
 from vlmkit.images import ImageHandle
+from vlmkit.images.document import Document
+from vlmkit.images.video import Video
 from vlmkit.prediction import PredictionConfig
+from vlmkit.providers.media import sends_native
 from vlmkit.tools import ToolCall, ToolChoice, ToolDefinition
 from vlmkit.wire.openai_chat import config_to_openai
 
@@ -45,7 +49,15 @@ class ImageInput:
     """Where the part is in the request, ``messages[i].content[j]``, for error messages."""
 
 
-Part = TextInput | ImageInput
+@dataclass(frozen=True)
+class MediaInput:
+    """A PDF or a video sent as itself, to a provider that reads it (see :mod:`vlmkit.providers.media`)."""
+
+    media: Document | Video
+    location: str = ""
+
+
+Part = TextInput | ImageInput | MediaInput
 
 
 @dataclass
@@ -64,6 +76,10 @@ class Message:
     @property
     def images(self) -> list[ImageInput]:
         return [p for p in self.content if isinstance(p, ImageInput)]
+
+    @property
+    def text_only(self) -> bool:
+        return all(isinstance(p, TextInput) for p in self.content)
 
 
 @dataclass
@@ -111,16 +127,28 @@ class CompletionRequest:
         return "\n\n".join(m.text for m in self.messages if m.role == "system")
 
 
-def request_messages(chat: Chat) -> list[Message]:
-    """The provider modules' view of a chat whose images are read (or kept as http(s) URLs)."""
+def request_messages(chat: Chat, provider: str = "") -> list[Message]:
+    """The provider modules' view of a chat whose images are read (or kept as http(s) URLs).
+
+    A document or video is a :class:`MediaInput` where ``provider`` reads it as it is and it fits
+    (:func:`~vlmkit.providers.media.sends_native`), else its images: pages or frames, each after its text.
+    """
     if not chat.messages:
         raise InvalidMessageError("the chat is empty: add at least one message")
     answers = tool_results(chat.messages)
     out = []
     for i, m in enumerate(chat.messages):
         parts: list[Part] = []
-        for j, p in enumerate(m.content):
-            if isinstance(p, TextPart):
+        content: list[ChatPart] = []
+        for p in m.content:
+            if isinstance(p, MediaPart) and not sends_native(p.media, provider):
+                content += p.as_images
+            else:
+                content.append(p)
+        for j, p in enumerate(content):
+            if isinstance(p, MediaPart):
+                parts.append(MediaInput(p.media, f"messages[{i}].content[{j}]"))
+            elif isinstance(p, TextPart):
                 parts.append(TextInput(p.text))
             elif isinstance(p, ImagePart):
                 parts.append(ImageInput(p.image, None, p.detail, None, f"messages[{i}].content[{j}]"))

@@ -49,10 +49,15 @@ class _Record:
         return getattr(self, key, default)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)  # type: ignore[call-overload, no-any-return]
+        return dataclasses.asdict(self, dict_factory=_fields)  # type: ignore[call-overload, no-any-return]
 
     def model_dump(self) -> dict[str, Any]:
         return self.to_dict()
+
+
+def _fields(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A record's fields, but a call's ``extra_content`` only where it has some (OpenAI's shape has none)."""
+    return {k: v for k, v in pairs if not (k == "extra_content" and v is None)}
 
 
 @dataclass

@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from vlmkit.server import routes_chat, routes_files, routes_models
+from vlmkit.server import lmstudio_ws, metrics, routes_chat, routes_files, routes_models, routes_usage
 from vlmkit.server.auth import APIKeyMiddleware
 from vlmkit.server.config import ServerSettings
 from vlmkit.server.errors import error_response, response_for
@@ -57,6 +57,9 @@ ROUTES = [
     Route("/api/v1/models/unload", routes_models.unload, methods=["POST"]),
     Route("/api/v1/models/download", routes_models.download, methods=["POST"]),
     Route("/api/v1/models/download/{job_id}", routes_models.download_status, methods=["GET"]),
+    *metrics.ROUTES,
+    *routes_usage.ROUTES,
+    *lmstudio_ws.ROUTES,
 ]
 
 
@@ -80,10 +83,12 @@ def create_app(settings: ServerSettings | None = None, *, state: ServerState | N
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        shared.gateway.start()
         yield
         log.info("shutting down: cancelling %d in-flight prediction(s), unloading models", shared.local.inflight)
         await anyio.to_thread.run_sync(shared.local.close)
         await shared.gateway.aclose()
+        await anyio.to_thread.run_sync(shared.accounts.close)
 
     app = Starlette(
         routes=ROUTES,
@@ -95,7 +100,7 @@ def create_app(settings: ServerSettings | None = None, *, state: ServerState | N
         settings.max_body_bytes, settings.body_timeout, settings.min_body_rate, settings.body_rate_grace
     )
     wrapped: Any = BodyLimitMiddleware(app, limits, shared.body_budget)
-    wrapped = APIKeyMiddleware(wrapped, settings.api_keys)
+    wrapped = APIKeyMiddleware(wrapped, settings.key_policies())
     return _Lifespan(wrapped, shared)
 
 

@@ -2,6 +2,10 @@
 
 ```yaml
 api_keys: [os.environ/VLMKIT_API_KEY]   # optional; without keys every route is open
+keys:                                   # keys with names, limits and models (see server/keys.py)
+  - {key: os.environ/TEAM_KEY, name: team, rpm: 60, tpm: 200000, models: [gpt-4o]}
+  - {key: os.environ/OPS_KEY, name: ops, admin: true}
+usage: {database: postgresql://gw@db/vlmkit}   # usage per key (server/usage.py); default: a SQLite file
 models:
   gpt-4o:                               # a gateway name: one or more deployments
     - model: openai/gpt-4o
@@ -9,6 +13,13 @@ models:
     - model: openai/gpt-4o
       api_base: https://my-azure-proxy.example/v1
       api_key: os.environ/BACKUP_KEY
+  qwen-vl:                              # a fleet of replicas (see server/fleet.py)
+    routing: affinity                   # affinity | least_work (the default) | round_robin
+    health_check: 5                     # seconds between GET /health of each replica ({interval, path})
+    max_outstanding_tokens: 200000      # estimated prompt tokens that saturate a replica (affinity spills)
+    deployments:
+      - {model: hosted_vllm/Qwen/Qwen2.5-VL-7B-Instruct, api_base: "http://10.0.0.11:8000/v1", name: vllm-a}
+      - {model: hosted_vllm/Qwen/Qwen2.5-VL-7B-Instruct, api_base: "http://10.0.0.12:8000/v1", name: vllm-b}
   vision-local:                         # a local model: a GGUF (and its mmproj) for the engine
     path: /models/smolvlm.gguf
     mmproj: /models/mmproj-smolvlm.gguf
@@ -35,9 +46,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vlmkit.errors import ConfigError as ConfigError  # re-exported: the config is where it is raised
 from vlmkit.errors import VlmkitError
 from vlmkit.images import DEFAULT_MAX_PIXELS
 from vlmkit.images.fetch import FetchOptions, FetchRemedies
+from vlmkit.server.keys import KeyPolicy, parse_keys, plain_keys
 
 if TYPE_CHECKING:
     from vlmkit.engine.gpu import GpuSetting
@@ -52,10 +65,6 @@ FETCH_REMEDIES = FetchRemedies(
 """What the server's fetch refusals tell its users to change: its config, not Python's FetchOptions."""
 
 
-class ConfigError(VlmkitError):
-    """The server's config file is missing, unreadable or says something that cannot be served."""
-
-
 @dataclass(frozen=True)
 class Deployment:
     """One place a gateway name is served from: a provider model with its address and key."""
@@ -68,6 +77,14 @@ class Deployment:
     """Retries inside the provider layer; the gateway fails over to the next deployment instead."""
     options: Mapping[str, Any] = field(default_factory=dict)
     """Provider options passed through (``api_version``, ``aws_region_name``, ...)."""
+    name: str | None = None
+    """What logs and metrics call it (``name:`` in the config); ``None``: ``model@api_base``."""
+
+    @property
+    def label(self) -> str:
+        if self.name is not None:
+            return self.name
+        return f"{self.model}@{self.api_base}" if self.api_base else self.model
 
 
 @dataclass(frozen=True)
@@ -76,6 +93,14 @@ class GatewayModel:
     deployments: tuple[Deployment, ...]
     vision: bool | None = None
     """Declared vision support; ``None``: ask the providers' capability table."""
+    routing: str = "least_work"
+    """How a request picks its deployment: ``affinity``, ``least_work`` or ``round_robin`` (:mod:`.fleet`)."""
+    health_interval: float | None = None
+    """Seconds between active health checks of each deployment with an ``api_base`` (``None``: none)."""
+    health_path: str = "/health"
+    """Checked with a GET on the deployment's origin (``http://host:port/health``); 2xx is healthy."""
+    max_outstanding_tokens: int | None = None
+    """Estimated prompt tokens in flight that saturate one deployment: affinity spills past it."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +149,19 @@ class ServerSettings:
     """Seconds a deployment that failed is passed over while its siblings are healthy."""
     shutdown_grace: float = 10.0
     """Seconds a graceful shutdown waits for in-flight requests before cancelling them."""
+    keys: tuple[KeyPolicy, ...] = ()
+    """Keys with names, limits and allowed models (:mod:`vlmkit.server.keys`); ``api_keys`` have none."""
+    usage_database: str | None = None
+    """Where usage per key is kept: a SQLite file, or ``postgresql://...`` (:mod:`vlmkit.server.usage`).
+    ``None``: ``$VLMKIT_HOME/usage.db`` when ``keys`` are configured, else usage is not recorded."""
+
+    def key_policies(self) -> tuple[KeyPolicy, ...]:
+        """Every key the server accepts: ``api_keys`` (no limits) and ``keys``."""
+        return plain_keys(self.api_keys) + self.keys
+
+    lmstudio_discovery: bool = False
+    """Also listen on LM Studio's first discovery port (41343), so LM Studio's SDKs find the server
+    with no host given (``vlmkit serve --lmstudio-discovery``)."""
 
     def with_overrides(self, **changes: Any) -> ServerSettings:
         """A copy with every change that is not ``None``."""
@@ -166,7 +204,17 @@ def parse_config(raw: Any, base: ServerSettings | None = None, *, where: str = "
     settings = base or ServerSettings()
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: the top level must be a mapping (api_keys, models, limits, fetch)")
-    unknown = set(raw) - {"api_keys", "models", "limits", "fetch", "models_dir", "files_dir"}
+    unknown = set(raw) - {
+        "api_keys",
+        "keys",
+        "usage",
+        "models",
+        "limits",
+        "fetch",
+        "models_dir",
+        "files_dir",
+        "lmstudio_discovery",
+    }
     if unknown:
         raise ConfigError(f"{where}: unknown section(s) {', '.join(sorted(map(str, unknown)))}")
     changes: dict[str, Any] = {}
@@ -175,9 +223,23 @@ def parse_config(raw: Any, base: ServerSettings | None = None, *, where: str = "
         if isinstance(keys, str) or not isinstance(keys, list):
             raise ConfigError(f"{where}: api_keys must be a list of strings")
         changes["api_keys"] = frozenset(str(env_value(k, f"{where}: api_keys")) for k in keys)
+    if raw.get("keys") is not None:
+        changes["keys"] = parse_keys(raw["keys"], where, env_value)
+    usage = raw.get("usage")
+    if usage is not None:
+        if not isinstance(usage, Mapping) or set(usage) - {"database"}:
+            raise ConfigError(
+                f"{where}: usage must be a mapping with `database:` (a SQLite file path, or postgresql://user@host/db)"
+            )
+        if usage.get("database") is not None:
+            changes["usage_database"] = str(env_value(usage["database"], f"{where}: usage.database"))
     for key in ("models_dir", "files_dir"):
         if raw.get(key) is not None:
             changes[key] = str(raw[key])
+    if raw.get("lmstudio_discovery") is not None:
+        if not isinstance(raw["lmstudio_discovery"], bool):
+            raise ConfigError(f"{where}: lmstudio_discovery must be true or false")
+        changes["lmstudio_discovery"] = raw["lmstudio_discovery"]
     gateway: dict[str, GatewayModel] = {}
     local: dict[str, LocalModel] = {}
     models = raw.get("models") or {}
@@ -237,8 +299,16 @@ def parse_config(raw: Any, base: ServerSettings | None = None, *, where: str = "
 
 def _gateway_model(name: str, spec: Any, where: str) -> GatewayModel:
     vision: bool | None = None
+    fleet: dict[str, Any] = {}
     if isinstance(spec, Mapping) and "deployments" in spec:
+        unknown = set(spec) - {"deployments", "vision", *_FLEET_KEYS}
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown setting(s) {', '.join(sorted(map(str, unknown)))}; "
+                f"known: deployments, vision, {', '.join(_FLEET_KEYS)}"
+            )
         vision = spec.get("vision")
+        fleet = _fleet(spec, where)
         spec = spec["deployments"]
     items = spec if isinstance(spec, list) else [spec]
     if not items:
@@ -252,7 +322,7 @@ def _gateway_model(name: str, spec: Any, where: str) -> GatewayModel:
             raise ConfigError(f"{here}: a deployment needs 'model: provider/name'")
         if item.get("vision") is not None:
             vision = bool(item["vision"])
-        known = {"model", "api_base", "base_url", "api_key", "timeout", "max_retries", "vision"}
+        known = {"model", "api_base", "base_url", "api_key", "timeout", "max_retries", "vision", "name"}
         options = {k: env_value(v, f"{here}.{k}") for k, v in item.items() if k not in known}
         deployments.append(
             Deployment(
@@ -262,9 +332,42 @@ def _gateway_model(name: str, spec: Any, where: str) -> GatewayModel:
                 timeout=float(item["timeout"]) if item.get("timeout") is not None else None,
                 max_retries=int(item.get("max_retries", 0)),
                 options=options,
+                name=_opt_str(item.get("name")),
             )
         )
-    return GatewayModel(name, tuple(deployments), vision)
+    return GatewayModel(name, tuple(deployments), vision, **fleet)
+
+
+_FLEET_KEYS = ("routing", "health_check", "max_outstanding_tokens")
+ROUTING_MODES = ("affinity", "least_work", "round_robin")
+
+
+def _fleet(spec: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """A model's fleet settings: ``routing``, ``health_check`` (seconds, or ``{interval, path}``), saturation."""
+    out: dict[str, Any] = {}
+    routing = spec.get("routing")
+    if routing is not None:
+        if routing not in ROUTING_MODES:
+            raise ConfigError(
+                f"{where}.routing: {routing!r} is not a routing mode; use one of {', '.join(ROUTING_MODES)}"
+            )
+        out["routing"] = routing
+    check = spec.get("health_check")
+    if isinstance(check, Mapping):
+        if check.get("path") is not None:
+            out["health_path"] = str(check["path"])
+        check = check.get("interval", 5.0)
+    if check is not None and check is not False:
+        try:
+            out["health_interval"] = float(check)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"{where}.health_check: {check!r} is not a number of seconds; write e.g. `health_check: 5` "
+                "or `health_check: {interval: 5, path: /health}`"
+            ) from None
+    if spec.get("max_outstanding_tokens") is not None:
+        out["max_outstanding_tokens"] = int(spec["max_outstanding_tokens"])
+    return out
 
 
 def _gpu(value: Any, where: str) -> GpuSetting:

@@ -1,65 +1,130 @@
 """The gateway: names from the config file served by provider models, several deployments per name.
 
-A request goes to the healthy deployment with the fewest requests in flight (ties taken in turn,
-so load spreads evenly). When a deployment fails for a reason of its own (unreachable, 5xx, rate
-limited, refusing the configured key or model), it is passed over for ``cooldown`` seconds and the
-request fails over to the next one; an error in the request itself (a 400 from the upstream, a bad
-image) is the caller's and comes back at once. A stream fails over only before its first chunk.
-Translation is the providers layer's: this module only chooses where to send.
+Where a request goes is the fleet's choice (:mod:`vlmkit.server.fleet`: least outstanding work,
+image affinity or round robin, and which deployments are ejected). When a deployment fails for a
+reason of its own (unreachable, 5xx, rate limited, refusing the configured key or model), it is
+ejected for ``cooldown`` seconds and the request fails over to the next one; an error in the
+request itself (a 400 from the upstream, a bad image) is the caller's and comes back at once.
+A stream fails over until its first chunk has arrived: the caller has seen nothing before that, so
+a replica that dies with a request queued loses no request. Each attempt is counted
+(:mod:`vlmkit.server.metrics`) and each answered request reported to ``done`` (a :class:`Served`),
+once its stream has ended. Translation is the providers layer's: this module only chooses where to send.
 """
 
 from __future__ import annotations
 
-import itertools
+import contextlib
+import logging
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from vlmkit.chat import Chat
+from vlmkit.chat import Chat, ImagePart
 from vlmkit.errors import BadRequestError, ProviderError, VlmkitError
+from vlmkit.images import ImageHandle
 from vlmkit.images.fetch import FetchOptions
-from vlmkit.providers import AsyncCompletionStream, ChatCompletion, acompletion, supports_vision
-from vlmkit.server.config import ConfigError, Deployment, GatewayModel
+from vlmkit.providers import AsyncCompletionStream, ChatCompletion, ChatCompletionChunk, acompletion, supports_vision
+from vlmkit.server.config import ConfigError, GatewayModel
+from vlmkit.server.fleet import Fleet, Outcome, Replica, affinity_key, request_cost
+from vlmkit.server.logs import REQUESTS_LOGGER, image_fields
+from vlmkit.server.metrics import Metrics
 from vlmkit.server.upstream import gateway_transport
+
+requests_log = logging.getLogger(REQUESTS_LOGGER)
 
 
 @dataclass
-class _State:
-    deployment: Deployment
-    inflight: int = 0
-    failed_until: float = 0.0
-    failures: int = 0
-    served: int = 0
+class Served:
+    """One gateway request as it went: where, how, how long, and what it cost."""
+
+    model: str
+    deployment: str = ""
+    status: int = 200
+    started: float = field(default_factory=time.perf_counter)
+    first_token: float | None = None
+    ended: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    attempts: int = 0
+    images: list[ImageHandle] = field(default_factory=list)
+    """The request's images, described in the log by :func:`vlmkit.server.logs.image_fields` (which
+    hashes them: only when the request log is on)."""
+
+    def log_fields(self) -> dict[str, Any]:
+        ended = self.ended if self.ended is not None else time.perf_counter()
+        return {
+            "event": "gateway_request",
+            "model": self.model,
+            "deployment": self.deployment,
+            "status": self.status,
+            "attempts": self.attempts,
+            "duration_ms": round((ended - self.started) * 1000, 1),
+            "ttft_ms": None if self.first_token is None else round((self.first_token - self.started) * 1000, 1),
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "images": [image_fields(i) for i in self.images],
+        }
+
+
+Done = Callable[[Served], None]
 
 
 @dataclass
 class _Route:
     model: GatewayModel
-    states: list[_State]
+    fleet: Fleet
     vision: bool
-    turn: itertools.count[int] = field(default_factory=itertools.count)
 
 
 class Gateway:
-    def __init__(self, models: Mapping[str, GatewayModel], *, cooldown: float, fetch: FetchOptions) -> None:
-        from vlmkit.providers.registry import split_model
+    def __init__(
+        self,
+        models: Mapping[str, GatewayModel],
+        *,
+        cooldown: float,
+        fetch: FetchOptions,
+        metrics: Metrics | None = None,
+    ) -> None:
+        from vlmkit.providers.registry import ROUTES, split_model
 
         self.cooldown = cooldown
         self.fetch = fetch
+        self.metrics = metrics or Metrics()
         self.transport = gateway_transport()
         self._routes: dict[str, _Route] = {}
         for name, model in models.items():
             for d in model.deployments:
                 try:
-                    split_model(d.model)
+                    provider, _ = split_model(d.model)
                 except VlmkitError as exc:
                     raise ConfigError(f"models.{name}: {exc}") from None
+                urls = d.options.get("image_urls")
+                if urls not in (None, "fetch", "forward"):
+                    raise ConfigError(f"models.{name}: image_urls must be 'fetch' or 'forward', not {urls!r}")
+                if urls == "forward" and ROUTES[provider].kind not in ("openai", "anthropic"):
+                    raise ConfigError(
+                        f"models.{name}: {provider} cannot fetch image URLs itself; use image_urls: fetch"
+                    )
             vision = model.vision if model.vision is not None else supports_vision(model.deployments[0].model)
-            self._routes[name] = _Route(model, [_State(d) for d in model.deployments], vision)
+            fleet = Fleet(model, cooldown=cooldown, on_change=self._health_changed)
+            self._routes[name] = _Route(model, fleet, vision)
+            for r in fleet.replicas:
+                self.metrics.deployment_up(name, r.label, up=True)
+        self._started = False
+
+    def start(self) -> None:
+        """Start the fleets' health checks on the running loop (idempotent)."""
+        if not self._started:
+            self._started = True
+            for route in self._routes.values():
+                route.fleet.start()
 
     async def aclose(self) -> None:
-        """Close the connections to the upstreams (those of the running event loop)."""
+        """Stop the health checks and close the connections to the upstreams (those of the running loop)."""
+        for route in self._routes.values():
+            await route.fleet.stop()
+        self._started = False
         await self.transport.aclose()
 
     def names(self) -> list[str]:
@@ -74,67 +139,229 @@ class Gateway:
     def owner(self, name: str) -> str:
         return self._routes[name].model.deployments[0].model.split("/", 1)[0]
 
+    def forwards_urls(self, name: str) -> bool:
+        """Whether a deployment of ``name`` takes image URLs as they are (``image_urls: forward``): the
+        server then leaves them unfetched, and each deployment that does not forward fetches them itself."""
+        return any(d.options.get("image_urls") == "forward" for d in self._routes[name].model.deployments)
+
+    def fleet(self, name: str) -> Fleet:
+        return self._routes[name].fleet
+
     def health(self) -> dict[str, Any]:
         now = time.monotonic()
         return {
             name: [
                 {
-                    "model": s.deployment.model,
-                    "api_base": s.deployment.api_base,
-                    "inflight": s.inflight,
-                    "served": s.served,
-                    "failures": s.failures,
-                    "cooling_down": s.failed_until > now,
+                    "model": r.deployment.model,
+                    "api_base": r.deployment.api_base,
+                    "deployment": r.label,
+                    "inflight": r.inflight,
+                    "outstanding_tokens": r.outstanding_tokens,
+                    "served": r.served,
+                    "failures": r.failures,
+                    "ejected": r.ejected,
+                    "cooling_down": r.ejected and r.ejected_until > now,
                 }
-                for s in route.states
+                for r in route.fleet.replicas
             ]
             for name, route in self._routes.items()
         }
 
     async def complete(
-        self, name: str, chat: Chat, params: Mapping[str, Any], *, stream: bool
-    ) -> ChatCompletion | AsyncCompletionStream:
+        self,
+        name: str,
+        chat: Chat,
+        params: Mapping[str, Any],
+        *,
+        stream: bool,
+        session: str | None = None,
+        done: Done | None = None,
+    ) -> ChatCompletion | GatewayStream:
+        self.start()
         route = self._routes[name]
+        fleet = route.fleet
+        cost = request_cost(chat)
+        key = affinity_key(chat, session) if route.model.routing == "affinity" else None
+        served = Served(name, images=chat.images)
         last: VlmkitError | None = None
-        for state in self._order(route):
-            d = state.deployment
-            state.inflight += 1
+        for replica in fleet.order(cost, key):
+            served.attempts += 1
+            served.deployment = replica.label
+            fleet.begin(replica, cost)
+            self._load(name, replica)
             try:
-                kwargs: dict[str, Any] = {
-                    "api_base": d.api_base,
-                    "api_key": d.api_key,
-                    "timeout": d.timeout,
-                    "max_retries": d.max_retries,
-                    "fetch": self.fetch,
-                    "transport": self.transport,
-                    **d.options,
-                    **params,
-                }
-                result: ChatCompletion | AsyncCompletionStream
                 if stream:
-                    result = await acompletion(d.model, chat, stream=True, **kwargs)
+                    upstream = await acompletion(
+                        replica.deployment.model, chat, stream=True, **self._kwargs(replica, params)
+                    )
+                    first = await _first(upstream)
                 else:
-                    result = await acompletion(d.model, chat, stream=False, **kwargs)
+                    answer = await acompletion(
+                        replica.deployment.model, chat, stream=False, **self._kwargs(replica, params)
+                    )
             except ProviderError as exc:
+                fleet.end(replica, cost)
+                self._load(name, replica)
+                status = int(getattr(exc, "status_code", 502) or 502)
+                self.metrics.request(name, replica.label, status)
                 if isinstance(exc, BadRequestError):
                     raise
-                state.failures += 1
-                state.failed_until = time.monotonic() + self.cooldown
+                self.metrics.upstream_failed(name, replica.label)
+                fleet.failed(replica, f"{type(exc).__name__}: {exc}")
                 last = exc
                 continue
-            finally:
-                state.inflight -= 1
-            state.served += 1
-            return result
+            except BaseException:
+                fleet.end(replica, cost)
+                self._load(name, replica)
+                raise
+            fleet.succeeded(replica)
+            self._images_sent(name, replica, chat)
+            if not stream:
+                fleet.end(replica, cost)
+                self._load(name, replica)
+                usage = answer.usage
+                served.prompt_tokens = usage.prompt_tokens if usage else 0
+                served.completion_tokens = usage.completion_tokens if usage else 0
+                self._finish(served, done)
+                return answer
+            finish = _Finish(self, fleet, replica, cost, served, done)
+            return GatewayStream(upstream, first, finish)
         assert last is not None
         raise last
 
-    def _order(self, route: _Route) -> list[_State]:
-        """Healthy deployments first, the least busy first, ties in turn; cooling ones last."""
-        states = route.states
-        if len(states) == 1:
-            return states
-        now = time.monotonic()
-        start = next(route.turn) % len(states)
-        rotated = states[start:] + states[:start]
-        return sorted(rotated, key=lambda s: (s.failed_until > now, s.inflight))
+    def _kwargs(self, replica: Replica, params: Mapping[str, Any]) -> dict[str, Any]:
+        d = replica.deployment
+        return {
+            "api_base": d.api_base,
+            "api_key": d.api_key,
+            "timeout": d.timeout,
+            "max_retries": d.max_retries,
+            "fetch": self.fetch,
+            "transport": self.transport,
+            "image_urls": "fetch",  # the gateway fetches under its one policy, unless the deployment forwards
+            **d.options,
+            **params,
+        }
+
+    def _finish(self, served: Served, done: Done | None) -> None:
+        served.ended = time.perf_counter()
+        ttft = None if served.first_token is None else served.first_token - served.started
+        self.metrics.request(served.model, served.deployment, served.status, served.ended - served.started, ttft)
+        if requests_log.isEnabledFor(logging.INFO):
+            requests_log.info(
+                "%s via %s: %d in %.0f ms",
+                served.model,
+                served.deployment,
+                served.status,
+                (served.ended - served.started) * 1000,
+                extra={"fields": served.log_fields()},
+            )
+        if done is not None:
+            done(served)
+
+    def _load(self, name: str, replica: Replica) -> None:
+        self.metrics.load(name, replica.label, replica.inflight, replica.outstanding_tokens)
+
+    def _health_changed(self, name: str, outcome: Outcome) -> None:
+        self.metrics.health_changed(name, outcome.replica.label, up=outcome.readmitted)
+
+    def _images_sent(self, name: str, replica: Replica, chat: Chat) -> None:
+        """Count the image bytes the deployment was sent (its renderings are cached on the handles)."""
+        if not self.metrics.enabled:
+            return
+        from vlmkit.providers.registry import resolve
+
+        d = replica.deployment
+        images = [p.image for m in chat.messages for p in m.content if isinstance(p, ImagePart)]
+        if not images:
+            return
+        policy = resolve(d.model, api_base=d.api_base, api_key=d.api_key or "-").policy
+        for image in images:
+            if image.is_reference:
+                continue
+            rendered = image.render(policy)
+            resized = (rendered.width, rendered.height) != (image.width, image.height)
+            converted = rendered.mime_type != image.mime_type
+            self.metrics.image_sent(name, replica.label, len(rendered.data), resized, converted)
+
+
+async def _first(
+    stream: AsyncCompletionStream,
+) -> tuple[AsyncIterator[ChatCompletionChunk], ChatCompletionChunk | None]:
+    """The stream's first chunk, read before the caller sees anything (an error here fails over)."""
+    chunks = stream.__aiter__()
+    try:
+        return chunks, await chunks.__anext__()
+    except StopAsyncIteration:
+        return chunks, None
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await stream.aclose()
+        raise
+
+
+@dataclass
+class _Finish:
+    gateway: Gateway
+    fleet: Fleet
+    replica: Replica
+    cost: int
+    served: Served
+    done: Done | None
+    ended: bool = False
+
+    def __call__(self, status: int) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        self.fleet.end(self.replica, self.cost)
+        self.gateway._load(self.served.model, self.replica)
+        self.served.status = status
+        self.gateway._finish(self.served, self.done)
+
+    def failed(self, reason: str) -> None:
+        """The deployment broke off a started stream (it went away): too late to retry, not to eject it."""
+        self.gateway.metrics.upstream_failed(self.served.model, self.replica.label)
+        self.fleet.failed(self.replica, reason)
+
+
+class GatewayStream:
+    """An upstream's chunks, its first already read; ends the request's accounting when it ends."""
+
+    def __init__(
+        self,
+        upstream: AsyncCompletionStream,
+        first: tuple[AsyncIterator[ChatCompletionChunk], ChatCompletionChunk | None],
+        finish: _Finish,
+    ) -> None:
+        self._upstream = upstream
+        self._chunks, self._first = first
+        self._finish = finish
+
+    async def __aiter__(self) -> AsyncIterator[ChatCompletionChunk]:
+        served = self._finish.served
+        status = 499  # a caller that stops reading early
+        try:
+            chunk = self._first
+            while chunk is not None:
+                if served.first_token is None and any(c.delta.content for c in chunk.choices):
+                    served.first_token = time.perf_counter()
+                if chunk.usage is not None:
+                    served.prompt_tokens = chunk.usage.prompt_tokens
+                    served.completion_tokens = chunk.usage.completion_tokens
+                yield chunk
+                chunk = await anext(self._chunks, None)
+            status = 200
+        except VlmkitError as exc:
+            status = int(getattr(exc, "status_code", 502) or 502)
+            if isinstance(exc, ProviderError) and not isinstance(exc, BadRequestError):
+                self._finish.failed(f"{type(exc).__name__} while streaming: {exc}")
+            raise
+        finally:
+            self._finish(status)
+
+    async def aclose(self) -> None:
+        try:
+            await self._upstream.aclose()
+        finally:
+            self._finish(499)

@@ -70,16 +70,18 @@ async def resolve_chat(
     max_pixels: int,
     max_images: int,
     lifted: Lifted | None = None,
+    keep_urls: bool = False,
 ) -> Chat:
     """A :class:`Chat` from OpenAI-format messages, every image sniffed and validated (URLs fetched safely).
 
-    ``lifted`` holds the images whose data URLs were taken out of the body before it was parsed.
+    ``lifted`` holds the images whose data URLs were taken out of the body before it was parsed;
+    ``keep_urls`` leaves http(s) URLs unfetched, for a gateway model with deployments that forward them.
     """
     chat = to_chat(messages)
     refs = chat.image_refs
     if len(refs) > max_images:
         raise _bad(f"more than {max_images} images in one request; this server's limit", refs[max_images].location)
-    options = ResolveOptions(fetch=fetch, max_pixels=max_pixels, lookup=_sources(files, lifted))
+    options = ResolveOptions(fetch=fetch, max_pixels=max_pixels, keep_urls=keep_urls, lookup=_sources(files, lifted))
     return chat.with_images(await aresolve_images(refs, options))
 
 

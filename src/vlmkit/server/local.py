@@ -77,6 +77,8 @@ class LocalModels:
             )
         self._downloaded: dict[str, LocalEntry] = {}
         self._downloaded_at = -1e9
+        self.on_result: Callable[[str, PredictionResult], None] | None = None
+        """Told of every finished prediction (from its worker thread): the server's metrics."""
         self._inflight: set[CancelToken] = set()
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -146,7 +148,10 @@ class LocalModels:
             on_fragment: FragmentCallback, on_first_token: Callable[[], None], cancel: CancelToken
         ) -> PredictionResult:
             try:
-                return self.lease.respond(name, chat, config, on_fragment=on_fragment, cancel=cancel)
+                result = self.lease.respond(name, chat, config, on_fragment=on_fragment, cancel=cancel)
+                if self.on_result is not None:
+                    self.on_result(name, result)
+                return result
             finally:
                 self._end(cancel)
 

@@ -16,8 +16,12 @@ from starlette.responses import Response
 
 from vlmkit.chat import Chat
 from vlmkit.prediction import PredictionFragment, PredictionResult
-from vlmkit.providers import AsyncCompletionStream, ChatCompletion
+from vlmkit.providers import ChatCompletion
+from vlmkit.server.accounts import Meter
+from vlmkit.server.auth import key_of
 from vlmkit.server.errors import APIError, body_of
+from vlmkit.server.fleet import SESSION_HEADER, request_cost
+from vlmkit.server.gateway import GatewayStream
 from vlmkit.server.inputs import ChatRequest, parse_chat_request, parse_lifted, resolve_chat
 from vlmkit.server.jsonutil import dumps
 from vlmkit.server.lifted import lift
@@ -40,6 +44,7 @@ async def _chat_completions(request: Request, state: ServerState, raw: bytes) ->
     gateway = state.gateway.has(req.model)
     if not gateway and state.local.find(req.model) is None:
         raise state.unknown_model(req.model)
+    meter = state.accounts.admit(key_of(request), req.model)
     if gateway and req.config.detail is not None:
         raise APIError(
             "'detail' as an image token cap applies to local models; for a gateway model set "
@@ -58,29 +63,39 @@ async def _chat_completions(request: Request, state: ServerState, raw: bytes) ->
         max_pixels=s.max_pixels,
         max_images=s.max_images_per_request,
         lifted=body,
+        keep_urls=gateway and state.gateway.forwards_urls(req.model),
     )
+    meter.saw(chat)
+    if state.metrics.enabled and chat.images:
+        state.metrics.chat_images(req.model, chat, request_cost(chat, images_only=True))
     if gateway:
-        return await _gateway(state, req, chat)
-    return await _local(request, state, req, chat)
+        return await _gateway(state, req, chat, request.headers.get(SESSION_HEADER), meter)
+    return await _local(request, state, req, chat, meter)
 
 
 # --- the gateway ---------------------------------------------------------------------------------
 
 
-async def _gateway(state: ServerState, req: ChatRequest, chat: Chat) -> Response:
+async def _gateway(state: ServerState, req: ChatRequest, chat: Chat, session: str | None, meter: Meter) -> Response:
     params = config_to_openai(req.config)
     if req.user is not None:
         params["user"] = req.user
-    result = await state.gateway.complete(req.model, chat, params, stream=req.stream)
+    result = await state.gateway.complete(
+        req.model,
+        chat,
+        params,
+        stream=req.stream,
+        session=session,
+        done=lambda served: meter.done(served.prompt_tokens, served.completion_tokens),
+    )
     if isinstance(result, ChatCompletion):
         body = result.to_dict()
         body["model"] = req.model
         return Response(dumps(body), media_type="application/json")
-    assert isinstance(result, AsyncCompletionStream)
     return EventStream(_relay(result, req.model))
 
 
-async def _relay(stream: AsyncCompletionStream, model: str) -> AsyncIterator[bytes]:
+async def _relay(stream: GatewayStream, model: str) -> AsyncIterator[bytes]:
     try:
         async for chunk in stream:
             data = chunk.to_dict()
@@ -97,7 +112,7 @@ async def _relay(stream: AsyncCompletionStream, model: str) -> AsyncIterator[byt
 # --- the local engine ----------------------------------------------------------------------------
 
 
-async def _local(request: Request, state: ServerState, req: ChatRequest, chat: Chat) -> Response:
+async def _local(request: Request, state: ServerState, req: ChatRequest, chat: Chat, meter: Meter) -> Response:
     """A local model's answer; ``n`` choices are ``n`` predictions, one after the other (the engine
     makes one choice per prediction), streamed each in turn; each has its own cancel token, and the
     request's token cancels the one running."""
@@ -110,6 +125,7 @@ async def _local(request: Request, state: ServerState, req: ChatRequest, chat: C
             predicted = state.local.respond(req.model, chat, config, _child(token))
             results.append(await until_disconnect(request.receive, predicted, token.cancel))
         body = completion_body(results[0], req.model, more=results[1:])
+        meter.done(body["usage"]["prompt_tokens"], body["usage"]["completion_tokens"])
         return Response(dumps(body), media_type="application/json")
     items = state.local.stream(req.model, chat, config, _child(token))
     # wait for the first fragment so that a full queue or a bad request is still an HTTP error
@@ -118,7 +134,7 @@ async def _local(request: Request, state: ServerState, req: ChatRequest, chat: C
     def again() -> AsyncIterator[PredictionFragment | PredictionResult]:
         return state.local.stream(req.model, chat, config, _child(token))
 
-    return EventStream(_local_events(items, first, req, again, choices), on_disconnect=token.cancel)
+    return EventStream(_local_events(items, first, req, meter, again, choices), on_disconnect=token.cancel)
 
 
 def _child(parent: CancelToken) -> CancelToken:
@@ -131,6 +147,7 @@ async def _local_events(
     items: AsyncIterator[PredictionFragment | PredictionResult],
     first: Any,
     req: ChatRequest,
+    meter: Meter,
     again: Callable[[], AsyncIterator[PredictionFragment | PredictionResult]],
     choices: int,
 ) -> AsyncIterator[bytes]:
@@ -155,8 +172,9 @@ async def _local_events(
                 if item.content:
                     yield event(chunks.text(item.content))
                 item = await anext(items)
+        usage = completion_body(results[0], req.model, more=results[1:])["usage"]
+        meter.done(usage["prompt_tokens"], usage["completion_tokens"])
         if req.include_usage:
-            usage = completion_body(results[0], req.model, more=results[1:])["usage"]
             yield event({**chunks.usage(results[0].stats), "usage": usage})
     except Exception as exc:
         yield event(body_of(exc))

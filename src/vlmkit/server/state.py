@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.responses import Response
 
+from vlmkit.server.accounts import Accounts
 from vlmkit.server.config import ServerSettings
 from vlmkit.server.downloads import Downloads
 from vlmkit.server.errors import APIError, response_for
@@ -18,6 +19,7 @@ from vlmkit.server.files import FileStore
 from vlmkit.server.gateway import Gateway
 from vlmkit.server.limits import LARGE_BODY, BodyBudget
 from vlmkit.server.local import LocalModels
+from vlmkit.server.metrics import Metrics
 
 
 @dataclass
@@ -33,18 +35,28 @@ class ServerState:
     holds one: it is bounded by the body limits instead (:mod:`vlmkit.server.limits`)."""
     body_budget: BodyBudget
     """The bytes of large bodies held in memory at once (:class:`~vlmkit.server.limits.BodyBudget`)."""
+    metrics: Metrics
+    accounts: Accounts
+    """Keys' limits and usage (:mod:`vlmkit.server.accounts`)."""
 
     @classmethod
     def create(cls, settings: ServerSettings) -> ServerState:
         local = LocalModels(settings)
+        metrics = Metrics()
+        local.on_result = metrics.local_result
+        metrics.watch_queue(lambda: local.inflight)
         return cls(
             settings=settings,
             files=FileStore(settings.files_max_bytes, settings.files_dir),
             local=local,
-            gateway=Gateway(settings.gateway, cooldown=settings.failover_cooldown, fetch=settings.fetch),
+            gateway=Gateway(
+                settings.gateway, cooldown=settings.failover_cooldown, fetch=settings.fetch, metrics=metrics
+            ),
             downloads=Downloads(settings.models_dir, on_done=lambda: local.entries(refresh=True)),
             large_bodies=asyncio.Semaphore(settings.max_large_requests),
             body_budget=BodyBudget(settings.max_body_memory_bytes),
+            metrics=metrics,
+            accounts=Accounts(settings),
         )
 
     def unknown_model(self, name: str) -> APIError:

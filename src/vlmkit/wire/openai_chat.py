@@ -289,11 +289,12 @@ def messages_from_chat(
         written: dict[str, Any] = {"role": m.role}
         if m.tool_call_id is not None:
             written["tool_call_id"] = m.tool_call_id
-        if all(isinstance(p, TextPart) for p in m.content):
+        content = m.flat_content  # a document as its pages
+        if all(isinstance(p, TextPart) for p in content):
             written["content"] = m.text if m.text or not m.tool_calls else None
         else:
             parts: list[dict[str, Any]] = []
-            for p in m.content:
+            for p in content:
                 if isinstance(p, TextPart):
                     parts.append({"type": "text", "text": p.text})
                 elif isinstance(p, ImagePart):

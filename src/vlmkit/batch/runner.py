@@ -1,0 +1,424 @@
+"""Running a batch: every row read, keyed, sent once, and recorded, with resume, dedupe and limits.
+
+The core is async (:func:`arun`); :func:`run` is it for sync code. Rows go through one pipeline:
+
+1. a row the manifest has already recorded is skipped (a resume);
+2. its image is read (:func:`vlmkit.images.aprepare_image`: files, URLs fetched safely, bytes) and
+   its key made from the image's content hash, the prompt, model and settings; an image that cannot
+   be read is the row's error record, and the run goes on;
+3. a key answered before (in this run or an earlier one) is not sent again: the row's record is a
+   copy of that answer naming the row it duplicates (``duplicate_of``);
+4. the rest are sent: a ``provider/name`` key through :func:`vlmkit.providers.acompletion` (the
+   provider's own request translation and image policy, the transport's retries with backoff on
+   429 and 5xx) at most ``concurrency`` at a time and within ``rpm`` / ``tpm``; a local key to the
+   process's one engine (:mod:`vlmkit.engine.owner`), one prediction after another on the loaded
+   model while the next rows' images are read beside it.
+
+Each finished row is appended to the manifest at once (:mod:`vlmkit.batch.manifest`), so a killed
+run loses only the rows it had in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from vlmkit.batch.estimate import image_tokens
+from vlmkit.batch.inputs import Row, read_rows
+from vlmkit.batch.job import DEFAULT_PROMPT, BatchJob, make_job
+from vlmkit.batch.limits import RateLimiter
+from vlmkit.batch.manifest import Manifest
+from vlmkit.batch.output import journal_path, write_output
+from vlmkit.batch.progress import Progress
+from vlmkit.errors import BadRequestError, VlmkitError
+from vlmkit.images import ImageHandle, ImagePolicy, aprepare_image
+from vlmkit.prediction import PredictionConfig, PredictionResult, parse_structured
+from vlmkit.wire.openai_chat import config_to_openai, stats_from_openai
+
+if TYPE_CHECKING:
+    from typing import TextIO
+
+    from vlmkit.engine.owner import Lease
+    from vlmkit.images.fetch import FetchOptions
+    from vlmkit.providers.base import ProviderConfig
+    from vlmkit.providers.response import ChatCompletion
+    from vlmkit.providers.transport import RetryPolicy
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """What a run did: rows in the source, and how each ended."""
+
+    output: Path
+    rows: int
+    done: int
+    failed: int
+    skipped: int
+    duplicates: int
+    seconds: float
+
+    @property
+    def rows_per_second(self) -> float:
+        return (self.done + self.failed) / self.seconds if self.seconds > 0 else 0.0
+
+
+# --- targets: where a row's question goes --------------------------------------------------------
+
+
+@dataclass
+class Answer:
+    content: str
+    parsed: Any
+    usage: dict[str, int]
+    finish: str
+    sent: dict[str, Any] | None
+
+
+class LocalTarget:
+    """The process's one engine: predictions one after another on the loaded model."""
+
+    def __init__(self, job: BatchJob, *, threads: int | None = None, models_dir: str | Path | None = None) -> None:
+        from vlmkit.engine.model import LoadOptions
+        from vlmkit.engine.owner import Lease
+
+        self.job = job
+        self.lease: Lease = Lease(models_dir=models_dir, options=LoadOptions(cpu_threads=threads) if threads else None)
+        self._turn = anyio.Lock()
+
+    async def start(self) -> None:
+        """Load the model before the first row, so that a wrong key fails the run, not every row."""
+        await anyio.to_thread.run_sync(lambda: self.lease.load(self.job.model_name))
+
+    async def answer(self, image: ImageHandle, prompt: str) -> Answer:
+        chat, config = self.job.chat(image, prompt), self.job.config
+        async with self._turn:
+            result = await anyio.to_thread.run_sync(lambda: self.lease.respond(self.job.model_name, chat, config))
+        stats = result.stats
+        sizes = stats.image_sizes
+        return Answer(
+            content=result.content,
+            parsed=_parsed(result, config, self.job.model),
+            usage={"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.predicted_tokens},
+            finish=stats.stop_reason.value,
+            sent={"size": sizes[0], "image_tokens": stats.image_tokens} if sizes else None,
+        )
+
+    def estimate_tokens(self, image: ImageHandle, prompt: str) -> int:
+        return 0
+
+    def close(self) -> None:
+        self.lease.close()
+
+
+class ProviderTarget:
+    """A provider's API through :func:`vlmkit.providers.acompletion`, many requests in flight."""
+
+    def __init__(
+        self,
+        job: BatchJob,
+        *,
+        api_base: str | None = None,
+        api_key: str | None = None,
+        max_retries: int | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+        fetch: FetchOptions | None = None,
+    ) -> None:
+        from vlmkit.client.backends.providers import refuse_token_bounds
+        from vlmkit.providers.registry import resolve
+
+        refuse_token_bounds(job.config)
+        self.job = job
+        self.cfg: ProviderConfig = resolve(job.model, api_base=api_base, api_key=api_key)
+        self.options: dict[str, Any] = {
+            "api_base": api_base,
+            "api_key": api_key,
+            "max_retries": max_retries,
+            "retry": retry,
+            "timeout": timeout,
+            "fetch": fetch,
+        }
+        self.params = config_to_openai(job.config)
+
+    async def start(self) -> None:
+        return None
+
+    async def answer(self, image: ImageHandle, prompt: str) -> Answer:
+        from vlmkit.providers import acompletion
+
+        chat = self.job.chat(image, prompt)
+        started = time.perf_counter()
+        response = await acompletion(self.job.model, chat, **self.options, **self.params)
+        seconds = time.perf_counter() - started
+        sent = await anyio.to_thread.run_sync(sent_as, image, self.cfg.policy)  # cached: the request's own rendering
+        return answer_of(response, self.job, sent, seconds)
+
+    def estimate_tokens(self, image: ImageHandle, prompt: str) -> int:
+        """Tokens the request may take, for a tokens-per-minute limit: image, prompt, and the answer's limit."""
+        answer = self.job.config.max_tokens or 256
+        return image_tokens(image, self.cfg.kind) + math.ceil(len(prompt) / 4) + answer
+
+    def close(self) -> None:
+        return None
+
+
+Target = LocalTarget | ProviderTarget
+
+
+def answer_of(response: ChatCompletion, job: BatchJob, sent: dict[str, Any] | None, seconds: float = 0.0) -> Answer:
+    """A provider's answer (in OpenAI's shape) as a row's answer, its structured reply parsed."""
+    choice = response.choices[0]
+    usage = response.usage
+    prompt_tokens, completion_tokens = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
+    content = choice.message.content or ""
+    stats = stats_from_openai(
+        choice.finish_reason, prompt_tokens, completion_tokens, started=0.0, first_token=None, ended=seconds
+    )
+    result = PredictionResult(content=content, stats=stats)
+    return Answer(
+        content=content,
+        parsed=_parsed(result, job.config, job.model),
+        usage={"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
+        finish=choice.finish_reason or "stop",
+        sent=sent,
+    )
+
+
+def sent_as(image: ImageHandle, policy: ImagePolicy) -> dict[str, Any] | None:
+    """What a provider is sent for ``image``: its rendering under the provider's policy (cached per policy)."""
+    if image.is_reference:
+        return None
+    rendered = image.render(policy)
+    return {"size": f"{rendered.width}x{rendered.height}", "mime_type": rendered.mime_type, "bytes": len(rendered.data)}
+
+
+def _parsed(result: PredictionResult, config: PredictionConfig, model: str) -> Any:
+    if config.response_format is None:
+        return None
+    if result.parsed is not None:
+        return result.parsed
+    parsed = parse_structured(result, config.response_format, model)
+    dump = getattr(parsed, "model_dump", None)
+    return dump(mode="json") if callable(dump) else parsed
+
+
+# --- the run --------------------------------------------------------------------------------------
+
+
+def run(source: Any, output: str | Path, **options: Any) -> BatchSummary:
+    """:func:`arun` for sync code (it starts an event loop: in async code, await :func:`arun`)."""
+    return asyncio.run(arun(source, output, **options))
+
+
+async def arun(
+    source: Any,
+    output: str | Path,
+    *,
+    model: str,
+    prompt: str = DEFAULT_PROMPT,
+    system: str | None = None,
+    config: PredictionConfig | Mapping[str, Any] | None = None,
+    response_format: Any = None,
+    image_column: str | None = None,
+    concurrency: int = 8,
+    rpm: int | None = None,
+    tpm: int | None = None,
+    max_retries: int | None = None,
+    retry: RetryPolicy | None = None,
+    timeout: float | None = None,
+    api_base: str | None = None,
+    api_key: str | None = None,
+    fetch: FetchOptions | None = None,
+    threads: int | None = None,
+    models_dir: str | Path | None = None,
+    retry_failed: bool = False,
+    progress: TextIO | None = None,
+    progress_every: float = 10.0,
+) -> BatchSummary:
+    """Ask ``model`` about every image of ``source`` and record one answer per row in ``output``.
+
+    ``source`` is a folder, a glob, a .txt/.csv/.jsonl/.parquet file or an iterable of rows
+    (:mod:`vlmkit.batch.inputs`); ``output`` a ``.jsonl`` file (also the manifest a rerun resumes
+    from) or a ``.parquet`` file (written at the end, its manifest beside it as ``.parquet.jsonl``).
+    ``prompt`` may name row fields (``"Caption {name}"``). ``config`` holds the prediction settings
+    (a :class:`~vlmkit.PredictionConfig` or a dict of them), ``response_format`` a JSON schema or
+    pydantic class. ``max_retries`` / ``retry`` (a
+    :class:`~vlmkit.providers.RetryPolicy`) govern the retries of 429 and 5xx answers, with backoff;
+    ``concurrency`` bounds the requests in flight, ``rpm`` / ``tpm`` what a minute may send.
+    ``retry_failed`` sends again the rows an earlier run recorded as errors.
+    """
+    job = make_job(model, prompt, system, config, response_format)
+    if concurrency < 1:
+        raise BadRequestError(f"concurrency must be at least 1, not {concurrency}")
+    limiter = RateLimiter(rpm, tpm)
+    rows = list(read_rows(source, image_column=image_column))
+    if rows:
+        job.prompt_for(rows[0])  # a template naming a field the rows lack fails the run, not every row
+    target: Target = (
+        LocalTarget(job, threads=threads, models_dir=models_dir)
+        if job.local
+        else ProviderTarget(
+            job,
+            api_base=api_base,
+            api_key=api_key,
+            max_retries=max_retries,
+            retry=retry,
+            timeout=timeout,
+            fetch=fetch,
+        )
+    )
+    out = Path(output)
+    started = time.monotonic()
+    bar = Progress(total=len(rows), stream=progress, every=progress_every)
+    try:
+        with Manifest(journal_path(out)) as manifest:
+            runner = Runner(job, target, manifest, limiter, bar, fetch, retry_failed)
+            todo = [row for row in rows if not runner.recorded(row)]
+            bar.add(skipped=len(rows) - len(todo))
+            if todo:
+                await target.start()
+                await runner.run_all(todo, concurrency)
+            records = manifest.records()
+        write_output(out, records)
+    finally:
+        bar.close()
+        target.close()
+    c = bar.counts
+    return BatchSummary(out, len(rows), c.done, c.failed, c.skipped, c.duplicates, time.monotonic() - started)
+
+
+@dataclass
+class Keyed:
+    """A row whose image is read and whose key is made: work to send."""
+
+    row: Row
+    base: dict[str, Any]
+    image: ImageHandle
+    prompt: str
+    key: str
+
+
+class Runner:
+    """The pipeline of rows (see the module's docstring) over one target, manifest and progress."""
+
+    def __init__(
+        self,
+        job: BatchJob,
+        target: Target | None,
+        manifest: Manifest,
+        limiter: RateLimiter,
+        progress: Progress,
+        fetch: FetchOptions | None,
+        retry_failed: bool,
+    ) -> None:
+        self.job, self.target, self.manifest = job, target, manifest
+        self.limiter, self.progress, self.fetch = limiter, progress, fetch
+        self.retry_failed = retry_failed
+        self.pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+
+    def recorded(self, row: Row) -> bool:
+        record = self.manifest.rows.get(row.index)
+        if record is None or record.get("input") != row.ref:
+            return False
+        return not (self.retry_failed and "error" in record)
+
+    async def run_all(self, rows: list[Row], concurrency: int) -> None:
+        slots = asyncio.Semaphore(concurrency)
+
+        async def one(row: Row) -> None:
+            try:
+                await self.row(row)
+            finally:
+                slots.release()
+
+        async with anyio.create_task_group() as tg:
+            for row in rows:
+                await slots.acquire()
+                tg.start_soon(one, row)
+
+    async def keyed(self, row: Row) -> Keyed | None:
+        """The row read and keyed, or None when it is finished already: its image unreadable (an error
+        record), or its key answered before (a record naming the row it duplicates)."""
+        base: dict[str, Any] = {"row": row.index, "input": row.ref, "model": self.job.model}
+        try:
+            prompt = self.job.prompt_for(row)
+            image = await read_image(row, self.fetch)
+        except VlmkitError as exc:
+            self.write({**base, "key": None, "image": None, "error": error_of(exc)})
+            return None
+        key = self.job.key(image, prompt)
+        base.update(key=key, image=image.identifier)
+        earlier = self.manifest.answers.get(key)
+        if earlier is not None and not (self.retry_failed and "error" in earlier):
+            self.write(duplicate(base, earlier))
+            return None
+        return Keyed(row, base, image, prompt, key)
+
+    async def row(self, row: Row) -> None:
+        k = await self.keyed(row)
+        if k is None:
+            return
+        waiting = self.pending.get(k.key)
+        if waiting is not None:
+            return self.write(duplicate(k.base, await waiting))
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.pending[k.key] = future
+        began = time.perf_counter()
+        assert self.target is not None, "a runner without a target only reads and keys rows"
+        try:
+            await self.limiter.acquire(self.target.estimate_tokens(k.image, k.prompt))
+            answer = await self.target.answer(k.image, k.prompt)
+        except VlmkitError as exc:
+            record = {**k.base, "error": error_of(exc)}
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: the row that waits on it re-raises it itself
+            raise
+        else:
+            record = answered(k.base, answer, time.perf_counter() - began)
+        future.set_result(record)
+        self.pending.pop(k.key, None)
+        self.write(record)
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.manifest.append(record)
+        if "error" in record:
+            self.progress.add(failed=1, duplicates=int("duplicate_of" in record))
+        else:
+            self.progress.add(done=1, duplicates=int("duplicate_of" in record))
+
+
+async def read_image(row: Row, fetch: FetchOptions | None) -> ImageHandle:
+    """The row's image, read and validated off the event loop (URLs fetched safely with ``fetch``)."""
+    if row.image is None:
+        raise BadRequestError(f"row {row.index} ({row.ref}) names no image: its image column is empty")
+    return await aprepare_image(row.image, fetch=fetch)
+
+
+def answered(base: dict[str, Any], answer: Answer, seconds: float) -> dict[str, Any]:
+    return {
+        **base,
+        "answer": answer.content,
+        "parsed": answer.parsed,
+        "finish": answer.finish,
+        "usage": answer.usage,
+        "sent": answer.sent,
+        "seconds": round(seconds, 4),
+    }
+
+
+def duplicate(base: dict[str, Any], earlier: Mapping[str, Any]) -> dict[str, Any]:
+    copied = {k: v for k, v in earlier.items() if k in ("answer", "parsed", "finish", "usage", "sent", "error")}
+    return {**base, **copied, "duplicate_of": earlier.get("duplicate_of", earlier["row"])}
+
+
+def error_of(exc: VlmkitError) -> dict[str, Any]:
+    """A row's structured error: the error's type, its message, and the HTTP status vlmkit gives it."""
+    return {"type": type(exc).__name__, "message": str(exc), "status_code": getattr(exc, "status_code", None)}

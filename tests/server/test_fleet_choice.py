@@ -1,0 +1,100 @@
+"""The fleet's choice on its own: what a request weighs, where affinity sends it, when it spills."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vlmkit.chat import Chat
+from vlmkit.images import prepare_image
+from vlmkit.images.tokens import openai_tokens
+from vlmkit.server import Deployment, GatewayModel
+from vlmkit.server.config import parse_config
+from vlmkit.server.fleet import UNKNOWN_IMAGE_TOKENS, Fleet, affinity_key, request_cost
+from vlmkit.server.gateway import Gateway
+from vlmkit.wire.openai_chat import to_chat
+
+
+def fleet(routing: str = "affinity", *, limit: int | None = None, cooldown: float = 60.0) -> Fleet:
+    deployments = tuple(Deployment("hosted_vllm/m", api_base=f"http://127.0.0.1:{9000 + i}/v1") for i in range(3))
+    return Fleet(GatewayModel("m", deployments, routing=routing, max_outstanding_tokens=limit), cooldown=cooldown)
+
+
+def test_a_request_weighs_its_text_and_its_images_at_their_token_cost(hopper_bytes: bytes) -> None:
+    image = prepare_image(hopper_bytes)
+    assert image.width is not None and image.height is not None
+    chat = Chat()
+    chat.add_user_message("x" * 400, images=[image])
+    assert request_cost(chat) == 101 + openai_tokens(image.width, image.height)
+    assert request_cost(chat, images_only=True) == openai_tokens(image.width, image.height)
+    url_only = to_chat([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://h/a.png"}}]}])
+    assert request_cost(url_only) == UNKNOWN_IMAGE_TOKENS  # an unfetched URL: its size is not known yet
+    assert affinity_key(url_only, None) == "url:https://h/a.png"
+
+
+def test_affinity_keys_on_the_session_first_then_the_first_image(hopper_bytes: bytes) -> None:
+    image = prepare_image(hopper_bytes)
+    chat = Chat()
+    chat.add_user_message("what is this?", images=[image])
+    assert affinity_key(chat, None) == f"image:{image.identifier}"
+    assert affinity_key(chat, "s-1") == "session:s-1"
+    assert affinity_key(Chat("be brief"), None) is None
+
+
+def test_affinity_is_stable_and_spills_when_the_preferred_replica_is_saturated_or_ejected() -> None:
+    f = fleet(limit=1000)
+    preferred = f.order(100, "image:abc")[0]
+    assert all(f.order(100, "image:abc")[0] is preferred for _ in range(5))  # whatever the turn
+    f.begin(preferred, 900)
+    assert f.order(50, "image:abc")[0] is preferred  # 950 of 1000: still room
+    spilled = f.order(200, "image:abc")
+    assert spilled[0] is not preferred and spilled[-1] is preferred  # 1100 would pass the limit
+    f.end(preferred, 900)
+    assert f.order(200, "image:abc")[0] is preferred
+    f.failed(preferred, "connection refused")
+    order = f.order(100, "image:abc")
+    assert order[0] is not preferred and order[-1] is preferred  # ejected: tried last, never lost
+    assert preferred.ejected and preferred.ejections == 1
+
+
+def test_an_ejected_replica_is_tried_again_after_its_cool_down_and_readmitted_by_a_success() -> None:
+    f = fleet(cooldown=0.0)
+    r = f.replicas[0]
+    f.failed(r, "503")
+    assert r.ejected and r.available(now=r.ejected_until)  # the cool-down is over: it may be tried
+    f.succeeded(r)
+    assert not r.ejected and r.ejections == 1
+
+
+def test_least_work_picks_the_replica_with_the_fewest_outstanding_tokens_not_requests() -> None:
+    f = fleet("least_work")
+    a, b, c = f.replicas
+    f.begin(a, 5000)  # one request with large images
+    f.begin(b, 100)
+    f.begin(b, 100)  # two small ones
+    f.begin(c, 300)
+    assert [r.label for r in f.order(10, None)] == [b.label, c.label, a.label]
+
+
+def test_round_robin_turns_whatever_the_load() -> None:
+    f = fleet("round_robin")
+    f.begin(f.replicas[0], 10_000)
+    firsts = [f.order(10, "image:abc")[0] for _ in range(6)]
+    assert [f.replicas.index(r) for r in firsts] == [0, 1, 2, 0, 1, 2]
+
+
+def test_the_readme_fleet_example_is_a_config_the_gateway_takes(monkeypatch: pytest.MonkeyPatch) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## A fleet behind the gateway") :]
+    example = section[section.index("```yaml\n") + 8 : section.index("```\n", section.index("```yaml\n"))]
+    monkeypatch.setenv("TEAM_A_KEY", "sk-a")
+    monkeypatch.setenv("OPS_KEY", "sk-ops")
+    settings = parse_config(yaml.safe_load(example))
+    model = settings.gateway["qwen-vl"]
+    assert (model.routing, model.health_interval, model.max_outstanding_tokens) == ("affinity", 5.0, 200000)
+    assert [d.label for d in model.deployments] == ["vllm-a", "vllm-b", "vllm-c"]
+    assert [k.name for k in settings.keys] == ["team-a", "ops"] and settings.keys[1].admin
+    gateway = Gateway(settings.gateway, cooldown=5, fetch=settings.fetch)
+    assert gateway.forwards_urls("qwen-vl")
