@@ -364,7 +364,15 @@ def _check_call(call: object, where: str) -> ToolCall:
 def _message_to_dict(m: ChatMessage) -> dict[str, Any]:
     out: dict[str, Any] = {"role": m.role, "content": [_part_to_dict(p) for p in m.flat_content]}
     if m.tool_calls:
-        out["tool_calls"] = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in m.tool_calls]
+        out["tool_calls"] = [
+            {
+                "id": c.id,
+                "name": c.name,
+                "arguments": c.arguments,
+                **({"signature": c.signature} if c.signature else {}),
+            }
+            for c in m.tool_calls
+        ]
     if m.tool_call_id is not None:
         out["tool_call_id"] = m.tool_call_id
     return out
@@ -377,6 +385,7 @@ def _call_from_dict(raw: Any) -> ToolCall:
         _check_text(raw.get("id"), "a tool call's 'id'"),
         _check_text(raw.get("name"), "a tool call's 'name'"),
         _check_text(raw.get("arguments", "{}"), "a tool call's 'arguments'"),
+        raw.get("signature") if isinstance(raw.get("signature"), str) else None,
     )
 
 

@@ -7,7 +7,8 @@ clients raise as an exception.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -74,24 +75,47 @@ async def _relay(stream: GatewayStream, model: str) -> AsyncIterator[bytes]:
 
 
 async def _local(asked: Admitted, req: ChatRequest, chat: Chat) -> Response:
+    """A local model's answer; ``n`` choices are ``n`` predictions, one after the other (the engine
+    makes one choice per prediction), streamed each in turn; a client that goes away cancels the one
+    running."""
+    config = dataclasses.replace(req.config, n=None)
+    choices = req.config.n or 1
     if not req.stream:
-        result = await answer(asked, chat, req.config)
-        return Response(dumps(completion_body(result, req.model)), media_type="application/json")
-    turn = await start(asked, chat, req.config)
-    return EventStream(_local_events(turn, req), on_disconnect=turn.cancel)
+        results = [await answer(asked, chat, config) for _ in range(choices)]
+        body = completion_body(results[0], req.model, more=results[1:])
+        return Response(dumps(body), media_type="application/json")
+    turns = [await start(asked, chat, config)]  # the first awaited: a full queue is still an HTTP error
+
+    async def next_turn() -> Turn:
+        turns.append(await start(asked, chat, config))
+        return turns[-1]
+
+    events = _local_events(turns[0], next_turn, req, choices)
+    return EventStream(events, on_disconnect=lambda: turns[-1].cancel())
 
 
-async def _local_events(turn: Turn, req: ChatRequest) -> AsyncIterator[bytes]:
+async def _local_events(
+    turn: Turn, next_turn: Callable[[], Awaitable[Turn]], req: ChatRequest, choices: int
+) -> AsyncIterator[bytes]:
     chunks = ChunkWriter(req.model)
-    yield event(chunks.start())
+    results: list[PredictionResult] = []
     try:
-        async for item in turn:
-            if isinstance(item, PredictionResult):
-                yield event(chunks.finish(item))
-                if req.include_usage:
-                    yield event(chunks.usage(item.stats))
-            else:
-                yield event(chunks.text(item))
+        for index in range(choices):
+            chunks.index = index
+            if index:
+                turn = await next_turn()
+            yield event(chunks.start())
+            async for item in turn:
+                if isinstance(item, PredictionResult):
+                    if item.tool_calls:
+                        yield event(chunks.tool_calls(item.tool_calls))
+                    yield event(chunks.finish(item))
+                    results.append(item)
+                else:
+                    yield event(chunks.text(item))
+        if req.include_usage:
+            usage = completion_body(results[0], req.model, more=results[1:])["usage"]
+            yield event({**chunks.usage(results[0].stats), "usage": usage})
     except Exception as exc:
         yield event(body_of(exc))
         return
