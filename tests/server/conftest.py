@@ -39,13 +39,16 @@ class Upstream:
     """An OpenAI-compatible server on 127.0.0.1 that records what it was sent and answers as scripted.
 
     ``status``: the HTTP status to answer with (500 makes it a failing deployment); ``reply``: the
-    assistant's text; ``finish``: its finish reason. Streams are sent in OpenAI's chunk shape.
+    assistant's text; ``finish``: its finish reason; ``calls``: tool calls (``{"id", "name",
+    "arguments"}``) it makes after the text. Streams are sent in OpenAI's chunk shape (a call's id and
+    name first, then its arguments).
     """
 
     name: str
     status: int = 200
     reply: str = "a fake answer"
     finish: str = "stop"
+    calls: list[dict[str, str]] = field(default_factory=list)
     error_message: str = "the upstream failed"
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
@@ -85,6 +88,19 @@ def _start_upstream(up: Upstream) -> ThreadingHTTPServer:
                     *(
                         {"choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]}
                         for word in up.reply.split(" ")
+                    ),
+                    *(
+                        {"choices": [{"index": 0, "delta": {"tool_calls": [piece]}, "finish_reason": None}]}
+                        for i, c in enumerate(up.calls)
+                        for piece in (
+                            {
+                                "index": i,
+                                "id": c["id"],
+                                "type": "function",
+                                "function": {"name": c["name"], "arguments": ""},
+                            },
+                            {"index": i, "function": {"arguments": c["arguments"]}},
+                        )
                     ),
                     {"choices": [{"index": 0, "delta": {}, "finish_reason": up.finish}]},
                 ]
