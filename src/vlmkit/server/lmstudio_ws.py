@@ -7,6 +7,10 @@ file store of :mod:`vlmkit.server.files`, and the downloads of ``vlmkit get``).
 ``GET /lmstudio-greeting`` answers ``{"lmstudio": true}`` (open, like ``/health``: the SDK probes
 it before it has said who it is).
 
+A prediction's tool calls (a local model's, read from its reply by the engine, or a gateway model's,
+joined from its provider's streamed pieces) are sent after its fragments, each as the
+``toolCallGeneration*`` messages the SDK's ``.act()`` runs the tool from, before the final ``success``.
+
 A connection's first message authenticates it: a server without API keys accepts every client (as
 LM Studio does); with keys, the client's passkey, or the LM Studio API token its SDK split in two
 (``sk-lm-ID:KEY`` sent as identifier ``ID``, passkey ``KEY``), or an ``Authorization: Bearer``
