@@ -1,9 +1,11 @@
-"""Time of ``completion()`` against a local fake upstream, text-only and with JPEGs of about 50 KB,
-1.7 MB and 5 MB, beside LiteLLM's ``completion()`` in the same run when LiteLLM is installed.
+"""Time of ``completion()`` against a local fake upstream, text-only, with JPEGs of about 50 KB,
+1.7 MB and 5 MB, and with tools (5 tools, an earlier call, and its result carrying a 50 KB JPEG),
+beside LiteLLM's ``completion()`` in the same run when LiteLLM is installed.
 
 Run from the repo root on a quiet machine (check `uptime` first):
 
     python bench/providers.py [--repeat 30]
+    python bench/providers.py --quick   # text and tools only, 5 repeats: to see that it runs
 
 The upstream is an OpenAI-compatible HTTP server in a separate process on 127.0.0.1 that reads the
 whole body and answers a fixed completion. "raw httpx" posts an equivalent, already-built body with a
@@ -80,6 +82,39 @@ def jpeg_of_size(target: int) -> bytes:
     return best
 
 
+def _tool(name: str, properties: dict[str, Any]) -> dict[str, Any]:
+    schema = {"type": "object", "properties": properties, "required": list(properties)}
+    return {"type": "function", "function": {"name": name, "description": f"The {name} tool.", "parameters": schema}}
+
+
+TOOLS = [
+    _tool("click", {"x": {"type": "integer"}, "y": {"type": "integer"}}),
+    _tool("zoom", {"x": {"type": "integer"}, "y": {"type": "integer"}, "factor": {"type": "number"}}),
+    _tool("crop", {"box": {"type": "array", "items": {"type": "integer"}, "minItems": 4, "maxItems": 4}}),
+    _tool("type_text", {"text": {"type": "string"}}),
+    _tool("search", {"query": {"type": "string"}, "limit": {"type": "integer", "minimum": 1}}),
+]
+
+
+def tools_case(image_url: str) -> list[dict[str, Any]]:
+    """A user asks, the assistant called ``zoom``, and the result holds the zoomed view (an image)."""
+    call = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "zoom", "arguments": '{"x": 3, "y": 4, "factor": 2}'},
+    }
+    return [
+        {"role": "system", "content": "You operate a computer from screenshots."},
+        {"role": "user", "content": "Find the search box."},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {
+            "role": "tool",
+            "tool_call_id": "call_1",
+            "content": [{"type": "text", "text": "zoomed"}, {"type": "image_url", "image_url": {"url": image_url}}],
+        },
+    ]
+
+
 def timed(fn: Callable[[], Any], repeat: int, before: Callable[[], None] | None = None) -> float:
     for _ in range(2):
         if before:
@@ -98,7 +133,10 @@ def timed(fn: Callable[[], Any], repeat: int, before: Callable[[], None] | None 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--quick", action="store_true", help="text and tools cases only, 5 repeats")
     args = parser.parse_args()
+    if args.quick:
+        args.repeat = 5
 
     import httpx
 
@@ -116,18 +154,25 @@ def main() -> None:
     base = f"http://127.0.0.1:{port}/v1"
     client = httpx.Client()
     try:
-        cases: list[tuple[str, list[dict[str, Any]]]] = [("text only", [{"role": "user", "content": "Hello!"}])]
-        for label, size in (("50 KB JPEG", 50_000), ("1.7 MB JPEG", 1_700_000), ("5 MB JPEG", 5_000_000)):
+        no_tools: dict[str, Any] = {}
+        cases: list[tuple[str, list[dict[str, Any]], dict[str, Any]]] = [
+            ("text only", [{"role": "user", "content": "Hello!"}], no_tools)
+        ]
+        sizes = () if args.quick else (("50 KB JPEG", 50_000), ("1.7 MB JPEG", 1_700_000), ("5 MB JPEG", 5_000_000))
+        for label, size in sizes:
             data = jpeg_of_size(size)
             url = "data:image/jpeg;base64," + base64.b64encode(data).decode()
             content = [{"type": "text", "text": "What is this?"}, {"type": "image_url", "image_url": {"url": url}}]
-            cases.append((f"{label} ({len(data) / 1e6:.2f} MB)", [{"role": "user", "content": content}]))
+            cases.append((f"{label} ({len(data) / 1e6:.2f} MB)", [{"role": "user", "content": content}], no_tools))
+        small = jpeg_of_size(50_000)
+        small_url = "data:image/jpeg;base64," + base64.b64encode(small).decode()
+        cases.append(("5 tools + a tool result with a 50 KB JPEG", tools_case(small_url), {"tools": TOOLS}))
 
         header = f"| case | raw httpx | vlmkit cold | vlmkit warm | {'LiteLLM' if litellm else 'LiteLLM (absent)'} |"
         print(header)
         print("|---|---|---|---|---|")
-        for label, messages in cases:
-            body = json.dumps({"model": "gpt-4o", "messages": messages}).encode()
+        for label, messages, extra in cases:
+            body = json.dumps({"model": "gpt-4o", "messages": messages, **extra}).encode()
             raw = timed(
                 lambda body=body: client.post(
                     f"{base}/chat/completions", content=body, headers={"Content-Type": "application/json"}
@@ -135,16 +180,16 @@ def main() -> None:
                 args.repeat,
             )
 
-            def ours(messages: list[dict[str, Any]] = messages) -> Any:
-                return completion("openai/gpt-4o", messages, api_base=base, api_key="k")
+            def ours(messages: list[dict[str, Any]] = messages, extra: dict[str, Any] = extra) -> Any:
+                return completion("openai/gpt-4o", messages, api_base=base, api_key="k", **extra)
 
             cold = timed(ours, args.repeat, before=render_cache.clear)
             warm = timed(ours, args.repeat)
             theirs = "—"
             if litellm is not None:
                 lite = timed(
-                    lambda messages=messages: litellm.completion(
-                        model="openai/gpt-4o", messages=messages, api_base=base, api_key="k"
+                    lambda messages=messages, extra=extra: litellm.completion(
+                        model="openai/gpt-4o", messages=messages, api_base=base, api_key="k", **extra
                     ),
                     args.repeat,
                 )

@@ -13,8 +13,14 @@ asyncio HTTP/1.1 server answering a fixed chat completion after reading the whol
 server (``python -m vlmkit.cli serve --config ...``) and the LiteLLM proxy, both mapping the name
 ``bench`` to ``openai/gpt-4o`` at the upstream, both checking the same API key. The load generator is aiohttp in
 this process, ``concurrency`` requests in flight, after a warm-up. Cases: a text message, and a
-message with a ~1 MB JPEG as a data URL. Figures: requests/s, P50/P95/P99 latency, P50 overhead over
-the direct call, peak RSS of the server's process tree (VmHWM, summed).
+message with a ~1 MB JPEG as a data URL, and the same image through vlmkit's other front doors
+(OpenAI's Responses API, ``/v1/responses``, as an ``input_image`` data URL; Anthropic's Messages API,
+``/v1/messages``, as a base64 image block), whose req/s are given beside chat completions'.
+Figures: requests/s, P50/P95/P99 latency, P50 overhead over the direct call, peak RSS of the
+server's process tree (VmHWM, summed).
+
+``--quick`` runs a small load once (concurrency 1 and 8, a twentieth of the requests), to see that
+the script works; measure without it.
 """
 
 from __future__ import annotations
@@ -106,9 +112,15 @@ def one_mb_jpeg() -> bytes:
     return best
 
 
+CHAT = "/v1/chat/completions"
+OTHER_DOORS = {"image 1 MB, responses": "/v1/responses", "image 1 MB, messages": "/v1/messages"}
+"""Cases sent to vlmkit only, at these paths; every other case is a chat completion sent to every target."""
+
+
 def bodies(image: bytes) -> dict[str, bytes]:
     text = {"model": "bench", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16}
-    url = "data:image/jpeg;base64," + base64.b64encode(image).decode()
+    b64 = base64.b64encode(image).decode()
+    url = "data:image/jpeg;base64," + b64
     with_image = {
         "model": "bench",
         "messages": [
@@ -122,7 +134,33 @@ def bodies(image: bytes) -> dict[str, bytes]:
         ],
         "max_tokens": 16,
     }
-    return {"text": json.dumps(text).encode(), "image 1 MB": json.dumps(with_image).encode()}
+    responses = {
+        "model": "bench",
+        "input": [
+            {
+                "role": "user",
+                "content": [{"type": "input_text", "text": "What is this?"}, {"type": "input_image", "image_url": url}],
+            }
+        ],
+        "max_output_tokens": 16,
+    }
+    source = {"type": "base64", "media_type": "image/jpeg", "data": b64}
+    messages = {
+        "model": "bench",
+        "max_tokens": 16,
+        "messages": [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "What is this?"}, {"type": "image", "source": source}],
+            }
+        ],
+    }
+    return {
+        "text": json.dumps(text).encode(),
+        "image 1 MB": json.dumps(with_image).encode(),
+        "image 1 MB, responses": json.dumps(responses).encode(),
+        "image 1 MB, messages": json.dumps(messages).encode(),
+    }
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
@@ -267,7 +305,7 @@ def main() -> None:
     parser.add_argument("--litellm", help="path of the `litellm` command (the proxy), to run it side by side")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the request counts")
     parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 16, 64])
-    parser.add_argument("--cases", nargs="*", choices=["text", "image 1 MB"], help="only these cases")
+    parser.add_argument("--cases", nargs="*", choices=["text", "image 1 MB", *OTHER_DOORS], help="only these cases")
     parser.add_argument("--large-slots", type=int, help="vlmkit's limits.max_large_requests (default: its own)")
     parser.add_argument("--runs", type=int, default=1, help="repeat the whole load; the table gives medians")
     parser.add_argument(
@@ -292,7 +330,7 @@ def main() -> None:
         "VLMKIT_API_KEY": KEY,
     }
     if args.quick:
-        args.scale = min(args.scale, 0.05)
+        args.scale, args.concurrency, args.runs = min(args.scale, 0.05), [1, 8], 1
     if args.lmstudio:
         lmstudio_case(3 if args.quick else 30 * args.runs, env, tmp)
         return
@@ -304,7 +342,7 @@ def main() -> None:
         assert up.stdout is not None and up.stdout.readline().strip() == b"ready"
         upstream = f"http://127.0.0.1:{up_port}/v1"
 
-        targets: dict[str, tuple[str, int | None]] = {"upstream direct": (upstream + "/chat/completions", None)}
+        targets: dict[str, tuple[str, int | None]] = {"upstream direct": (upstream, None)}
 
         port = free_port()
         cfg = tmp / "vlmkit.yaml"
@@ -321,7 +359,7 @@ def main() -> None:
         serve = [sys.executable, "-m", "vlmkit.cli", "serve", "--config", str(cfg), "--port", str(port)]
         vk = start([*serve, "--log-level", "warning"], env, f"http://127.0.0.1:{port}/v1/chat/completions")
         procs.append(vk)
-        targets["vlmkit serve"] = (f"http://127.0.0.1:{port}/v1/chat/completions", vk.pid)
+        targets["vlmkit serve"] = (f"http://127.0.0.1:{port}/v1", vk.pid)
 
         if args.litellm:
             lport = free_port()
@@ -333,9 +371,10 @@ def main() -> None:
             lcmd = [args.litellm, "--config", str(lcfg), "--port", str(lport), "--num_workers", "1"]
             ll = start(lcmd, env, f"http://127.0.0.1:{lport}/v1/chat/completions")
             procs.append(ll)
-            targets["LiteLLM proxy"] = (f"http://127.0.0.1:{lport}/v1/chat/completions", ll.pid)
+            targets["LiteLLM proxy"] = (f"http://127.0.0.1:{lport}/v1", ll.pid)
 
-        counts = {"text": (200, 800, 1600), "image 1 MB": (100, 320, 640)}
+        image_counts = (100, 320, 640)
+        counts = {"text": (200, 800, 1600), "image 1 MB": image_counts, **dict.fromkeys(OTHER_DOORS, image_counts)}
         image = one_mb_jpeg()
         print(f"image: {len(image):,} bytes JPEG 1600x1200; load before: {os.getloadavg()[0]:.2f}")
         runs: dict[tuple[str, int, str], list[dict[str, float]]] = {}
@@ -346,7 +385,10 @@ def main() -> None:
                 for ci, conc in enumerate(args.concurrency):
                     n = int(counts[case][min(ci, 2)] * args.scale)
                     n = max(conc, n - n % conc)
-                    for name, (url, _) in targets.items():
+                    for name, (base, _) in targets.items():
+                        if case in OTHER_DOORS and name != "vlmkit serve":
+                            continue
+                        url = base + OTHER_DOORS.get(case, CHAT).removeprefix("/v1")
                         stats = asyncio.run(load(url, body, conc, n, warmup=max(conc * 2, 20)))
                         runs.setdefault((case, conc, name), []).append(stats)
                         print(
@@ -367,16 +409,40 @@ def main() -> None:
         print("| case | concurrency | target | req/s | P50 ms | P95 ms | P99 ms | P50 overhead ms |")
         print("|---|---|---|---|---|---|---|---|")
         for r in rows:
+            compared = "image 1 MB" if r["case"] in OTHER_DOORS else r["case"]
             direct = next(
-                x
-                for x in rows
-                if x["case"] == r["case"] and x["concurrency"] == r["concurrency"] and x["target"] == "upstream direct"
+                (
+                    x
+                    for x in rows
+                    if x["case"] == compared
+                    and x["concurrency"] == r["concurrency"]
+                    and x["target"] == "upstream direct"
+                ),
+                None,
             )
-            over = "" if r["target"] == "upstream direct" else f"{r['p50'] - direct['p50']:+.2f}"
+            over = "" if r["target"] == "upstream direct" or direct is None else f"{r['p50'] - direct['p50']:+.2f}"
             print(
                 f"| {r['case']} | {r['concurrency']} | {r['target']} | {r['rps']:.0f} | {r['p50']:.2f} | "
                 f"{r['p95']:.2f} | {r['p99']:.2f} | {over} |"
             )
+        print()
+        for r in rows:
+            if r["case"] in OTHER_DOORS:
+                chat = next(
+                    (
+                        x
+                        for x in rows
+                        if x["case"] == "image 1 MB"
+                        and x["concurrency"] == r["concurrency"]
+                        and x["target"] == r["target"]
+                    ),
+                    None,
+                )
+                if chat is not None:
+                    print(
+                        f"{r['case']}, c={r['concurrency']}: {r['rps'] / chat['rps']:.2f}x chat completions' req/s "
+                        f"({r['rps']:.0f} / {chat['rps']:.0f}; the target is at least 0.90x)"
+                    )
         print()
         for name, (_, pid) in targets.items():
             if pid is not None:

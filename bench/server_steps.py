@@ -25,8 +25,9 @@ from server import bodies, one_mb_jpeg
 from vlmkit.images.fetch import FetchOptions
 from vlmkit.providers import call
 from vlmkit.server.files import FileStore
-from vlmkit.server.inputs import parse_chat_request, parse_lifted, resolve_chat
+from vlmkit.server.inputs import parse_chat_request, parse_lifted, resolve_images
 from vlmkit.server.lifted import lift
+from vlmkit.wire.openai_chat import to_chat
 
 WARMUP = 20
 
@@ -46,8 +47,8 @@ async def one(body: bytes, files: FileStore, times: dict[str, list[float]]) -> N
     t = tick("parse JSON", t)
     req = parse_chat_request(obj)
     t = tick("check the request", t)
-    chat = await resolve_chat(
-        req.messages, files, fetch=FetchOptions(), max_pixels=100_000_000, max_images=16, lifted=lifted
+    chat = await resolve_images(
+        to_chat(req.messages), files, fetch=FetchOptions(), max_pixels=100_000_000, max_images=16, lifted=lifted
     )
     t = tick("resolve images", t)
     cfg, creq, mod = call._start("openai/gpt-4o", chat, False, "http://127.0.0.1:9/v1", "sk-x", None, None, {})

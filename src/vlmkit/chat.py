@@ -88,6 +88,8 @@ class MediaPart:
 
     media: Document | Video
     detail: Detail | None = None
+    location: str = ""
+    """Where a request named it (``messages[i].content[j]``), when it was read from one, for errors."""
 
     @property
     def as_images(self) -> list[TextPart | ImagePart]:
@@ -271,9 +273,7 @@ class Chat:
             return self
         new = Chat()
         new.messages = [
-            m.replaced(
-                [_read_part(images[p], p.detail) if isinstance(p, ImageRef) and p in images else p for p in m.content]
-            )
+            m.replaced([_read_part(images[p], p) if isinstance(p, ImageRef) and p in images else p for p in m.content])
             for m in self.messages
         ]
         return new
@@ -315,8 +315,10 @@ class Chat:
         return cls.from_dict(obj)
 
 
-def _read_part(read: ImageHandle | Document | Video, detail: Detail | None) -> ImagePart | MediaPart:
-    return MediaPart(read, detail) if isinstance(read, (Document, Video)) else ImagePart(read, detail)
+def _read_part(read: ImageHandle | Document | Video, ref: ImageRef) -> ImagePart | MediaPart:
+    if isinstance(read, (Document, Video)):
+        return MediaPart(read, ref.detail, ref.location)
+    return ImagePart(read, ref.detail)
 
 
 def tool_results(messages: Iterable[ChatMessage]) -> dict[int, ToolCall]:
@@ -366,7 +368,15 @@ def _check_call(call: object, where: str) -> ToolCall:
 def _message_to_dict(m: ChatMessage) -> dict[str, Any]:
     out: dict[str, Any] = {"role": m.role, "content": [_part_to_dict(p) for p in m.flat_content]}
     if m.tool_calls:
-        out["tool_calls"] = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in m.tool_calls]
+        out["tool_calls"] = [
+            {
+                "id": c.id,
+                "name": c.name,
+                "arguments": c.arguments,
+                **({"signature": c.signature} if c.signature else {}),
+            }
+            for c in m.tool_calls
+        ]
     if m.tool_call_id is not None:
         out["tool_call_id"] = m.tool_call_id
     return out
@@ -379,6 +389,7 @@ def _call_from_dict(raw: Any) -> ToolCall:
         _check_text(raw.get("id"), "a tool call's 'id'"),
         _check_text(raw.get("name"), "a tool call's 'name'"),
         _check_text(raw.get("arguments", "{}"), "a tool call's 'arguments'"),
+        raw.get("signature") if isinstance(raw.get("signature"), str) else None,
     )
 
 

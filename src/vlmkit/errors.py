@@ -37,6 +37,13 @@ class BadRequestError(VlmkitError):
 class InvalidMessageError(BadRequestError):
     """A chat message or content part is malformed."""
 
+    @classmethod
+    def at(cls, message: str, where: str) -> InvalidMessageError:
+        """The error for a bad part of a request at ``where`` (``messages[2].content[1]``)."""
+        exc = cls(message)
+        exc.add_location(where)
+        return exc
+
 
 class UnknownFileError(InvalidMessageError):
     """An image part names an uploaded file the server does not have (never uploaded, deleted, or

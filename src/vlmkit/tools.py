@@ -14,6 +14,7 @@ here calls a tool. Reading and writing OpenAI's form of these is :mod:`vlmkit.wi
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import re
@@ -70,25 +71,43 @@ def check_schema(schema: Any, location: str) -> None:
         raise tool_error(
             f"parameters must describe an object (the arguments by name): 'type' is {kind!r}, not 'object'", location
         )
+    try:
+        text = json.dumps(schema, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise tool_error(f"parameters must be JSON: {exc}", location) from None
+    problem = _schema_problem(text)
+    if problem is not None:
+        raise tool_error(f"parameters is not valid JSON Schema: {problem}", location)
+
+
+@functools.lru_cache(maxsize=1024)
+def _schema_problem(text: str) -> str | None:
+    """What is wrong with a schema (its canonical JSON text), or None. Cached: an agent sends the same
+    tools with every request, and checking against the metaschema takes milliseconds a tool."""
     import jsonschema  # type: ignore[import-untyped]
 
+    schema = json.loads(text)
     validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     try:
         validator.check_schema(schema)
     except jsonschema.SchemaError as exc:
         where = "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in exc.path)
-        raise tool_error(
-            f"parameters is not valid JSON Schema: at {where or 'the top'}: {exc.message}", location
-        ) from None
+        return f"at {where or 'the top'}: {exc.message}"
+    return None
 
 
 @dataclass(frozen=True)
 class ToolCall:
-    """One call the model made: ``arguments`` is the JSON text it wrote (an object, when it is valid)."""
+    """One call the model made: ``arguments`` is the JSON text it wrote (an object, when it is valid).
+
+    ``signature`` is an opaque token a provider attached to the call and wants back with it (Gemini's
+    thought signature: Gemini 3 refuses a history whose calls lost theirs).
+    """
 
     id: str
     name: str
     arguments: str = "{}"
+    signature: str | None = None
 
     def parsed_arguments(self) -> dict[str, Any]:
         """The arguments as a dict; text that is not a JSON object is an :class:`InvalidToolError`."""

@@ -103,3 +103,21 @@ def test_n_above_one_is_refused_by_the_engine(engine: Engine) -> None:
         engine.respond("tiny", "Hi", PredictionConfig(n=2))
     assert err.value.location == "n"
     assert err.value.message == "one prediction makes one choice, not n=2; ask for each choice in turn"
+
+
+def test_a_chosen_call_is_not_streamed_as_text() -> None:
+    from vlmkit.engine.tool_calls import HeldCalls
+    from vlmkit.prediction import PredictionFragment
+
+    shown: list[str] = []
+    held = HeldCalls(lambda f: shown.append(f.content))
+    for piece in ["Let me", " look.<tool", "_call>\n{", '"name": "zoom"}', "</tool_call>"]:
+        held(PredictionFragment(piece))
+    held.flush()
+    assert "".join(shown) == "Let me look."
+    shown.clear()
+    held = HeldCalls(lambda f: shown.append(f.content))
+    for piece in ["a <to", "ol> b <tool_"]:
+        held(PredictionFragment(piece))
+    held.flush()
+    assert "".join(shown) == "a <tool> b <tool_"  # held only while it could be a call, then shown

@@ -198,3 +198,36 @@ def test_local_models_go_to_the_embedded_engine(tmp_path: Path, samples: Samples
         assert chunks[-1].choices[0].finish_reason in ("stop", "length") and chunks[-1].usage is not None
     finally:
         engine.unload("test-vlm")
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+async def test_local_models_call_tools_and_give_n_choices(tmp_path: Path, asynchronous: bool) -> None:
+    from vlmkit.engine import owner, synthetic
+
+    model, mmproj = synthetic.write_test_model(tmp_path)
+    engine = owner.engine()
+    engine.register("test-vlm-tools", model, mmproj)
+    tools = [{"type": "function", "function": {"name": "zoom", "parameters": {
+        "type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]}}}]  # fmt: skip
+    ask = [{"role": "user", "content": "Zoom."}]
+    kwargs: dict[str, Any] = {"tools": tools, "tool_choice": "required", "max_tokens": 60, "temperature": 0}
+    try:
+        if asynchronous:
+            response = await acompletion("local/test-vlm-tools", ask, **kwargs)
+            stream = await acompletion("local/test-vlm-tools", ask, stream=True, **kwargs)
+            chunks = [chunk async for chunk in stream]
+            two = await acompletion("local/test-vlm-tools", ask, n=2, max_tokens=2)
+        else:
+            response = completion("local/test-vlm-tools", ask, **kwargs)
+            chunks = list(completion("local/test-vlm-tools", ask, stream=True, **kwargs))
+            two = completion("local/test-vlm-tools", ask, n=2, max_tokens=2)
+        (choice,) = response.choices
+        assert choice.finish_reason == "tool_calls"
+        (call,) = choice.message.tool_calls or []
+        assert call.function.name == "zoom" and isinstance(json.loads(call.function.arguments)["x"], int)
+        pieces = [p for c in chunks for ch in c.choices for p in ch.delta.tool_calls or []]
+        assert [(p.index, p.function.name) for p in pieces] == [(0, "zoom")]
+        assert chunks[-1].choices[0].finish_reason == "tool_calls"
+        assert [c.index for c in two.choices] == [0, 1]
+    finally:
+        engine.unload("test-vlm-tools")

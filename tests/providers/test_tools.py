@@ -410,3 +410,29 @@ def test_streamed_calls_assemble_into_whole_calls(model: str) -> None:
     assert (call.name, json.loads(call.arguments)) == ZOOM_CALL and call.id
     finishes = [c.finish_reason for chunk in chunks for c in chunk.choices if c.finish_reason]
     assert finishes == ["tool_calls"]
+
+
+def test_geminis_thought_signature_goes_back_with_its_call(wire: Builder) -> None:
+    """Gemini 3 refuses a history whose calls lost their thought signatures: the signature read from an
+    answer (a sibling of ``functionCall``) comes back as OpenAI-compatible ``extra_content`` and is
+    sent back beside the call."""
+    signature = base64.b64encode(b"opaque thought").decode()
+    answer = {"candidates": [{"finishReason": "STOP", "content": {"role": "model", "parts": [
+        {"functionCall": {"name": "zoom", "args": {"x": 3, "y": 4}}, "thoughtSignature": signature}]}}]}  # fmt: skip
+    cfg, req, mod = started("gemini/gemini-3-pro-preview", False)
+    (call,) = mod.parse_response(answer, req, cfg).choices[0].message.tool_calls
+    assert call.extra_content == {"google": {"thought_signature": signature}}
+    scfg, sreq, _ = started("gemini/gemini-3-pro-preview", True)
+    parser = mod.stream_parser(sreq, scfg)
+    (chunk,) = parser.feed(Event(None, answer))
+    assembler = ToolCallAssembler()
+    assembler.feed([p.to_dict() for p in chunk.choices[0].delta.tool_calls or []])
+    assert assembler.calls()[0].signature == signature
+
+    history = [ASK[0], {"role": "assistant", "content": None, "tool_calls": [call.to_dict()]},
+               {"role": "tool", "tool_call_id": call.id, "content": "zoomed"}]  # fmt: skip
+    _, _, body = wire("gemini/gemini-3-pro-preview", history, api_key="k", tools=TOOLS)
+    assert body["contents"][1]["parts"] == [
+        {"functionCall": {"name": "zoom", "args": {"x": 3, "y": 4}}, "thoughtSignature": signature}
+    ]
+    genai_check(body)

@@ -39,7 +39,9 @@ class Upstream:
     """An OpenAI-compatible server on 127.0.0.1 that records what it was sent and answers as scripted.
 
     ``status``: the HTTP status to answer with (500 makes it a failing deployment); ``reply``: the
-    assistant's text; ``finish``: its finish reason. Streams are sent in OpenAI's chunk shape.
+    assistant's text; ``finish``: its finish reason; ``calls``: tool calls to answer with instead (in a
+    stream, each call's arguments come in two pieces). A request's ``n`` gets that many choices.
+    Streams are sent in OpenAI's chunk shape.
     """
 
     name: str
@@ -50,6 +52,7 @@ class Upstream:
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
     port: int = 0
+    calls: list[dict[str, Any]] | None = None
 
     @property
     def base(self) -> str:
@@ -65,7 +68,7 @@ def _start_upstream(up: Upstream) -> ThreadingHTTPServer:
 
         def do_GET(self) -> None:
             if self.path.startswith("/images/"):
-                data = photo_path(self.path.rsplit("/", 1)[1]).read_bytes()
+                data = photo_path(self.path.split("?")[0].rsplit("/", 1)[1]).read_bytes()
                 self._send(200, data, "image/jpeg")
             else:
                 self._send(404, b"{}", "application/json")
@@ -79,15 +82,30 @@ def _start_upstream(up: Upstream) -> ThreadingHTTPServer:
                 self._send(up.status, json.dumps(err).encode(), "application/json")
                 return
             usage = {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}
+            n = int(body.get("n") or 1)
+            finish = "tool_calls" if up.calls else up.finish
             if body.get("stream"):
-                chunks = [
-                    {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]},
-                    *(
-                        {"choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]}
-                        for word in up.reply.split(" ")
-                    ),
-                    {"choices": [{"index": 0, "delta": {}, "finish_reason": up.finish}]},
-                ]
+                chunks = []
+                for i in range(n):
+                    chunks.append(
+                        {
+                            "choices": [
+                                {"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+                            ]
+                        }
+                    )
+                    for word in [] if up.calls else up.reply.split(" "):
+                        chunks.append({"choices": [{"index": i, "delta": {"content": word}, "finish_reason": None}]})
+                    for k, call in enumerate(up.calls or []):
+                        args = call["function"]["arguments"]
+                        half = len(args) // 2
+                        start = {**call, "index": k, "function": {**call["function"], "arguments": args[:half]}}
+                        rest = {"index": k, "function": {"arguments": args[half:]}}
+                        for piece in (start, rest):
+                            chunks.append(
+                                {"choices": [{"index": i, "delta": {"tool_calls": [piece]}, "finish_reason": None}]}
+                            )
+                    chunks.append({"choices": [{"index": i, "delta": {}, "finish_reason": finish}]})
                 out = b""
                 for c in chunks:
                     full = {"id": "chatcmpl-up", "object": "chat.completion.chunk", "created": 1, "model": "up", **c}
@@ -101,7 +119,14 @@ def _start_upstream(up: Upstream) -> ThreadingHTTPServer:
                 "created": 1,
                 "model": body.get("model"),
                 "choices": [
-                    {"index": 0, "message": {"role": "assistant", "content": up.reply}, "finish_reason": up.finish}
+                    {
+                        "index": i,
+                        "message": {"role": "assistant", "content": None, "tool_calls": up.calls}
+                        if up.calls
+                        else {"role": "assistant", "content": up.reply},
+                        "finish_reason": finish,
+                    }
+                    for i in range(n)
                 ],
                 "usage": usage,
             }

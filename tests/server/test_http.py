@@ -32,7 +32,7 @@ def test_health_is_open_and_the_rest_needs_a_key(http: httpx.Client) -> None:
     r = http.get("/v1/models")
     assert r.status_code == 401
     assert r.headers["www-authenticate"] == "Bearer"
-    assert _error(r)["message"] == "no API key given: send 'Authorization: Bearer <key>'"
+    assert _error(r)["message"] == "no API key given: send 'Authorization: Bearer <key>' (or 'x-api-key: <key>')"
     r = http.get("/v1/models", headers={"Authorization": f"Basic {API_KEY}"})
     assert _error(r)["message"] == "the Authorization header must be 'Bearer <key>'"
 

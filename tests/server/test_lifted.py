@@ -90,10 +90,13 @@ def test_invalid_json_stays_invalid_with_positions_in_the_body_as_sent() -> None
         parse_lifted(lift(raw_ctrl))
 
 
-strings = st.sampled_from(["", "data:", "x", URL, "a\\b", 'q"', "data:x;base64,"])
+BARE = base64.b64encode(PAYLOAD).decode()
+strings = st.sampled_from(["", "data:", "x", URL, "a\\b", 'q"', "data:x;base64,", BARE, BARE + "*"])
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | strings,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(["url", "image_url", URL, "k"]), inner),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(["url", "image_url", URL, "k", "data"]), inner)
+    ),
     max_leaves=12,
 )
 
@@ -109,3 +112,18 @@ def test_any_body_means_the_same_after_lifting(value: Any, slashes: bool) -> Non
     raw = text.encode()
     lifted = lift(raw)
     assert as_sent(lifted, parse_lifted(lifted)) == json.loads(raw)
+
+
+def test_an_anthropic_base64_source_is_lifted_and_read_through_a_data_url() -> None:
+    source = {"type": "base64", "media_type": "image/jpeg", "data": BARE}
+    body = {"model": "m", "messages": [{"role": "user", "content": [{"type": "image", "source": source}]}]}
+    body["metadata"] = {"data": BARE}  # a "data" value anywhere else comes back as its text
+    raw = json.dumps(body, indent=1).encode()  # with spaces and newlines around the colons
+    lifted = lift(raw)
+    assert len(lifted.spans) == 2 and len(lifted.body) < 600
+    obj = parse_lifted(lifted)
+    placeholder = obj["messages"][0]["content"][0]["source"]["data"]
+    assert lifted.image(placeholder) == PAYLOAD
+    assert lifted.image(f"data:image/jpeg;base64,{placeholder}") == PAYLOAD  # as Anthropic's reader writes it
+    assert obj["metadata"] == {"data": BARE}
+    assert as_sent(lifted, obj) == json.loads(raw)

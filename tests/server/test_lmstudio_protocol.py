@@ -250,6 +250,24 @@ def test_a_prediction_naming_a_file_never_uploaded(running: Running) -> None:
         works(conn)
 
 
+def test_a_bad_tool_definition_names_the_part(running: Running) -> None:
+    tool = {"type": "function", "function": {"name": "zoom", "parameters": {"type": "object", "required": 3}}}
+    stack = {"layers": [{"layerName": "apiOverride", "config": {"fields": [
+        {"key": "llm.prediction.tools", "value": {"type": "toolArray", "tools": [tool], "force": True}},
+    ]}}]}  # fmt: skip
+    history = {"messages": [{"role": "user", "content": [{"type": "text", "text": "Zoom in"}]}]}
+    param = {"modelSpecifier": "tiny", "history": history, "predictionConfigStack": stack}
+    with authed(running) as conn:
+        answer = ask(conn, {"type": "channelCreate", "endpoint": "predict", "channelId": 1, "creationParameter": param})
+        assert answer["type"] == "channelError" and answer["channelId"] == 1
+        title = answer["error"]["title"]
+        assert title.startswith(
+            "llm.prediction.tools.tools[0].function.parameters: parameters is not valid JSON Schema"
+        )
+        assert "required" in title
+        works(conn)
+
+
 # --- gateway models ------------------------------------------------------------------------------
 
 
@@ -286,6 +304,55 @@ def test_a_gateway_model_over_the_protocol(server: Running, ups: Any) -> None:
     assert (sent["max_completion_tokens"], sent["temperature"], sent["stream"]) == (20, 0.2, True)
     part = sent["messages"][0]["content"][1]
     assert part["type"] == "image_url" and part["image_url"]["url"].startswith("data:image/jpeg;base64,")
+
+
+def test_a_gateway_models_tool_calls_over_the_protocol(server: Running, ups: Any) -> None:
+    ups["a"].reply, ups["a"].finish = "", "tool_calls"
+    ups["a"].calls = [
+        {"id": "call_up", "type": "function", "function": {"name": "zoom", "arguments": '{"x": 3, "y": 4}'}}
+    ]
+    tool = {"type": "function", "function": {"name": "zoom", "description": "Zoom in.", "parameters": {
+        "type": "object", "properties": {"x": {"type": "integer"}, "y": {"type": "integer"}}}}}  # fmt: skip
+    stack = {"layers": [{"layerName": "apiOverride", "config": {"fields": [
+        {"key": "llm.prediction.tools", "value": {"type": "toolArray", "tools": [tool], "force": True}},
+    ]}}]}  # fmt: skip
+    earlier = {"type": "function", "id": "call_0", "name": "zoom", "arguments": {"x": 1, "y": 2}}
+    history = {"messages": [
+        {"role": "user", "content": [{"type": "text", "text": "Zoom in twice"}]},
+        {"role": "assistant", "content": [{"type": "toolCallRequest", "toolCallRequest": earlier}]},
+        {"role": "tool", "content": [{"type": "toolCallResult", "content": "zoomed", "toolCallId": "call_0"}]},
+    ]}  # fmt: skip
+    param = {"modelSpecifier": "gw", "history": history, "predictionConfigStack": stack}
+    with authed(server) as conn:
+        conn.send(
+            json.dumps({"type": "channelCreate", "endpoint": "predict", "channelId": 1, "creationParameter": param})
+        )
+        messages = []
+        while (frame := json.loads(conn.recv(timeout=30)))["type"] != "channelClose":
+            assert frame["type"] == "channelSend", frame
+            messages.append(frame["message"])
+    kinds = [m["type"] for m in messages if m["type"].startswith("toolCall")]
+    assert kinds == [
+        "toolCallGenerationStart",
+        "toolCallGenerationNameReceived",
+        "toolCallGenerationArgumentFragmentGenerated",
+        "toolCallGenerationEnd",
+    ]
+    end = next(m for m in messages if m["type"] == "toolCallGenerationEnd")
+    assert end["toolCallRequest"] == {
+        "type": "function",
+        "id": "call_up",
+        "name": "zoom",
+        "arguments": {"x": 3, "y": 4},
+    }
+    assert messages[-1]["type"] == "success" and messages[-1]["stats"]["stopReason"] == "toolCalls"
+    sent = ups["a"].requests[-1]  # the provider got the tools, the forced choice, the earlier call and its result
+    assert sent["tools"] == [tool] and sent["tool_choice"] == "required"
+    assistant, result = sent["messages"][1], sent["messages"][2]
+    assert assistant["tool_calls"] == [
+        {"id": "call_0", "type": "function", "function": {"name": "zoom", "arguments": '{"x": 1, "y": 2}'}}
+    ]
+    assert result["role"] == "tool" and result["tool_call_id"] == "call_0" and "zoomed" in json.dumps(result)
 
 
 def test_a_client_that_leaves_mid_prediction_stops_it(settings: ServerSettings) -> None:

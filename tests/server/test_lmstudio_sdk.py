@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import lmstudio as lms
 import pytest
+from lmstudio.json_api import ChatResponseEndpoint
 from lmstudio.sync_api import _reset_default_client
 from pydantic import BaseModel, Field
 
@@ -43,19 +44,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def write_short_vlm(directory: Path) -> tuple[Path, Path]:
+def write_short_vlm(directory: Path, context_length: int = 256) -> tuple[Path, Path]:
     """The generated test VLM with a 256-token context: LM Studio's snippets set no token limit, and its
     random words run until the context is full."""
     directory.mkdir(parents=True, exist_ok=True)
     model, mmproj = directory / "short-vlm.gguf", directory / "mmproj-short-vlm.gguf"
-    write_text_model(model, dataclasses.replace(TEST_TEXT, context_length=256), seed=1)
+    write_text_model(model, dataclasses.replace(TEST_TEXT, context_length=context_length), seed=1)
     write_mmproj(mmproj, TEST_VISION, seed=2)
     return model, mmproj
 
 
-def start_serve(home: Path, *args: str, port: int | None = None) -> tuple[subprocess.Popen[bytes], int]:
+def start_serve(
+    home: Path, *args: str, port: int | None = None, context_length: int = 256
+) -> tuple[subprocess.Popen[bytes], int]:
     """``vlmkit serve`` of the tree under test, serving the test VLM as ``qwen2-vl-2b-instruct``."""
-    model, mmproj = write_short_vlm(home / "tiny")
+    model, mmproj = write_short_vlm(home / "tiny", context_length)
     config = home / "vlmkit.yaml"
     config.write_text(json.dumps({"models": {KEY: {"path": str(model), "mmproj": str(mmproj)}}}))
     port = port or free_port()
@@ -259,6 +262,93 @@ def test_a_model_not_downloaded_says_how_to_get_it(host: str) -> None:
         with pytest.raises(lms.LMStudioModelNotFoundError) as caught:
             client.llm.model("no-such-model")
         assert "does not exist on this server; served: qwen2-vl-2b-instruct" in str(caught.value)
+
+
+# --- tools: .act() -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def act_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server whose model has room for tools: their description and the calls and results in the chat."""
+    proc, port = start_serve(tmp_path_factory.mktemp("lmstudio-act"), context_length=2048)
+    yield f"127.0.0.1:{port}"
+    out = stop_serve(proc)
+    assert "Traceback" not in out, out
+
+
+def forcing_a_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``.act()`` send ``force: true`` with its tools (its rounds that offer tools must call one).
+
+    ``.act()`` has no tool-choice argument, and the generated test model's random weights never choose
+    a call on their own; ``force`` is the protocol's own field for a required call (a client such as
+    lmstudio-js, or a raw ``rawTools`` config, sets it), so the SDK is made to send it."""
+    parse_tools = ChatResponseEndpoint.parse_tools
+
+    def forced(tools: Any, allow_async: bool = False) -> Any:
+        array, client_tools = parse_tools(tools, allow_async)
+        array.force = True
+        return array, client_tools
+
+    monkeypatch.setattr(ChatResponseEndpoint, "parse_tools", staticmethod(forced))
+
+
+def test_act_calls_a_python_function_and_answers_with_its_result(
+    act_host: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    forcing_a_call(monkeypatch)
+    called: list[tuple[int, int]] = []
+
+    def multiply(a: int, b: int) -> int:
+        """Multiply two whole numbers."""
+        called.append((a, b))
+        return a * b
+
+    with lms.Client(act_host) as client:
+        model = client.llm.model(KEY)
+        chat = lms.Chat("You use tools.")
+        chat.add_user_message("What is 6 times 7?")
+        messages: list[Any] = []
+        rounds: list[Any] = []
+        result = model.act(
+            chat,
+            [multiply],
+            max_prediction_rounds=2,
+            config={"maxTokens": 200, "temperature": 0},
+            on_message=messages.append,
+            on_prediction_completed=rounds.append,
+        )
+        asked_alone = model.respond(chat, config={"maxTokens": 1}).stats.prompt_tokens_count
+        request_message, result_message, answer = messages
+        chat.append(request_message)
+        chat.append(result_message)
+        shown = model.apply_prompt_template(chat)  # how the server put the call and its result to the model
+    assert result.rounds == 2  # a round that called the tool, then the answer (the last round offers no tools)
+    ((a, b),) = called  # called once, with the arguments its schema asks for
+    assert isinstance(a, int) and isinstance(b, int)
+    (request,) = [p.tool_call_request for p in request_message.content if p.type == "toolCallRequest"]
+    assert request.name == "multiply" and dict(request.arguments or {}) == {"a": a, "b": b}
+    (tool_result,) = result_message.content
+    assert tool_result.tool_call_id == request.id and json.loads(tool_result.content) == a * b
+    assert rounds[0].stats.stop_reason == "toolCalls" and rounds[0].content == ""
+    # the call and its result went back into the chat: the answering round's prompt holds them
+    assert rounds[1].stats.prompt_tokens_count > asked_alone
+    assert f'"arguments": {{"a": {a}, "b": {b}}}' in shown and str(a * b) in shown.split("multiply")[-1]
+    assert rounds[1].stats.stop_reason in ("eosFound", "maxPredictedTokensReached")
+    assert answer.role == "assistant" and answer.content[0].text == rounds[1].content
+
+
+def test_act_without_a_forced_call_lets_the_model_answer(act_host: str) -> None:
+    called: list[object] = []
+
+    def multiply(a: int, b: int) -> int:
+        """Multiply two whole numbers."""
+        called.append((a, b))
+        return a * b
+
+    with lms.Client(act_host) as client:
+        model = client.llm.model(KEY)
+        result = model.act("What is 6 times 7?", [multiply], config=SHORT)
+    assert result.rounds == 1 and called == []  # the random model chose to answer in words
 
 
 # --- discovery: no host at all -------------------------------------------------------------------

@@ -161,7 +161,7 @@ def test_the_key_is_an_argument_or_the_variable(remote: Running, monkeypatch: py
         client.llm.list_loaded()
     assert str(missing.value) == (
         f"the vlmkit server at {url} needs an API key: pass vk.Client({url!r}, api_key=...) or set VLMKIT_API_KEY "
-        "(the server said: no API key given: send 'Authorization: Bearer <key>')"
+        "(the server said: no API key given: send 'Authorization: Bearer <key>' (or 'x-api-key: <key>'))"
     )
     assert missing.value.status_code == 401
     with vk.Client(url, api_key=API_KEY) as client:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import lmstudio as lms
 import pytest
 from lmstudio._kv_config import parse_prediction_config
-from lmstudio._sdk_models import FileHandle, LlmInfo, LlmInstanceInfo, LlmPredictionStats
+from lmstudio._sdk_models import FileHandle, LlmInfo, LlmInstanceInfo, LlmPredictionStats, ToolCallRequest
+from lmstudio.history import ToolCallResultData
 from lmstudio.json_api import ChatResponseEndpoint, CompletionEndpoint
 
 from vlmkit.chat import ImageRef, TextPart
-from vlmkit.errors import InvalidMessageError, InvalidSettingError
+from vlmkit.errors import InvalidMessageError, InvalidSettingError, InvalidToolError
 from vlmkit.prediction import PredictionConfig, PredictionStats, StopReason
+from vlmkit.tools import ToolCall, ToolChoice
 from vlmkit.wire import lmstudio as wire
 
 IMAGE = FileHandle(name="photo.jpg", identifier="file-abc", size_bytes=10, file_type="image")
@@ -76,8 +78,16 @@ def test_results_read_with_the_sdks_own_types() -> None:
 @pytest.mark.parametrize(
     ("message", "where", "says"),
     [
-        ({"role": "tool", "content": []}, "history.messages[0]", "tool results are not supported by vlmkit yet"),
-        ({"role": "robot", "content": []}, "history.messages[0]", "'role' must be one of system, user, assistant"),
+        (
+            {"role": "tool", "content": [{"type": "text", "text": "x"}]},
+            "history.messages[0].content[0]",
+            "a tool message holds toolCallResult parts only (got 'text')",
+        ),
+        (
+            {"role": "robot", "content": []},
+            "history.messages[0]",
+            "'role' must be one of system, user, assistant, tool",
+        ),
         (
             {"role": "user", "content": [{"type": "file", "identifier": "f", "fileType": "text/plain"}]},
             "history.messages[0].content[0]",
@@ -91,7 +101,7 @@ def test_results_read_with_the_sdks_own_types() -> None:
         (
             {"role": "user", "content": [{"type": "toolCallRequest"}]},
             "history.messages[0].content[0]",
-            "toolCallRequest parts are not supported by vlmkit yet",
+            "toolCallRequest parts belong in assistant messages, not in a user message",
         ),
         ({"role": "user", "content": 5}, "history.messages[0]", "'content' must be a list of parts, not a number"),
     ],
@@ -115,10 +125,9 @@ def test_bad_settings_name_lm_studios_key() -> None:
     stack["layers"][0]["config"]["fields"] = gbnf
     with pytest.raises(InvalidSettingError, match="structured output of type 'gbnf' is not supported; give a JSON"):
         wire.config_from_stack(stack)
-    tools = [{"key": "llm.prediction.tools", "value": {"type": "toolArray", "tools": []}}]
-    stack["layers"][0]["config"]["fields"] = tools
-    with pytest.raises(InvalidSettingError, match=r"tool use \(.act\(\), tools\) is not supported by vlmkit yet"):
-        wire.config_from_stack(stack)
+    no_tools = [{"key": "llm.prediction.tools", "value": {"type": "toolArray", "tools": []}}]
+    stack["layers"][0]["config"]["fields"] = no_tools
+    assert wire.config_from_stack(stack) == PredictionConfig()
     completion = CompletionEndpoint("k", "Once upon a time").creation_params["predictionConfigStack"]
     with pytest.raises(InvalidSettingError, match=r"text completion, .complete\(\)\) is not supported by vlmkit yet"):
         wire.config_from_stack(completion)
@@ -137,3 +146,141 @@ def test_frames_are_checked_when_built() -> None:
     assert caught.value.channel_id == 4 and "needs 'message', an object" in caught.value.message
     with pytest.raises(wire.ProtocolError, match="authVersion 2 is not supported; this server speaks 1"):
         wire.read_frame('{"authVersion": 2, "clientIdentifier": "a", "clientPasskey": "b"}', max_bytes=100)
+
+
+# --- tools (.act()) ------------------------------------------------------------------------------
+
+
+def add(a: int, b: int) -> int:
+    """Add two numbers."""
+    return a + b
+
+
+def act_parameter(chat: lms.Chat, *, force: bool | None = None) -> dict:
+    """What ``.act()`` sends in a round that offers tools (its own endpoint class builds it)."""
+    tools, client_tools = ChatResponseEndpoint.parse_tools([add])
+    tools.force = force
+    endpoint = ChatResponseEndpoint("k", chat, None, {"maxTokens": 50}, llm_tools=tools, client_tool_map=client_tools)
+    return dict(endpoint.creation_params)
+
+
+def test_acts_tools_read_as_tool_definitions_and_force_as_a_required_call() -> None:
+    chat = lms.Chat()
+    chat.add_user_message("What is 1 + 2?")
+    config = wire.config_from_stack(act_parameter(chat)["predictionConfigStack"])
+    (tool,) = config.tools
+    assert (tool.name, tool.description) == ("add", "Add two numbers.")
+    assert tool.parameters["properties"] == {"a": {"type": "integer"}, "b": {"type": "integer"}}
+    assert config.tool_choice is None and config.max_tokens == 50  # the model chooses
+    forced = wire.config_from_stack(act_parameter(chat, force=True)["predictionConfigStack"])
+    assert forced.tool_choice == ToolChoice("required")
+
+
+def test_calls_and_results_in_the_history_read_as_vlmkits_tool_values() -> None:
+    chat = lms.Chat("You add.")
+    chat.add_user_message("What is 1 + 2?", images=[IMAGE])
+    request = ToolCallRequest(type="function", id="7", name="add", arguments={"a": 1, "b": 2})
+    chat.add_assistant_response("Let me add.", [request])
+    chat.add_tool_results([ToolCallResultData(content="3", tool_call_id="7")])
+    got = wire.chat_from_history(act_parameter(chat)["history"])
+    assert [m.role for m in got.messages] == ["system", "user", "assistant", "tool"]
+    assistant, result = got.messages[2], got.messages[3]
+    assert assistant.text == "Let me add."
+    assert assistant.tool_calls == [ToolCall("7", "add", '{"a": 1, "b": 2}')]
+    assert (result.tool_call_id, result.content) == ("7", [TextPart("3")])
+
+
+def test_a_models_call_reaches_the_sdk_as_its_tool_call_request() -> None:
+    messages = wire.tool_call_messages(ToolCall("call_1", "add", '{"a": 1, "b": 2}'))
+    assert [m["type"] for m in messages] == [
+        "toolCallGenerationStart",
+        "toolCallGenerationNameReceived",
+        "toolCallGenerationArgumentFragmentGenerated",
+        "toolCallGenerationEnd",
+    ]
+    request = ToolCallRequest._from_api_dict(messages[-1]["toolCallRequest"])
+    assert (request.id, request.name, dict(request.arguments or {})) == ("call_1", "add", {"a": 1, "b": 2})
+    failed = wire.tool_call_messages(ToolCall("call_2", "add", "{not json"))[-1]
+    assert failed["type"] == "toolCallGenerationFailed" and failed["rawContent"] == "{not json"
+    assert "the arguments of the call to 'add' are not valid JSON" in failed["error"]["title"]
+
+
+def _tools_stack(value: object) -> dict:
+    return {
+        "layers": [
+            {"layerName": "apiOverride", "config": {"fields": [{"key": "llm.prediction.tools", "value": value}]}}
+        ]
+    }
+
+
+@pytest.mark.parametrize(
+    ("value", "where", "says"),
+    [
+        (
+            {"type": "toolArray", "tools": [{"type": "function", "function": {"name": "a b"}}]},
+            "llm.prediction.tools.tools[0].function.name",
+            "a tool's name must be 1 to 64 letters, digits, '_' or '-', not 'a b'",
+        ),
+        (
+            {
+                "type": "toolArray",
+                "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "array"}}}],
+            },
+            "llm.prediction.tools.tools[0].function.parameters",
+            "parameters must describe an object",
+        ),
+        (
+            {"type": "toolArray", "tools": [{"type": "function", "function": {"name": "f"}}] * 2},
+            "llm.prediction.tools.tools[1].function.name",
+            "two tools are named 'f'",
+        ),
+        (
+            {"type": "toolArray", "tools": [], "force": "yes"},
+            "llm.prediction.tools.force",
+            "'force' must be true or false",
+        ),
+        ({"type": "pluginTools"}, "llm.prediction.tools", "tool use must be {'type': 'none'} or {'type': 'toolArray'"),
+    ],
+)
+def test_bad_tools_name_the_part(value: object, where: str, says: str) -> None:
+    with pytest.raises(InvalidToolError) as caught:
+        wire.config_from_stack(_tools_stack(value))
+    assert caught.value.location == where
+    assert says in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("message", "where", "says"),
+    [
+        (
+            {"role": "assistant", "content": [{"type": "toolCallRequest", "toolCallRequest": {"name": "add"}}]},
+            "history.messages[0].content[0].toolCallRequest.id",
+            "a tool call request needs 'id', the id its result answers",
+        ),
+        (
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "toolCallRequest", "toolCallRequest": {"id": "1", "name": "add", "arguments": [1]}}
+                ],
+            },
+            "history.messages[0].content[0].toolCallRequest.arguments",
+            "'arguments' must be an object, not an array",
+        ),
+        (
+            {"role": "tool", "content": [{"type": "toolCallResult", "content": "3"}]},
+            "history.messages[0].content[0].toolCallId",
+            "a tool call result needs 'toolCallId', the id of the call it answers",
+        ),
+        (
+            {"role": "tool", "content": [{"type": "toolCallResult", "content": "3", "toolCallId": "9"}]},
+            "history.messages[0].content[0].toolCallId",
+            "this tool result answers the call id '9', but no assistant message before it made that call",
+        ),
+    ],
+)
+def test_bad_tool_history_names_the_part(message: dict, where: str, says: str) -> None:
+    with pytest.raises(InvalidToolError) as caught:
+        wire.chat_from_history({"messages": [message]})
+    assert caught.value.location == where
+    assert says in caught.value.message

@@ -22,6 +22,7 @@ from vlmkit.prediction import (
     PredictionResult,
     PreparedImageInfo,
     parse_structured,
+    setting_error,
     snake_case,
 )
 from vlmkit.stream import Work
@@ -102,6 +103,8 @@ def prediction_config(config: ConfigInput, response_format: Any) -> PredictionCo
         cfg = PredictionConfig.from_dict(config)
     else:
         raise InvalidSettingError(f"config must be a PredictionConfig or a dict, not {type(config).__name__}")
+    if cfg.n not in (None, 1):
+        raise setting_error("n", f"respond() gives one answer, not n={cfg.n}; call it once for each answer you want")
     if response_format is not None:
         cfg = dataclasses.replace(cfg, response_format=response_format)
     if cfg.response_format is not None:

@@ -35,7 +35,15 @@ from vlmkit.engine.native import clear_recent_errors
 from vlmkit.engine.prepared import PreparedImage, assemble, occurrence_ids
 from vlmkit.engine.prompt import Prompt
 from vlmkit.engine.reuse import chunk_key
-from vlmkit.engine.tool_calls import CALL_OPEN, call_schema, forced, offered, parse_calls, read_forced_call
+from vlmkit.engine.tool_calls import (
+    CALL_OPEN,
+    HeldCalls,
+    call_schema,
+    forced,
+    offered,
+    parse_calls,
+    read_forced_call,
+)
 from vlmkit.errors import (
     ContextLengthError,
     ModelCapabilityError,
@@ -89,12 +97,15 @@ def run(
     if cfg.cpu_threads:
         native.set_threads(cfg.cpu_threads)
     schema: dict[str, Any] | None
+    held: HeldCalls | None = None
     if must_call:
         choice = cfg.tool_choice if isinstance(cfg.tool_choice, ToolChoice) else None
         schema = call_schema(cfg.tools, choice.name if choice else None)
         emit = None  # the call is the result's tool_calls, not text
     else:
         schema = json_schema_of(cfg.response_format)
+        if emit is not None and offered(cfg.tool_choice, cfg.tools):
+            emit = held = HeldCalls(emit)  # a call the model chooses is not shown as text
     grammar = json_schema_grammar(schema) if schema is not None else None  # a bad schema fails before any work
 
     prepared, n_preprocessed = _prepare_images(lm, prompt, cfg)
@@ -160,6 +171,8 @@ def run(
     finally:
         native.free_sampler(sampler)
     out.finish()
+    if held is not None:
+        held.flush()
     t_end = time.perf_counter()
 
     gen_time = t_end - t_prompt

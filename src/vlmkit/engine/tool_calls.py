@@ -13,26 +13,68 @@ a grammar (:mod:`vlmkit.engine.json_grammar`) to ``{"name": ..., "arguments": {.
 tool, its arguments valid for that tool's schema; a template that writes calls inside
 ``<tool_call>`` gets that opening put in the prompt first, so the model continues its own format.
 When the model may choose (``auto``), its reply is read for ``<tool_call>`` blocks naming declared
-tools; what is outside them is the reply's text. Either way the calls are the same
-:class:`~vlmkit.tools.ToolCall` values every backend returns.
+tools; what is outside them is the reply's text, and only the text before the first
+``<tool_call>`` is streamed as fragments (:class:`HeldCalls`), so a call is never shown as text.
+Either way the calls are the same :class:`~vlmkit.tools.ToolCall` values every backend returns.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from vlmkit.chat import ChatMessage
 from vlmkit.errors import VlmkitError
+from vlmkit.prediction import PredictionFragment
 from vlmkit.tools import ToolCall, ToolChoice, ToolDefinition, call_id, parse_arguments
 from vlmkit.wire.openai_chat import tools_to_openai
 
-__all__ = ["CALL_OPEN", "call_schema", "forced", "parse_calls", "read_forced_call", "template_calls", "tools_note"]
+__all__ = [
+    "CALL_OPEN",
+    "HeldCalls",
+    "call_schema",
+    "forced",
+    "parse_calls",
+    "read_forced_call",
+    "template_calls",
+    "tools_note",
+]
 
 CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
 _BLOCK = re.compile(re.escape(CALL_OPEN) + r"\s*(.*?)\s*(?:" + re.escape(CALL_CLOSE) + r"|$)", re.DOTALL)
+
+
+class HeldCalls:
+    """Fragments passed on up to the first ``<tool_call>``, none after it (a piece that may be the start
+    of one is held until the next tells)."""
+
+    def __init__(self, emit: Callable[[PredictionFragment], None]) -> None:
+        self._emit = emit
+        self._held = ""
+        self.hiding = False
+
+    def __call__(self, fragment: PredictionFragment) -> None:
+        if self.hiding:
+            return
+        text = self._held + fragment.content
+        at = text.find(CALL_OPEN)
+        if at >= 0:
+            self.hiding, shown, self._held = True, text[:at], ""
+        else:
+            keep = next(
+                (k for k in range(min(len(text), len(CALL_OPEN) - 1), 0, -1) if CALL_OPEN.startswith(text[-k:])), 0
+            )
+            shown, self._held = text[: len(text) - keep], text[len(text) - keep :]
+        if shown:
+            self._emit(PredictionFragment(shown, fragment.tokens_count))
+
+    def flush(self) -> None:
+        """The held text, when the reply ended without a call after it."""
+        if self._held and not self.hiding:
+            self._emit(PredictionFragment(self._held, 0))
+        self._held = ""
 
 
 def forced(choice: ToolChoice | str | None, tools: Sequence[ToolDefinition]) -> bool:

@@ -155,7 +155,12 @@ def _content(m: Message, cfg: ProviderConfig, gcs: bool) -> dict[str, Any]:
         else:
             parts.append(_image(part, cfg, gcs))
     for call in m.tool_calls:
-        parts.append({"functionCall": {"name": call.name, "args": parse_arguments(call.arguments, call.name)}})
+        written: dict[str, Any] = {
+            "functionCall": {"name": call.name, "args": parse_arguments(call.arguments, call.name)}
+        }
+        if call.signature:  # Gemini 3 refuses a call sent back without its thought signature
+            written["thoughtSignature"] = call.signature
+        parts.append(written)
     if not parts:
         parts.append({"text": ""})
     return {"role": "model" if m.role == "assistant" else "user", "parts": parts}
@@ -205,12 +210,22 @@ def _text(data: Any) -> str:
 
 
 def _calls(data: Any) -> list[ToolCall]:
+    """The calls of an answer, each with the thought signature beside it (a sibling of ``functionCall``)."""
     parts = dig(data, "candidates", 0, "content", "parts") or []
-    calls = [p["functionCall"] for p in parts if isinstance(p, dict) and isinstance(p.get("functionCall"), dict)]
-    return [
-        ToolCall(str(c.get("id") or call_id()), str(c.get("name") or ""), json.dumps(c.get("args") or {}))
-        for c in calls
-    ]
+    out = []
+    for part in parts:
+        call = part.get("functionCall") if isinstance(part, dict) else None
+        if isinstance(call, dict):
+            signature = part.get("thoughtSignature") or call.get("thoughtSignature")
+            out.append(
+                ToolCall(
+                    str(call.get("id") or call_id()),
+                    str(call.get("name") or ""),
+                    json.dumps(call.get("args") or {}),
+                    signature if isinstance(signature, str) else None,
+                )
+            )
+    return out
 
 
 def _usage(data: Any) -> Usage:
@@ -261,7 +276,7 @@ class _Parser:
         if text:
             out.append(self.chunks.text(text))
         for call in _calls(data):
-            out.append(self.chunks.tool_call(self.n_calls, call.id, call.name, call.arguments))
+            out.append(self.chunks.tool_call(self.n_calls, call.id, call.name, call.arguments, call.signature))
             self.n_calls += 1
         reason = dig(data, "candidates", 0, "finishReason")
         if reason is None and not data.get("candidates") and dig(data, "promptFeedback", "blockReason"):

@@ -133,7 +133,7 @@ def _message(m: Message, cfg: ProviderConfig) -> dict[str, Any]:
                 parts.append({"type": "text", "text": part.text})
         written = {"role": m.role, "content": parts}
     if m.tool_calls:
-        written["tool_calls"] = tool_calls_to_openai(m.tool_calls)
+        written["tool_calls"] = tool_calls_to_openai(m.tool_calls, signatures=False)  # Gemini's, meant for Gemini
     return written
 
 
@@ -263,6 +263,7 @@ def _pieces(raw: Any) -> list[DeltaToolCall] | None:
                 piece.get("id") if isinstance(piece, dict) else None,
                 DeltaFunction(fn.get("name"), fn.get("arguments")),
                 "function" if isinstance(piece, dict) and piece.get("id") else None,
+                piece.get("extra_content") if isinstance(piece, dict) else None,
             )
         )
     return out

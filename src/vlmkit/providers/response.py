@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from vlmkit.tools import ToolCall
-from vlmkit.wire.openai_chat import FinishReason, completion_id
+from vlmkit.wire.openai_chat import FinishReason, completion_id, signature_of, signature_to_openai
 
 __all__ = [
     "ChatCompletion",
@@ -49,10 +49,15 @@ class _Record:
         return getattr(self, key, default)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)  # type: ignore[call-overload, no-any-return]
+        return dataclasses.asdict(self, dict_factory=_fields)  # type: ignore[call-overload, no-any-return]
 
     def model_dump(self) -> dict[str, Any]:
         return self.to_dict()
+
+
+def _fields(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A record's fields, but a call's ``extra_content`` only where it has some (OpenAI's shape has none)."""
+    return {k: v for k, v in pairs if not (k == "extra_content" and v is None)}
 
 
 @dataclass
@@ -79,14 +84,22 @@ class ResponseToolCall(_Record):
     id: str
     function: Function
     type: Literal["function"] = "function"
+    extra_content: dict[str, Any] | None = None
+    """A provider's signature of the call, as Gemini's OpenAI-compatible API writes it
+    (``{"google": {"thought_signature": ...}}``): send it back with the call."""
 
     @classmethod
     def of(cls, call: ToolCall) -> ResponseToolCall:
-        return cls(call.id, Function(call.name, call.arguments))
+        return cls(call.id, Function(call.name, call.arguments), extra_content=_extra(call.signature))
 
     def to_call(self) -> ToolCall:
         """vlmkit's value of this call."""
-        return ToolCall(self.id, self.function.name, self.function.arguments)
+        return ToolCall(self.id, self.function.name, self.function.arguments, signature_of(self.to_dict()))
+
+
+def _extra(signature: str | None) -> dict[str, Any] | None:
+    extra: dict[str, Any] | None = signature_to_openai(signature).get("extra_content")
+    return extra
 
 
 @dataclass
@@ -137,6 +150,7 @@ class DeltaToolCall(_Record):
     id: str | None = None
     function: DeltaFunction = field(default_factory=DeltaFunction)
     type: Literal["function"] | None = None
+    extra_content: dict[str, Any] | None = None
 
 
 @dataclass
@@ -217,11 +231,17 @@ class ChunkMaker:
         return self._chunk(Delta(content, self._role()), None)
 
     def tool_call(
-        self, index: int, id: str | None = None, name: str | None = None, arguments: str | None = None
+        self,
+        index: int,
+        id: str | None = None,
+        name: str | None = None,
+        arguments: str | None = None,
+        signature: str | None = None,
     ) -> ChatCompletionChunk:
-        """A piece of call ``index``: its start (``id`` and ``name``) or more of its arguments."""
+        """A piece of call ``index``: its start (``id``, ``name``, a provider's signature) or more of its arguments."""
         self.called = True
-        piece = DeltaToolCall(index, id, DeltaFunction(name, arguments), "function" if id else None)
+        kind: Literal["function"] | None = "function" if id else None
+        piece = DeltaToolCall(index, id, DeltaFunction(name, arguments), kind, _extra(signature))
         return self._chunk(Delta(None, self._role(), [piece]), None)
 
     def finish(self, reason: FinishReason | None, usage: Usage | None = None) -> ChatCompletionChunk:

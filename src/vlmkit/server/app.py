@@ -27,12 +27,15 @@ from vlmkit.server import (
     routes_chat,
     routes_files,
     routes_inspect,
+    routes_messages,
     routes_models,
+    routes_ollama,
+    routes_responses,
     routes_usage,
 )
 from vlmkit.server.auth import APIKeyMiddleware
 from vlmkit.server.config import ServerSettings
-from vlmkit.server.errors import error_response, response_for
+from vlmkit.server.errors import error_response, response_for, shape_for
 from vlmkit.server.jsonutil import dumps
 from vlmkit.server.limits import BodyLimitMiddleware, BodyLimits
 from vlmkit.server.state import ServerState
@@ -71,20 +74,24 @@ ROUTES = [
     *lmstudio_ws.ROUTES,
     *routes_inspect.ROUTES,
     *playground.ROUTES,
+    *routes_messages.ROUTES,
+    *routes_responses.ROUTES,
+    *routes_ollama.ROUTES,
 ]
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    shape = shape_for(request.url.path)
     if exc.status_code == 404:
-        return error_response(f"no route {request.method} {request.url.path} on this server", 404)
+        return error_response(f"no route {request.method} {request.url.path} on this server", 404, shape=shape)
     if exc.status_code == 405:
-        return error_response(f"{request.method} is not allowed on {request.url.path}", 405)
-    return error_response(str(exc.detail), exc.status_code)
+        return error_response(f"{request.method} is not allowed on {request.url.path}", 405, shape=shape)
+    return error_response(str(exc.detail), exc.status_code, shape=shape)
 
 
 async def _any_error(request: Request, exc: Exception) -> Response:
-    return response_for(exc)
+    return response_for(exc, shape_for(request.url.path))
 
 
 def create_app(settings: ServerSettings | None = None, *, state: ServerState | None = None) -> ASGIApp:

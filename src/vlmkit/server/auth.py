@@ -1,5 +1,6 @@
 """API keys: with keys configured, every route but the health check and the playground's static files
-(:mod:`vlmkit.server.playground`, which hold nothing of the server's) needs ``Authorization: Bearer <key>``.
+(:mod:`vlmkit.server.playground`, which hold nothing of the server's) needs ``Authorization: Bearer <key>``
+(or Anthropic's ``x-api-key: <key>``, which Anthropic's clients send).
 
 A pure ASGI middleware (no per-request task or body buffering), so it costs microseconds. Keys are
 compared in constant time. A missing or wrong key is a 401 in OpenAI's error shape. The key found
@@ -15,7 +16,7 @@ from collections.abc import Iterable
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from vlmkit.server.errors import error_response
+from vlmkit.server.errors import error_response, shape_for
 from vlmkit.server.keys import ANONYMOUS, KeyPolicy
 
 OPEN_PATHS = frozenset({"/health", "/v1/health", "/lmstudio-greeting", "/"})
@@ -38,20 +39,30 @@ class APIKeyMiddleware:
             scope.setdefault("state", {})[STATE_KEY] = found
             await self.app(scope, receive, send)
             return
-        response = error_response(found, 401, code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+        response = error_response(
+            found,
+            401,
+            code="invalid_api_key",
+            headers={"WWW-Authenticate": "Bearer"},
+            shape=shape_for(scope["path"]),
+        )
         await response(scope, receive, send)
 
     def _check(self, scope: Scope) -> KeyPolicy | str:
-        header = None
+        header = api_key = None
         for name, value in scope["headers"]:
             if name == b"authorization":
                 header = value
-                break
-        if header is None:
-            return "no API key given: send 'Authorization: Bearer <key>'"
-        scheme, _, token = header.partition(b" ")
-        if scheme.lower() != b"bearer" or not token.strip():
-            return "the Authorization header must be 'Bearer <key>'"
+            elif name == b"x-api-key":
+                api_key = value
+        if header is None and api_key is None:
+            return "no API key given: send 'Authorization: Bearer <key>' (or 'x-api-key: <key>')"
+        if header is not None:
+            scheme, _, token = header.partition(b" ")
+            if scheme.lower() != b"bearer" or not token.strip():
+                return "the Authorization header must be 'Bearer <key>'"
+        else:
+            token = api_key or b""
         token = token.strip()
         found: KeyPolicy | None = None
         for secret, policy in self.keys:  # check them all: the time taken does not tell which key came close

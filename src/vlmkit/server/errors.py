@@ -5,12 +5,19 @@ Every :class:`~vlmkit.errors.VlmkitError` carries its ``status_code`` (and ``loc
 whichever layer noticed it. Upstream failures of the gateway become 502/504 (or 429), never the
 upstream's 401/404: those describe the server's configuration, not the caller's request.
 A client that went away (:class:`ClientGone`) is one line in the log at info level, never a traceback.
+
+The same table answers every protocol the server speaks: each writes an error body in its own shape
+(an :data:`ErrorShape`; Anthropic's ``{"type": "error", "error": ...}`` under ``/v1/messages``,
+Ollama's ``{"error": "..."}`` under its ``/api/`` routes), chosen by the request's path in
+:func:`shape_for`, so the middleware's refusals (a missing key, an oversized body) and an unknown
+route are in the shape the client reads too.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from typing import Any
 
 from starlette.responses import Response
@@ -79,6 +86,14 @@ def error_body(message: str, status: int, *, code: str | None = None, param: str
     }
 
 
+ErrorShape = Callable[[str, int, str | None, str | None], dict[str, Any]]
+"""How a protocol writes an error body: ``(message, status, code, param) -> body``."""
+
+
+def openai_error(message: str, status: int, code: str | None, param: str | None) -> dict[str, Any]:
+    return error_body(message, status, code=code, param=param)
+
+
 def error_response(
     message: str,
     status: int,
@@ -86,36 +101,41 @@ def error_response(
     code: str | None = None,
     param: str | None = None,
     headers: dict[str, str] | None = None,
+    shape: ErrorShape = openai_error,
 ) -> Response:
     return Response(
-        dumps(error_body(message, status, code=code, param=param)),
+        dumps(shape(message, status, code, param)),
         status_code=status,
         headers=headers,
         media_type="application/json",
     )
 
 
-def response_for(exc: BaseException) -> Response:
-    """The HTTP answer for any exception raised while handling a request."""
+def response_for(exc: BaseException, shape: ErrorShape = openai_error) -> Response:
+    """The HTTP answer for any exception raised while handling a request, in ``shape``."""
     if isinstance(exc, ClientGone):
         log.info("%s", exc.message)  # an answer is still made, for the ASGI server to drop
     if isinstance(exc, APIError):
-        return error_response(exc.message, exc.status_code, code=exc.code, param=exc.location, headers=exc.headers)
+        return error_response(
+            exc.message, exc.status_code, code=exc.code, param=exc.location, headers=exc.headers, shape=shape
+        )
     if isinstance(exc, VlmkitError):
         status, headers = _status_of(exc)
         code = getattr(exc, "code", None) if isinstance(getattr(exc, "code", None), str) else None
-        return error_response(str(exc), status, code=code or _code_of(exc), param=exc.location, headers=headers)
+        return error_response(
+            str(exc), status, code=code or _code_of(exc), param=exc.location, headers=headers, shape=shape
+        )
     log.exception("unexpected error while serving a request", exc_info=exc)
-    return error_response(f"internal server error ({type(exc).__name__}); see the server's log", 500)
+    return error_response(f"internal server error ({type(exc).__name__}); see the server's log", 500, shape=shape)
 
 
-def body_of(exc: BaseException) -> dict[str, Any]:
+def body_of(exc: BaseException, shape: ErrorShape = openai_error) -> dict[str, Any]:
     """The error body for an exception that happens after a stream has started (sent as an SSE event)."""
     if isinstance(exc, VlmkitError):
         status, _ = _status_of(exc)
-        return error_body(str(exc), status, code=_code_of(exc), param=exc.location)
+        return shape(str(exc), status, _code_of(exc), exc.location)
     log.exception("unexpected error while streaming", exc_info=exc)
-    return error_body(f"internal server error ({type(exc).__name__}); see the server's log", 500)
+    return shape(f"internal server error ({type(exc).__name__}); see the server's log", 500, None, None)
 
 
 def retry_after_header(seconds: float) -> dict[str, str]:
@@ -143,3 +163,15 @@ def _code_of(exc: VlmkitError) -> str | None:
         "ModelCapabilityError": "model_not_vision_capable",
         "UnknownFileError": "file_not_found",
     }.get(name)
+
+
+def shape_for(path: str) -> ErrorShape:
+    """The error shape of the protocol served at ``path``: Anthropic's under ``/v1/messages``, Ollama's
+    under ``/api/`` (but vlmkit's own ``/api/v1/``), OpenAI's everywhere else."""
+    from vlmkit.wire import anthropic_messages, ollama_api
+
+    if path == "/v1/messages" or path.startswith("/v1/messages/"):
+        return anthropic_messages.error_body
+    if path.startswith("/api/") and not path.startswith("/api/v1/"):
+        return ollama_api.error_body
+    return openai_error

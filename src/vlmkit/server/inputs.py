@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from vlmkit._types import type_name
-from vlmkit.chat import Chat, ImagePart, MediaPart
+from vlmkit.chat import Chat, ImagePart, ImageRef, MediaPart
 from vlmkit.errors import (
     ContextLengthError,
     ContextWindowExceededError,
@@ -43,7 +43,7 @@ from vlmkit.server.errors import APIError
 from vlmkit.server.files import FILE_ID, FileStore, looks_like_file_id
 from vlmkit.server.jsonutil import loads
 from vlmkit.server.lifted import Lifted, reinstate
-from vlmkit.wire.openai_chat import ChatRequest, read_request, to_chat
+from vlmkit.wire.openai_chat import ChatRequest, read_request
 
 __all__ = [
     "ChatRequest",
@@ -52,7 +52,7 @@ __all__ = [
     "parse_chat_request",
     "parse_json",
     "parse_lifted",
-    "resolve_chat",
+    "resolve_images",
     "resolve_one",
 ]
 
@@ -89,8 +89,8 @@ def parse_chat_request(body: dict[str, Any]) -> ChatRequest:
         raise APIError(exc.message, 422, code="invalid_request", param=exc.location) from None
 
 
-async def resolve_chat(
-    messages: list[Any],
+async def resolve_images(
+    chat: Chat,
     files: FileStore,
     *,
     fetch: FetchOptions,
@@ -99,12 +99,12 @@ async def resolve_chat(
     lifted: Lifted | None = None,
     keep_urls: bool = False,
 ) -> Chat:
-    """A :class:`Chat` from OpenAI-format messages, every image sniffed and validated (URLs fetched safely).
+    """``chat`` with every image sniffed and validated (URLs fetched safely), whichever protocol's module
+    (:mod:`vlmkit.wire`) made its :class:`~vlmkit.chat.ImageRef`: the server's sources and limits for all.
 
     ``lifted`` holds the images whose data URLs were taken out of the body before it was parsed;
     ``keep_urls`` leaves http(s) URLs unfetched, for a gateway model with deployments that forward them.
     """
-    chat = to_chat(messages)
     refs = chat.image_refs
     if len(refs) > max_images:
         raise _bad(f"more than {max_images} images in one request; this server's limit", refs[max_images].location)
@@ -116,8 +116,10 @@ async def resolve_chat(
         used += len(refs) - len(videos) - len(read)  # URLs left for the provider to fetch: one image each
         frames = max(1, min(DEFAULT_FRAMES, (max_images - used) // len(videos)))
         read |= await aresolve_images(videos, replace(options, video_frames=frames))
+    parts = ((i, j, p) for i, m in enumerate(chat.messages) for j, p in enumerate(m.content))
+    named = {(i, j): p.location for i, j, p in parts if isinstance(p, ImageRef)}
     chat = chat.with_images(read)
-    _check_image_count(chat, max_images)
+    _check_image_count(chat, max_images, named)
     return chat
 
 
@@ -126,7 +128,7 @@ def _media_parts(chat: Chat) -> Iterator[tuple[str, MediaPart, int]]:
     for i, m in enumerate(chat.messages):
         for j, p in enumerate(m.content):
             if isinstance(p, MediaPart):
-                yield f"messages[{i}].content[{j}]", p, len(p.media.interleaved()) // 2
+                yield p.location or f"messages[{i}].content[{j}]", p, _images_in(p)
 
 
 @contextlib.contextmanager
@@ -147,9 +149,9 @@ def media_blamed(chat: Chat) -> Iterator[None]:
         raise
 
 
-def _check_image_count(chat: Chat, limit: int) -> None:
+def _check_image_count(chat: Chat, limit: int, named: dict[tuple[int, int], str]) -> None:
     """Refuse a request whose images, each PDF page and video frame counted, are over ``limit``,
-    naming the part that went over (the parts are where they were in the request: one for one)."""
+    naming the part that went over (where the request named it: ``named``, by message and part)."""
     count = 0
     for i, m in enumerate(chat.messages):
         for j, p in enumerate(m.content):
@@ -172,7 +174,7 @@ def _check_image_count(chat: Chat, limit: int) -> None:
                 f"this server's limit of {limit} per request; {fix}, or split the request "
                 "(the server's operator sets the limit: max_images_per_request)"
             )
-            exc.add_location(f"messages[{i}].content[{j}]")
+            exc.add_location(named.get((i, j)) or f"messages[{i}].content[{j}]")
             raise exc
 
 

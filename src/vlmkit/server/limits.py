@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from vlmkit.server.errors import APIError, ClientGone, error_response
+from vlmkit.server.errors import APIError, ClientGone, error_response, shape_for
 
 LARGE_BODY = 256 * 1024
 """Bodies up to this size (text chats) take nothing from the budget nor a slot of image work."""
@@ -100,7 +100,8 @@ class BodyLimitMiddleware:
                     declared = None
                 if declared is not None and declared > self.limits.max_bytes:
                     exc = too_large(self.limits.max_bytes)
-                    await error_response(exc.message, 413, code=exc.code)(scope, receive, send)
+                    shape = shape_for(scope["path"])
+                    await error_response(exc.message, 413, code=exc.code, shape=shape)(scope, receive, send)
                     return
                 break
         body = _Arriving(receive, self.limits, declared, f"{scope['method']} {scope['path']}", self.budget)

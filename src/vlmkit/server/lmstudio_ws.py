@@ -7,6 +7,10 @@ file store of :mod:`vlmkit.server.files`, and the downloads of ``vlmkit get``).
 ``GET /lmstudio-greeting`` answers ``{"lmstudio": true}`` (open, like ``/health``: the SDK probes
 it before it has said who it is).
 
+A prediction's tool calls (a local model's, read from its reply by the engine, or a gateway model's,
+joined from its provider's streamed pieces) are sent after its fragments, each as the
+``toolCallGeneration*`` messages the SDK's ``.act()`` runs the tool from, before the final ``success``.
+
 A connection's first message authenticates it: a server without API keys accepts every client (as
 LM Studio does); with keys, the client's passkey, or the LM Studio API token its SDK split in two
 (``sk-lm-ID:KEY`` sent as identifier ``ID``, passkey ``KEY``), or an ``Authorization: Bearer``
@@ -51,7 +55,7 @@ from vlmkit.server.keys import ANONYMOUS, KeyPolicy
 from vlmkit.server.state import ServerState, image_slot
 from vlmkit.stream import CancelToken, call_in_thread
 from vlmkit.wire import lmstudio as wire
-from vlmkit.wire.openai_chat import config_to_openai, stats_from_openai
+from vlmkit.wire.openai_chat import ToolCallAssembler, config_to_openai, stats_from_openai
 
 log = logging.getLogger("vlmkit.server")
 
@@ -479,6 +483,7 @@ async def _predict(s: Session, channel_id: int, param: Any, token: CancelToken) 
             await s.send(wire.channel_send(channel_id, wire.fragment(item.content, item.tokens_count)))
     assert result is not None
     meter.done(result.stats.prompt_tokens, result.stats.predicted_tokens)
+    await _send_calls(s, channel_id, result)
     info = wire.loaded_info(result.model_info) if result.model_info is not None else s.entry_info(key)
     context = result.model_info.context_length if result.model_info is not None else None
     await s.send(wire.channel_send(channel_id, wire.prediction_success(result, info, config, context)))
@@ -502,6 +507,7 @@ async def _predict_gateway(
     assert isinstance(stream, GatewayStream)
     parts: list[str] = []
     finish, usage = None, None
+    calls = ToolCallAssembler()
     try:
         async for chunk in stream:
             if token.cancelled:
@@ -509,6 +515,7 @@ async def _predict_gateway(
             usage = chunk.usage or usage
             for choice in chunk.choices:
                 finish = choice.finish_reason or finish
+                calls.feed([piece.to_dict() for piece in choice.delta.tool_calls or ()])
                 text = choice.delta.content
                 if text:
                     if first is None:
@@ -528,8 +535,16 @@ async def _predict_gateway(
     )
     if token.cancelled:
         stats.stop_reason = StopReason.USER_STOPPED
-    result = PredictionResult("".join(parts), stats)
+    result = PredictionResult("".join(parts), stats, tool_calls=[] if token.cancelled else calls.calls())
+    await _send_calls(s, channel_id, result)
     await s.send(wire.channel_send(channel_id, wire.prediction_success(result, s.entry_info(key), config, None)))
+
+
+async def _send_calls(s: Session, channel_id: int, result: PredictionResult) -> None:
+    """The calls the model made, each as the messages that hand it to the client (``.act()`` runs it)."""
+    for call in result.tool_calls:
+        for message in wire.tool_call_messages(call):
+            await s.send(wire.channel_send(channel_id, message))
 
 
 # --- system, files -------------------------------------------------------------------------------

@@ -7,27 +7,24 @@ clients raise as an exception.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from vlmkit.chat import Chat
-from vlmkit.prediction import PredictionFragment, PredictionResult
+from vlmkit.prediction import PredictionResult
 from vlmkit.providers import ChatCompletion
-from vlmkit.server.accounts import Meter
-from vlmkit.server.auth import key_of
-from vlmkit.server.errors import APIError, body_of
-from vlmkit.server.fleet import SESSION_HEADER, request_cost
+from vlmkit.server.errors import body_of
 from vlmkit.server.gateway import GatewayStream
-from vlmkit.server.inputs import ChatRequest, media_blamed, parse_chat_request, parse_lifted, resolve_chat
+from vlmkit.server.inputs import ChatRequest, media_blamed, parse_chat_request, parse_lifted
 from vlmkit.server.jsonutil import dumps
 from vlmkit.server.lifted import lift
-from vlmkit.server.sse import DONE, EventStream, event, until_disconnect
+from vlmkit.server.sse import DONE, EventStream, event
 from vlmkit.server.state import ServerState, endpoint, image_slot
-from vlmkit.stream import CancelToken
-from vlmkit.wire.openai_chat import ChunkWriter, completion_body, config_to_openai
+from vlmkit.server.turn import Admitted, Turn, admit, answer, gateway_complete, resolve, start
+from vlmkit.wire.openai_chat import ChunkWriter, completion_body, to_chat
 
 
 @endpoint
@@ -40,54 +37,20 @@ async def chat_completions(request: Request, state: ServerState) -> Response:
 async def _chat_completions(request: Request, state: ServerState, raw: bytes) -> Response:
     body = lift(raw)
     req = parse_chat_request(parse_lifted(body))
-    gateway = state.gateway.has(req.model)
-    if not gateway and state.local.find(req.model) is None:
-        raise state.unknown_model(req.model)
-    meter = state.accounts.admit(key_of(request), req.model)
-    if gateway and req.config.detail is not None:
-        raise APIError(
-            "'detail' as an image token cap applies to local models; for a gateway model set "
-            "'detail': 'low' | 'high' | 'auto' on each image_url",
-            400,
-            param="detail",
-        )
-    for name in ("image_max_tokens", "image_min_tokens"):
-        if gateway and getattr(req.config, name) is not None:
-            raise APIError(f"{name!r} applies to local models; for a gateway model leave it out", 400, param=name)
-    s = state.settings
-    chat = await resolve_chat(
-        req.messages,
-        state.files,
-        fetch=s.fetch,
-        max_pixels=s.max_pixels,
-        max_images=s.max_images_per_request,
-        lifted=body,
-        keep_urls=gateway and state.gateway.forwards_urls(req.model),
-    )
-    meter.saw(chat)
-    if state.metrics.enabled and chat.images:
-        state.metrics.chat_images(req.model, chat, request_cost(chat, images_only=True))
+    asked = admit(request, state, req.model, req.config)
+    chat = await resolve(asked, to_chat(req.messages), body)
     with media_blamed(chat):  # a context overflow names the PDF or video that brought the most images
-        if gateway:
-            return await _gateway(state, req, chat, request.headers.get(SESSION_HEADER), meter)
-        return await _local(request, state, req, chat, meter)
+        if asked.gateway:
+            return await _gateway(asked, req, chat)
+        return await _local(asked, req, chat)
 
 
 # --- the gateway ---------------------------------------------------------------------------------
 
 
-async def _gateway(state: ServerState, req: ChatRequest, chat: Chat, session: str | None, meter: Meter) -> Response:
-    params = config_to_openai(req.config)
-    if req.user is not None:
-        params["user"] = req.user
-    result = await state.gateway.complete(
-        req.model,
-        chat,
-        params,
-        stream=req.stream,
-        session=session,
-        done=lambda served: meter.done(served.prompt_tokens, served.completion_tokens),
-    )
+async def _gateway(asked: Admitted, req: ChatRequest, chat: Chat) -> Response:
+    """The upstream's answer as it came (with its tool calls and usage), under the name asked for."""
+    result = await gateway_complete(asked, chat, req.config, req.user, stream=req.stream)
     if isinstance(result, ChatCompletion):
         body = result.to_dict()
         body["model"] = req.model
@@ -112,43 +75,49 @@ async def _relay(stream: GatewayStream, model: str) -> AsyncIterator[bytes]:
 # --- the local engine ----------------------------------------------------------------------------
 
 
-async def _local(request: Request, state: ServerState, req: ChatRequest, chat: Chat, meter: Meter) -> Response:
-    config = req.config
-    token = CancelToken()
+async def _local(asked: Admitted, req: ChatRequest, chat: Chat) -> Response:
+    """A local model's answer; ``n`` choices are ``n`` predictions, one after the other (the engine
+    makes one choice per prediction), streamed each in turn; a client that goes away cancels the one
+    running."""
+    config = dataclasses.replace(req.config, n=None)
+    choices = req.config.n or 1
     if not req.stream:
-        result = await until_disconnect(
-            request.receive, state.local.respond(req.model, chat, config, token), token.cancel
-        )
-        meter.done(result.stats.prompt_tokens, result.stats.predicted_tokens)
-        return Response(dumps(completion_body(result, req.model)), media_type="application/json")
-    items = state.local.stream(req.model, chat, config, token)
-    # wait for the first fragment so that a full queue or a bad request is still an HTTP error
-    first = await until_disconnect(request.receive, anext(items), token.cancel)
-    return EventStream(_local_events(items, first, req, meter), on_disconnect=token.cancel)
+        results = [await answer(asked, chat, config) for _ in range(choices)]
+        body = completion_body(results[0], req.model, more=results[1:])
+        return Response(dumps(body), media_type="application/json")
+    turns = [await start(asked, chat, config)]  # the first awaited: a full queue is still an HTTP error
+
+    async def next_turn() -> Turn:
+        turns.append(await start(asked, chat, config))
+        return turns[-1]
+
+    events = _local_events(turns[0], next_turn, req, choices)
+    return EventStream(events, on_disconnect=lambda: turns[-1].cancel())
 
 
 async def _local_events(
-    items: AsyncIterator[PredictionFragment | PredictionResult], first: Any, req: ChatRequest, meter: Meter
+    turn: Turn, next_turn: Callable[[], Awaitable[Turn]], req: ChatRequest, choices: int
 ) -> AsyncIterator[bytes]:
     chunks = ChunkWriter(req.model)
-    yield event(chunks.start())
-    item = first
+    results: list[PredictionResult] = []
     try:
-        while True:
-            if isinstance(item, PredictionResult):
-                meter.done(item.stats.prompt_tokens, item.stats.predicted_tokens)
-                yield event(chunks.finish(item))
-                if req.include_usage:
-                    yield event(chunks.usage(item.stats))
-                break
-            if item.content:
-                yield event(chunks.text(item.content))
-            item = await anext(items)
+        for index in range(choices):
+            chunks.index = index
+            if index:
+                turn = await next_turn()
+            yield event(chunks.start())
+            async for item in turn:
+                if isinstance(item, PredictionResult):
+                    if item.tool_calls:
+                        yield event(chunks.tool_calls(item.tool_calls))
+                    yield event(chunks.finish(item))
+                    results.append(item)
+                else:
+                    yield event(chunks.text(item))
+        if req.include_usage:
+            usage = completion_body(results[0], req.model, more=results[1:])["usage"]
+            yield event({**chunks.usage(results[0].stats), "usage": usage})
     except Exception as exc:
         yield event(body_of(exc))
         return
-    finally:
-        aclose = getattr(items, "aclose", None)
-        if aclose is not None:
-            await aclose()
     yield DONE

@@ -25,6 +25,11 @@ def event(obj: Any) -> bytes:
     return b"data: " + dumps(obj) + b"\n\n"
 
 
+def named_event(name: str, obj: Any) -> bytes:
+    """An event with an ``event:`` line, as Anthropic's and OpenAI's Responses streams send them."""
+    return b"event: " + name.encode() + b"\ndata: " + dumps(obj) + b"\n\n"
+
+
 class EventStream(Response):
     media_type = "text/event-stream"
 

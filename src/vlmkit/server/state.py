@@ -14,12 +14,13 @@ from starlette.responses import Response
 from vlmkit.server.accounts import Accounts
 from vlmkit.server.config import ServerSettings
 from vlmkit.server.downloads import Downloads
-from vlmkit.server.errors import APIError, response_for
+from vlmkit.server.errors import APIError, response_for, shape_for
 from vlmkit.server.files import FileStore
 from vlmkit.server.gateway import Gateway
 from vlmkit.server.limits import LARGE_BODY, BodyBudget
 from vlmkit.server.local import LocalModels
 from vlmkit.server.metrics import Metrics
+from vlmkit.server.responses_store import ResponseStore
 
 
 @dataclass
@@ -38,6 +39,8 @@ class ServerState:
     metrics: Metrics
     accounts: Accounts
     """Keys' limits and usage (:mod:`vlmkit.server.accounts`)."""
+    responses: ResponseStore
+    """The Responses API's stored conversations, for ``previous_response_id``."""
 
     @classmethod
     def create(cls, settings: ServerSettings) -> ServerState:
@@ -57,6 +60,7 @@ class ServerState:
             body_budget=BodyBudget(settings.max_body_memory_bytes),
             metrics=metrics,
             accounts=Accounts(settings),
+            responses=ResponseStore(settings.files_dir),
         )
 
     def unknown_model(self, name: str) -> APIError:
@@ -89,13 +93,14 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def endpoint(fn: Callable[[Request, ServerState], Awaitable[Response]]) -> Endpoint:
-    """A route handler that receives the shared state and answers every error in OpenAI's shape."""
+    """A route handler that receives the shared state and answers every error in its protocol's shape
+    (:func:`~vlmkit.server.errors.shape_for` its path)."""
 
     @functools.wraps(fn)
     async def handler(request: Request) -> Response:
         try:
             return await fn(request, state_of(request))
         except Exception as exc:
-            return response_for(exc)
+            return response_for(exc, shape_for(request.url.path))
 
     return handler

@@ -24,9 +24,21 @@ one table that is also used to write the config back; a
 ``success`` message with the stats (LM Studio's names, plus vlmkit's image counts, which the SDK
 ignores). Stop reasons are already LM Studio's strings (:class:`~vlmkit.prediction.StopReason`).
 
+Tools (what the SDK's ``.act()`` sends): the config key ``llm.prediction.tools`` holds
+``{"type": "toolArray", "tools": [...], "force": bool}``, whose tools are OpenAI's
+``{"type": "function", "function": {...}}`` and are read by :mod:`vlmkit.wire.openai_chat` into
+:class:`~vlmkit.tools.ToolDefinition` s (``force`` is a required call, else the model chooses); a bad
+one is an :class:`~vlmkit.errors.InvalidToolError` naming the part
+(``llm.prediction.tools.tools[0].function.parameters``). In the history an assistant message's
+``toolCallRequest`` parts are its :class:`~vlmkit.tools.ToolCall` s (arguments an object) and a
+``tool`` message's ``toolCallResult`` parts (text only: the protocol has no images there) are one
+vlmkit ``tool`` message each, answering the call its ``toolCallId`` names. A prediction's calls go
+back as ``toolCallGenerationStart`` / ``NameReceived`` / ``ArgumentFragmentGenerated`` /
+``toolCallGenerationEnd`` messages (:func:`tool_call_messages`).
+
 Config keys vlmkit does not act on (``contextOverflowPolicy``, reasoning
 parsing, speculative decoding, load settings) are ignored, as LM Studio ignores keys it does not
-know; tools and a caller's own prompt template (text completion) are refused, saying so.
+know; a caller's own prompt template (text completion) is refused, saying so.
 """
 
 from __future__ import annotations
@@ -39,8 +51,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from vlmkit._types import type_name
-from vlmkit.chat import Chat, ChatMessage, ImageRef, Part, Role, TextPart
-from vlmkit.errors import BadRequestError, InvalidMessageError, InvalidSettingError
+from vlmkit.chat import Chat, ChatMessage, ImageRef, Part, Role, TextPart, tool_results
+from vlmkit.errors import BadRequestError, InvalidMessageError, InvalidSettingError, InvalidToolError, VlmkitError
 from vlmkit.prediction import (
     ModelInfo,
     PredictionConfig,
@@ -49,6 +61,8 @@ from vlmkit.prediction import (
     StopReason,
     json_schema_of,
 )
+from vlmkit.tools import ToolCall, ToolChoice, parse_arguments, tool_error
+from vlmkit.wire.openai_chat import tools_from_openai
 
 __all__ = [
     "DISCOVERY_PORTS",
@@ -87,6 +101,7 @@ __all__ = [
     "search_result",
     "search_term",
     "stats_body",
+    "tool_call_messages",
     "upload_content",
     "upload_result",
 ]
@@ -357,32 +372,91 @@ def load_config_kv(context_length: int | None) -> dict[str, Any]:
 
 # --- chat history --------------------------------------------------------------------------------
 
-_ROLES: dict[str, Role] = {"system": "system", "user": "user", "assistant": "assistant"}
+_ROLES: dict[str, Role] = {"system": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
 
 
 def chat_from_history(history: Any, where: str = "history") -> Chat:
     """A :class:`Chat` from LM Studio's ``{"messages": [...]}``; an image is an :class:`ImageRef` to an
-    uploaded file (``file_id``: the handle ``uploadFileBase64`` answered), located for errors."""
+    uploaded file (``file_id``: the handle ``uploadFileBase64`` answered), located for errors. A
+    ``tool`` message's results become one vlmkit ``tool`` message each; a result answering no call
+    made before it is an :class:`~vlmkit.errors.InvalidToolError` naming its ``toolCallId``."""
     if not isinstance(history, Mapping) or not isinstance(history.get("messages"), list):
         raise _bad(f"must be an object holding a 'messages' list (got {_shown(history)})", where)
     chat = Chat()
+    origins: list[str] = []  # where each of the chat's messages came from, for errors
     for i, raw in enumerate(history["messages"]):
         here = f"{where}.messages[{i}]"
         if not isinstance(raw, Mapping):
             raise _bad(f"must be an object, not {type_name(raw)}", here)
         role = raw.get("role")
-        if role == "tool":
-            raise _bad("tool results are not supported by vlmkit yet; send text messages", here)
         if role not in _ROLES:
-            raise _bad(f"'role' must be one of system, user, assistant (got {_shown(role)})", here)
+            raise _bad(f"'role' must be one of system, user, assistant, tool (got {_shown(role)})", here)
         content = raw.get("content")
         if isinstance(content, str):
             content = [{"type": "text", "text": content}]
         if not isinstance(content, list):
             raise _bad(f"'content' must be a list of parts, not {type_name(content)}", here)
-        parts = [_part(p, f"{here}.content[{j}]", _ROLES[role]) for j, p in enumerate(content)]
-        chat.messages.append(ChatMessage(_ROLES[role], parts))
+        if role == "tool":
+            for j, part in enumerate(content):
+                chat.messages.append(_tool_result(part, f"{here}.content[{j}]"))
+                origins.append(f"{here}.content[{j}].toolCallId")
+            continue
+        message = ChatMessage(_ROLES[role], [])
+        for j, part in enumerate(content):
+            at = f"{here}.content[{j}]"
+            if isinstance(part, Mapping) and part.get("type") == "toolCallRequest" and role == "assistant":
+                message.tool_calls.append(_tool_call(part, at))
+            else:
+                message.content.append(_part(part, at, _ROLES[role]))
+        chat.messages.append(message)
+        origins.append(here)
+    try:
+        tool_results(chat.messages)
+    except InvalidToolError as exc:  # located in the chat's messages: say where in LM Studio's history
+        index = int(str(exc.location).split("]", 1)[0].removeprefix("messages["))
+        raise tool_error(exc.detail, origins[index]) from None
     return chat
+
+
+def _tool_call(raw: Mapping[str, Any], where: str) -> ToolCall:
+    """A ``toolCallRequest`` part: ``{"toolCallRequest": {"type": "function", "id", "name", "arguments"}}``."""
+    request = raw.get("toolCallRequest")
+    if not isinstance(request, Mapping):
+        raise tool_error(f"a toolCallRequest part needs 'toolCallRequest', an object (got {_shown(request)})", where)
+    ident, name, arguments = request.get("id"), request.get("name"), request.get("arguments")
+    if not isinstance(ident, str) or not ident:
+        raise tool_error(
+            f"a tool call request needs 'id', the id its result answers (got {_shown(ident)})",
+            f"{where}.toolCallRequest.id",
+        )
+    if not isinstance(name, str) or not name:
+        raise tool_error(
+            f"a tool call request needs the tool's 'name' (got {_shown(name)})", f"{where}.toolCallRequest.name"
+        )
+    if arguments is not None and not isinstance(arguments, Mapping):
+        raise tool_error(
+            f"a tool call request's 'arguments' must be an object, not {type_name(arguments)}",
+            f"{where}.toolCallRequest.arguments",
+        )
+    return ToolCall(ident, name, json.dumps(dict(arguments or {})))
+
+
+def _tool_result(raw: Any, where: str) -> ChatMessage:
+    """A ``toolCallResult`` part (``{"content": text, "toolCallId"}``) as a vlmkit ``tool`` message."""
+    if not isinstance(raw, Mapping) or raw.get("type") != "toolCallResult":
+        kind = raw.get("type") if isinstance(raw, Mapping) else raw
+        raise _bad(f"a tool message holds toolCallResult parts only (got {_shown(kind)})", where)
+    content, answers = raw.get("content"), raw.get("toolCallId")
+    if not isinstance(content, str):
+        raise tool_error(f"a tool call result needs 'content', a string (got {_shown(content)})", f"{where}.content")
+    if not isinstance(answers, str) or not answers:
+        raise tool_error(
+            f"a tool call result needs 'toolCallId', the id of the call it answers (got {_shown(answers)})",
+            f"{where}.toolCallId",
+        )
+    message = ChatMessage("tool", [TextPart(content)] if content else [])
+    message.tool_call_id = answers
+    return message
 
 
 def _part(raw: Any, where: str, role: Role) -> Part:
@@ -400,8 +474,10 @@ def _part(raw: Any, where: str, role: Role) -> Part:
         if not isinstance(identifier, str) or not identifier:
             raise _bad("a file part needs 'identifier', the handle files.uploadFileBase64 answered", where)
         return ImageRef(identifier, location=where, file_id=True)
-    if kind in ("toolCallRequest", "toolCallResult"):
-        raise _bad(f"{kind} parts are not supported by vlmkit yet; send text and images", where)
+    if kind == "toolCallRequest":
+        raise _bad(f"toolCallRequest parts belong in assistant messages, not in a {role} message", where)
+    if kind == "toolCallResult":
+        raise _bad(f"toolCallResult parts belong in tool messages, not in a {role} message", where)
     raise _bad(f"a part must be of type text or file (got {_shown(kind)})", where)
 
 
@@ -484,9 +560,7 @@ def config_from_stack(stack: Any, where: str = "predictionConfigStack") -> Predi
                     key,
                 )
             if key == "llm.prediction.tools":
-                tools = field.get("value")
-                if isinstance(tools, Mapping) and tools.get("type") not in (None, "none"):
-                    raise _setting("tool use (.act(), tools) is not supported by vlmkit yet", key)
+                values.update(_tool_use(field.get("value"), key))
                 continue
             spec = _PREDICTION_KEYS.get(key) if isinstance(key, str) else None
             if spec is None:
@@ -500,9 +574,34 @@ def config_from_stack(stack: Any, where: str = "predictionConfigStack") -> Predi
                 raise _setting(exc.detail, str(key)) from None
     try:
         return PredictionConfig(**{k: v for k, v in values.items() if v is not None})
+    except InvalidToolError as exc:  # e.g. two tools of one name
+        exc.add_location("llm.prediction.tools")
+        raise
     except InvalidSettingError as exc:
         key = next((k for k, s in _PREDICTION_KEYS.items() if s.field == exc.location), where)
         raise _setting(exc.detail, key) from None
+
+
+def _tool_use(value: Any, key: str) -> dict[str, Any]:
+    """The tools and tool choice of an ``llm.prediction.tools`` value (``none``, or a ``toolArray``)."""
+    if value is None or (isinstance(value, Mapping) and value.get("type") == "none"):
+        return {"tools": None, "tool_choice": None}
+    if not isinstance(value, Mapping) or value.get("type") != "toolArray":
+        kind = value.get("type") if isinstance(value, Mapping) else value
+        raise tool_error(
+            "tool use must be {'type': 'none'} or {'type': 'toolArray', 'tools': [{'type': 'function', "
+            f"'function': {{...}}}}, ...]}} (got {_shown(kind)})",
+            key,
+        )
+    force = value.get("force")
+    if force is not None and not isinstance(force, bool):
+        raise tool_error(f"'force' must be true or false, not {_shown(force)}", f"{key}.force")
+    try:
+        tools = tools_from_openai(value.get("tools") or [])
+    except VlmkitError as exc:
+        exc.add_location(key)
+        raise
+    return {"tools": tools or None, "tool_choice": ToolChoice("required") if force and tools else None}
 
 
 def config_to_kv(config: PredictionConfig) -> dict[str, Any]:
@@ -544,6 +643,24 @@ def fragment(content: str, tokens_count: int = 1) -> dict[str, Any]:
             "reasoningType": "none",
         },
     }
+
+
+def tool_call_messages(call: ToolCall) -> list[dict[str, Any]]:
+    """The channel messages that hand the client one call the model made: its start, name and
+    arguments, then ``toolCallGenerationEnd`` with the request (arguments as an object); arguments
+    that are not a JSON object (a provider's malformed call) end in ``toolCallGenerationFailed``."""
+    messages: list[dict[str, Any]] = [
+        {"type": "toolCallGenerationStart", "toolCallId": call.id},
+        {"type": "toolCallGenerationNameReceived", "name": call.name},
+        {"type": "toolCallGenerationArgumentFragmentGenerated", "content": call.arguments},
+    ]
+    try:
+        arguments = parse_arguments(call.arguments, call.name)
+    except InvalidToolError as exc:
+        failed = {"type": "toolCallGenerationFailed", "error": error_body(exc.message), "rawContent": call.arguments}
+        return [*messages, failed]
+    request = {"type": "function", "id": call.id, "name": call.name, "arguments": arguments}
+    return [*messages, {"type": "toolCallGenerationEnd", "toolCallRequest": request}]
 
 
 def stats_body(stats: PredictionStats) -> dict[str, Any]:

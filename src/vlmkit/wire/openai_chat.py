@@ -118,17 +118,18 @@ _TEXT_PARTS = ("text", "input_text")
 _IMAGE_PARTS = ("image_url", "input_image", "file", "video_url")
 
 
-def to_chat(messages: Any) -> Chat:
+def to_chat(messages: Any, *, at: str = "messages") -> Chat:
     """A :class:`Chat` from OpenAI-format messages (a Chat is returned as it is).
 
-    Every image is an :class:`ImageRef` carrying its URL, detail, declared format and location.
+    Every image is an :class:`ImageRef` carrying its URL, detail, declared format and location
+    (``at[i].content[j]``: the Responses API's messages are its ``input``).
     """
     if isinstance(messages, Chat):
         return messages
     _check_messages(messages)
     chat = Chat()
     for i, raw in enumerate(messages):
-        chat.messages.append(_message(raw, f"messages[{i}]"))
+        chat.messages.append(_message(raw, f"{at}[{i}]"))
     tool_results(chat.messages)  # every tool result answers a call made before it
     return chat
 
@@ -500,12 +501,36 @@ def tool_calls_from_openai(raw: Any, where: str, *, check: bool = True) -> list[
             )
         if check:
             parse_arguments(arguments, name, f"{at}.function.arguments")
-        calls.append(ToolCall(ident, name, arguments))
+        calls.append(ToolCall(ident, name, arguments, signature_of(call)))
     return calls
 
 
-def tool_calls_to_openai(calls: Sequence[ToolCall]) -> list[dict[str, Any]]:
-    return [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in calls]
+def signature_of(call: Mapping[str, Any]) -> str | None:
+    """A call's provider signature where OpenAI's form carries one (``extra_content.google.thought_signature``,
+    as Gemini's OpenAI-compatible API writes it)."""
+    extra = call.get("extra_content")
+    google = extra.get("google") if isinstance(extra, Mapping) else None
+    signature = google.get("thought_signature") if isinstance(google, Mapping) else None
+    return signature if isinstance(signature, str) else None
+
+
+def signature_to_openai(signature: str | None) -> dict[str, Any]:
+    """The fields that carry a call's provider signature in OpenAI's form (none when it has none)."""
+    return {"extra_content": {"google": {"thought_signature": signature}}} if signature else {}
+
+
+def tool_calls_to_openai(calls: Sequence[ToolCall], *, signatures: bool = True) -> list[dict[str, Any]]:
+    """Calls in OpenAI's form; ``signatures=False`` leaves out the providers' signatures (for a server
+    that would refuse the unknown ``extra_content``)."""
+    return [
+        {
+            "id": c.id,
+            "type": "function",
+            "function": {"name": c.name, "arguments": c.arguments},
+            **signature_to_openai(c.signature if signatures else None),
+        }
+        for c in calls
+    ]
 
 
 class ToolCallAssembler:
@@ -521,7 +546,7 @@ class ToolCallAssembler:
                 continue
             index = piece.get("index")
             index = index if isinstance(index, int) else len(self._calls)
-            call = self._calls.setdefault(index, {"id": "", "name": "", "arguments": ""})
+            call = self._calls.setdefault(index, {"id": "", "name": "", "arguments": "", "signature": ""})
             fn: Mapping[str, Any] = piece["function"] if isinstance(piece.get("function"), Mapping) else {}
             if piece.get("id"):
                 call["id"] = str(piece["id"])
@@ -529,13 +554,16 @@ class ToolCallAssembler:
                 call["name"] = str(fn["name"])
             if isinstance(fn.get("arguments"), str):
                 call["arguments"] += fn["arguments"]
+            call["signature"] = signature_of(piece) or call["signature"]
 
     def calls(self) -> list[ToolCall]:
         """The calls so far, in index order (a call whose stream gave no id gets one)."""
         out = []
         for index in sorted(self._calls):
             call = self._calls[index]
-            out.append(ToolCall(call["id"] or call_id(), call["name"], call["arguments"] or "{}"))
+            out.append(
+                ToolCall(call["id"] or call_id(), call["name"], call["arguments"] or "{}", call["signature"] or None)
+            )
         return out
 
 
@@ -700,8 +728,17 @@ def read_extension(body: Mapping[str, Any]) -> tuple[PredictionStats | None, Mod
     )
 
 
-def completion_body(result: PredictionResult, model: str, id: str | None = None) -> dict[str, Any]:
-    """A ``chat.completion`` for ``result``, with vlmkit's extension."""
+def completion_body(
+    result: PredictionResult, model: str, id: str | None = None, *, more: Sequence[PredictionResult] = ()
+) -> dict[str, Any]:
+    """A ``chat.completion`` for ``result`` (and ``more`` choices after it: their usage added), with
+    vlmkit's extension (the first choice's)."""
+    usage = usage_of(result.stats)
+    for other in more:
+        extra = usage_of(other.stats)
+        for name in ("prompt_tokens", "completion_tokens", "total_tokens"):
+            usage[name] += extra[name]
+        usage["prompt_tokens_details"]["cached_tokens"] += extra["prompt_tokens_details"]["cached_tokens"]
     return {
         "id": id or completion_id(),
         "object": "chat.completion",
@@ -710,13 +747,14 @@ def completion_body(result: PredictionResult, model: str, id: str | None = None)
         "system_fingerprint": None,
         "choices": [
             {
-                "index": 0,
-                "message": _answer_message(result),
+                "index": i,
+                "message": _answer_message(choice),
                 "logprobs": None,
-                "finish_reason": finish_reason_of(result.stats.stop_reason),
+                "finish_reason": finish_reason_of(choice.stats.stop_reason),
             }
+            for i, choice in enumerate([result, *more])
         ],
-        "usage": usage_of(result.stats),
+        "usage": usage,
         **extension_of(result),
     }
 
@@ -732,12 +770,14 @@ def _answer_message(result: PredictionResult) -> dict[str, Any]:
 class ChunkWriter:
     """The ``chat.completion.chunk`` bodies of one stream, sharing its id, model and creation time:
     :meth:`start` (the assistant role), :meth:`text` for each fragment, :meth:`finish` (the finish
-    reason and vlmkit's extension), and :meth:`usage` where the client asked for it."""
+    reason and vlmkit's extension), and :meth:`usage` where the client asked for it. ``index`` is
+    the choice the chunks are of (a stream of ``n`` choices writes each in turn)."""
 
     def __init__(self, model: str, id: str | None = None, created: int | None = None) -> None:
         self.model = model
         self.id = id or completion_id()
         self.created = created or int(time.time())
+        self.index = 0
 
     def start(self) -> dict[str, Any]:
         return self._chunk({"role": "assistant", "content": ""})
@@ -770,7 +810,7 @@ class ChunkWriter:
             "system_fingerprint": None,
             "choices": []
             if delta is None
-            else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            else [{"index": self.index, "delta": delta, "logprobs": None, "finish_reason": finish}],
         }
 
 
