@@ -288,6 +288,12 @@ def write_test_text_model(directory: str | Path) -> Path:
     return path
 
 
+# With words, the template's role names and the benchmark's questions are single tokens, as in
+# SmolVLM's real vocabulary (a prompt's length in tokens is then the real model's, not byte by byte).
+_ROLE_WORDS = ("User", "Assistant")
+_BENCH_WORDS = ("What", "Who", "Describe", "Answer", "person", "wearing", "briefly", "image")
+
+
 def write_smolvlm_256m(directory: str | Path, *, words: bool = False) -> tuple[Path, Path]:
     """Write a model with SmolVLM-256M-Instruct's dimensions; returns ``(model_path, mmproj_path)``.
 
@@ -300,7 +306,14 @@ def write_smolvlm_256m(directory: str | Path, *, words: bool = False) -> tuple[P
     mmproj = d / "mmproj-SmolVLM-256M-Instruct-synthetic-f16.gguf"
     if not model.exists():
         spec = (
-            dataclasses.replace(SMOLVLM_256M_TEXT, words=COMMON_WORDS, word_merges=True) if words else SMOLVLM_256M_TEXT
+            dataclasses.replace(
+                SMOLVLM_256M_TEXT,
+                words=(*COMMON_WORDS, *_BENCH_WORDS),
+                extra_tokens=(*SMOLVLM_256M_TEXT.extra_tokens, *_ROLE_WORDS),
+                word_merges=True,
+            )
+            if words
+            else SMOLVLM_256M_TEXT
         )
         write_text_model(model, spec, seed=1)
     if not mmproj.exists():
@@ -351,8 +364,10 @@ def _vocabulary(spec: TextSpec) -> tuple[list[str], list[int], list[str]]:
         if extra not in tokens:
             tokens.append(extra)
             types.append(1)
-    if spec.word_merges:
-        _spell_words(word_tokens(spec.words), tokens, types, merges)
+    if spec.word_merges:  # ranked before the common merges, which would otherwise split a word first
+        spelled: list[str] = []
+        _spell_words([*word_tokens(spec.words), *spec.extra_tokens], tokens, types, spelled)
+        merges[:0] = [m for m in spelled if m not in merges]
     for special in spec.special_tokens:
         tokens.append(special)
         types.append(3)  # control
@@ -364,10 +379,10 @@ def _vocabulary(spec: TextSpec) -> tuple[list[str], list[int], list[str]]:
 
 
 def _spell_words(pieces: Sequence[str], tokens: list[str], types: list[int], merges: list[str]) -> None:
-    """Merges building each piece from its first two characters up, shorter prefixes ranked first, so
-    BPE joins a word's characters from the left into exactly that piece."""
+    """Merges (appended to ``merges``) building each piece from its first two characters up, shorter
+    prefixes ranked first, so BPE joins a word's characters from the left into exactly that piece."""
     known = set(tokens)
-    have = {tuple(m.split(" ")) for m in merges}
+    have: set[tuple[str, str]] = set()
     for length in range(2, max((len(p) for p in pieces), default=0) + 1):
         for piece in pieces:
             if len(piece) < length:
