@@ -62,7 +62,8 @@ def test_layers_on_a_build_without_a_gpu_are_refused_with_the_way_to_get_one(
 
 
 @pytest.mark.parametrize(
-    ("value", "expected"), [("auto", "auto"), (" AUTO ", "auto"), ("off", "off"), ("0", 0), ("12", 12), (12, 12)]
+    ("value", "expected"),
+    [("auto", "auto"), (" AUTO ", "auto"), ("off", "off"), (False, "off"), ("0", 0), ("12", 12), (12, 12)],
 )
 def test_settings_read_from_text_or_numbers(value: object, expected: object) -> None:
     assert parse_gpu(value) == expected
@@ -79,3 +80,12 @@ def test_anything_else_is_refused_saying_what_is_accepted(value: object) -> None
     )
     with pytest.raises(InvalidSettingError, match=r"^--gpu="):
         parse_gpu(value, "--gpu")
+
+
+def test_an_unquoted_off_in_a_yaml_config_means_the_cpu(tmp_path: Path) -> None:
+    """YAML reads `gpu: off` as false; the server's config takes it as 'off', as the docs write it."""
+    from vlmkit.server import load_config
+
+    config = tmp_path / "vlmkit.yaml"
+    config.write_text(f"models:\n  m:\n    path: {tmp_path / 'm.gguf'}\n    gpu: off\n")
+    assert load_config(config).local["m"].gpu == "off"

@@ -41,6 +41,8 @@ def parse_gpu(value: object, setting: str = "gpu") -> GpuSetting:
             return "auto" if text == "auto" else "off"
         if text.isdigit():
             return int(text)
+    elif value is False:  # YAML reads an unquoted `gpu: off` as false
+        return "off"
     elif isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
     raise InvalidSettingError(
