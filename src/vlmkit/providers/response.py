@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from vlmkit.tools import ToolCall
-from vlmkit.wire.openai_chat import FinishReason, completion_id, signature_of, signature_to_openai
+from vlmkit.wire.openai_chat import (
+    FinishReason,
+    ToolCallAssembler,
+    completion_id,
+    signature_of,
+    signature_to_openai,
+)
 
 __all__ = [
     "ChatCompletion",
@@ -30,6 +36,7 @@ __all__ = [
     "Function",
     "ResponseMessage",
     "ResponseToolCall",
+    "StreamedAnswer",
     "Usage",
     "completion_of",
     "merged",
@@ -177,6 +184,36 @@ class ChatCompletionChunk(_Record):
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
     usage: Usage | None = None
     system_fingerprint: str | None = None
+
+
+class StreamedAnswer:
+    """A streamed completion put together chunk by chunk: its text, finish reason, usage and tool calls
+    (a call's arguments arrive in pieces), for those who answer from a provider's stream."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.finish: str | None = None
+        self.usage: Usage | None = None
+        self._calls = ToolCallAssembler()
+
+    def feed(self, chunk: ChatCompletionChunk) -> list[str]:
+        """Take in ``chunk``; returns its pieces of text, in order."""
+        self.usage = chunk.usage or self.usage
+        texts = []
+        for choice in chunk.choices:
+            self.finish = choice.finish_reason or self.finish
+            self._calls.feed([piece.to_dict() for piece in choice.delta.tool_calls or ()])
+            if choice.delta.content:
+                texts.append(choice.delta.content)
+        self.parts += texts
+        return texts
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    def tool_calls(self) -> list[ToolCall]:
+        return self._calls.calls()
 
 
 def completion_of(

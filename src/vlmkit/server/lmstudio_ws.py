@@ -47,6 +47,7 @@ from vlmkit.engine.catalog import lookup
 from vlmkit.errors import ModelDownloadError, ModelNotFoundError, UnknownFileError, VlmkitError
 from vlmkit.images import ImageHandle, image_from_bytes
 from vlmkit.prediction import PredictionConfig, PredictionResult, StopReason
+from vlmkit.providers.response import StreamedAnswer
 from vlmkit.server.accounts import Meter
 from vlmkit.server.config import ConfigError, ServerSettings
 from vlmkit.server.gateway import GatewayStream
@@ -55,7 +56,7 @@ from vlmkit.server.keys import ANONYMOUS, KeyPolicy
 from vlmkit.server.state import ServerState, image_slot
 from vlmkit.stream import CancelToken, call_in_thread
 from vlmkit.wire import lmstudio as wire
-from vlmkit.wire.openai_chat import ToolCallAssembler, config_to_openai, stats_from_openai
+from vlmkit.wire.openai_chat import config_to_openai, stats_from_openai
 
 log = logging.getLogger("vlmkit.server")
 
@@ -505,37 +506,30 @@ async def _predict_gateway(
         done=lambda served: meter.done(served.prompt_tokens, served.completion_tokens),
     )
     assert isinstance(stream, GatewayStream)
-    parts: list[str] = []
-    finish, usage = None, None
-    calls = ToolCallAssembler()
+    answer = StreamedAnswer()
     try:
         async for chunk in stream:
             if token.cancelled:
                 break
-            usage = chunk.usage or usage
-            for choice in chunk.choices:
-                finish = choice.finish_reason or finish
-                calls.feed([piece.to_dict() for piece in choice.delta.tool_calls or ()])
-                text = choice.delta.content
-                if text:
-                    if first is None:
-                        first = time.perf_counter()
-                        await s.send(wire.channel_send(channel_id, wire.prompt_progress(1.0)))
-                    parts.append(text)
-                    await s.send(wire.channel_send(channel_id, wire.fragment(text)))
+            for text in answer.feed(chunk):
+                if first is None:
+                    first = time.perf_counter()
+                    await s.send(wire.channel_send(channel_id, wire.prompt_progress(1.0)))
+                await s.send(wire.channel_send(channel_id, wire.fragment(text)))
     finally:
         await stream.aclose()
+    usage = answer.usage
     stats = stats_from_openai(
-        finish,
+        answer.finish,
         usage.prompt_tokens if usage is not None else 0,
-        usage.completion_tokens if usage is not None else len(parts),
+        usage.completion_tokens if usage is not None else len(answer.parts),
         started=started,
         first_token=first,
         ended=time.perf_counter(),
     )
     if token.cancelled:
         stats.stop_reason = StopReason.USER_STOPPED
-    result = PredictionResult("".join(parts), stats, tool_calls=[] if token.cancelled else calls.calls())
+    result = PredictionResult(answer.text, stats, tool_calls=[] if token.cancelled else answer.tool_calls())
     await _send_calls(s, channel_id, result)
     await s.send(wire.channel_send(channel_id, wire.prediction_success(result, s.entry_info(key), config, None)))
 

@@ -31,7 +31,8 @@ from vlmkit.prediction import (
     StopReason,
     setting_error,
 )
-from vlmkit.wire.openai_chat import ToolCallAssembler, config_to_openai, stats_from_openai
+from vlmkit.providers.response import StreamedAnswer
+from vlmkit.wire.openai_chat import config_to_openai, stats_from_openai
 
 if TYPE_CHECKING:
     from vlmkit.engine import LoadOptions, ModelListing
@@ -121,24 +122,15 @@ class ProviderBackend:
         chat = with_detail(chat, config.detail)
         stream = completion(key, chat, stream=True, **self.options, **config_to_openai(config))
         cancel.on_cancel(stream.close)
-        pieces: list[str] = []
-        usage: Any = None
-        finish: str | None = None
+        answer = StreamedAnswer()
         t_first: float | None = None
-        calls = ToolCallAssembler()
         try:
             for chunk in stream:
-                usage = chunk.usage or usage
-                for choice in chunk.choices:
-                    finish = choice.finish_reason or finish
-                    calls.feed([piece.to_dict() for piece in choice.delta.tool_calls or ()])
-                    text = choice.delta.content
-                    if text:
-                        if t_first is None:
-                            t_first = time.perf_counter()
-                            on_first_token()
-                        pieces.append(text)
-                        on_fragment(PredictionFragment(text))
+                for text in answer.feed(chunk):
+                    if t_first is None:
+                        t_first = time.perf_counter()
+                        on_first_token()
+                    on_fragment(PredictionFragment(text))
                 if cancel.cancelled:
                     break
         except Exception:
@@ -147,8 +139,9 @@ class ProviderBackend:
         finally:
             with contextlib.suppress(Exception):
                 stream.close()
-        result = _result(key, "".join(pieces), config, finish, usage, cancel.cancelled, t0, t_first, self.get_info(key))
-        result.tool_calls = calls.calls()
+        info = self.get_info(key)
+        result = _result(key, answer.text, config, answer.finish, answer.usage, cancel.cancelled, t0, t_first, info)
+        result.tool_calls = answer.tool_calls()
         result.sent_images = sent_images(key, chat, **self.options)  # for prediction.boxes
         return result
 
