@@ -29,6 +29,7 @@ import httpx
 import pytest
 from PIL import Image
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from tests.conftest import ImageServer, encode, photo_path
 from tests.server.conftest import Upstream, _start_upstream
@@ -396,9 +397,24 @@ def test_keyboard_alone_reaches_every_control(page: Page) -> None:
         reached.add(page.evaluate("document.activeElement.id || document.activeElement.tagName"))
     assert {"key", "drop", "url", "model", "new-chat", "prompt", "send"} <= reached, reached
     page.focus("#drop")
-    with page.expect_file_chooser() as chooser:
-        page.keyboard.press("Enter")
-    assert chooser.value.is_multiple()
+    chooser = _chooser_by_enter(page)
+    assert chooser.is_multiple()
     assert "pick" not in reached  # the file input itself is hidden: the drop zone stands for it
     with page.expect_file_chooser():
         page.get_by_text("Choose images").click()  # and so does its label, for a mouse
+
+
+def _chooser_by_enter(page: Page) -> Any:
+    """The file chooser that Enter on the focused drop zone opens. Once in several full runs, headless
+    Chromium let the first press's chooser go unreported (the page did open it: a second press is
+    answered); a drop zone that never opens one still fails, after the second try."""
+    for attempt in range(2):
+        try:
+            with page.expect_file_chooser(timeout=10_000) as chooser:
+                page.keyboard.press("Enter")
+            return chooser.value
+        except PlaywrightTimeoutError:
+            if attempt:
+                raise
+            page.focus("#drop")
+    raise AssertionError("unreachable")
