@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import ImageServer, encode, photo_path
+from tests.media import PageSpec, make_pdf
 from tests.server.conftest import API_KEY, Running, data_url, error_of, start_server
 from vlmkit.images import POLICIES, FetchOptions, prepare_image
 from vlmkit.providers.inspect import price_of
@@ -188,6 +189,7 @@ def test_bad_json_requests_name_the_field(client: httpx.Client, settings: Server
         ({"image": "http://10.0.0.1/x.jpg"}, 400, "image", "allow_hosts"),
         ({"image": "/etc/passwd"}, 400, "image", "must be a data: URL, an http(s):// URL or the id of a file"),
         ({"image": "file-000000000000000000000000"}, 400, "image", "no such file"),
+        ({"image": data_url(make_pdf([PageSpec()]))}, 400, "image", "this is a PDF document, not an image"),
         ({}, 422, "image", "the request needs 'image'"),
         ({"image": data_url(b"x"), "detail": "ultra"}, 422, "detail", "'detail' must be 'low', 'high' or 'auto'"),
         ({"image": data_url(b"x"), "targets": ["openai", "nope"]}, 400, "targets", "unknown target 'nope'"),
