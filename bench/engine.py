@@ -16,6 +16,13 @@ follow-up's prompt holds the reply as text), a real photo, 2 threads, temperatur
   question came, in a new process with an empty disk cache: the encode hides behind the typing;
 - decode tokens/s; peak memory (max RSS of the process).
 
+The embedded engine (``vlmkit``) is timed around the call in its own process. The servers
+(``vlmkit-serve``, ``llama-server``) get the same HTTP turns, as an OpenAI client sends them, and are
+timed where the user waits: from sending the request to the first streamed piece of the reply. A
+chat client sends the whole chat every turn, the photo included, and what a server does with the
+photo again at each turn (decode, hash, preprocess) is part of the follow-up the user waits for.
+llama-server's own count (its ``timings``: prompt evaluation and one token) is printed beside it.
+
 Each engine runs in its own process (so peak memory is its own); each run loads the model fresh.
 
     python bench/engine.py                      # 5 runs each, medians
@@ -207,75 +214,102 @@ def run_handler(model: Path, mmproj: Path, image: Path, flash: bool) -> dict[str
     }
 
 
-def run_llama_server(binary: str, model: Path, mmproj: Path, image: Path) -> dict[str, float]:
+def _serve_turns(base: str, image: Path, proc: subprocess.Popen[bytes], model: str) -> dict[str, float]:
+    """The three turns over HTTP, as any OpenAI client sends them, timed where the user waits: from
+    sending the request to the first streamed piece of the reply. Every turn sends the whole chat,
+    the photo included, as a data URL; what a server does with it again (decode, hash, preprocess)
+    is part of its follow-up. The server's own count (llama-server's ``timings``: prompt evaluation
+    and one token, leaving out the request's parsing and the image's preparation) is kept beside it."""
     import httpx
 
-    port = 18000 + os.getpid() % 1000
-    proc = subprocess.Popen(
-        [
-            binary,
-            "-m",
-            str(model),
-            "--mmproj",
-            str(mmproj),
-            "-t",
-            str(THREADS),
-            "-c",
-            "8192",
-            "--port",
-            str(port),
-            "-fa",
-            "on",
-            "--no-webui",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            try:
-                if httpx.get(base + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        url = "data:image/jpeg;base64," + base64.b64encode(image.read_bytes()).decode()
+    for _ in range(1200):
+        if proc.poll() is not None:
+            raise RuntimeError(f"{base}: the server exited with {proc.returncode}")
+        try:
+            if httpx.get(base + "/v1/models", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    url = "data:image/jpeg;base64," + base64.b64encode(image.read_bytes()).decode()
 
-        def turn(msgs: list[dict[str, Any]]) -> tuple[float, float, str]:
-            body = {"messages": msgs, "max_tokens": MAX_TOKENS, "temperature": 0, "stream": False}
-            r = httpx.post(base + "/v1/chat/completions", json=body, timeout=300).json()
-            t = r["timings"]
-            return (
-                (t["prompt_ms"] + 1000.0 / t["predicted_per_second"]) / 1000,
-                t["predicted_per_second"],
-                (r["choices"][0]["message"]["content"]),
-            )
+    def turn(client: httpx.Client, msgs: list[dict[str, Any]]) -> tuple[float, float, float | None, str]:
+        body = {
+            "model": model,
+            "messages": msgs,
+            "max_tokens": MAX_TOKENS,
+            "temperature": 0,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        text: list[str] = []
+        t_first = None
+        n_tokens = 0
+        timings: dict[str, float] | None = None
+        t0 = time.perf_counter()
+        with client.stream("POST", base + "/v1/chat/completions", json=body, timeout=300) as r:
+            r.raise_for_status()
+            for line in r.iter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                chunk = json.loads(line[6:])
+                for choice in chunk.get("choices") or []:
+                    piece = (choice.get("delta") or {}).get("content")
+                    if piece is not None:
+                        t_first = t_first or time.perf_counter()
+                        text.append(piece)
+                if chunk.get("usage"):
+                    n_tokens = chunk["usage"].get("completion_tokens") or n_tokens
+                timings = chunk.get("timings") or timings
+        t_end = time.perf_counter()
+        ttft = (t_first or t_end) - t0
+        own = (timings["prompt_ms"] + 1000.0 / timings["predicted_per_second"]) / 1000 if timings else None
+        if timings:
+            tps = timings["predicted_per_second"]
+        else:
+            tps = (n_tokens - 1) / (t_end - t_first) if t_first and n_tokens > 1 else 0.0
+        return ttft, tps, own, "".join(text)
 
-        msgs: list[dict[str, Any]] = [
-            {
-                "role": "user",
-                "content": [{"type": "text", "text": FIRST}, {"type": "image_url", "image_url": {"url": url}}],
-            }
-        ]
-        first, tps, reply = turn(msgs)
-        msgs += [{"role": "assistant", "content": reply}, {"role": "user", "content": FOLLOW_UP}]
+    with httpx.Client() as client:
+        first, tps, first_own, reply = turn(client, [user_with_image(FIRST, url)])
+        msgs = [user_with_image(FIRST, url), {"role": "assistant", "content": reply}]
+        msgs.append({"role": "user", "content": FOLLOW_UP})
         time.sleep(READ_SEC)
-        follow, _, _ = turn(msgs)
-        new, _, _ = turn(
-            [
-                {
-                    "role": "user",
-                    "content": [{"type": "text", "text": NEW_CHAT}, {"type": "image_url", "image_url": {"url": url}}],
-                }
-            ]
-        )
-        with open(f"/proc/{proc.pid}/status") as f:
-            peak = next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
-        return {"first_ttft": first, "follow_ttft": follow, "new_chat_ttft": new, "decode_tps": tps, "peak_mb": peak}
+        follow, _, follow_own, _ = turn(client, msgs)
+        new, _, new_own, _ = turn(client, [user_with_image(NEW_CHAT, url)])
+    with open(f"/proc/{proc.pid}/status") as f:
+        peak = next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+    out = {"first_ttft": first, "follow_ttft": follow, "new_chat_ttft": new, "decode_tps": tps, "peak_mb": peak}
+    if first_own is not None and follow_own is not None and new_own is not None:
+        out |= {"first_own": first_own, "follow_own": follow_own, "new_chat_own": new_own}
+    return out
+
+
+def run_llama_server(binary: str, model: Path, mmproj: Path, image: Path) -> dict[str, float]:
+    port = 18000 + os.getpid() % 1000
+    cmd = [binary, "-m", str(model), "--mmproj", str(mmproj), "-t", str(THREADS), "-c", "8192"]
+    cmd += ["--port", str(port), "-fa", "on", "--no-webui"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        return _serve_turns(f"http://127.0.0.1:{port}", image, proc, "smol")
     finally:
         proc.terminate()
         proc.wait()
+
+
+def run_vlmkit_serve(model: Path, mmproj: Path, image: Path) -> dict[str, float]:
+    """``vlmkit serve`` with the same model, asked exactly as llama-server is (the same HTTP turns)."""
+    port = 19000 + os.getpid() % 1000
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = Path(tmp) / "serve.yaml"
+        cfg.write_text(json.dumps({"models": {"smol": {"path": str(model), "mmproj": str(mmproj)}}}))
+        cmd = [sys.executable, "-m", "vlmkit.cli", "serve", "--config", str(cfg), "--port", str(port)]
+        proc = subprocess.Popen([*cmd, "--log-level", "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            return _serve_turns(f"http://127.0.0.1:{port}", image, proc, "smol")
+        finally:
+            proc.terminate()
+            proc.wait()
 
 
 # --- driver -----------------------------------------------------------------------------------------------
@@ -293,6 +327,8 @@ def child(name: str, image: Path, server: str | None) -> None:
         out = run_handler(model, mmproj, image, flash=False)
     elif name == "handler-fa-on":
         out = run_handler(model, mmproj, image, flash=True)
+    elif name == "vlmkit-serve":
+        out = run_vlmkit_serve(model, mmproj, image)
     elif name == "llama-server" and server:
         out = run_llama_server(server, model, mmproj, image)
     else:
@@ -307,7 +343,8 @@ def main() -> None:
     ap.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
     ap.add_argument("--llama-server", help="path to llama.cpp's llama-server binary, to compare with it too")
     ap.add_argument(
-        "--only", help="comma-separated engines to run (vlmkit, handler-fa-off, handler-fa-on, llama-server)"
+        "--only",
+        help="comma-separated engines to run (vlmkit, handler-fa-off, handler-fa-on, vlmkit-serve, llama-server)",
     )
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -316,7 +353,8 @@ def main() -> None:
         return
 
     model_files()  # generate once, before timing anything
-    engines = ["vlmkit", "handler-fa-off", "handler-fa-on"] + (["llama-server"] if args.llama_server else [])
+    engines = ["vlmkit", "handler-fa-off", "handler-fa-on"]
+    engines += ["vlmkit-serve", "llama-server"] if args.llama_server else ["vlmkit-serve"]
     if args.only:
         engines = [e for e in engines if e in args.only.split(",")]
     print(f"load average before: {os.getloadavg()[0]:.2f}", file=sys.stderr)
@@ -360,6 +398,14 @@ def main() -> None:
             f"| {name} | {med['first_ttft']:.2f} | {med['follow_ttft']:.2f} | {med['new_chat_ttft']:.2f} | "
             f"{disk} | {up} | {med['decode_tps']:.1f} | {med['peak_mb']:.0f} |"
         )
+    own = {name: runs for name, runs in results.items() if "follow_own" in runs[0]}
+    if own:
+        print("\nthe server's own count (prompt evaluation and one token, not the request or the image)")
+        print("| engine | first turn (s) | follow-up (s) | new chat, same image (s) |")
+        print("|---|---|---|---|")
+        for name, runs in own.items():
+            med = {c: statistics.median(r[c] for r in runs) for c in ("first_own", "follow_own", "new_chat_own")}
+            print(f"| {name} | {med['first_own']:.2f} | {med['follow_own']:.3f} | {med['new_chat_own']:.2f} |")
 
 
 if __name__ == "__main__":
