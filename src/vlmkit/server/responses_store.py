@@ -50,6 +50,7 @@ class ResponseStore:
         self._kept: OrderedDict[str, Chat] = OrderedDict()
         self._images = _HeldImages()
         self._lock = threading.Lock()
+        self._made = False
 
     async def put(self, response_id: str, chat: Chat) -> None:
         with self._lock:
@@ -83,16 +84,21 @@ class ResponseStore:
     def _write(self, response_id: str, chat: Chat) -> None:
         assert self.directory is not None
         images = self.directory / "images"
-        images.mkdir(parents=True, exist_ok=True)
+        if not self._made:
+            images.mkdir(parents=True, exist_ok=True)
+            self._made = True
 
         def named(part: ImagePart) -> dict[str, Any]:
             handle = part.image
             if handle.is_reference:
                 return {"url": handle.source or "", "format": handle.mime_type}
-            path = images / handle.identifier
+            identifier = handle.identifier  # hashed here, off the event loop, once for bytes held once
+            with self._lock:
+                self._images.identified(handle.data, identifier)
+            path = images / identifier
             if not path.exists():  # written by an earlier turn, or by another conversation showing it
                 _write_whole(path, handle.data)
-            return {"file_id": handle.identifier, "format": handle.mime_type}
+            return {"file_id": identifier, "format": handle.mime_type}
 
         written = json.dumps({"messages": messages_from_chat(chat, image=named)})  # its images first
         _write_whole(self.directory / f"{response_id}.json", written.encode())
@@ -132,16 +138,22 @@ class _HeldImages:
         self._held: dict[tuple[int, bytes, bytes, bytes], list[_Held]] = {}
         self.bytes = 0
 
-    def hold(self, data: bytes) -> bytes:
+    def hold(self, data: bytes) -> _Held:
         """The held bytes equal to ``data`` (``data`` itself if none were), counted once more."""
         entries = self._held.setdefault(_key(data), [])
         for held in entries:
             if held.data is data or held.data == data:
                 held.shown += 1
-                return held.data
+                return held
         entries.append(_Held(data))
         self.bytes += len(data)
-        return data
+        return entries[-1]
+
+    def identified(self, data: bytes, identifier: str) -> None:
+        """Remember the identifier of held ``data``, for the next image with the same bytes."""
+        for held in self._held.get(_key(data), ()):
+            if held.data is data:
+                held.identifier = identifier
 
     def release(self, chat: Chat) -> None:
         """Count ``chat``'s images (each held by :meth:`hold`) once less; forget those no kept chat shows."""
@@ -161,6 +173,8 @@ class _HeldImages:
 class _Held:
     data: bytes
     shown: int = 1
+    identifier: str | None = None
+    """The bytes' sha256, once the disk writer has computed it."""
 
 
 def _key(data: bytes) -> tuple[int, bytes, bytes, bytes]:
@@ -181,8 +195,9 @@ def _write_whole(path: Path, data: bytes) -> None:
     try:
         part.write_bytes(data)
         part.replace(path)
-    finally:
-        part.unlink(missing_ok=True)  # gone after the rename; left only by a failed write
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
 
 
 def _lean(chat: Chat, images: _HeldImages) -> Chat:
@@ -201,4 +216,7 @@ def _lean_part(part: ImagePart, images: _HeldImages) -> ImagePart:
     handle = part.image
     if handle.is_reference:
         return replace(part, image=replace(handle))
-    return replace(part, image=replace(handle, _data=images.hold(handle.data)))
+    held = images.hold(handle.data)
+    if held.identifier is None:
+        return replace(part, image=replace(handle, _data=held.data))
+    return replace(part, image=replace(handle, _data=held.data, _identifier=held.identifier))
