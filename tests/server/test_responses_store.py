@@ -12,6 +12,7 @@ from tests.conftest import photo_path
 from vlmkit.chat import Chat, ImagePart, ImageRef
 from vlmkit.images import prepare_image
 from vlmkit.server.responses_store import ResponseStore
+from vlmkit.wire.openai_chat import messages_from_chat
 
 HOPPER = photo_path("grace_hopper.jpg")
 
@@ -127,3 +128,14 @@ def test_a_stored_image_name_never_leads_out_of_the_store(tmp_path: Path) -> Non
     data["messages"][0]["content"][1]["image_url"]["file_id"] = "../../../etc/passwd"
     path.write_text(json.dumps(data))
     assert asyncio.run(ResponseStore(tmp_path).get(rid(4))) is None  # as a conversation that is not there
+
+
+def test_a_conversation_stored_with_its_images_inline_is_still_read(tmp_path: Path) -> None:
+    # as the store wrote them before images had files of their own: data URLs in the messages
+    (tmp_path / "responses").mkdir()
+    inline = {"messages": messages_from_chat(chat_with_image())}
+    (tmp_path / "responses" / f"{rid(5)}.json").write_text(json.dumps(inline))
+    back = asyncio.run(ResponseStore(tmp_path).get(rid(5)))
+    assert back is not None
+    [ref] = [p for p in back.messages[0].content if isinstance(p, ImageRef)]
+    assert ref.url.startswith("data:image/jpeg;base64,") and back.messages[1].text == "A woman."
