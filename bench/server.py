@@ -8,6 +8,9 @@ is installed):
     python bench/server.py [--litellm PATH_TO_litellm] [--runs 3] [--scale 1.0]
     python bench/server.py --lmstudio [--quick]    # LM Studio's SDK vs vlmkit's own, same server
 
+``--files-dir`` gives vlmkit a data directory (``files_dir``, a temporary one), where the Responses
+API also writes each stored response before answering it.
+
 Everything is on 127.0.0.1, each server in its own process with one worker: the upstream (a minimal
 asyncio HTTP/1.1 server answering a fixed chat completion after reading the whole body), vlmkit's
 server (``python -m vlmkit.cli serve --config ...``) and the LiteLLM proxy, both mapping the name
@@ -314,6 +317,11 @@ def main() -> None:
         help="vlmkit checks its key against rpm/tpm limits (never reached) and records usage in SQLite",
     )
     parser.add_argument(
+        "--files-dir",
+        action="store_true",
+        help="vlmkit has a data directory (files_dir): each stored response is also written to disk",
+    )
+    parser.add_argument(
         "--lmstudio",
         action="store_true",
         help="instead: respond through LM Studio's SDK vs vlmkit's own SDK against the same vlmkit serve",
@@ -349,6 +357,7 @@ def main() -> None:
         cfg.write_text(
             f"models:\n  bench:\n    model: openai/gpt-4o\n    api_base: {upstream}\n    api_key: sk-x\n"
             + (f"limits:\n  max_large_requests: {args.large_slots}\n" if args.large_slots else "")
+            + (f"files_dir: '{tmp / 'files'}'\n" if args.files_dir else "")
             + (
                 f"keys:\n  - {{key: {KEY}, name: bench, rpm: 1000000000, tpm: 1000000000000}}\n"
                 f"usage: {{database: '{tmp / 'usage.db'}'}}\n"
