@@ -32,7 +32,7 @@ import hmac
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio.to_thread
@@ -46,7 +46,7 @@ from vlmkit.chat import Chat, ImageRef
 from vlmkit.engine.catalog import lookup
 from vlmkit.errors import ModelDownloadError, ModelNotFoundError, UnknownFileError, VlmkitError
 from vlmkit.images import ImageHandle, image_from_bytes
-from vlmkit.prediction import PredictionConfig, PredictionResult, StopReason
+from vlmkit.prediction import PredictionConfig, PredictionFragment, PredictionResult, StopReason
 from vlmkit.providers.response import StreamedAnswer
 from vlmkit.server.accounts import Meter
 from vlmkit.server.config import ConfigError, ServerSettings
@@ -473,21 +473,82 @@ async def _predict(s: Session, channel_id: int, param: Any, token: CancelToken) 
     await s.send(wire.channel_send(channel_id, wire.prompt_progress(0.0)))
     started = False
     result: PredictionResult | None = None
-    async for item in s.state.local.stream(key, chat, config, token):
-        if isinstance(item, PredictionResult):
-            result = item
+    async for batch in paced(s.state.local.stream(key, chat, config, token), FRAGMENT_WINDOW):
+        if isinstance(batch, PredictionResult):
+            result = batch
             break
         if not started:
             started = True
             await s.send(wire.channel_send(channel_id, wire.prompt_progress(1.0)))
-        if item.content:
-            await s.send(wire.channel_send(channel_id, wire.fragment(item.content, item.tokens_count)))
+        content = "".join(f.content for f in batch)
+        if content:
+            tokens = sum(f.tokens_count for f in batch)
+            await s.send(wire.channel_send(channel_id, wire.fragment(content, tokens)))
     assert result is not None
     meter.done(result.stats.prompt_tokens, result.stats.predicted_tokens)
     await _send_calls(s, channel_id, result)
     info = wire.loaded_info(result.model_info) if result.model_info is not None else s.entry_info(key)
     context = result.model_info.context_length if result.model_info is not None else None
     await s.send(wire.channel_send(channel_id, wire.prediction_success(result, info, config, context)))
+
+
+FRAGMENT_WINDOW = 0.01
+"""Seconds: the fragments that come sooner than this after the last ``fragment`` message go out
+together, as one (a fragment carries its ``tokensCount``). LM Studio's Python SDK takes every
+message from its websocket thread to the caller's and back, so one message per token of a fast
+model costs more than the tokens; a model slower than a token per window still streams token by
+token, the first fragment always goes at once, and no text waits longer than this (less than a
+display frame)."""
+
+
+async def paced(
+    items: AsyncIterator[PredictionFragment | PredictionResult], window: float
+) -> AsyncIterator[list[PredictionFragment] | PredictionResult]:
+    """``items`` with its fragments in batches: the first fragment alone and at once, then what
+    came within ``window`` s of the last batch; the batch held is given before the result, or
+    before an error is raised. Never later than ``window`` after the last batch."""
+    loop = asyncio.get_running_loop()
+    held: list[PredictionFragment] = []
+    due = 0.0  # when what is held must go
+    ahead: asyncio.Future[PredictionFragment | PredictionResult] | None = None
+    try:
+        while True:
+            if ahead is None and not held:
+                item = await anext(items)
+            else:  # what comes next, waited for no later than when the batch held must go
+                ahead = ahead or asyncio.ensure_future(anext(items))
+                timeout = max(0.0, due - loop.time()) if held else None
+                done, _ = await asyncio.wait((ahead,), timeout=timeout)
+                if not done:
+                    batch, held = held, []
+                    due = loop.time() + window
+                    yield batch
+                    continue
+                item, ahead = ahead.result(), None
+            if isinstance(item, PredictionResult):
+                if held:
+                    yield held
+                yield item
+                return
+            if held or loop.time() < due:
+                held.append(item)
+                if loop.time() >= due:
+                    batch, held = held, []
+                    due = loop.time() + window
+                    yield batch
+            else:
+                due = loop.time() + window
+                yield [item]
+    except StopAsyncIteration:
+        if held:
+            yield held
+    except Exception:
+        if held:
+            yield held
+        raise
+    finally:
+        if ahead is not None and not ahead.done():
+            ahead.cancel()
 
 
 async def _predict_gateway(
