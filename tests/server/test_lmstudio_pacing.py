@@ -1,7 +1,7 @@
 """How LM Studio's protocol paces a prediction's fragments (:func:`vlmkit.server.lmstudio_ws.paced`):
 the first at once and alone, then what came within the window as one batch, the batch held given
 before the result or the error, and nothing held past the window while the model is quiet. Fed by
-plain async generators standing for a prediction's stream; no timing is asserted, only order.
+real prediction streams over the bridge, whose work stands for a model; no timing is asserted, only order.
 Then a local prediction over the protocol on a real server: its fragments' token counts add up, and
 an uploaded image is prepared once, then reused by every prediction that names its handle."""
 
@@ -11,7 +11,9 @@ import asyncio
 import base64
 import contextlib
 import json
-from collections.abc import AsyncIterator, Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -23,8 +25,8 @@ from vlmkit.errors import PredictionError
 from vlmkit.prediction import PredictionFragment, PredictionResult, PredictionStats
 from vlmkit.server import ServerSettings
 from vlmkit.server.lmstudio_ws import paced
+from vlmkit.stream import AsyncPredictionStream, CancelToken, FragmentCallback, Work
 
-Item = PredictionFragment | PredictionResult
 RESULT = PredictionResult("abcd", PredictionStats())
 
 
@@ -32,92 +34,109 @@ def texts(batches: list[list[PredictionFragment] | PredictionResult]) -> list[st
     return [b if isinstance(b, PredictionResult) else "".join(f.content for f in b) for b in batches]
 
 
-async def burst(*contents: str) -> AsyncIterator[Item]:
-    """Fragments all ready at once (as a fast model's are, taken from the bridge in one go), then the result."""
-    for content in contents:
-        yield PredictionFragment(content)
-    yield RESULT
+def burst(*contents: str) -> Work:
+    """A prediction whose fragments all come at once (as a fast model's do), then its result."""
+
+    def work(on_fragment: FragmentCallback, first: Callable[[], None], cancel: CancelToken) -> PredictionResult:
+        for content in contents:
+            on_fragment(PredictionFragment(content))
+        return RESULT
+
+    return work
+
+
+async def read(work: Work, window: float) -> list[str | PredictionResult]:
+    return texts([b async for b in paced(AsyncPredictionStream(work, model="m"), window)])
 
 
 async def test_the_first_fragment_goes_alone_and_the_rest_of_a_burst_together() -> None:
-    got = [b async for b in paced(burst("a", "b", "c", "d"), window=60.0)]
-    assert texts(got) == ["a", "bcd", RESULT]
-    assert [len(b) for b in got[:2] if isinstance(b, list)] == [1, 3]  # each token's count kept, to be summed
+    batches = [b async for b in paced(AsyncPredictionStream(burst("a", "b", "c", "d"), model="m"), 60.0)]
+    assert texts(batches) == ["a", "bcd", RESULT]
+    assert [len(b) for b in batches if isinstance(b, list)] == [1, 3]  # each token's count kept, to be summed
 
 
 async def test_no_window_sends_every_fragment_as_it_comes() -> None:
-    got = [b async for b in paced(burst("a", "b", "c"), window=0.0)]
-    assert texts(got) == ["a", "b", "c", RESULT]
+    assert await read(burst("a", "b", "c"), 0.0) == ["a", "b", "c", RESULT]
 
 
 async def test_a_quiet_model_does_not_hold_what_came_before_it() -> None:
     """After ``b`` the model goes quiet: ``b`` is given when the window ends, before ``c`` is even made."""
-    made_c = asyncio.Event()
-    quiet = asyncio.Event()
+    go, made_c = threading.Event(), threading.Event()
 
-    async def stalling() -> AsyncIterator[Item]:
-        yield PredictionFragment("a")
-        yield PredictionFragment("b")
-        await quiet.wait()  # the model is quiet until the test has seen "b"
+    def stalling(on_fragment: FragmentCallback, first: Callable[[], None], cancel: CancelToken) -> PredictionResult:
+        on_fragment(PredictionFragment("a"))
+        on_fragment(PredictionFragment("b"))
+        go.wait(30)  # quiet until the reader has given "b"
         made_c.set()
-        yield PredictionFragment("c")
-        yield RESULT
+        on_fragment(PredictionFragment("c"))
+        return RESULT
 
     got: list[str | PredictionResult] = []
-    async for batch in paced(stalling(), window=0.05):
+    async for batch in paced(AsyncPredictionStream(stalling, model="m"), 0.05):
         got.extend(texts([batch]))
         if got[-1] == "b":
             assert not made_c.is_set()
-            quiet.set()
+            go.set()
     assert got == ["a", "b", "c", RESULT]
 
 
 async def test_what_is_held_comes_before_the_error() -> None:
-    async def failing() -> AsyncIterator[Item]:
-        yield PredictionFragment("a")
-        yield PredictionFragment("b")
+    def failing(on_fragment: FragmentCallback, first: Callable[[], None], cancel: CancelToken) -> PredictionResult:
+        on_fragment(PredictionFragment("a"))
+        on_fragment(PredictionFragment("b"))
         raise PredictionError("the model failed mid-answer")
 
     got: list[str | PredictionResult] = []
     with pytest.raises(PredictionError, match="the model failed mid-answer"):
-        async for batch in paced(failing(), window=60.0):
+        async for batch in paced(AsyncPredictionStream(failing, model="m"), 60.0):
             got.extend(texts([batch]))
     assert got == ["a", "b"]
 
 
-async def test_a_stream_that_ends_without_a_result_gives_what_it_held() -> None:
-    async def ending() -> AsyncIterator[Item]:
-        yield PredictionFragment("a")
-        yield PredictionFragment("b")
+async def test_cancelling_the_reader_cancels_the_prediction() -> None:
+    """A connection that closes while a batch is held stops the prediction under it."""
+    token = CancelToken()
+    waiting = threading.Event()
 
-    assert texts([b async for b in paced(ending(), window=60.0)]) == ["a", "b"]
+    def endless(on_fragment: FragmentCallback, first: Callable[[], None], cancel: CancelToken) -> PredictionResult:
+        on_fragment(PredictionFragment("a"))
+        on_fragment(PredictionFragment("b"))  # held: the window is long
+        waiting.set()
+        while not cancel.cancelled:
+            time.sleep(0.01)
+        return RESULT
 
-
-async def test_cancelling_the_reader_stops_the_stream_it_was_waiting_on() -> None:
-    """A connection that closes while a batch is held cancels the read of the prediction under it
-    (which cancels the prediction), not only the pacing."""
-    waiting, stopped = asyncio.Event(), asyncio.Event()
-
-    async def endless() -> AsyncIterator[Item]:
-        yield PredictionFragment("a")
-        yield PredictionFragment("b")  # held: the window is long
-        waiting.set()  # asked for what comes after "b" while "b" is held
-        try:
-            await asyncio.Event().wait()
-        finally:
-            stopped.set()
-        yield RESULT  # never reached
-
-    async def read() -> None:
-        async for _ in paced(endless(), window=60.0):
+    async def reader() -> None:
+        async for _ in paced(AsyncPredictionStream(endless, model="m", cancel=token), 60.0):
             pass
 
-    task = asyncio.ensure_future(read())
-    await asyncio.wait_for(waiting.wait(), 10)
+    task = asyncio.ensure_future(reader())
+    while not waiting.is_set():
+        await asyncio.sleep(0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await asyncio.wait_for(stopped.wait(), 10)
+    assert token.cancelled
+
+
+async def test_a_stream_read_with_a_timeout_goes_on_after_it() -> None:
+    """``next_within`` gives ``None`` when nothing came in time, and the same stream goes on."""
+    go = threading.Event()
+
+    def slow(on_fragment: FragmentCallback, first: Callable[[], None], cancel: CancelToken) -> PredictionResult:
+        go.wait(30)
+        on_fragment(PredictionFragment("a"))
+        return RESULT
+
+    stream = AsyncPredictionStream(slow, model="m")
+    assert await stream.next_within(0.01) is None
+    assert await stream.next_within(0.0) is None
+    go.set()
+    fragment = await stream.next_within(30)
+    assert isinstance(fragment, PredictionFragment) and fragment.content == "a"
+    assert await stream.next_within(30) is RESULT
+    assert await stream.next_within(30) is RESULT  # finished: the result again, never a wait
+    assert [f async for f in stream] == []
 
 
 # --- over the protocol ---------------------------------------------------------------------------

@@ -54,7 +54,7 @@ from vlmkit.server.gateway import GatewayStream
 from vlmkit.server.jsonutil import dumps
 from vlmkit.server.keys import ANONYMOUS, KeyPolicy
 from vlmkit.server.state import ServerState, image_slot
-from vlmkit.stream import CancelToken, call_in_thread
+from vlmkit.stream import AsyncPredictionStream, CancelToken, call_in_thread
 from vlmkit.wire import lmstudio as wire
 from vlmkit.wire.openai_chat import config_to_openai, stats_from_openai
 
@@ -473,17 +473,20 @@ async def _predict(s: Session, channel_id: int, param: Any, token: CancelToken) 
     await s.send(wire.channel_send(channel_id, wire.prompt_progress(0.0)))
     started = False
     result: PredictionResult | None = None
-    async for batch in paced(s.state.local.stream(key, chat, config, token), FRAGMENT_WINDOW):
-        if isinstance(batch, PredictionResult):
-            result = batch
-            break
-        if not started:
-            started = True
-            await s.send(wire.channel_send(channel_id, wire.prompt_progress(1.0)))
-        content = "".join(f.content for f in batch)
-        if content:
-            tokens = sum(f.tokens_count for f in batch)
-            await s.send(wire.channel_send(channel_id, wire.fragment(content, tokens)))
+    try:
+        async for batch in paced(s.state.local.open_stream(key, chat, config, token), FRAGMENT_WINDOW):
+            if isinstance(batch, PredictionResult):
+                result = batch
+                break
+            if not started:
+                started = True
+                await s.send(wire.channel_send(channel_id, wire.prompt_progress(1.0)))
+            content = "".join(f.content for f in batch)
+            if content:
+                tokens = sum(f.tokens_count for f in batch)
+                await s.send(wire.channel_send(channel_id, wire.fragment(content, tokens)))
+    finally:
+        token.cancel()  # a no-op when it finished; stops it when the connection went away
     assert result is not None
     meter.done(result.stats.prompt_tokens, result.stats.predicted_tokens)
     await _send_calls(s, channel_id, result)
@@ -502,53 +505,37 @@ display frame)."""
 
 
 async def paced(
-    items: AsyncIterator[PredictionFragment | PredictionResult], window: float
+    stream: AsyncPredictionStream, window: float
 ) -> AsyncIterator[list[PredictionFragment] | PredictionResult]:
-    """``items`` with its fragments in batches: the first fragment alone and at once, then what
-    came within ``window`` s of the last batch; the batch held is given before the result, or
-    before an error is raised. Never later than ``window`` after the last batch."""
+    """``stream``'s fragments in batches, then its result: the first fragment alone and at once,
+    then what came within ``window`` s of the last batch, never held longer; what is held goes
+    before the result, or before the stream's error is raised. The window is waited out on the
+    prediction's bridge itself (a timer, no task per fragment), so the result is never held."""
     loop = asyncio.get_running_loop()
     held: list[PredictionFragment] = []
-    due = 0.0  # when what is held must go
-    ahead: asyncio.Future[PredictionFragment | PredictionResult] | None = None
+    due = 0.0  # when the batch held must go
     try:
         while True:
-            if ahead is None and not held:
-                item = await anext(items)
-            else:  # what comes next, waited for no later than when the batch held must go
-                ahead = ahead or asyncio.ensure_future(anext(items))
-                timeout = max(0.0, due - loop.time()) if held else None
-                done, _ = await asyncio.wait((ahead,), timeout=timeout)
-                if not done:
-                    batch, held = held, []
-                    due = loop.time() + window
-                    yield batch
-                    continue
-                item, ahead = ahead.result(), None
+            item = await stream.next_within(max(0.0, due - loop.time()) if held else None)
             if isinstance(item, PredictionResult):
                 if held:
                     yield held
                 yield item
                 return
-            if held or loop.time() < due:
-                held.append(item)
-                if loop.time() >= due:
-                    batch, held = held, []
-                    due = loop.time() + window
-                    yield batch
-            else:
+            if item is not None and not held and loop.time() >= due:
                 due = loop.time() + window
                 yield [item]
-    except StopAsyncIteration:
-        if held:
-            yield held
+                continue
+            if item is not None:
+                held.append(item)
+            if loop.time() >= due:
+                batch, held = held, []
+                due = loop.time() + window
+                yield batch
     except Exception:
         if held:
             yield held
         raise
-    finally:
-        if ahead is not None and not ahead.done():
-            ahead.cancel()
 
 
 async def _predict_gateway(
