@@ -7,6 +7,10 @@ file store of :mod:`vlmkit.server.files`, and the downloads of ``vlmkit get``).
 ``GET /lmstudio-greeting`` answers ``{"lmstudio": true}`` (open, like ``/health``: the SDK probes
 it before it has said who it is).
 
+A local prediction's fragments go out as they come, except that those of a fast model that come
+within :data:`FRAGMENT_WINDOW` of the last ``fragment`` message are sent together as one
+(:func:`paced`): LM Studio's Python SDK pays two thread hops per message.
+
 A prediction's tool calls (a local model's, read from its reply by the engine, or a gateway model's,
 joined from its provider's streamed pieces) are sent after its fragments, each as the
 ``toolCallGeneration*`` messages the SDK's ``.act()`` runs the tool from, before the final ``success``.
