@@ -252,7 +252,10 @@ LMSTUDIO_KEY = "qwen2-vl-2b-instruct"
 def lmstudio_case(runs: int, env: dict[str, str], tmp: Path) -> None:
     """Time ``respond`` of a short reply (8 tokens, an image in the chat) through LM Studio's SDK (the
     ``lmstudio`` package, over LM Studio's protocol) and through vlmkit's own SDK (``vk.Client(url)``,
-    over the OpenAI API), against the same ``vlmkit serve`` of the generated test VLM, alternating."""
+    over the OpenAI API), against the same ``vlmkit serve`` of the generated test VLM, alternating.
+    Beside the times: the CPU this process spent per respond (the client's own cost, which a busy
+    machine changes less than the times), and the fragments each client was handed per respond (for
+    the package, the fragment messages the server sent)."""
     import lmstudio as lms
 
     sys.path.insert(0, str(ROOT / "src"))
@@ -274,6 +277,12 @@ def lmstudio_case(runs: int, env: dict[str, str], tmp: Path) -> None:
     photo = str(IMAGES / "grace_hopper.jpg")
     short = {"maxTokens": 8, "temperature": 0}
     times: dict[str, list[float]] = {"lmstudio package": [], "vlmkit SDK": []}
+    cpu = dict.fromkeys(times, 0.0)  # this process's CPU (every thread): what each client itself costs
+    fragments = dict.fromkeys(times, 0)  # fragments the client was handed (messages, for the package)
+
+    def count(name: str) -> Any:
+        return lambda _: fragments.__setitem__(name, fragments[name] + 1)
+
     try:
         with lms.Client(f"127.0.0.1:{port}") as lc, vk.Client(f"http://127.0.0.1:{port}", api_key=None) as vc:
             lmodel, vmodel = lc.llm.model(LMSTUDIO_KEY), vc.llm.model(LMSTUDIO_KEY)
@@ -283,22 +292,29 @@ def lmstudio_case(runs: int, env: dict[str, str], tmp: Path) -> None:
             for _ in range(3):  # warm-up: load, encode the image, settle the prefix cache
                 lmodel.respond(lchat, config=short)
                 vmodel.respond(vchat, config=short)
+            on_l, on_v = count("lmstudio package"), count("vlmkit SDK")
             for _ in range(runs):
-                t = time.perf_counter()
-                assert lmodel.respond(lchat, config=short).stats.predicted_tokens_count == 8
+                c, t = time.process_time(), time.perf_counter()
+                got = lmodel.respond(lchat, config=short, on_prediction_fragment=on_l)
+                assert got.stats.predicted_tokens_count == 8
                 times["lmstudio package"].append(time.perf_counter() - t)
-                t = time.perf_counter()
-                assert vmodel.respond(vchat, config=short).stats.predicted_tokens == 8
+                cpu["lmstudio package"] += time.process_time() - c
+                c, t = time.process_time(), time.perf_counter()
+                assert vmodel.respond(vchat, config=short, on_prediction_fragment=on_v).stats.predicted_tokens == 8
                 times["vlmkit SDK"].append(time.perf_counter() - t)
+                cpu["vlmkit SDK"] += time.process_time() - c
     finally:
         proc.terminate()
         proc.wait(30)
     print(f"respond, 8 tokens, one image in the chat, {runs} each (alternating); load {os.getloadavg()[0]:.2f}")
-    print("| client | median ms | P90 ms |")
-    print("|---|---|---|")
+    print("| client | median ms | P90 ms | client CPU ms per respond | fragments per respond |")
+    print("|---|---|---|---|---|")
     for name, ts in times.items():
         ts.sort()
-        print(f"| {name} | {statistics.median(ts) * 1000:.1f} | {ts[int(0.9 * (len(ts) - 1))] * 1000:.1f} |")
+        print(
+            f"| {name} | {statistics.median(ts) * 1000:.1f} | {ts[int(0.9 * (len(ts) - 1))] * 1000:.1f} | "
+            f"{cpu[name] / runs * 1000:.2f} | {fragments[name] / runs:.1f} |"
+        )
     ratio = statistics.median(times["lmstudio package"]) / statistics.median(times["vlmkit SDK"])
     print(f"lmstudio package / vlmkit SDK: {ratio:.2f}x (target: within 10 %)")
 

@@ -99,15 +99,21 @@ class Bridge(Generic[T]):
             items, self._items = self._items, []
         return items
 
-    async def atake(self) -> list[T]:
-        """Everything posted since the last take, awaiting the first without blocking the loop."""
+    async def atake(self, timeout: float | None = None) -> list[T]:
+        """Everything posted since the last take, awaiting the first without blocking the loop for
+        up to ``timeout`` s (``[]``: none came)."""
         assert self._loop is not None, "a Bridge read with atake() is made with the reader's loop"
+        deadline = None if timeout is None else self._loop.time() + timeout
         while True:
             with self._lock:
                 if self._items:
                     items, self._items = self._items, []
                     return items
+                if deadline is not None and self._loop.time() >= deadline:
+                    self._waiter = None
+                    return []
                 waiter = self._waiter = self._loop.create_future()
+            timer = None if deadline is None else self._loop.call_at(deadline, _wake, waiter)
             try:
                 await waiter
             except asyncio.CancelledError:
@@ -115,6 +121,9 @@ class Bridge(Generic[T]):
                     if self._waiter is waiter:
                         self._waiter = None
                 raise
+            finally:
+                if timer is not None:
+                    timer.cancel()
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
@@ -331,17 +340,32 @@ class AsyncPredictionStream(_Stream):
         return self
 
     async def __anext__(self) -> PredictionFragment:
+        if not self._finished:
+            item = await self.next_within(None)
+            if isinstance(item, PredictionFragment):
+                return item
+        raise StopAsyncIteration
+
+    async def next_within(self, timeout: float | None) -> PredictionFragment | PredictionResult | None:
+        """The next fragment, the result once the stream has finished (its error raised if it
+        failed), or ``None`` when no fragment came within ``timeout`` s (the prediction goes on)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
         while not self._finished:
             if not self._pending:
+                left = None if deadline is None else max(0.0, deadline - loop.time())
                 try:
-                    self._pending.extend(await self._bridge.atake())
+                    batch = await self._bridge.atake(left)
                 except asyncio.CancelledError:
                     self._cancel.cancel()
                     raise
+                if not batch:
+                    return None
+                self._pending.extend(batch)
             fragment = self._handle(self._pending.popleft())
             if fragment is not None:
                 return fragment
-        raise StopAsyncIteration
+        return self._outcome()
 
     async def wait_for_result(self) -> PredictionResult:
         """Read the rest of the stream (callbacks still fire) and give the final result."""

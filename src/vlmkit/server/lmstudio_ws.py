@@ -7,6 +7,10 @@ file store of :mod:`vlmkit.server.files`, and the downloads of ``vlmkit get``).
 ``GET /lmstudio-greeting`` answers ``{"lmstudio": true}`` (open, like ``/health``: the SDK probes
 it before it has said who it is).
 
+A local prediction's fragments go out as they come, except that those of a fast model that come
+within :data:`FRAGMENT_WINDOW` of the last ``fragment`` message are sent together as one
+(:func:`paced`): LM Studio's Python SDK pays two thread hops per message.
+
 A prediction's tool calls (a local model's, read from its reply by the engine, or a gateway model's,
 joined from its provider's streamed pieces) are sent after its fragments, each as the
 ``toolCallGeneration*`` messages the SDK's ``.act()`` runs the tool from, before the final ``success``.
@@ -32,7 +36,7 @@ import hmac
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio.to_thread
@@ -46,7 +50,7 @@ from vlmkit.chat import Chat, ImageRef
 from vlmkit.engine.catalog import lookup
 from vlmkit.errors import ModelDownloadError, ModelNotFoundError, UnknownFileError, VlmkitError
 from vlmkit.images import ImageHandle, image_from_bytes
-from vlmkit.prediction import PredictionConfig, PredictionResult, StopReason
+from vlmkit.prediction import PredictionConfig, PredictionFragment, PredictionResult, StopReason
 from vlmkit.providers.response import StreamedAnswer
 from vlmkit.server.accounts import Meter
 from vlmkit.server.config import ConfigError, ServerSettings
@@ -54,7 +58,7 @@ from vlmkit.server.gateway import GatewayStream
 from vlmkit.server.jsonutil import dumps
 from vlmkit.server.keys import ANONYMOUS, KeyPolicy
 from vlmkit.server.state import ServerState, image_slot
-from vlmkit.stream import CancelToken, call_in_thread
+from vlmkit.stream import AsyncPredictionStream, CancelToken, call_in_thread
 from vlmkit.wire import lmstudio as wire
 from vlmkit.wire.openai_chat import config_to_openai, stats_from_openai
 
@@ -473,21 +477,69 @@ async def _predict(s: Session, channel_id: int, param: Any, token: CancelToken) 
     await s.send(wire.channel_send(channel_id, wire.prompt_progress(0.0)))
     started = False
     result: PredictionResult | None = None
-    async for item in s.state.local.stream(key, chat, config, token):
-        if isinstance(item, PredictionResult):
-            result = item
-            break
-        if not started:
-            started = True
-            await s.send(wire.channel_send(channel_id, wire.prompt_progress(1.0)))
-        if item.content:
-            await s.send(wire.channel_send(channel_id, wire.fragment(item.content, item.tokens_count)))
+    try:
+        async for batch in paced(s.state.local.open_stream(key, chat, config, token), FRAGMENT_WINDOW):
+            if isinstance(batch, PredictionResult):
+                result = batch
+                break
+            if not started:
+                started = True
+                await s.send(wire.channel_send(channel_id, wire.prompt_progress(1.0)))
+            content = "".join(f.content for f in batch)
+            if content:
+                tokens = sum(f.tokens_count for f in batch)
+                await s.send(wire.channel_send(channel_id, wire.fragment(content, tokens)))
+    finally:
+        token.cancel()  # a no-op when it finished; stops it when the connection went away
     assert result is not None
     meter.done(result.stats.prompt_tokens, result.stats.predicted_tokens)
     await _send_calls(s, channel_id, result)
     info = wire.loaded_info(result.model_info) if result.model_info is not None else s.entry_info(key)
     context = result.model_info.context_length if result.model_info is not None else None
     await s.send(wire.channel_send(channel_id, wire.prediction_success(result, info, config, context)))
+
+
+FRAGMENT_WINDOW = 0.01
+"""Seconds: the fragments that come sooner than this after the last ``fragment`` message go out
+together, as one (a fragment carries its ``tokensCount``). LM Studio's Python SDK takes every
+message from its websocket thread to the caller's and back, so one message per token of a fast
+model costs more than the tokens; a model slower than a token per window still streams token by
+token, the first fragment always goes at once, and no text waits longer than this (less than a
+display frame)."""
+
+
+async def paced(
+    stream: AsyncPredictionStream, window: float
+) -> AsyncIterator[list[PredictionFragment] | PredictionResult]:
+    """``stream``'s fragments in batches, then its result: the first fragment alone and at once,
+    then what came within ``window`` s of the last batch, never held longer; what is held goes
+    before the result, or before the stream's error is raised. The window is waited out on the
+    prediction's bridge itself (a timer, no task per fragment), so the result is never held."""
+    loop = asyncio.get_running_loop()
+    held: list[PredictionFragment] = []
+    due = 0.0  # when the batch held must go
+    try:
+        while True:
+            item = await stream.next_within(max(0.0, due - loop.time()) if held else None)
+            if isinstance(item, PredictionResult):
+                if held:
+                    yield held
+                yield item
+                return
+            if item is not None and not held and loop.time() >= due:
+                due = loop.time() + window
+                yield [item]
+                continue
+            if item is not None:
+                held.append(item)
+            if loop.time() >= due:
+                batch, held = held, []
+                due = loop.time() + window
+                yield batch
+    except Exception:
+        if held:
+            yield held
+        raise
 
 
 async def _predict_gateway(

@@ -126,14 +126,14 @@ class LocalModels:
     # --- predictions ---------------------------------------------------------------------------
 
     async def respond(self, name: str, chat: Chat, config: PredictionConfig, token: CancelToken) -> PredictionResult:
-        stream = self._stream(name, chat, config, token)
+        stream = self.open_stream(name, chat, config, token)
         return await stream.wait_for_result()  # cancelling the request's task cancels the token
 
     async def stream(
         self, name: str, chat: Chat, config: PredictionConfig, token: CancelToken
     ) -> AsyncIterator[PredictionFragment | PredictionResult]:
         """Fragments as they come, then the :class:`PredictionResult` as the last item."""
-        stream = self._stream(name, chat, config, token)
+        stream = self.open_stream(name, chat, config, token)
         try:
             async for fragment in stream:
                 yield fragment
@@ -141,7 +141,9 @@ class LocalModels:
         finally:
             token.cancel()  # a no-op when it finished; stops it when the consumer went away
 
-    def _stream(self, name: str, chat: Chat, config: PredictionConfig, token: CancelToken) -> AsyncPredictionStream:
+    def open_stream(self, name: str, chat: Chat, config: PredictionConfig, token: CancelToken) -> AsyncPredictionStream:
+        """The prediction, started, as a stream read on the loop (for a reader that paces itself with
+        :meth:`~vlmkit.stream.AsyncPredictionStream.next_within`); a reader that stops early cancels ``token``."""
         self._start(token)
 
         def work(

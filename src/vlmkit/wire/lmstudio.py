@@ -673,6 +673,7 @@ def stats_body(stats: PredictionStats) -> dict[str, Any]:
         "cachedPromptTokensCount": stats.cached_prompt_tokens,
         "imagesEncoded": stats.images_encoded,
         "imagesReused": stats.images_reused,
+        "imagesPreprocessed": stats.images_preprocessed,
         "imageTokensCount": stats.image_tokens,
         "totalTimeSec": stats.total_time_sec,
     }
