@@ -29,7 +29,6 @@ import hashlib
 import os
 import queue
 import struct
-import tempfile
 import threading
 import time
 import zlib
@@ -38,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vlmkit._files import write_whole
 from vlmkit.errors import InvalidSettingError
 
 DEFAULT_MB = 1024
@@ -180,14 +180,7 @@ class EncoderCache:
         raw_key = key.encode("utf-8")
         blob = _HEADER.pack(MAGIC, len(raw_key), zlib.crc32(data), len(data)) + raw_key + data
         self.directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=self.directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(blob)
-            os.replace(tmp, self.path(key))
-        except BaseException:
-            _unlink(Path(tmp))
-            raise
+        write_whole(self.path(key), blob, prefix=TEMP_PREFIX)
         self.evict()
 
     def evict(self) -> None:

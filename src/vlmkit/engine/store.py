@@ -12,6 +12,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from vlmkit._files import write_whole
 from vlmkit.engine.gguf_meta import has_vision_encoder, read_model_meta
 from vlmkit.errors import ModelLoadError, ModelNotFoundError
 
@@ -57,9 +58,8 @@ class ModelListing:
 
 
 def write_manifest(directory: Path, key: str, model: str, mmproj: str | None, repo: str | None) -> None:
-    tmp = directory / (MANIFEST + ".part")
-    tmp.write_text(json.dumps({"key": key, "model": model, "mmproj": mmproj, "repo": repo}, indent=2))
-    tmp.replace(directory / MANIFEST)
+    manifest = {"key": key, "model": model, "mmproj": mmproj, "repo": repo}
+    write_whole(directory / MANIFEST, json.dumps(manifest, indent=2).encode("utf-8"))
 
 
 def find(key: str, root: str | Path | None = None) -> StoredModel | None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import secrets
 import threading
@@ -27,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vlmkit._files import write_whole
 from vlmkit.errors import InvalidVideoError, UnsupportedImageError, VlmkitError
 from vlmkit.images import ImageHandle, image_from_bytes
 from vlmkit.images.document import Document, is_pdf, prepare_document
@@ -212,9 +212,4 @@ def _write(directory: Path, stored: StoredFile) -> None:
         (directory / stored.id, stored.data),
         (directory / f"{stored.id}.json", json.dumps(record).encode("utf-8")),
     ):
-        partial = path.with_name(path.name + ".partial")
-        try:
-            partial.write_bytes(content)
-            os.replace(partial, path)
-        finally:
-            partial.unlink(missing_ok=True)  # gone after the rename; left only by a failed write
+        write_whole(path, content)

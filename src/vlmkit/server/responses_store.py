@@ -22,13 +22,13 @@ from __future__ import annotations
 import base64
 import json
 import re
-import secrets
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from vlmkit._files import write_whole
 from vlmkit.chat import Chat, ChatMessage, ImagePart
 from vlmkit.stream import call_in_thread
 from vlmkit.wire.openai_chat import messages_from_chat, to_chat
@@ -97,11 +97,11 @@ class ResponseStore:
                 self._images.identified(handle.data, identifier)
             path = images / identifier
             if not path.exists():  # written by an earlier turn, or by another conversation showing it
-                _write_whole(path, handle.data)
+                write_whole(path, handle.data)
             return {"file_id": identifier, "format": handle.mime_type}
 
         written = json.dumps({"messages": messages_from_chat(chat, image=named)})  # its images first
-        _write_whole(self.directory / f"{response_id}.json", written.encode())
+        write_whole(self.directory / f"{response_id}.json", written.encode())
 
     def _read(self, response_id: str) -> Chat | None:
         assert self.directory is not None
@@ -186,18 +186,6 @@ def _image_data(chat: Chat) -> list[bytes]:
     return [
         p.image.data for m in chat.messages for p in m.content if isinstance(p, ImagePart) and not p.image.is_reference
     ]
-
-
-def _write_whole(path: Path, data: bytes) -> None:
-    """``data`` at ``path``, all of it or nothing: written aside, then renamed (a name of its own, so two
-    writers of the same image never share the file being written)."""
-    part = path.with_name(f"{path.name}.{secrets.token_hex(4)}.part")
-    try:
-        part.write_bytes(data)
-        part.replace(path)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
 
 
 def _lean(chat: Chat, images: _HeldImages) -> Chat:
