@@ -1,11 +1,16 @@
-"""The gateway's HTTP client to upstreams: the providers layer's transport over aiohttp's connection pool.
+"""The providers' transport over aiohttp's connection pool, for callers that keep many requests in flight.
 
-The providers layer sends through httpx, whose connection pool costs a gateway more than the rest of
-a request: for every request it scans every pooled connection and polls each idle socket, so at 16
-to 64 concurrent requests httpx alone took most of the server's CPU (measured with cProfile under
-``bench/server.py``). Translation stays in the providers layer: only the bytes on the wire move
-through aiohttp here, behind httpx's own transport interface, so retries, error mapping and stream
-parsing are the providers layer's unchanged. Without aiohttp installed, the default transport is used.
+The default transport sends through httpx, whose connection pool costs more than the rest of a
+request once many are in flight: for every request it scans every pooled connection and polls each
+idle socket, so at 16 to 64 concurrent requests httpx alone took most of a gateway's CPU (measured
+with cProfile under ``bench/server.py``), and most of a batch's (``bench/batch.py``). Translation
+stays in :mod:`vlmkit.providers.transport`: only the bytes on the wire move through aiohttp here,
+behind httpx's own transport interface, so retries, error mapping and stream parsing are the
+transport's unchanged. aiohttp comes with the ``server`` and ``batch`` extras; without it,
+:func:`pooled_transport` gives the default transport.
+
+Users: the gateway's upstream requests (:mod:`vlmkit.server.gateway`) and a batch's provider rows
+(:mod:`vlmkit.batch.runner`).
 """
 
 from __future__ import annotations
@@ -17,24 +22,27 @@ from typing import Any
 
 import httpx
 
-from vlmkit.providers import Transport
+from vlmkit.providers.transport import Transport
 
 _SKIP = frozenset({b"host", b"content-length", b"transfer-encoding", b"connection"})
 
 
-def gateway_transport() -> Transport:
+def pooled_transport(*, limit: int = 512) -> Transport:
+    """A transport whose async requests go through aiohttp (at most ``limit`` connections), or the
+    default one where aiohttp is not installed."""
     try:
         import aiohttp  # noqa: F401
-    except ImportError:  # pragma: no cover - aiohttp is there wherever the server extra is installed
+    except ImportError:  # pragma: no cover - aiohttp is there wherever the server or batch extra is installed
         return Transport()
-    return PooledTransport()
+    return PooledTransport(limit=limit)
 
 
 class PooledTransport(Transport):
     """A providers :class:`Transport` whose async client sends through aiohttp (one pool per event loop)."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, limit: int = 512, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.limit = limit
         self._pooled: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
             weakref.WeakKeyDictionary()
         )
@@ -44,7 +52,9 @@ class PooledTransport(Transport):
         loop = asyncio.get_running_loop()
         client = self._pooled.get(loop)
         if client is None:
-            client = httpx.AsyncClient(transport=AiohttpTransport(), timeout=self.timeout, follow_redirects=False)
+            client = httpx.AsyncClient(
+                transport=AiohttpTransport(limit=self.limit), timeout=self.timeout, follow_redirects=False
+            )
             self._pooled[loop] = client
         return client
 
