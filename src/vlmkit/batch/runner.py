@@ -40,7 +40,9 @@ from vlmkit.batch.manifest import Manifest
 from vlmkit.batch.output import journal_path, write_output
 from vlmkit.batch.progress import Progress
 from vlmkit.errors import BadRequestError, VlmkitError
-from vlmkit.images import ImageHandle, ImagePolicy, aprepare_image
+from vlmkit.images import ImageHandle, ImagePolicy, aprepare_image, prepare_image
+from vlmkit.images.render import needs_change, render_cache
+from vlmkit.images.source import is_http
 from vlmkit.prediction import PredictionConfig, PredictionResult, parse_structured
 from vlmkit.wire.openai_chat import config_to_openai, finish_reason_of, stats_from_openai
 
@@ -115,7 +117,7 @@ class LocalTarget:
     def estimate_tokens(self, image: ImageHandle, prompt: str) -> int:
         return 0
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         self.lease.close()
 
 
@@ -132,13 +134,18 @@ class ProviderTarget:
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         fetch: FetchOptions | None = None,
+        concurrency: int = 8,
     ) -> None:
+        from vlmkit.providers.pooled import pooled_transport
         from vlmkit.providers.registry import resolve
 
         self.params = provider_params(job)
         self.job = job
         self.rule = token_rule(job.model) or "openai"  # for the limiter, OpenAI's where none is published
         self.cfg: ProviderConfig = resolve(job.model, api_base=api_base, api_key=api_key)
+        # Its own connection pool, one connection per request in flight: httpx's default pool scans
+        # every connection per request and keeps only 20 alive, so at 32 in flight it reconnected.
+        self.transport = pooled_transport(limit=concurrency)
         self.options: dict[str, Any] = {
             "api_base": api_base,
             "api_key": api_key,
@@ -146,6 +153,7 @@ class ProviderTarget:
             "retry": retry,
             "timeout": timeout,
             "fetch": fetch,
+            "transport": self.transport,
         }
 
     async def start(self) -> None:
@@ -158,16 +166,15 @@ class ProviderTarget:
         started = time.perf_counter()
         response = await acompletion(self.job.model, chat, **self.options, **self.params)
         seconds = time.perf_counter() - started
-        sent = await anyio.to_thread.run_sync(sent_as, image, self.cfg.policy)  # cached: the request's own rendering
-        return answer_of(response, self.job, sent, seconds)
+        return answer_of(response, self.job, await asent_as(image, self.cfg.policy), seconds)
 
     def estimate_tokens(self, image: ImageHandle, prompt: str) -> int:
         """Tokens the request may take, for a tokens-per-minute limit: image, prompt, and the answer's limit."""
         answer = self.job.config.max_tokens or 256
         return image_tokens(image, self.rule) + math.ceil(len(prompt) / 4) + answer
 
-    def close(self) -> None:
-        return None
+    async def aclose(self) -> None:
+        await self.transport.aclose()
 
 
 Target = LocalTarget | ProviderTarget
@@ -201,11 +208,20 @@ def answer_of(response: ChatCompletion, job: BatchJob, sent: dict[str, Any] | No
 
 
 def sent_as(image: ImageHandle, policy: ImagePolicy) -> dict[str, Any] | None:
-    """What a provider is sent for ``image``: its rendering under the provider's policy (cached per policy)."""
+    """What a provider is sent for ``image``: its rendering under the provider's policy (cached per
+    policy: after the request was built, a lookup that needs no thread)."""
     if image.is_reference:
         return None
     rendered = image.render(policy)
     return {"size": f"{rendered.width}x{rendered.height}", "mime_type": rendered.mime_type, "bytes": len(rendered.data)}
+
+
+async def asent_as(image: ImageHandle, policy: ImagePolicy) -> dict[str, Any] | None:
+    """:func:`sent_as` without a thread where it is a lookup: the original bytes, or the rendering the
+    request was built with (in the render cache); one evicted since is rendered again off the loop."""
+    if image.is_reference or not needs_change(image, policy) or render_cache.get((image.identifier, policy)):
+        return sent_as(image, policy)
+    return await anyio.to_thread.run_sync(sent_as, image, policy)
 
 
 def _parsed(result: PredictionResult, config: PredictionConfig, model: str) -> Any:
@@ -281,6 +297,7 @@ async def arun(
             retry=retry,
             timeout=timeout,
             fetch=fetch,
+            concurrency=concurrency,
         )
     )
     out = Path(output)
@@ -298,9 +315,15 @@ async def arun(
         write_output(out, records)
     finally:
         bar.close()
-        target.close()
+        await target.aclose()
     c = bar.counts
     return BatchSummary(out, len(rows), c.done, c.failed, c.skipped, c.duplicates, time.monotonic() - started)
+
+
+READ_AHEAD = 8
+"""Rows read and keyed ahead of those being sent."""
+READERS = 2
+"""Threads reading local images (see :func:`read_image`)."""
 
 
 @dataclass
@@ -331,6 +354,8 @@ class Runner:
         self.limiter, self.progress, self.fetch = limiter, progress, fetch
         self.retry_failed = retry_failed
         self.pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self.readers = anyio.CapacityLimiter(READERS)
+        self.sending = asyncio.Semaphore(8)  # run_all sets its own
 
     def recorded(self, row: Row) -> bool:
         record = self.manifest.rows.get(row.index)
@@ -339,7 +364,10 @@ class Runner:
         return not (self.retry_failed and "error" in record)
 
     async def run_all(self, rows: list[Row], concurrency: int) -> None:
-        slots = asyncio.Semaphore(concurrency)
+        """Every row, at most ``concurrency`` of them sent at once; up to :data:`READ_AHEAD` more are
+        read and keyed meanwhile, so that a request never waits for its image to be read."""
+        slots = asyncio.Semaphore(concurrency + READ_AHEAD)
+        self.sending = asyncio.Semaphore(concurrency)
 
         async def one(row: Row) -> None:
             try:
@@ -358,7 +386,7 @@ class Runner:
         base: dict[str, Any] = {"row": row.index, "input": row.ref, "model": self.job.model}
         try:
             prompt = self.job.prompt_for(row)
-            image = await read_image(row, self.fetch)
+            image = await read_image(row, self.fetch, self.readers)
         except VlmkitError as exc:
             self.write({**base, "key": None, "image": None, "error": error_of(exc)})
             return None
@@ -382,8 +410,9 @@ class Runner:
         began = time.perf_counter()
         assert self.target is not None, "a runner without a target only reads and keys rows"
         try:
-            await self.limiter.acquire(self.target.estimate_tokens(k.image, k.prompt))
-            answer = await self.target.answer(k.image, k.prompt)
+            async with self.sending:
+                await self.limiter.acquire(self.target.estimate_tokens(k.image, k.prompt))
+                answer = await self.target.answer(k.image, k.prompt)
         except VlmkitError as exc:
             record = {**k.base, "error": error_of(exc)}
         except BaseException as exc:
@@ -420,11 +449,26 @@ async def task_group() -> AsyncIterator[anyio.abc.TaskGroup]:
         raise
 
 
-async def read_image(row: Row, fetch: FetchOptions | None) -> ImageHandle:
-    """The row's image, read and validated off the event loop (URLs fetched safely with ``fetch``)."""
+async def read_image(row: Row, fetch: FetchOptions | None, readers: anyio.CapacityLimiter | None = None) -> ImageHandle:
+    """The row's image, read, validated and hashed off the event loop (URLs fetched safely with ``fetch``).
+
+    A local image (a path, bytes) is read by one of ``readers``' threads: a few threads keep up with
+    any number of requests in flight, where a thread per row had dozens contending for the GIL
+    with the event loop that sends and receives.
+    """
     if row.image is None:
         raise BadRequestError(f"row {row.index} ({row.ref}) names no image: its image column is empty")
-    return await aprepare_image(row.image, fetch=fetch)
+    if isinstance(row.image, str) and is_http(row.image):
+        image = await aprepare_image(row.image, fetch=fetch)
+        await anyio.to_thread.run_sync(lambda: image.identifier, limiter=readers)
+        return image
+    return await anyio.to_thread.run_sync(_prepared, row.image, limiter=readers)
+
+
+def _prepared(source: Any) -> ImageHandle:
+    image = prepare_image(source)
+    image.identifier  # noqa: B018  (the content hash, for the row's key: computed here, not on the event loop)
+    return image
 
 
 def answered(base: dict[str, Any], answer: Answer, seconds: float) -> dict[str, Any]:
