@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import httpx
 
-from vlmkit.providers.transport import Transport
+from vlmkit.providers.transport import RequestBody, Transport
 
 _SKIP = frozenset({b"host", b"content-length", b"transfer-encoding", b"connection"})
 
@@ -38,30 +38,43 @@ def pooled_transport(*, limit: int = 512) -> Transport:
 
 
 class PooledTransport(Transport):
-    """A providers :class:`Transport` whose async client sends through aiohttp (one pool per event loop)."""
+    """A providers :class:`Transport` whose async requests go through aiohttp (one pool per event loop).
+
+    A request goes straight to the pool, not through an ``httpx.AsyncClient``: the client's request
+    building (URL and cookie merging) and its cookie jar cost more than the pool itself, and a
+    provider's API keeps no cookies. The request carries the client's default headers as before.
+    """
 
     def __init__(self, *, limit: int = 512, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.limit = limit
-        self._pooled: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+        self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AiohttpTransport] = (
             weakref.WeakKeyDictionary()
         )
+        # httpx's default headers (Accept, Accept-Encoding, User-Agent), as a client would send them
+        self._headers = httpx.AsyncClient(transport=httpx.AsyncBaseTransport(), trust_env=False).headers
 
-    @property
-    def aclient(self) -> httpx.AsyncClient:
+    def _arequest(
+        self, url: str, headers: Mapping[str, str], body: bytes, timeout: float
+    ) -> tuple[httpx.Request, RequestBody]:
+        sent = RequestBody(body)
+        full = self._headers.copy()
+        full.update(headers)
+        full["Content-Length"] = str(len(body))
+        extensions = {"timeout": httpx.Timeout(timeout).as_dict()}
+        return httpx.Request("POST", url, headers=full, stream=sent, extensions=extensions), sent
+
+    async def _asend(self, request: httpx.Request) -> httpx.Response:
         loop = asyncio.get_running_loop()
-        client = self._pooled.get(loop)
-        if client is None:
-            client = httpx.AsyncClient(
-                transport=AiohttpTransport(limit=self.limit), timeout=self.timeout, follow_redirects=False
-            )
-            self._pooled[loop] = client
-        return client
+        pool = self._pools.get(loop)
+        if pool is None:
+            pool = self._pools[loop] = AiohttpTransport(limit=self.limit)
+        return await pool.handle_async_request(request)
 
     async def aclose(self) -> None:
-        client = self._pooled.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            await client.aclose()
+        pool = self._pools.pop(asyncio.get_running_loop(), None)
+        if pool is not None:
+            await pool.aclose()
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
