@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -322,6 +322,8 @@ async def arun(
 
 READ_AHEAD = 8
 """Rows read and keyed ahead of those being sent."""
+READ_CHUNK = 8
+"""Local images read in one trip to a reader thread."""
 READERS = 2
 """Threads reading local images (see :func:`read_image`)."""
 
@@ -365,28 +367,34 @@ class Runner:
 
     async def run_all(self, rows: list[Row], concurrency: int) -> None:
         """Every row, at most ``concurrency`` of them sent at once; up to :data:`READ_AHEAD` more are
-        read and keyed meanwhile, so that a request never waits for its image to be read."""
+        read and keyed meanwhile, so that a request never waits for its image to be read. Local
+        images are read :data:`READ_CHUNK` at a time, in one trip to a reader thread."""
         slots = asyncio.Semaphore(concurrency + READ_AHEAD)
         self.sending = asyncio.Semaphore(concurrency)
 
-        async def one(row: Row) -> None:
+        async def one(row: Row, read: Read) -> None:
             try:
-                await self.row(row)
+                await self.row(row, read)
             finally:
                 slots.release()
 
         async with task_group() as tg:
-            for row in rows:
-                await slots.acquire()
-                tg.start_soon(one, row)
+            for start in range(0, len(rows), READ_CHUNK):
+                chunk = rows[start : start + READ_CHUNK]
+                for row, read in zip(chunk, await read_local(chunk, self.readers), strict=True):
+                    await slots.acquire()
+                    tg.start_soon(one, row, read)
 
-    async def keyed(self, row: Row) -> Keyed | None:
-        """The row read and keyed, or None when it is finished already: its image unreadable (an error
-        record), or its key answered before (a record naming the row it duplicates)."""
+    async def keyed(self, row: Row, read: Read = None) -> Keyed | None:
+        """The row read (or ``read`` already, by :func:`read_local`) and keyed, or None when it is
+        finished already: its image unreadable (an error record), or its key answered before (a
+        record naming the row it duplicates)."""
         base: dict[str, Any] = {"row": row.index, "input": row.ref, "model": self.job.model}
         try:
             prompt = self.job.prompt_for(row)
-            image = await read_image(row, self.fetch, self.readers)
+            if isinstance(read, VlmkitError):
+                raise read
+            image = read or await read_image(row, self.fetch, self.readers)
         except VlmkitError as exc:
             self.write({**base, "key": None, "image": None, "error": error_of(exc)})
             return None
@@ -398,8 +406,8 @@ class Runner:
             return None
         return Keyed(row, base, image, prompt, key)
 
-    async def row(self, row: Row) -> None:
-        k = await self.keyed(row)
+    async def row(self, row: Row, read: Read = None) -> None:
+        k = await self.keyed(row, read)
         if k is None:
             return
         waiting = self.pending.get(k.key)
@@ -458,11 +466,42 @@ async def read_image(row: Row, fetch: FetchOptions | None, readers: anyio.Capaci
     """
     if row.image is None:
         raise BadRequestError(f"row {row.index} ({row.ref}) names no image: its image column is empty")
-    if isinstance(row.image, str) and is_http(row.image):
+    if _is_url(row.image):
         image = await aprepare_image(row.image, fetch=fetch)
         await anyio.to_thread.run_sync(lambda: image.identifier, limiter=readers)
         return image
     return await anyio.to_thread.run_sync(_prepared, row.image, limiter=readers)
+
+
+Read = ImageHandle | VlmkitError | None
+"""A row's image as :func:`read_local` read it: the image, the error that made it unreadable, or
+None when it was not read there (a URL, or no image: the row reads it, or fails, itself)."""
+
+
+async def read_local(rows: Sequence[Row], readers: anyio.CapacityLimiter | None = None) -> list[Read]:
+    """The local images of ``rows`` (paths, bytes) read, validated and hashed in one trip to a reader
+    thread: a trip per row cost as much as the reading of a small image."""
+    local = [i for i, row in enumerate(rows) if row.image is not None and not _is_url(row.image)]
+    out: list[Read] = [None] * len(rows)
+    if local:
+        reads = await anyio.to_thread.run_sync(_read_all, [rows[i].image for i in local], limiter=readers)
+        for i, read in zip(local, reads, strict=True):
+            out[i] = read
+    return out
+
+
+def _is_url(source: Any) -> bool:
+    return isinstance(source, str) and is_http(source)
+
+
+def _read_all(sources: list[Any]) -> list[Read]:
+    out: list[Read] = []
+    for source in sources:
+        try:
+            out.append(_prepared(source))
+        except VlmkitError as exc:
+            out.append(exc)
+    return out
 
 
 def _prepared(source: Any) -> ImageHandle:

@@ -53,6 +53,7 @@ class PooledTransport(Transport):
         )
         # httpx's default headers (Accept, Accept-Encoding, User-Agent), as a client would send them
         self._headers = httpx.AsyncClient(transport=httpx.AsyncBaseTransport(), trust_env=False).headers
+        self._urls: dict[str, httpx.URL] = {}  # parsed once: a caller sends to the same few URLs
 
     def _arequest(
         self, url: str, headers: Mapping[str, str], body: bytes, timeout: float
@@ -62,7 +63,12 @@ class PooledTransport(Transport):
         full.update(headers)
         full["Content-Length"] = str(len(body))
         extensions = {"timeout": httpx.Timeout(timeout).as_dict()}
-        return httpx.Request("POST", url, headers=full, stream=sent, extensions=extensions), sent
+        parsed = self._urls.get(url)
+        if parsed is None:
+            if len(self._urls) >= 64:
+                self._urls.clear()
+            parsed = self._urls[url] = httpx.URL(url)
+        return httpx.Request("POST", parsed, headers=full, stream=sent, extensions=extensions), sent
 
     async def _asend(self, request: httpx.Request) -> httpx.Response:
         loop = asyncio.get_running_loop()
