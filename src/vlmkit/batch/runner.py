@@ -21,6 +21,7 @@ run loses only the rows it had in flight.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import math
 import time
@@ -378,12 +379,26 @@ class Runner:
             finally:
                 slots.release()
 
-        async with task_group() as tg:
-            for start in range(0, len(rows), READ_CHUNK):
-                chunk = rows[start : start + READ_CHUNK]
-                for row, read in zip(chunk, await read_local(chunk, self.readers), strict=True):
-                    await slots.acquire()
-                    tg.start_soon(one, row, read)
+        chunks = iter([rows[i : i + READ_CHUNK] for i in range(0, len(rows), READ_CHUNK)])
+        reading: collections.deque[tuple[list[Row], asyncio.Future[list[Read]]]] = collections.deque()
+
+        def read_ahead() -> None:  # each reader thread has a chunk to read while rows wait for their slots
+            while len(reading) < READERS and (chunk := next(chunks, None)) is not None:
+                reading.append((chunk, asyncio.ensure_future(read_local(chunk, self.readers))))
+
+        try:
+            async with task_group() as tg:
+                read_ahead()
+                while reading:
+                    chunk, read = reading.popleft()
+                    reads = await read
+                    read_ahead()
+                    for row, image in zip(chunk, reads, strict=True):
+                        await slots.acquire()
+                        tg.start_soon(one, row, image)
+        finally:
+            for _, read in reading:
+                read.cancel()
 
     async def keyed(self, row: Row, read: Read = None) -> Keyed | None:
         """The row read (or ``read`` already, by :func:`read_local`) and keyed, or None when it is
@@ -419,7 +434,8 @@ class Runner:
         assert self.target is not None, "a runner without a target only reads and keys rows"
         try:
             async with self.sending:
-                await self.limiter.acquire(self.target.estimate_tokens(k.image, k.prompt))
+                if self.limiter.limited:
+                    await self.limiter.acquire(self.target.estimate_tokens(k.image, k.prompt))
                 answer = await self.target.answer(k.image, k.prompt)
         except VlmkitError as exc:
             record = {**k.base, "error": error_of(exc)}
