@@ -3,14 +3,16 @@
 The core is async (:func:`arun`); :func:`run` is it for sync code. Rows go through one pipeline:
 
 1. a row the manifest has already recorded is skipped (a resume);
-2. its image is read (:func:`vlmkit.images.aprepare_image`: files, URLs fetched safely, bytes) and
-   its key made from the image's content hash, the prompt, model and settings; an image that cannot
-   be read is the row's error record, and the run goes on;
+2. its image is read, ahead of the sends (files and bytes a chunk of rows at a time on a reader
+   thread, :func:`read_local`; URLs fetched safely, :func:`read_image`), and its key made from the
+   image's content hash, the prompt, model and settings; an image that cannot be read is the row's
+   error record, and the run goes on;
 3. a key answered before (in this run or an earlier one) is not sent again: the row's record is a
    copy of that answer naming the row it duplicates (``duplicate_of``);
 4. the rest are sent: a ``provider/name`` key through :func:`vlmkit.providers.acompletion` (the
    provider's own request translation and image policy, the transport's retries with backoff on
-   429 and 5xx) at most ``concurrency`` at a time and within ``rpm`` / ``tpm``; a local key to the
+   429 and 5xx, over the run's own pool of kept-alive connections, :mod:`vlmkit.providers.pooled`)
+   at most ``concurrency`` at a time and within ``rpm`` / ``tpm``; a local key to the
    process's one engine (:mod:`vlmkit.engine.owner`), one prediction after another on the loaded
    model while the next rows' images are read beside it.
 
