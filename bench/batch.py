@@ -160,6 +160,8 @@ async def litellm_loop(paths: list[Path], base: str, concurrency: int) -> float:
 
 
 def vlmkit_batch(folder: Path, base: str, concurrency: int, count: int) -> float:
+    import aiohttp  # noqa: F401  (its transport, imported before the clock starts, as litellm is for its loop)
+
     from vlmkit import batch
 
     with tempfile.TemporaryDirectory() as out:

@@ -45,6 +45,30 @@ def test_each_distinct_image_is_sent_once_many_at_a_time(upstream: Upstream, tmp
     assert first["sent"] == {"size": "96x96", "mime_type": "image/jpeg", "bytes": first["sent"]["bytes"]}
 
 
+def test_many_in_flight_keep_one_connection_each(
+    upstream: Upstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At 24 requests in flight the rows share 24 kept-alive connections at most: the batch's own pool
+    is as large as its concurrency (httpx's default pool kept 20 alive and reconnected the rest)."""
+    distinct_images(tmp_path / "img", 72)
+    peers: list[tuple[str, int]] = []
+    verify = upstream.server.verify_request  # the server calls it once for each connection it accepts
+
+    def counted(request: object, address: tuple[str, int]) -> bool:
+        peers.append(address)
+        return verify(request, address)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(upstream.server, "verify_request", counted)
+    out = tmp_path / "out.jsonl"
+    summary = batch.run(
+        tmp_path / "img", out, model="openai/gpt-4o", api_base=upstream.base, api_key="sk", concurrency=24
+    )
+    assert (summary.done, summary.failed) == (72, 0)
+    assert len(upstream.seen) == 72 - summary.duplicates > 48  # a few crops repeat: those are sent once
+    assert sorted(r["row"] for r in lines(out)) == list(range(72))
+    assert 1 <= len(peers) <= 24, f"{len(peers)} connections for 24 requests in flight"
+
+
 def test_a_5xx_is_retried_and_a_refused_row_is_an_error_record(upstream: Upstream, tmp_path: Path) -> None:
     distinct_images(tmp_path / "img", 3)
     refused = {"error": {"message": "Invalid image.", "type": "invalid_request_error"}}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from vlmkit.batch.inputs import Row
@@ -42,15 +43,16 @@ class BatchJob:
     def prompt_for(self, row: Row) -> str:
         return render_prompt(self.prompt, row.fields)
 
+    @cached_property
     def settings(self) -> dict[str, Any]:
-        """The settings that change an answer, as they go into a key."""
+        """The settings that change an answer, as they go into a key (made once: every row's key has them)."""
         fields = config_to_openai(self.config, extensions=True)
         if self.config.detail is not None:
             fields["detail"] = self.config.detail
         return {"system": self.system, **fields}
 
     def key(self, image: ImageHandle, prompt: str) -> str:
-        return row_key(image.identifier, prompt, self.model, self.settings())
+        return row_key(image.identifier, prompt, self.model, self.settings)
 
     def chat(self, image: ImageHandle, prompt: str) -> Chat:
         chat = Chat(self.system) if self.system else Chat()

@@ -27,6 +27,12 @@ class RateLimiter:
         self._tokens = 0
         self._lock = asyncio.Lock()
 
+    @property
+    def limited(self) -> bool:
+        """Whether there is a limit to keep (else :meth:`acquire` returns at once, and a request's
+        tokens need not be estimated)."""
+        return self.rpm is not None or self.tpm is not None
+
     def wait_time(self, tokens: int, now: float) -> float:
         """Seconds until a request of ``tokens`` fits under the limits (0: now)."""
         while self._sent and self._sent[0][0] <= now - WINDOW:
@@ -48,7 +54,7 @@ class RateLimiter:
         self._tokens += tokens
 
     async def acquire(self, tokens: int = 0) -> None:
-        if self.rpm is None and self.tpm is None:
+        if not self.limited:
             return
         async with self._lock:  # one waiter at a time: sends go out in the order they asked
             while (wait := self.wait_time(tokens, time.monotonic())) > 0:

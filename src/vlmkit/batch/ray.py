@@ -81,7 +81,7 @@ class VlmkitPredictor:
         self.target: Target = (
             LocalTarget(self.job, threads=threads, models_dir=models_dir)
             if self.job.local
-            else ProviderTarget(self.job, api_base=api_base, api_key=api_key)
+            else ProviderTarget(self.job, api_base=api_base, api_key=api_key, concurrency=concurrency)
         )
         self.loop.run_until_complete(self.target.start())
 
@@ -112,9 +112,10 @@ class VlmkitPredictor:
                 return dict(manifest.rows)
 
     def __del__(self) -> None:
-        target = getattr(self, "target", None)
-        if target is not None:
-            target.close()
+        target, loop = getattr(self, "target", None), getattr(self, "loop", None)
+        if target is not None and loop is not None and not loop.is_closed():
+            loop.run_until_complete(target.aclose())
+            loop.close()
 
 
 def _row(index: int, value: Any, fields: Mapping[str, Any]) -> Row:

@@ -3,14 +3,16 @@
 The core is async (:func:`arun`); :func:`run` is it for sync code. Rows go through one pipeline:
 
 1. a row the manifest has already recorded is skipped (a resume);
-2. its image is read (:func:`vlmkit.images.aprepare_image`: files, URLs fetched safely, bytes) and
-   its key made from the image's content hash, the prompt, model and settings; an image that cannot
-   be read is the row's error record, and the run goes on;
+2. its image is read, ahead of the sends (files and bytes a chunk of rows at a time on a reader
+   thread, :func:`read_local`; URLs fetched safely, :func:`read_image`), and its key made from the
+   image's content hash, the prompt, model and settings; an image that cannot be read is the row's
+   error record, and the run goes on;
 3. a key answered before (in this run or an earlier one) is not sent again: the row's record is a
    copy of that answer naming the row it duplicates (``duplicate_of``);
 4. the rest are sent: a ``provider/name`` key through :func:`vlmkit.providers.acompletion` (the
    provider's own request translation and image policy, the transport's retries with backoff on
-   429 and 5xx) at most ``concurrency`` at a time and within ``rpm`` / ``tpm``; a local key to the
+   429 and 5xx, over the run's own pool of kept-alive connections, :mod:`vlmkit.providers.pooled`)
+   at most ``concurrency`` at a time and within ``rpm`` / ``tpm``; a local key to the
    process's one engine (:mod:`vlmkit.engine.owner`), one prediction after another on the loaded
    model while the next rows' images are read beside it.
 
@@ -21,10 +23,11 @@ run loses only the rows it had in flight.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,7 +43,9 @@ from vlmkit.batch.manifest import Manifest
 from vlmkit.batch.output import journal_path, write_output
 from vlmkit.batch.progress import Progress
 from vlmkit.errors import BadRequestError, VlmkitError
-from vlmkit.images import ImageHandle, ImagePolicy, aprepare_image
+from vlmkit.images import ImageHandle, ImagePolicy, aprepare_image, prepare_image
+from vlmkit.images.render import needs_change, render_cache
+from vlmkit.images.source import is_http
 from vlmkit.prediction import PredictionConfig, PredictionResult, parse_structured
 from vlmkit.wire.openai_chat import config_to_openai, finish_reason_of, stats_from_openai
 
@@ -115,7 +120,7 @@ class LocalTarget:
     def estimate_tokens(self, image: ImageHandle, prompt: str) -> int:
         return 0
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         self.lease.close()
 
 
@@ -132,13 +137,18 @@ class ProviderTarget:
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         fetch: FetchOptions | None = None,
+        concurrency: int = 8,
     ) -> None:
+        from vlmkit.providers.pooled import pooled_transport
         from vlmkit.providers.registry import resolve
 
         self.params = provider_params(job)
         self.job = job
         self.rule = token_rule(job.model) or "openai"  # for the limiter, OpenAI's where none is published
         self.cfg: ProviderConfig = resolve(job.model, api_base=api_base, api_key=api_key)
+        # Its own connection pool, one connection per request in flight: httpx's default pool scans
+        # every connection per request and keeps only 20 alive, so at 32 in flight it reconnected.
+        self.transport = pooled_transport(limit=concurrency)
         self.options: dict[str, Any] = {
             "api_base": api_base,
             "api_key": api_key,
@@ -146,6 +156,7 @@ class ProviderTarget:
             "retry": retry,
             "timeout": timeout,
             "fetch": fetch,
+            "transport": self.transport,
         }
 
     async def start(self) -> None:
@@ -158,16 +169,15 @@ class ProviderTarget:
         started = time.perf_counter()
         response = await acompletion(self.job.model, chat, **self.options, **self.params)
         seconds = time.perf_counter() - started
-        sent = await anyio.to_thread.run_sync(sent_as, image, self.cfg.policy)  # cached: the request's own rendering
-        return answer_of(response, self.job, sent, seconds)
+        return answer_of(response, self.job, await asent_as(image, self.cfg.policy), seconds)
 
     def estimate_tokens(self, image: ImageHandle, prompt: str) -> int:
         """Tokens the request may take, for a tokens-per-minute limit: image, prompt, and the answer's limit."""
         answer = self.job.config.max_tokens or 256
         return image_tokens(image, self.rule) + math.ceil(len(prompt) / 4) + answer
 
-    def close(self) -> None:
-        return None
+    async def aclose(self) -> None:
+        await self.transport.aclose()
 
 
 Target = LocalTarget | ProviderTarget
@@ -201,11 +211,20 @@ def answer_of(response: ChatCompletion, job: BatchJob, sent: dict[str, Any] | No
 
 
 def sent_as(image: ImageHandle, policy: ImagePolicy) -> dict[str, Any] | None:
-    """What a provider is sent for ``image``: its rendering under the provider's policy (cached per policy)."""
+    """What a provider is sent for ``image``: its rendering under the provider's policy (cached per
+    policy: after the request was built, a lookup that needs no thread)."""
     if image.is_reference:
         return None
     rendered = image.render(policy)
     return {"size": f"{rendered.width}x{rendered.height}", "mime_type": rendered.mime_type, "bytes": len(rendered.data)}
+
+
+async def asent_as(image: ImageHandle, policy: ImagePolicy) -> dict[str, Any] | None:
+    """:func:`sent_as` without a thread where it is a lookup: the original bytes, or the rendering the
+    request was built with (in the render cache); one evicted since is rendered again off the loop."""
+    if image.is_reference or not needs_change(image, policy) or render_cache.get((image.identifier, policy)):
+        return sent_as(image, policy)
+    return await anyio.to_thread.run_sync(sent_as, image, policy)
 
 
 def _parsed(result: PredictionResult, config: PredictionConfig, model: str) -> Any:
@@ -281,6 +300,7 @@ async def arun(
             retry=retry,
             timeout=timeout,
             fetch=fetch,
+            concurrency=concurrency,
         )
     )
     out = Path(output)
@@ -298,9 +318,17 @@ async def arun(
         write_output(out, records)
     finally:
         bar.close()
-        target.close()
+        await target.aclose()
     c = bar.counts
     return BatchSummary(out, len(rows), c.done, c.failed, c.skipped, c.duplicates, time.monotonic() - started)
+
+
+READ_AHEAD = 8
+"""Rows read and keyed ahead of those being sent."""
+READ_CHUNK = 8
+"""Local images read in one trip to a reader thread."""
+READERS = 2
+"""Threads reading local images (see :func:`read_image`)."""
 
 
 @dataclass
@@ -331,6 +359,8 @@ class Runner:
         self.limiter, self.progress, self.fetch = limiter, progress, fetch
         self.retry_failed = retry_failed
         self.pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self.readers = anyio.CapacityLimiter(READERS)
+        self.sending = asyncio.Semaphore(8)  # run_all sets its own
 
     def recorded(self, row: Row) -> bool:
         record = self.manifest.rows.get(row.index)
@@ -339,26 +369,49 @@ class Runner:
         return not (self.retry_failed and "error" in record)
 
     async def run_all(self, rows: list[Row], concurrency: int) -> None:
-        slots = asyncio.Semaphore(concurrency)
+        """Every row, at most ``concurrency`` of them sent at once; up to :data:`READ_AHEAD` more are
+        read and keyed meanwhile, so that a request never waits for its image to be read. Local
+        images are read :data:`READ_CHUNK` at a time, in one trip to a reader thread."""
+        slots = asyncio.Semaphore(concurrency + READ_AHEAD)
+        self.sending = asyncio.Semaphore(concurrency)
 
-        async def one(row: Row) -> None:
+        async def one(row: Row, read: Read) -> None:
             try:
-                await self.row(row)
+                await self.row(row, read)
             finally:
                 slots.release()
 
-        async with task_group() as tg:
-            for row in rows:
-                await slots.acquire()
-                tg.start_soon(one, row)
+        chunks = iter([rows[i : i + READ_CHUNK] for i in range(0, len(rows), READ_CHUNK)])
+        reading: collections.deque[tuple[list[Row], asyncio.Future[list[Read]]]] = collections.deque()
 
-    async def keyed(self, row: Row) -> Keyed | None:
-        """The row read and keyed, or None when it is finished already: its image unreadable (an error
-        record), or its key answered before (a record naming the row it duplicates)."""
+        def read_ahead() -> None:  # each reader thread has a chunk to read while rows wait for their slots
+            while len(reading) < READERS and (chunk := next(chunks, None)) is not None:
+                reading.append((chunk, asyncio.ensure_future(read_local(chunk, self.readers))))
+
+        try:
+            async with task_group() as tg:
+                read_ahead()
+                while reading:
+                    chunk, read = reading.popleft()
+                    reads = await read
+                    read_ahead()
+                    for row, image in zip(chunk, reads, strict=True):
+                        await slots.acquire()
+                        tg.start_soon(one, row, image)
+        finally:
+            for _, read in reading:
+                read.cancel()
+
+    async def keyed(self, row: Row, read: Read = None) -> Keyed | None:
+        """The row read (or ``read`` already, by :func:`read_local`) and keyed, or None when it is
+        finished already: its image unreadable (an error record), or its key answered before (a
+        record naming the row it duplicates)."""
         base: dict[str, Any] = {"row": row.index, "input": row.ref, "model": self.job.model}
         try:
             prompt = self.job.prompt_for(row)
-            image = await read_image(row, self.fetch)
+            if isinstance(read, VlmkitError):
+                raise read
+            image = read or await read_image(row, self.fetch, self.readers)
         except VlmkitError as exc:
             self.write({**base, "key": None, "image": None, "error": error_of(exc)})
             return None
@@ -370,8 +423,8 @@ class Runner:
             return None
         return Keyed(row, base, image, prompt, key)
 
-    async def row(self, row: Row) -> None:
-        k = await self.keyed(row)
+    async def row(self, row: Row, read: Read = None) -> None:
+        k = await self.keyed(row, read)
         if k is None:
             return
         waiting = self.pending.get(k.key)
@@ -382,8 +435,10 @@ class Runner:
         began = time.perf_counter()
         assert self.target is not None, "a runner without a target only reads and keys rows"
         try:
-            await self.limiter.acquire(self.target.estimate_tokens(k.image, k.prompt))
-            answer = await self.target.answer(k.image, k.prompt)
+            async with self.sending:
+                if self.limiter.limited:
+                    await self.limiter.acquire(self.target.estimate_tokens(k.image, k.prompt))
+                answer = await self.target.answer(k.image, k.prompt)
         except VlmkitError as exc:
             record = {**k.base, "error": error_of(exc)}
         except BaseException as exc:
@@ -420,11 +475,57 @@ async def task_group() -> AsyncIterator[anyio.abc.TaskGroup]:
         raise
 
 
-async def read_image(row: Row, fetch: FetchOptions | None) -> ImageHandle:
-    """The row's image, read and validated off the event loop (URLs fetched safely with ``fetch``)."""
+async def read_image(row: Row, fetch: FetchOptions | None, readers: anyio.CapacityLimiter | None = None) -> ImageHandle:
+    """The row's image, read, validated and hashed off the event loop (URLs fetched safely with ``fetch``).
+
+    A local image (a path, bytes) is read by one of ``readers``' threads: a few threads keep up with
+    any number of requests in flight, where a thread per row had dozens contending for the GIL
+    with the event loop that sends and receives.
+    """
     if row.image is None:
         raise BadRequestError(f"row {row.index} ({row.ref}) names no image: its image column is empty")
-    return await aprepare_image(row.image, fetch=fetch)
+    if _is_url(row.image):
+        image = await aprepare_image(row.image, fetch=fetch)
+        await anyio.to_thread.run_sync(lambda: image.identifier, limiter=readers)
+        return image
+    return await anyio.to_thread.run_sync(_prepared, row.image, limiter=readers)
+
+
+Read = ImageHandle | VlmkitError | None
+"""A row's image as :func:`read_local` read it: the image, the error that made it unreadable, or
+None when it was not read there (a URL, or no image: the row reads it, or fails, itself)."""
+
+
+async def read_local(rows: Sequence[Row], readers: anyio.CapacityLimiter | None = None) -> list[Read]:
+    """The local images of ``rows`` (paths, bytes) read, validated and hashed in one trip to a reader
+    thread: a trip per row cost as much as the reading of a small image."""
+    local = [i for i, row in enumerate(rows) if row.image is not None and not _is_url(row.image)]
+    out: list[Read] = [None] * len(rows)
+    if local:
+        reads = await anyio.to_thread.run_sync(_read_all, [rows[i].image for i in local], limiter=readers)
+        for i, read in zip(local, reads, strict=True):
+            out[i] = read
+    return out
+
+
+def _is_url(source: Any) -> bool:
+    return isinstance(source, str) and is_http(source)
+
+
+def _read_all(sources: list[Any]) -> list[Read]:
+    out: list[Read] = []
+    for source in sources:
+        try:
+            out.append(_prepared(source))
+        except VlmkitError as exc:
+            out.append(exc)
+    return out
+
+
+def _prepared(source: Any) -> ImageHandle:
+    image = prepare_image(source)
+    image.identifier  # noqa: B018  (the content hash, for the row's key: computed here, not on the event loop)
+    return image
 
 
 def answered(base: dict[str, Any], answer: Answer, seconds: float) -> dict[str, Any]:

@@ -161,12 +161,11 @@ class Transport:
     ) -> httpx.Response:
         """:meth:`send` for async code."""
         policy = retry or self.retry
-        client = self.aclient
         attempt = 0
         while True:
-            request, sent = _request(client, url, headers, body, timeout or self.timeout)
+            request, sent = self._arequest(url, headers, body, timeout or self.timeout)
             try:
-                response = await client.send(request, stream=True)
+                response = await self._asend(request)
             except httpx.TimeoutException as exc:
                 raise _timeout(provider, url, exc) from None
             except httpx.TransportError as exc:
@@ -188,6 +187,16 @@ class Transport:
             await asyncio.sleep(wait)
             attempt += 1
 
+    def _arequest(
+        self, url: str, headers: Mapping[str, str], body: bytes, timeout: float
+    ) -> tuple[httpx.Request, RequestBody]:
+        """The request :meth:`asend` sends (a subclass that sends another way may build it another way)."""
+        return _request(self.aclient, url, headers, body, timeout)
+
+    async def _asend(self, request: httpx.Request) -> httpx.Response:
+        """Send one request; the response with its body still to read."""
+        return await self.aclient.send(request, stream=True)
+
     @staticmethod
     def _failed(
         provider: str, response: httpx.Response, content: bytes, attempt: int, policy: RetryPolicy
@@ -199,7 +208,7 @@ class Transport:
         return error, policy.delay(attempt, retry_after_seconds(response.headers))
 
 
-class _Body(httpx.SyncByteStream, httpx.AsyncByteStream):
+class RequestBody(httpx.SyncByteStream, httpx.AsyncByteStream):
     """A request body that lets go of its bytes once the answer has begun.
 
     httpx keeps a response and its request in a reference cycle, so a plain ``content=body`` lives
@@ -222,8 +231,8 @@ class _Body(httpx.SyncByteStream, httpx.AsyncByteStream):
 
 def _request(
     client: httpx.Client | httpx.AsyncClient, url: str, headers: Mapping[str, str], body: bytes, timeout: float
-) -> tuple[httpx.Request, _Body]:
-    sent = _Body(body)
+) -> tuple[httpx.Request, RequestBody]:
+    sent = RequestBody(body)
     full = httpx.Headers(headers)
     full["Content-Length"] = str(len(body))
     request = client.build_request("POST", url, headers=full, timeout=timeout)

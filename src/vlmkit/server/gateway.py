@@ -25,11 +25,11 @@ from vlmkit.errors import BadRequestError, ProviderError, VlmkitError
 from vlmkit.images import ImageHandle
 from vlmkit.images.fetch import FetchOptions
 from vlmkit.providers import AsyncCompletionStream, ChatCompletion, ChatCompletionChunk, acompletion, supports_vision
+from vlmkit.providers.pooled import pooled_transport
 from vlmkit.server.config import ConfigError, GatewayModel
 from vlmkit.server.fleet import Fleet, Outcome, Replica, affinity_key, request_cost
 from vlmkit.server.logs import REQUESTS_LOGGER, image_fields
 from vlmkit.server.metrics import Metrics
-from vlmkit.server.upstream import gateway_transport
 
 requests_log = logging.getLogger(REQUESTS_LOGGER)
 
@@ -91,7 +91,7 @@ class Gateway:
         self.cooldown = cooldown
         self.fetch = fetch
         self.metrics = metrics or Metrics()
-        self.transport = gateway_transport()
+        self.transport = pooled_transport()
         self._routes: dict[str, _Route] = {}
         for name, model in models.items():
             for d in model.deployments:

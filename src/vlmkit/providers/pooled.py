@@ -1,57 +1,86 @@
-"""The gateway's HTTP client to upstreams: the providers layer's transport over aiohttp's connection pool.
+"""The providers' transport over aiohttp's connection pool, for callers that keep many requests in flight.
 
-The providers layer sends through httpx, whose connection pool costs a gateway more than the rest of
-a request: for every request it scans every pooled connection and polls each idle socket, so at 16
-to 64 concurrent requests httpx alone took most of the server's CPU (measured with cProfile under
-``bench/server.py``). Translation stays in the providers layer: only the bytes on the wire move
-through aiohttp here, behind httpx's own transport interface, so retries, error mapping and stream
-parsing are the providers layer's unchanged. Without aiohttp installed, the default transport is used.
+The default transport sends through httpx, whose connection pool costs more than the rest of a
+request once many are in flight: for every request it scans every pooled connection and polls each
+idle socket, so at 16 to 64 concurrent requests httpx alone took most of a gateway's CPU (measured
+with cProfile under ``bench/server.py``), and most of a batch's (``bench/batch.py``). Translation
+stays in :mod:`vlmkit.providers.transport`: only the bytes on the wire move through aiohttp here,
+behind httpx's own transport interface, so retries, error mapping and stream parsing are the
+transport's unchanged. aiohttp comes with the ``server`` and ``batch`` extras; without it,
+:func:`pooled_transport` gives the default transport.
+
+Users: the gateway's upstream requests (:mod:`vlmkit.server.gateway`) and a batch's provider rows
+(:mod:`vlmkit.batch.runner`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import httpx
 
-from vlmkit.providers import Transport
+from vlmkit.providers.transport import RequestBody, Transport
 
 _SKIP = frozenset({b"host", b"content-length", b"transfer-encoding", b"connection"})
 
 
-def gateway_transport() -> Transport:
+def pooled_transport(*, limit: int = 512) -> Transport:
+    """A transport whose async requests go through aiohttp (at most ``limit`` connections), or the
+    default one where aiohttp is not installed."""
     try:
         import aiohttp  # noqa: F401
-    except ImportError:  # pragma: no cover - aiohttp is there wherever the server extra is installed
+    except ImportError:  # pragma: no cover - aiohttp is there wherever the server or batch extra is installed
         return Transport()
-    return PooledTransport()
+    return PooledTransport(limit=limit)
 
 
 class PooledTransport(Transport):
-    """A providers :class:`Transport` whose async client sends through aiohttp (one pool per event loop)."""
+    """A providers :class:`Transport` whose async requests go through aiohttp (one pool per event loop).
 
-    def __init__(self, **kwargs: Any) -> None:
+    A request goes straight to the pool, not through an ``httpx.AsyncClient``: the client's request
+    building (URL and cookie merging) and its cookie jar cost more than the pool itself, and a
+    provider's API keeps no cookies. The request carries the client's default headers as before.
+    """
+
+    def __init__(self, *, limit: int = 512, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._pooled: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+        self.limit = limit
+        self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AiohttpTransport] = (
             weakref.WeakKeyDictionary()
         )
+        # httpx's default headers (Accept, Accept-Encoding, User-Agent), as a client would send them
+        self._headers = httpx.AsyncClient(transport=httpx.AsyncBaseTransport(), trust_env=False).headers
+        self._urls: dict[str, httpx.URL] = {}  # parsed once: a caller sends to the same few URLs
 
-    @property
-    def aclient(self) -> httpx.AsyncClient:
+    def _arequest(
+        self, url: str, headers: Mapping[str, str], body: bytes, timeout: float
+    ) -> tuple[httpx.Request, RequestBody]:
+        sent = RequestBody(body)
+        full = self._headers.copy()
+        full.update(headers)
+        full["Content-Length"] = str(len(body))
+        extensions = {"timeout": httpx.Timeout(timeout).as_dict()}
+        parsed = self._urls.get(url)
+        if parsed is None:
+            if len(self._urls) >= 64:
+                self._urls.clear()
+            parsed = self._urls[url] = httpx.URL(url)
+        return httpx.Request("POST", parsed, headers=full, stream=sent, extensions=extensions), sent
+
+    async def _asend(self, request: httpx.Request) -> httpx.Response:
         loop = asyncio.get_running_loop()
-        client = self._pooled.get(loop)
-        if client is None:
-            client = httpx.AsyncClient(transport=AiohttpTransport(), timeout=self.timeout, follow_redirects=False)
-            self._pooled[loop] = client
-        return client
+        pool = self._pools.get(loop)
+        if pool is None:
+            pool = self._pools[loop] = AiohttpTransport(limit=self.limit)
+        return await pool.handle_async_request(request)
 
     async def aclose(self) -> None:
-        client = self._pooled.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            await client.aclose()
+        pool = self._pools.pop(asyncio.get_running_loop(), None)
+        if pool is not None:
+            await pool.aclose()
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
