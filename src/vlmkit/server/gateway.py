@@ -26,7 +26,7 @@ from vlmkit.images import ImageHandle
 from vlmkit.images.fetch import FetchOptions
 from vlmkit.providers import AsyncCompletionStream, ChatCompletion, ChatCompletionChunk, acompletion, supports_vision
 from vlmkit.server.config import ConfigError, GatewayModel
-from vlmkit.server.fleet import Fleet, Outcome, Replica, affinity_key, request_cost
+from vlmkit.server.fleet import Fleet, Outcome, Replica, RequestCost, affinity_key, request_cost
 from vlmkit.server.logs import REQUESTS_LOGGER, image_fields
 from vlmkit.server.metrics import Metrics
 from vlmkit.server.upstream import gateway_transport
@@ -176,18 +176,22 @@ class Gateway:
         stream: bool,
         session: str | None = None,
         done: Done | None = None,
+        cost: RequestCost | None = None,
     ) -> ChatCompletion | GatewayStream:
+        """``chat`` answered by a deployment of ``name``, failing over; ``cost``: its estimate, when the
+        caller has made it already."""
         self.start()
         route = self._routes[name]
         fleet = route.fleet
-        cost = request_cost(chat)
+        cost = cost if cost is not None else request_cost(chat)
         key = affinity_key(chat, session) if route.model.routing == "affinity" else None
         served = Served(name, images=chat.images)
         last: VlmkitError | None = None
         for replica in fleet.order(cost, key):
             served.attempts += 1
             served.deployment = replica.label
-            fleet.begin(replica, cost)
+            tokens = fleet.tokens_on(replica, cost, key)
+            fleet.begin(replica, tokens, key)
             self._load(name, replica)
             try:
                 if stream:
@@ -200,7 +204,7 @@ class Gateway:
                         replica.deployment.model, chat, stream=False, **self._kwargs(replica, params)
                     )
             except ProviderError as exc:
-                fleet.end(replica, cost)
+                fleet.end(replica, tokens)
                 self._load(name, replica)
                 status = int(getattr(exc, "status_code", 502) or 502)
                 self.metrics.request(name, replica.label, status)
@@ -211,20 +215,20 @@ class Gateway:
                 last = exc
                 continue
             except BaseException:
-                fleet.end(replica, cost)
+                fleet.end(replica, tokens)
                 self._load(name, replica)
                 raise
             fleet.succeeded(replica)
             self._images_sent(name, replica, chat)
             if not stream:
-                fleet.end(replica, cost)
+                fleet.end(replica, tokens)
                 self._load(name, replica)
                 usage = answer.usage
                 served.prompt_tokens = usage.prompt_tokens if usage else 0
                 served.completion_tokens = usage.completion_tokens if usage else 0
                 self._finish(served, done)
                 return answer
-            finish = _Finish(self, fleet, replica, cost, served, done)
+            finish = _Finish(self, fleet, replica, tokens, served, done)
             return GatewayStream(upstream, first, finish)
         assert last is not None
         raise last
@@ -305,7 +309,7 @@ class _Finish:
     gateway: Gateway
     fleet: Fleet
     replica: Replica
-    cost: int
+    tokens: int
     served: Served
     done: Done | None
     ended: bool = False
@@ -314,7 +318,7 @@ class _Finish:
         if self.ended:
             return
         self.ended = True
-        self.fleet.end(self.replica, self.cost)
+        self.fleet.end(self.replica, self.tokens)
         self.gateway._load(self.served.model, self.replica)
         self.served.status = status
         self.gateway._finish(self.served, self.done)

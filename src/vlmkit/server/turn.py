@@ -93,7 +93,7 @@ async def resolve(asked: Admitted, chat: Chat, lifted: Lifted | None = None) -> 
     )
     asked.meter.saw(chat)
     if state.metrics.enabled and chat.images:
-        state.metrics.chat_images(asked.model, chat, request_cost(chat, images_only=True))
+        state.metrics.chat_images(asked.model, chat, request_cost(chat).images)
     return chat
 
 
