@@ -148,6 +148,10 @@ def test_affinity_places_a_cold_image_on_an_idle_replica_not_behind_a_busy_one(
             while ranked[0].inflight == 0:
                 assert time.monotonic() < deadline and not held.done(), "the busy chat did not reach its replica"
                 time.sleep(0.02)
+            samples = metric_samples(httpx.get(gateway.url + "/metrics").text)  # read when scraped
+            busy_label = {"model": "cold", "deployment": f"replica-{busy}"}
+            assert metric(samples, "vlmkit_upstream_inflight", **busy_label) == 1
+            assert metric(samples, "vlmkit_upstream_outstanding_tokens", **busy_label) > 0
             answer = ask(gateway, "cold", [png_turn(png, "Describe this image.")])  # the cold image
             assert not held.done()
             proc.send_signal(signal.SIGCONT)

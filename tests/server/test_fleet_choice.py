@@ -22,15 +22,17 @@ def fleet(routing: str = "affinity", *, limit: int | None = None, cooldown: floa
     return Fleet(GatewayModel("m", deployments, routing=routing, max_outstanding_tokens=limit), cooldown=cooldown)
 
 
-def test_a_request_weighs_its_text_and_its_images_at_their_token_cost(hopper_bytes: bytes) -> None:
+def test_a_request_is_estimated_once_text_and_image_tokens_and_the_images_it_carries(hopper_bytes: bytes) -> None:
     image = prepare_image(hopper_bytes)
     assert image.width is not None and image.height is not None
     chat = Chat()
     chat.add_user_message("x" * 400, images=[image])
-    assert request_cost(chat) == RequestCost(text=101, images=openai_tokens(image.width, image.height))
+    assert request_cost(chat) == RequestCost(101, openai_tokens(image.width, image.height), 1, len(hopper_bytes))
     assert request_cost(chat).total == 101 + openai_tokens(image.width, image.height)
     url_only = to_chat([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://h/a.png"}}]}])
-    assert request_cost(url_only).images == UNKNOWN_IMAGE_TOKENS  # an unfetched URL: its size is not known yet
+    assert request_cost(url_only) == RequestCost(
+        0, UNKNOWN_IMAGE_TOKENS, 0, 0
+    )  # an unfetched URL: its size is not known yet
     assert affinity_key(url_only, None) == "url:https://h/a.png"
 
 

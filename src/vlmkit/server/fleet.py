@@ -69,10 +69,13 @@ PLACEMENTS = 100_000
 
 @dataclass(frozen=True)
 class RequestCost:
-    """A request's estimated prompt tokens: its text and its images, estimated once per request."""
+    """A request's estimate, made once (:func:`request_cost`) and read by the routing, the metrics and
+    the usage meter: its prompt tokens (text, images) and the images it carries (count, bytes)."""
 
     text: int = 0
     images: int = 0
+    image_count: int = 0
+    image_bytes: int = 0
 
     @property
     def total(self) -> int:
@@ -80,19 +83,26 @@ class RequestCost:
 
 
 def request_cost(chat: Chat) -> RequestCost:
-    """Estimated prompt tokens of ``chat``: its text at four characters a token, its images at their cost."""
+    """``chat``'s estimate: its text at four characters a token, its images at their token cost (an
+    unfetched URL at :data:`UNKNOWN_IMAGE_TOKENS`), and the images read, with their bytes."""
     from vlmkit.images.tokens import estimate_image_tokens
 
-    text = images = 0
+    text = tokens = count = size = 0
     for m in chat.messages:
         for p in m.flat_content:  # a PDF or video as the pages or frames it may become
             if isinstance(p, TextPart):
                 text += len(p.text) // CHARS_PER_TOKEN + 1
-            elif isinstance(p, ImagePart) and p.image.width is not None and p.image.height is not None:
-                images += estimate_image_tokens(p.image, "openai", p.detail or "auto")
+            elif isinstance(p, ImagePart):
+                image = p.image
+                count += 1
+                size += image.size_bytes or 0
+                if image.width is not None and image.height is not None:
+                    tokens += estimate_image_tokens(image, "openai", p.detail or "auto")
+                else:
+                    tokens += UNKNOWN_IMAGE_TOKENS
             else:
-                images += UNKNOWN_IMAGE_TOKENS
-    return RequestCost(text, images)
+                tokens += UNKNOWN_IMAGE_TOKENS
+    return RequestCost(text, tokens, count, size)
 
 
 def affinity_key(chat: Chat, session: str | None) -> str | None:

@@ -14,6 +14,11 @@ What is counted, and where it is counted from:
   each deployment is in service.
 
 Without ``prometheus-client`` (``pip install 'vlmkit[gateway]'``) the route answers 501 and nothing is counted.
+
+Counting stays off the request's path as far as it can: a labelled child is looked up in
+prometheus-client once per label values and kept (:meth:`Metrics.at`), and the per-deployment load
+gauges read the fleet's own counts when scraped (:meth:`Metrics.watch_load`) instead of being set
+twice on every request.
 """
 
 from __future__ import annotations
@@ -28,8 +33,8 @@ from starlette.routing import Route
 from vlmkit.server.errors import APIError, response_for
 
 if TYPE_CHECKING:
-    from vlmkit.chat import Chat
     from vlmkit.prediction import PredictionResult
+    from vlmkit.server.fleet import RequestCost
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -39,6 +44,7 @@ class Metrics:
     """The server's counters; every method is a no-op when ``prometheus-client`` is missing."""
 
     def __init__(self) -> None:
+        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
         try:
             import prometheus_client as prom
         except ImportError:
@@ -112,6 +118,15 @@ class Metrics:
     def enabled(self) -> bool:
         return self.registry is not None
 
+    def at(self, metric: Any, *labels: str) -> Any:
+        """``metric``'s child for ``labels``, kept: prometheus-client's ``labels()`` validates and locks
+        on every call, and a request would make about ten of them."""
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     # --- what is observed -----------------------------------------------------------------------
 
     def request(
@@ -119,58 +134,61 @@ class Metrics:
     ) -> None:
         if not self.enabled:
             return
-        self.requests.labels(model, deployment, str(status)).inc()
+        self.at(self.requests, model, deployment, str(status)).inc()
         if duration is not None:
-            self.latency.labels(model).observe(duration)
+            self.at(self.latency, model).observe(duration)
         if ttft is not None:
-            self.ttft.labels(model).observe(ttft)
+            self.at(self.ttft, model).observe(ttft)
 
-    def chat_images(self, model: str, chat: Chat, tokens: int) -> None:
-        """The images of a request as they arrived (after reading, before any rendering)."""
-        images = chat.images
-        if not self.enabled or not images:
+    def chat_images(self, model: str, cost: RequestCost) -> None:
+        """The images of a request as they arrived (after reading, before any rendering): their number,
+        bytes and estimated tokens, from the request's one estimate."""
+        if not self.enabled or not cost.image_count:
             return
-        self.images.labels(model).inc(len(images))
-        self.image_bytes_received.labels(model).inc(sum(i.size_bytes or 0 for i in images))
-        self.image_tokens.labels(model).inc(tokens)
+        self.at(self.images, model).inc(cost.image_count)
+        self.at(self.image_bytes_received, model).inc(cost.image_bytes)
+        self.at(self.image_tokens, model).inc(cost.images)
 
     def image_sent(self, model: str, deployment: str, sent_bytes: int, resized: bool, converted: bool) -> None:
         if not self.enabled:
             return
-        self.image_bytes_sent.labels(model, deployment).inc(sent_bytes)
+        self.at(self.image_bytes_sent, model, deployment).inc(sent_bytes)
         if resized:
-            self.images_transformed.labels(model, "resized").inc()
+            self.at(self.images_transformed, model, "resized").inc()
         if converted:
-            self.images_transformed.labels(model, "converted").inc()
+            self.at(self.images_transformed, model, "converted").inc()
 
     def local_result(self, model: str, result: PredictionResult) -> None:
         if not self.enabled:
             return
         stats = result.stats
-        self.images_encoded.labels(model).inc(stats.images_encoded)
-        self.cache_hits.labels(model).inc(stats.images_reused)
+        self.at(self.images_encoded, model).inc(stats.images_encoded)
+        self.at(self.cache_hits, model).inc(stats.images_reused)
         ttft = stats.time_to_first_token_sec if stats.predicted_tokens else None
         self.request(model, "local", 200, stats.total_time_sec, ttft)
 
     def upstream_failed(self, model: str, deployment: str) -> None:
         if self.enabled:
-            self.upstream_errors.labels(model, deployment).inc()
+            self.at(self.upstream_errors, model, deployment).inc()
 
     def health_changed(self, model: str, deployment: str, *, up: bool) -> None:
         if not self.enabled:
             return
-        (self.readmissions if up else self.ejections).labels(model, deployment).inc()
+        self.at(self.readmissions if up else self.ejections, model, deployment).inc()
         self.deployment_up(model, deployment, up=up)
 
     def deployment_up(self, model: str, deployment: str, *, up: bool) -> None:
         if self.enabled:
-            self.upstream_up.labels(model, deployment).set(1 if up else 0)
+            self.at(self.upstream_up, model, deployment).set(1 if up else 0)
 
-    def load(self, model: str, deployment: str, inflight: int, outstanding_tokens: int) -> None:
+    def watch_load(
+        self, model: str, deployment: str, inflight: Callable[[], int], outstanding_tokens: Callable[[], int]
+    ) -> None:
+        """The deployment's requests in flight and tokens outstanding, read from its counts when scraped."""
         if not self.enabled:
             return
-        self.upstream_inflight.labels(model, deployment).set(inflight)
-        self.upstream_outstanding.labels(model, deployment).set(outstanding_tokens)
+        self.at(self.upstream_inflight, model, deployment).set_function(lambda: float(inflight()))
+        self.at(self.upstream_outstanding, model, deployment).set_function(lambda: float(outstanding_tokens()))
 
     def watch_queue(self, depth: Callable[[], int]) -> None:
         if self.enabled:
