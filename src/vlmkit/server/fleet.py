@@ -41,7 +41,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import httpx
@@ -132,9 +132,11 @@ class Replica:
     ejected_until: float = 0.0
     ejected: bool = False
 
-    @property
-    def label(self) -> str:
-        return self.deployment.label
+    label: str = field(init=False)
+    """The deployment's label (what logs and metrics call it), read once."""
+
+    def __post_init__(self) -> None:
+        self.label = self.deployment.label
 
     def available(self, now: float) -> bool:
         """Not ejected, or ejected with its cool-down over (then the next request tries it)."""

@@ -24,6 +24,7 @@ from vlmkit.chat import Chat
 from vlmkit.errors import BadRequestError, ProviderError, VlmkitError
 from vlmkit.images import ImageHandle, ImagePolicy
 from vlmkit.images.fetch import FetchOptions
+from vlmkit.images.render import needs_change
 from vlmkit.providers import AsyncCompletionStream, ChatCompletion, ChatCompletionChunk, acompletion, supports_vision
 from vlmkit.server.config import ConfigError, GatewayModel
 from vlmkit.server.fleet import Fleet, Outcome, Replica, RequestCost, affinity_key, request_cost
@@ -141,6 +142,10 @@ class Gateway:
 
     def owner(self, name: str) -> str:
         return self._routes[name].model.deployments[0].model.split("/", 1)[0]
+
+    def sticks_to_sessions(self, name: str) -> bool:
+        """Whether ``name`` routes on the session header (``affinity``): only then is it read."""
+        return self._routes[name].model.routing == "affinity"
 
     def forwards_urls(self, name: str) -> bool:
         """Whether a deployment of ``name`` takes image URLs as they are (``image_urls: forward``): the
@@ -279,6 +284,9 @@ class Gateway:
             self._policies[replica] = policy
         for image in chat.images:
             if image.is_reference:
+                continue
+            if not needs_change(image, policy):  # sent as it came (the usual case): nothing to look up
+                self.metrics.image_sent(name, replica.label, image.size_bytes or 0, False, False)
                 continue
             rendered = image.render(policy)
             resized = (rendered.width, rendered.height) != (image.width, image.height)

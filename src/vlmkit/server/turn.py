@@ -117,7 +117,7 @@ async def gateway_complete(
         chat,
         gateway_params(config, user),
         stream=stream,
-        session=asked.session,
+        session=asked.session if asked.state.gateway.sticks_to_sessions(asked.model) else None,
         done=lambda served: meter.done(served.prompt_tokens, served.completion_tokens),
         cost=asked.cost,
     )
