@@ -3,7 +3,7 @@ and under ``affinity``, for the same workload in the same run.
 
 Run from the repo root on a quiet machine (check `uptime` first):
 
-    python bench/fleet.py [--chats 20] [--turns 3] [--photos 10] [--concurrency 4]
+    python bench/fleet.py [--chats 20] [--turns 3] [--photos 10] [--concurrency 4] [--think 2]
     python bench/fleet.py --quick        # the tiny test model, 6 chats over 3 photos: checks it works
 
 Everything is on 127.0.0.1, each server its own process: three replicas serving a model with
@@ -12,8 +12,11 @@ with its own home and encoder cache (as separate machines), and a gateway (``vlm
 naming them ``fleet``. For each routing mode the replicas are started fresh, so no mode finds caches
 the other warmed. The workload: ``chats`` conversations of ``turns`` turns, chat ``i`` about photo
 ``i % photos`` (the photos of examples/images, and mirrored or cropped copies of them for more), the
-first turn with the image, the next ones follow-ups in the same history; ``concurrency`` chats at a
-time. A second chat about a photo is a new chat about an image some replica has seen. Figures: TTFT
+first turn with the image, the next ones follow-ups in the same history. ``concurrency`` users chat
+at once, each taking the next chat when done with one; a user reads an answer before asking the
+follow-up, and pauses before starting a chat, ``think`` seconds on average (0.5 to 1.5 times it, the
+same pauses in both modes), so chats interleave as real ones do rather than arriving back to back.
+A second chat about a photo is a new chat about an image some replica has seen. Figures: TTFT
 P50/P95 of first turns and of follow-ups, and the whole run's time, per mode; the target is a
 follow-up TTFT P50 under affinity at least 5x lower than under round robin.
 """
@@ -26,6 +29,7 @@ import base64
 import io
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -179,20 +183,26 @@ async def ttft(client: Any, url: str, messages: list[dict[str, Any]], max_tokens
     return (first if first is not None else time.perf_counter() - t0), "".join(text)
 
 
+def pause(think: float, chat: int, turn: int) -> float:
+    """A user's pause before turn ``turn`` of chat ``chat``: 0.5 to 1.5 times ``think``, the same in every run."""
+    return think * random.Random(f"{chat}/{turn}").uniform(0.5, 1.5)
+
+
 async def workload(
-    url: str, images: list[bytes], chats: int, turns: int, concurrency: int, max_tokens: int
+    url: str, images: list[bytes], chats: int, turns: int, concurrency: int, max_tokens: int, think: float
 ) -> dict[str, list[float]]:
     import httpx
 
     times: dict[str, list[float]] = {"first": [], "follow_up": []}
-    gate = asyncio.Semaphore(concurrency)
+    users = asyncio.Semaphore(concurrency)
 
     async def one_chat(i: int, client: Any) -> None:
         photo = "data:image/jpeg;base64," + base64.b64encode(images[i % len(images)]).decode()
         content = [{"type": "text", "text": QUESTIONS[0]}, {"type": "image_url", "image_url": {"url": photo}}]
         messages: list[dict[str, Any]] = [{"role": "user", "content": content}]
-        async with gate:
+        async with users:  # one user's chat, start to end
             for turn in range(turns):
+                await asyncio.sleep(pause(think, i, turn))  # reading the answer, or opening the chat
                 seconds, answer = await ttft(client, url, messages, max_tokens)
                 times["first" if turn == 0 else "follow_up"].append(seconds)
                 messages += [
@@ -215,28 +225,32 @@ def main() -> None:
     parser.add_argument("--chats", type=int, default=20)
     parser.add_argument("--turns", type=int, default=3)
     parser.add_argument("--photos", type=int, default=10)
-    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--concurrency", type=int, default=4, help="users chatting at once")
+    parser.add_argument("--think", type=float, default=2.0, help="seconds a user reads before the next turn")
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--quick", action="store_true", help="the tiny test model and a small workload")
     args = parser.parse_args()
     from vlmkit.engine.synthetic import write_smolvlm_256m, write_test_model
 
     if args.quick:
-        args.chats, args.photos, args.max_tokens = 6, 3, 4
+        args.chats, args.photos, args.max_tokens, args.think = 6, 3, 4, 0.2
     work = Path(tempfile.mkdtemp(prefix="vlmkit-bench-fleet-"))
     try:
         model, mmproj = (write_test_model if args.quick else write_smolvlm_256m)(work / "model")
         images = photos(args.photos)
         print(
             f"{'tiny test model' if args.quick else 'SmolVLM-256M-shaped model'}, 3 replicas, "
-            f"{args.chats} chats x {args.turns} turns over {args.photos} photos, {args.concurrency} chats at a time"
+            f"{args.chats} chats x {args.turns} turns over {args.photos} photos, {args.concurrency} users at once, "
+            f"{args.think:g} s to read an answer"
         )
         results: dict[str, tuple[dict[str, list[float]], float]] = {}
         for routing in ("round_robin", "affinity"):
             with Fleet(routing, work, model, mmproj) as fleet:
                 t0 = time.perf_counter()
                 times = asyncio.run(
-                    workload(fleet.gateway, images, args.chats, args.turns, args.concurrency, args.max_tokens)
+                    workload(
+                        fleet.gateway, images, args.chats, args.turns, args.concurrency, args.max_tokens, args.think
+                    )
                 )
                 results[routing] = (times, time.perf_counter() - t0)
         print(f"{'routing':<12} {'first P50':>10} {'first P95':>10} {'follow P50':>11} {'follow P95':>11} {'total':>8}")

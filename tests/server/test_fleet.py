@@ -7,7 +7,9 @@ answered, images through its encoder), never from the gateway's view of itself.
 from __future__ import annotations
 
 import concurrent.futures
+import io
 import json
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +22,7 @@ from tests.conftest import photo_path
 from tests.server.conftest import Running, data_url, start_server
 from tests.server.replicas import Replica, metric, metric_samples, start_replicas
 from vlmkit.engine.synthetic import write_test_model
+from vlmkit.images import prepare_image
 from vlmkit.server import Deployment, GatewayModel, ServerSettings
 
 
@@ -45,6 +48,7 @@ def gateway(replicas: list[Replica], tmp_path_factory: pytest.TempPathFactory) -
         models_dir=str(tmp_path_factory.mktemp("gw-models")),
         gateway={
             "aff": fleet("aff", "affinity", health_interval=0.3),
+            "cold": fleet("cold", "affinity"),  # no health checks: a paused replica is only busy, not ejected
             "rr": fleet("rr", "round_robin"),
             "lw": fleet("lw", "least_work"),
         },
@@ -103,6 +107,75 @@ def test_affinity_sends_the_follow_up_and_a_new_chat_to_the_replica_that_encoded
     assert delta(after_first, end, "requests") == [2 if i == home else 0 for i in range(3)]
     assert delta(after_first, end, "encoded") == [0, 0, 0]  # nothing encoded again, anywhere
     assert delta(after_first, end, "hits")[home] >= 1  # the new chat found the embeddings in its cache
+
+
+def fresh_png(rgb: tuple[int, int, int]) -> bytes:
+    """A picture no replica has seen."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (96, 64), rgb).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def png_turn(png: bytes, text: str) -> dict[str, Any]:
+    parts = [{"type": "text", "text": text}, {"type": "image_url", "image_url": {"url": data_url(png, "image/png")}}]
+    return {"role": "user", "content": parts}
+
+
+def test_affinity_places_a_cold_image_on_an_idle_replica_not_behind_a_busy_one(
+    replicas: list[Replica], gateway: Running
+) -> None:
+    fleet = gateway.state.gateway.fleet("cold")
+    png = fresh_png((200, 30, 90))
+    key = f"image:{prepare_image(png).identifier}"
+    ranked = sorted(fleet.replicas, key=lambda r: r.weight(key), reverse=True)
+    busy, idle = (int(r.label.removeprefix("replica-")) for r in ranked[:2])
+    # a session whose own (cold) choice is the image's rendezvous choice: a chat that keeps it busy
+    session = next(
+        f"s-{i}" for i in range(1000) if max(fleet.replicas, key=lambda r: r.weight(f"session:s-{i}")) is ranked[0]
+    )
+    start = counts(replicas)
+    proc = replicas[busy].proc
+    assert proc is not None
+    proc.send_signal(signal.SIGSTOP)  # the busy replica's request cannot finish until it resumes
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            held = pool.submit(
+                ask, gateway, "cold", [{"role": "user", "content": "Hello"}], **{"X-Session-Id": session}
+            )
+            deadline = time.monotonic() + 30
+            while ranked[0].inflight == 0:
+                assert time.monotonic() < deadline and not held.done(), "the busy chat did not reach its replica"
+                time.sleep(0.02)
+            samples = metric_samples(httpx.get(gateway.url + "/metrics").text)  # read when scraped
+            busy_label = {"model": "cold", "deployment": f"replica-{busy}"}
+            assert metric(samples, "vlmkit_upstream_inflight", **busy_label) == 1
+            assert metric(samples, "vlmkit_upstream_outstanding_tokens", **busy_label) > 0
+            answer = ask(gateway, "cold", [png_turn(png, "Describe this image.")])  # the cold image
+            assert not held.done()
+            proc.send_signal(signal.SIGCONT)
+            held.result()
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    after_first = counts(replicas)
+    assert delta(start, after_first, "encoded") == [1 if i == idle else 0 for i in range(3)]
+    assert delta(start, after_first, "requests") == [1 if i in (busy, idle) else 0 for i in range(3)]
+
+    # the follow-up stays where the image was encoded, though its rendezvous choice is idle again now
+    follow_up = [png_turn(png, "Describe this image."), {"role": "assistant", "content": answer}]
+    ask(gateway, "cold", [*follow_up, {"role": "user", "content": "And the colours?"}])
+    end = counts(replicas)
+    assert delta(after_first, end, "requests") == [1 if i == idle else 0 for i in range(3)]
+    assert delta(after_first, end, "encoded") == [0, 0, 0]
+    wait_in_service(gateway, "aff", f"replica-{busy}")  # the paused replica failed aff's health checks
+
+
+def wait_in_service(gw: Running, model: str, label: str) -> None:
+    deadline = time.monotonic() + 30
+    while {d["deployment"]: d for d in gw.state.gateway.health()[model]}[label]["ejected"]:
+        assert time.monotonic() < deadline, f"{label} was not readmitted"
+        time.sleep(0.1)
 
 
 def test_affinity_follows_a_session_header_for_text(replicas: list[Replica], gateway: Running) -> None:
@@ -191,14 +264,24 @@ def test_a_killed_replica_loses_no_unstarted_request_is_ejected_and_readmitted(
     # back on the same port: the health check readmits it after the cool-down, and its image returns to it
     victim.start()
     victim.wait_ready()
-    deadline = time.monotonic() + 30
-    while {d["deployment"]: d for d in gateway.state.gateway.health()["aff"]}[label]["ejected"]:
-        assert time.monotonic() < deadline, "the replica was not readmitted"
-        time.sleep(0.1)
+    wait_in_service(gateway, "aff", label)
     samples = metric_samples(httpx.get(gateway.url + "/metrics").text)
     assert metric(samples, "vlmkit_upstream_readmissions_total", model="aff", deployment=label) == readmissions + 1
     assert metric(samples, "vlmkit_upstream_up", model="aff", deployment=label) == 1
+
+    # its image stays with the replica that encoded it since; the victim came back with empty caches and
+    # takes cold work again (a new chat whose rendezvous choice it is, on an idle fleet)
+    before = counts(replicas)
     ask(gateway, "aff", [image_turn(photo, "Once more.")])
+    moved = delta(before, counts(replicas), "requests")
+    assert moved[home] == 0 and sum(moved) == 1
+    fleet = gateway.state.gateway.fleet("aff")
+    session = next(
+        f"new-{i}"
+        for i in range(1000)
+        if max(fleet.replicas, key=lambda r: r.weight(f"session:new-{i}")).label == label
+    )
+    ask(gateway, "aff", [{"role": "user", "content": "Hello"}], **{"X-Session-Id": session})
     assert victim.counters()["requests"] == 1  # a fresh process: this is its first request
 
 
@@ -222,5 +305,13 @@ def test_fleet_routing_config_errors_name_the_setting(tmp_path: Path) -> None:
         parse_config(spec)
     assert "unknown setting(s) sticky" in str(info.value) and "routing" in str(info.value)
     del spec["models"]["m"]["sticky"]
+    spec["models"]["m"]["load_bound"] = 0.5
+    with pytest.raises(ConfigError) as info:
+        parse_config(spec)
+    assert "models.m.load_bound: 0.5 is not a factor of at least 1" in str(info.value)
+    assert "load_bound: 2" in str(info.value)
+    spec["models"]["m"]["load_bound"] = 3
+    assert parse_config(spec).gateway["m"].load_bound == 3.0
+    del spec["models"]["m"]["load_bound"]
     model = parse_config(spec).gateway["m"]
     assert (model.routing, model.health_interval, model.health_path) == ("affinity", 2.0, "/healthz")

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from vlmkit.chat import Chat
 from vlmkit.server.config import ServerSettings
+from vlmkit.server.fleet import RequestCost
 from vlmkit.server.keys import KeyPolicy, Limiter
 from vlmkit.server.usage import Usage, UsageStore
 
@@ -51,11 +51,10 @@ class Meter:
     image_bytes: int = 0
     recorded: bool = field(default=False, repr=False)
 
-    def saw(self, chat: Chat) -> None:
-        """The request's images, once read."""
-        images = chat.images
-        self.images = len(images)
-        self.image_bytes = sum(i.size_bytes or 0 for i in images)
+    def saw(self, cost: RequestCost) -> None:
+        """The request's images, once read (from the request's one estimate)."""
+        self.images = cost.image_count
+        self.image_bytes = cost.image_bytes
 
     def done(self, prompt_tokens: int, completion_tokens: int) -> None:
         """The answer has ended: count its tokens and record its usage (once)."""

@@ -17,6 +17,7 @@ models:
     routing: affinity                   # affinity | least_work (the default) | round_robin
     health_check: 5                     # seconds between GET /health of each replica ({interval, path})
     max_outstanding_tokens: 200000      # estimated prompt tokens that saturate a replica (affinity spills)
+    load_bound: 2                       # affinity spills past twice the mean requests in flight
     deployments:
       - {model: hosted_vllm/Qwen/Qwen2.5-VL-7B-Instruct, api_base: "http://10.0.0.11:8000/v1", name: vllm-a}
       - {model: hosted_vllm/Qwen/Qwen2.5-VL-7B-Instruct, api_base: "http://10.0.0.12:8000/v1", name: vllm-b}
@@ -101,6 +102,9 @@ class GatewayModel:
     """Checked with a GET on the deployment's origin (``http://host:port/health``); 2xx is healthy."""
     max_outstanding_tokens: int | None = None
     """Estimated prompt tokens in flight that saturate one deployment: affinity spills past it."""
+    load_bound: float = 2.0
+    """Under affinity, a replica holding a key takes at most this many times the fleet's mean requests
+    in flight (rounded up) before the key spills to the least-loaded replica (bounded-load hashing)."""
 
 
 @dataclass(frozen=True)
@@ -338,7 +342,7 @@ def _gateway_model(name: str, spec: Any, where: str) -> GatewayModel:
     return GatewayModel(name, tuple(deployments), vision, **fleet)
 
 
-_FLEET_KEYS = ("routing", "health_check", "max_outstanding_tokens")
+_FLEET_KEYS = ("routing", "health_check", "max_outstanding_tokens", "load_bound")
 ROUTING_MODES = ("affinity", "least_work", "round_robin")
 
 
@@ -367,6 +371,17 @@ def _fleet(spec: Mapping[str, Any], where: str) -> dict[str, Any]:
             ) from None
     if spec.get("max_outstanding_tokens") is not None:
         out["max_outstanding_tokens"] = int(spec["max_outstanding_tokens"])
+    bound = spec.get("load_bound")
+    if bound is not None:
+        try:
+            out["load_bound"] = float(bound)
+        except (TypeError, ValueError):
+            out["load_bound"] = 0.0
+        if not out["load_bound"] >= 1.0:
+            raise ConfigError(
+                f"{where}.load_bound: {bound!r} is not a factor of at least 1; write e.g. `load_bound: 2` "
+                "(a replica takes up to twice the mean requests in flight before its keys spill)"
+            )
     return out
 
 

@@ -4,12 +4,24 @@ Three routing modes (``routing:`` per model in the config):
 
 - ``least_work``: the replica with the fewest estimated prompt tokens in flight, images counted at
   their token cost, so one request with four photos weighs what it costs and not "one request".
-- ``affinity``: rendezvous hashing on the first image's content identity (or on the session header
-  when the caller sends one), so the follow-up turn of a chat, and a new chat about the same picture,
-  reach the replica whose caches (encoder, prefix, embeddings) already hold it. A preferred replica
-  that is saturated (``max_outstanding_tokens``) or down is passed over for the least-loaded one.
-  Rendezvous hashing moves only the keys of a replica that leaves, and only back to it when it returns.
+- ``affinity``: cache-aware. A request whose key (the first image's content identity, or the session
+  header when the caller sends one) was sent before goes to the replica that holds it, so the
+  follow-up turn of a chat, and a new chat about the same picture, reach the replica whose caches
+  (encoder, prefix, embeddings) already hold it. A *cold* key, one no replica holds yet, is placed on
+  the least-loaded replica (ties broken by rendezvous hashing on the key, so an idle fleet places a
+  key where every gateway node would): an image encode is the expensive part of a request, and
+  queueing it behind another on a busy replica delays that replica's warm follow-ups too. The holder
+  is passed over for the least-loaded replica when it is down, saturated (``max_outstanding_tokens``)
+  or overloaded beyond a bound: consistent hashing with bounded loads, a replica taking at most
+  ``load_bound`` times the fleet's mean in-flight requests (rounded up) before its keys spill. A key
+  that spills, or whose holder is ejected, is held by where it went next; an ejected replica's keys
+  are forgotten (a replica that went away has lost its caches), so it takes cold keys when it returns.
+  The gateway knows what it placed itself: each gateway node keeps its own placements (the last
+  ``PLACEMENTS`` keys), and nodes agree where the fleet is idle.
 - ``round_robin``: in turn, ignoring load and images.
+
+What a request weighs on a replica is its text at four characters a token and its images at their
+token cost, except on a replica holding its key, where its images are taken to be cached already.
 
 Health: a replica that fails for a reason of its own (unreachable, 5xx, rate limited, refusing the
 gateway's key) is ejected for ``cooldown`` seconds; after that it is tried again, and one success
@@ -25,9 +37,11 @@ import contextlib
 import hashlib
 import itertools
 import logging
+import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import httpx
@@ -49,21 +63,46 @@ SESSION_HEADER = "x-session-id"
 """A request header naming a conversation: under ``affinity`` it sticks to one replica, images or not."""
 
 
-def request_cost(chat: Chat, *, images_only: bool = False) -> int:
-    """Estimated prompt tokens of ``chat``: its text at four characters a token, its images at their
-    cost (``images_only``: the images alone)."""
+PLACEMENTS = 100_000
+"""How many affinity keys a fleet remembers the holders of (the least recently used are forgotten)."""
+
+
+@dataclass(frozen=True)
+class RequestCost:
+    """A request's estimate, made once (:func:`request_cost`) and read by the routing, the metrics and
+    the usage meter: its prompt tokens (text, images) and the images it carries (count, bytes)."""
+
+    text: int = 0
+    images: int = 0
+    image_count: int = 0
+    image_bytes: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.text + self.images
+
+
+def request_cost(chat: Chat) -> RequestCost:
+    """``chat``'s estimate: its text at four characters a token, its images at their token cost (an
+    unfetched URL at :data:`UNKNOWN_IMAGE_TOKENS`), and the images read, with their bytes."""
     from vlmkit.images.tokens import estimate_image_tokens
 
-    tokens = 0
+    text = tokens = count = size = 0
     for m in chat.messages:
         for p in m.flat_content:  # a PDF or video as the pages or frames it may become
             if isinstance(p, TextPart):
-                tokens += 0 if images_only else len(p.text) // CHARS_PER_TOKEN + 1
-            elif isinstance(p, ImagePart) and p.image.width is not None and p.image.height is not None:
-                tokens += estimate_image_tokens(p.image, "openai", p.detail or "auto")
+                text += len(p.text) // CHARS_PER_TOKEN + 1
+            elif isinstance(p, ImagePart):
+                image = p.image
+                count += 1
+                size += image.size_bytes or 0
+                if image.width is not None and image.height is not None:
+                    tokens += estimate_image_tokens(image, "openai", p.detail or "auto")
+                else:
+                    tokens += UNKNOWN_IMAGE_TOKENS
             else:
                 tokens += UNKNOWN_IMAGE_TOKENS
-    return tokens
+    return RequestCost(text, tokens, count, size)
 
 
 def affinity_key(chat: Chat, session: str | None) -> str | None:
@@ -80,7 +119,7 @@ def affinity_key(chat: Chat, session: str | None) -> str | None:
     return None
 
 
-@dataclass
+@dataclass(eq=False)
 class Replica:
     """One deployment of a gateway name, and what the gateway knows of it now."""
 
@@ -93,9 +132,11 @@ class Replica:
     ejected_until: float = 0.0
     ejected: bool = False
 
-    @property
-    def label(self) -> str:
-        return self.deployment.label
+    label: str = field(init=False)
+    """The deployment's label (what logs and metrics call it), read once."""
+
+    def __post_init__(self) -> None:
+        self.label = self.deployment.label
 
     def available(self, now: float) -> bool:
         """Not ejected, or ejected with its cool-down over (then the next request tries it)."""
@@ -130,10 +171,12 @@ class Fleet:
         self._turn = itertools.count()
         self._on_change = on_change
         self._checker: asyncio.Task[None] | None = None
+        self._holders: OrderedDict[str, set[Replica]] = OrderedDict()
+        """Affinity key -> the replicas it was sent to (and so, presumably, cache it), least recent first."""
 
     # --- choosing -------------------------------------------------------------------------------
 
-    def order(self, cost: int, key: str | None) -> list[Replica]:
+    def order(self, cost: RequestCost, key: str | None) -> list[Replica]:
         """The replicas in the order to try them: the chosen one first, the unavailable ones last."""
         now = time.monotonic()
         replicas = self.replicas
@@ -146,27 +189,54 @@ class Fleet:
         mode = self.model.routing
         if mode == "round_robin":
             return up + down
+        if mode == "affinity" and key is not None:
+            up.sort(key=lambda r: r.weight(key), reverse=True)  # ties in load go to the key's rendezvous choice
         by_load = sorted(up, key=lambda r: (r.outstanding_tokens, r.inflight))
         if mode == "affinity" and key is not None and up:
-            preferred = max(up, key=lambda r: r.weight(key))
-            if not self._saturated(preferred, cost):
-                by_load.remove(preferred)
-                return [preferred, *by_load, *down]
+            held = self.holders(key)
+            holder = next((r for r in by_load if r in held), None)  # the least loaded of those holding it
+            if holder is not None and not self._spills(holder, cost.text, up):
+                by_load.remove(holder)
+                return [holder, *by_load, *down]
         return by_load + down
 
-    def _saturated(self, replica: Replica, cost: int) -> bool:
+    def holders(self, key: str) -> set[Replica]:
+        """The replicas ``key`` was sent to, as far as this gateway knows (empty: a cold key)."""
+        return self._holders.get(key, set())
+
+    def tokens_on(self, replica: Replica, cost: RequestCost, key: str | None) -> int:
+        """What the request weighs on ``replica``: without its images where they are cached already."""
+        if key is not None and replica in self.holders(key):
+            return cost.text
+        return cost.total
+
+    def _saturated(self, replica: Replica, tokens: int) -> bool:
         limit = self.model.max_outstanding_tokens
-        return limit is not None and replica.inflight > 0 and replica.outstanding_tokens + cost > limit
+        return limit is not None and replica.inflight > 0 and replica.outstanding_tokens + tokens > limit
+
+    def _spills(self, holder: Replica, tokens: int, up: list[Replica]) -> bool:
+        """Whether a key's holder is passed over: saturated by ``tokens`` more, or one more request would
+        take it past ``load_bound`` times the fleet's mean in flight (rounded up)."""
+        inflight = sum(r.inflight for r in up) + 1
+        bound = math.ceil(self.model.load_bound * inflight / len(up))
+        return self._saturated(holder, tokens) or holder.inflight + 1 > bound
 
     # --- accounting ----------------------------------------------------------------------------
 
-    def begin(self, replica: Replica, cost: int) -> None:
+    def begin(self, replica: Replica, tokens: int, key: str | None = None) -> None:
+        """``replica`` takes a request of ``tokens``; under affinity it holds ``key`` from now on."""
         replica.inflight += 1
-        replica.outstanding_tokens += cost
+        replica.outstanding_tokens += tokens
+        if key is not None and self.model.routing == "affinity":
+            held = self._holders.pop(key, set())
+            held.add(replica)
+            self._holders[key] = held
+            if len(self._holders) > PLACEMENTS:
+                self._holders.popitem(last=False)
 
-    def end(self, replica: Replica, cost: int) -> None:
+    def end(self, replica: Replica, tokens: int) -> None:
         replica.inflight -= 1
-        replica.outstanding_tokens -= cost
+        replica.outstanding_tokens -= tokens
 
     def succeeded(self, replica: Replica) -> None:
         replica.served += 1
@@ -183,8 +253,17 @@ class Fleet:
             return
         replica.ejected = True
         replica.ejections += 1
+        self._forget(replica)
         log.warning("gateway %s: ejected %s for %gs: %s", self.model.name, replica.label, self.cooldown, reason)
         self._changed(Outcome(replica, ejected=True))
+
+    def _forget(self, replica: Replica) -> None:
+        """Drop ``replica`` from every key it held: it went away, and its caches may have gone with it."""
+        for key in [k for k, held in self._holders.items() if replica in held]:
+            held = self._holders[key]
+            held.discard(replica)
+            if not held:
+                del self._holders[key]
 
     def _readmit(self, replica: Replica, why: str) -> None:
         replica.ejected = False

@@ -20,14 +20,15 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from vlmkit.chat import Chat, ImagePart
+from vlmkit.chat import Chat
 from vlmkit.errors import BadRequestError, ProviderError, VlmkitError
-from vlmkit.images import ImageHandle
+from vlmkit.images import ImageHandle, ImagePolicy
 from vlmkit.images.fetch import FetchOptions
+from vlmkit.images.render import needs_change
 from vlmkit.providers import AsyncCompletionStream, ChatCompletion, ChatCompletionChunk, acompletion, supports_vision
 from vlmkit.providers.pooled import pooled_transport
 from vlmkit.server.config import ConfigError, GatewayModel
-from vlmkit.server.fleet import Fleet, Outcome, Replica, affinity_key, request_cost
+from vlmkit.server.fleet import Fleet, Outcome, Replica, RequestCost, affinity_key, request_cost
 from vlmkit.server.logs import REQUESTS_LOGGER, image_fields
 from vlmkit.server.metrics import Metrics
 
@@ -49,7 +50,7 @@ class Served:
     attempts: int = 0
     images: list[ImageHandle] = field(default_factory=list)
     """The request's images, described in the log by :func:`vlmkit.server.logs.image_fields` (which
-    hashes them: only when the request log is on)."""
+    hashes them): gathered only when the request log is on."""
 
     def log_fields(self) -> dict[str, Any]:
         ended = self.ended if self.ended is not None else time.perf_counter()
@@ -111,6 +112,9 @@ class Gateway:
             self._routes[name] = _Route(model, fleet, vision)
             for r in fleet.replicas:
                 self.metrics.deployment_up(name, r.label, up=True)
+                self.metrics.watch_load(name, r.label, _reader(r, "inflight"), _reader(r, "outstanding_tokens"))
+        self._policies: dict[Replica, ImagePolicy] = {}
+        """Each deployment's image policy, resolved once, for counting the bytes it was sent."""
         self._started = False
 
     def start(self) -> None:
@@ -138,6 +142,10 @@ class Gateway:
 
     def owner(self, name: str) -> str:
         return self._routes[name].model.deployments[0].model.split("/", 1)[0]
+
+    def sticks_to_sessions(self, name: str) -> bool:
+        """Whether ``name`` routes on the session header (``affinity``): only then is it read."""
+        return self._routes[name].model.routing == "affinity"
 
     def forwards_urls(self, name: str) -> bool:
         """Whether a deployment of ``name`` takes image URLs as they are (``image_urls: forward``): the
@@ -176,19 +184,22 @@ class Gateway:
         stream: bool,
         session: str | None = None,
         done: Done | None = None,
+        cost: RequestCost | None = None,
     ) -> ChatCompletion | GatewayStream:
+        """``chat`` answered by a deployment of ``name``, failing over; ``cost``: its estimate, when the
+        caller has made it already."""
         self.start()
         route = self._routes[name]
         fleet = route.fleet
-        cost = request_cost(chat)
+        cost = cost if cost is not None else request_cost(chat)
         key = affinity_key(chat, session) if route.model.routing == "affinity" else None
-        served = Served(name, images=chat.images)
+        served = Served(name, images=chat.images if requests_log.isEnabledFor(logging.INFO) else [])
         last: VlmkitError | None = None
         for replica in fleet.order(cost, key):
             served.attempts += 1
             served.deployment = replica.label
-            fleet.begin(replica, cost)
-            self._load(name, replica)
+            tokens = fleet.tokens_on(replica, cost, key)
+            fleet.begin(replica, tokens, key)
             try:
                 if stream:
                     upstream = await acompletion(
@@ -200,8 +211,7 @@ class Gateway:
                         replica.deployment.model, chat, stream=False, **self._kwargs(replica, params)
                     )
             except ProviderError as exc:
-                fleet.end(replica, cost)
-                self._load(name, replica)
+                fleet.end(replica, tokens)
                 status = int(getattr(exc, "status_code", 502) or 502)
                 self.metrics.request(name, replica.label, status)
                 if isinstance(exc, BadRequestError):
@@ -211,20 +221,19 @@ class Gateway:
                 last = exc
                 continue
             except BaseException:
-                fleet.end(replica, cost)
-                self._load(name, replica)
+                fleet.end(replica, tokens)
                 raise
             fleet.succeeded(replica)
-            self._images_sent(name, replica, chat)
+            if cost.image_count:
+                self._images_sent(name, replica, chat)
             if not stream:
-                fleet.end(replica, cost)
-                self._load(name, replica)
+                fleet.end(replica, tokens)
                 usage = answer.usage
                 served.prompt_tokens = usage.prompt_tokens if usage else 0
                 served.completion_tokens = usage.completion_tokens if usage else 0
                 self._finish(served, done)
                 return answer
-            finish = _Finish(self, fleet, replica, cost, served, done)
+            finish = _Finish(self, fleet, replica, tokens, served, done)
             return GatewayStream(upstream, first, finish)
         assert last is not None
         raise last
@@ -259,9 +268,6 @@ class Gateway:
         if done is not None:
             done(served)
 
-    def _load(self, name: str, replica: Replica) -> None:
-        self.metrics.load(name, replica.label, replica.inflight, replica.outstanding_tokens)
-
     def _health_changed(self, name: str, outcome: Outcome) -> None:
         self.metrics.health_changed(name, outcome.replica.label, up=outcome.readmitted)
 
@@ -269,20 +275,28 @@ class Gateway:
         """Count the image bytes the deployment was sent (its renderings are cached on the handles)."""
         if not self.metrics.enabled:
             return
-        from vlmkit.providers.registry import resolve
-
         d = replica.deployment
-        images = [p.image for m in chat.messages for p in m.flat_content if isinstance(p, ImagePart)]
-        if not images:
-            return
-        policy = resolve(d.model, api_base=d.api_base, api_key=d.api_key or "-").policy
-        for image in images:
+        policy = self._policies.get(replica)
+        if policy is None:
+            from vlmkit.providers.registry import resolve
+
+            policy = resolve(d.model, api_base=d.api_base, api_key=d.api_key or "-").policy
+            self._policies[replica] = policy
+        for image in chat.images:
             if image.is_reference:
+                continue
+            if not needs_change(image, policy):  # sent as it came (the usual case): nothing to look up
+                self.metrics.image_sent(name, replica.label, image.size_bytes or 0, False, False)
                 continue
             rendered = image.render(policy)
             resized = (rendered.width, rendered.height) != (image.width, image.height)
             converted = rendered.mime_type != image.mime_type
             self.metrics.image_sent(name, replica.label, len(rendered.data), resized, converted)
+
+
+def _reader(replica: Replica, count: str) -> Callable[[], int]:
+    """A reading of one of ``replica``'s counts, for a gauge that reads it when scraped."""
+    return lambda: int(getattr(replica, count))
 
 
 async def _first(
@@ -305,7 +319,7 @@ class _Finish:
     gateway: Gateway
     fleet: Fleet
     replica: Replica
-    cost: int
+    tokens: int
     served: Served
     done: Done | None
     ended: bool = False
@@ -314,8 +328,7 @@ class _Finish:
         if self.ended:
             return
         self.ended = True
-        self.fleet.end(self.replica, self.cost)
-        self.gateway._load(self.served.model, self.replica)
+        self.fleet.end(self.replica, self.tokens)
         self.served.status = status
         self.gateway._finish(self.served, self.done)
 

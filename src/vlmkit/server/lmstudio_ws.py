@@ -54,6 +54,7 @@ from vlmkit.prediction import PredictionConfig, PredictionFragment, PredictionRe
 from vlmkit.providers.response import StreamedAnswer
 from vlmkit.server.accounts import Meter
 from vlmkit.server.config import ConfigError, ServerSettings
+from vlmkit.server.fleet import RequestCost, request_cost
 from vlmkit.server.gateway import GatewayStream
 from vlmkit.server.jsonutil import dumps
 from vlmkit.server.keys import ANONYMOUS, KeyPolicy
@@ -470,9 +471,10 @@ async def _predict(s: Session, channel_id: int, param: Any, token: CancelToken) 
         s.local_key(key)
     meter = s.state.accounts.admit(s.key, key)  # the key's models and limits, as on the HTTP API
     chat = await s.images(chat)
-    meter.saw(chat)
+    cost = request_cost(chat)
+    meter.saw(cost)
     if s.state.gateway.has(key):
-        await _predict_gateway(s, channel_id, key, chat, config, token, meter)
+        await _predict_gateway(s, channel_id, key, chat, config, token, meter, cost)
         return
     await s.send(wire.channel_send(channel_id, wire.prompt_progress(0.0)))
     started = False
@@ -543,7 +545,14 @@ async def paced(
 
 
 async def _predict_gateway(
-    s: Session, channel_id: int, key: str, chat: Chat, config: PredictionConfig, token: CancelToken, meter: Meter
+    s: Session,
+    channel_id: int,
+    key: str,
+    chat: Chat,
+    config: PredictionConfig,
+    token: CancelToken,
+    meter: Meter,
+    cost: RequestCost,
 ) -> None:
     """A gateway model's answer, streamed from its provider as fragments, with the stats it reported."""
     if isinstance(config.detail, int) or config.image_max_tokens or config.image_min_tokens:
@@ -556,6 +565,7 @@ async def _predict_gateway(
         config_to_openai(config),
         stream=True,
         done=lambda served: meter.done(served.prompt_tokens, served.completion_tokens),
+        cost=cost,
     )
     assert isinstance(stream, GatewayStream)
     answer = StreamedAnswer()

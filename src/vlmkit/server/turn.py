@@ -27,7 +27,7 @@ from vlmkit.providers import ChatCompletion
 from vlmkit.server.accounts import Meter
 from vlmkit.server.auth import key_of
 from vlmkit.server.errors import APIError
-from vlmkit.server.fleet import SESSION_HEADER, request_cost
+from vlmkit.server.fleet import SESSION_HEADER, RequestCost, request_cost
 from vlmkit.server.gateway import GatewayStream
 from vlmkit.server.inputs import resolve_images
 from vlmkit.server.lifted import Lifted
@@ -51,6 +51,8 @@ class Admitted:
     model: str
     gateway: bool
     meter: Meter
+    cost: RequestCost | None = None
+    """The request's estimate (tokens, images, bytes), made once its images are read (:func:`resolve`)."""
 
     @property
     def session(self) -> str | None:
@@ -91,9 +93,9 @@ async def resolve(asked: Admitted, chat: Chat, lifted: Lifted | None = None) -> 
         lifted=lifted,
         keep_urls=asked.gateway and state.gateway.forwards_urls(asked.model),
     )
-    asked.meter.saw(chat)
-    if state.metrics.enabled and chat.images:
-        state.metrics.chat_images(asked.model, chat, request_cost(chat, images_only=True))
+    asked.cost = cost = request_cost(chat)
+    asked.meter.saw(cost)
+    state.metrics.chat_images(asked.model, cost)
     return chat
 
 
@@ -115,8 +117,9 @@ async def gateway_complete(
         chat,
         gateway_params(config, user),
         stream=stream,
-        session=asked.session,
+        session=asked.session if asked.state.gateway.sticks_to_sessions(asked.model) else None,
         done=lambda served: meter.done(served.prompt_tokens, served.completion_tokens),
+        cost=asked.cost,
     )
 
 
