@@ -271,6 +271,9 @@ def _serve_turns(base: str, image: Path, proc: subprocess.Popen[bytes], model: s
         return ttft, tps, own, "".join(text)
 
     with httpx.Client() as client:
+        # a short text turn first: a server that loads its model on the first request (vlmkit serve)
+        # has it loaded, as llama-server has at start, and neither has seen the photo
+        turn(client, [{"role": "user", "content": "Hello"}])
         first, tps, first_own, reply = turn(client, [user_with_image(FIRST, url)])
         msgs = [user_with_image(FIRST, url), {"role": "assistant", "content": reply}]
         msgs.append({"role": "user", "content": FOLLOW_UP})
