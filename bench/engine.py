@@ -270,7 +270,8 @@ def _serve_turns(base: str, image: Path, proc: subprocess.Popen[bytes], model: s
             tps = (n_tokens - 1) / (t_end - t_first) if t_first and n_tokens > 1 else 0.0
         return ttft, tps, own, "".join(text)
 
-    with httpx.Client() as client:
+    # a connection a turn: a server may close an idle kept-alive one between turns (llama-server did, mid-run)
+    with httpx.Client(limits=httpx.Limits(max_keepalive_connections=0)) as client:
         # a short text turn first: a server that loads its model on the first request (vlmkit serve)
         # has it loaded, as llama-server has at start, and neither has seen the photo
         turn(client, [{"role": "user", "content": "Hello"}])
@@ -288,21 +289,34 @@ def _serve_turns(base: str, image: Path, proc: subprocess.Popen[bytes], model: s
     return out
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def run_llama_server(binary: str, model: Path, mmproj: Path, image: Path) -> dict[str, float]:
-    port = 18000 + os.getpid() % 1000
+    port = _free_port()
     cmd = [binary, "-m", str(model), "--mmproj", str(mmproj), "-t", str(THREADS), "-c", "8192"]
     cmd += ["--port", str(port), "-fa", "on", "--no-webui"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        return _serve_turns(f"http://127.0.0.1:{port}", image, proc, "smol")
-    finally:
-        proc.terminate()
-        proc.wait()
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=log)
+        try:
+            return _serve_turns(f"http://127.0.0.1:{port}", image, proc, "smol")
+        except Exception:
+            log.seek(0)
+            print(log.read().decode(errors="replace")[-4000:], file=sys.stderr)
+            raise
+        finally:
+            proc.terminate()
+            proc.wait()
 
 
 def run_vlmkit_serve(model: Path, mmproj: Path, image: Path) -> dict[str, float]:
     """``vlmkit serve`` with the same model, asked exactly as llama-server is (the same HTTP turns)."""
-    port = 19000 + os.getpid() % 1000
+    port = _free_port()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "serve.yaml"
         cfg.write_text(json.dumps({"models": {"smol": {"path": str(model), "mmproj": str(mmproj)}}}))
@@ -340,6 +354,13 @@ def child(name: str, image: Path, server: str | None) -> None:
     os._exit(0)  # skip interpreter teardown (llama-cpp-python's handler can fail there)
 
 
+def _run_child(cmd: list[str], env: dict[str, str]) -> str:
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[2:5])} failed ({done.returncode}):\n{done.stderr[-8000:]}")
+    return done.stdout
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=5)
@@ -370,17 +391,17 @@ def main() -> None:
                 cmd += ["--llama-server", args.llama_server]
             with tempfile.TemporaryDirectory() as cache:
                 run_env = dict(env, VLMKIT_CACHE_DIR=cache)  # vlmkit's encoder cache on disk starts empty
-                out = subprocess.run(cmd, capture_output=True, text=True, env=run_env, check=True).stdout
+                out = _run_child(cmd, run_env)
                 results[name].append(json.loads(out.strip().splitlines()[-1]))
                 if name == "vlmkit":  # the same photo in a new process: the disk cache from the run above
                     cmd[cmd.index("vlmkit")] = "vlmkit-disk"
-                    out = subprocess.run(cmd, capture_output=True, text=True, env=run_env, check=True).stdout
+                    out = _run_child(cmd, run_env)
                     results[name][-1].update(json.loads(out.strip().splitlines()[-1]))
             if name == "vlmkit":  # uploaded before the question, with an empty disk cache of its own
                 with tempfile.TemporaryDirectory() as cache:
                     cmd[cmd.index("vlmkit-disk")] = "vlmkit-uploaded"
                     run_env = dict(env, VLMKIT_CACHE_DIR=cache)
-                    out = subprocess.run(cmd, capture_output=True, text=True, env=run_env, check=True).stdout
+                    out = _run_child(cmd, run_env)
                     results[name][-1].update(json.loads(out.strip().splitlines()[-1]))
             print(f"run {run + 1} {name}: {results[name][-1]}", file=sys.stderr)
     print(f"load average after: {os.getloadavg()[0]:.2f}", file=sys.stderr)
