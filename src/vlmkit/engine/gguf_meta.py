@@ -1,12 +1,14 @@
 """Read what a GGUF file says about itself: architecture, context length, vision support.
 
-Only the header and metadata are read (memory-mapped by the ``gguf`` package), never the weights,
-so listing models is cheap. Vision support is a fact of the files (an mmproj whose metadata says it
-has a vision encoder), never a guess from a file name.
+Only the header's key/value section is read (memory-mapped, values not asked for skipped by their
+length), never the tensors, so listing models is cheap. Vision support is a fact of the files (an
+mmproj whose metadata says it has a vision encoder), never a guess from a file name.
 """
 
 from __future__ import annotations
 
+import mmap
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,22 +47,72 @@ def is_gguf(path: str | Path) -> bool:
 
 
 def _fields(path: str | Path, keys: set[str]) -> dict[str, Any]:
-    from gguf import GGUFReader
+    """The values of ``keys`` (and of any ``*.context_length``) in the file's metadata.
 
+    The key/value section is walked straight from a memory map and every value not asked for is
+    skipped by its length: a model's tokenizer (hundreds of thousands of strings) is never built
+    into Python objects, which made reading a real model's metadata take seconds."""
     if not is_gguf(path):
         raise ModelLoadError(f"{path} is not a GGUF file (it does not start with the GGUF magic)")
     try:
-        reader = GGUFReader(str(path), "r")
-    except Exception as exc:  # truncated or corrupt header
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            return _walk(m, keys)
+    except (struct.error, ValueError, UnicodeDecodeError, OSError) as exc:  # truncated or corrupt header
         raise ModelLoadError(f"{path} is not a readable GGUF file: {exc}") from exc
+
+
+# GGUF's value types (gguf-py's GGUFValueType): the fixed-size ones by their struct format
+_FIXED = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+_STRING, _ARRAY = 8, 9
+
+
+def _walk(m: mmap.mmap, keys: set[str]) -> dict[str, Any]:
+    (version,) = struct.unpack_from("<I", m, 4)
+    if version < 2:
+        raise ValueError(f"GGUF version {version} is too old (llama.cpp reads version 2 and later)")
+    _tensors, n_kv = struct.unpack_from("<QQ", m, 8)
+    pos = 24
     out: dict[str, Any] = {}
-    for key, field in reader.fields.items():
-        if key in keys or key.endswith(".context_length"):
-            try:
-                out[key] = field.contents()
-            except Exception:
-                continue
+    for _ in range(n_kv):
+        key, pos = _string(m, pos, True)
+        (kind,) = struct.unpack_from("<I", m, pos)
+        want = key in keys or key.endswith(".context_length")
+        value, pos = _value(m, pos + 4, kind, want)
+        if want:
+            out[key] = value
     return out
+
+
+def _string(m: mmap.mmap, pos: int, want: bool) -> tuple[Any, int]:
+    (n,) = struct.unpack_from("<Q", m, pos)
+    end = pos + 8 + n
+    if end > len(m):
+        raise ValueError(f"a string of {n} bytes at offset {pos} runs past the end of the file")
+    return (m[pos + 8 : end].decode("utf-8") if want else None), end
+
+
+def _value(m: mmap.mmap, pos: int, kind: int, want: bool) -> tuple[Any, int]:
+    if kind in _FIXED:
+        fmt = "<" + _FIXED[kind]
+        return (struct.unpack_from(fmt, m, pos)[0] if want else None), pos + struct.calcsize(fmt)
+    if kind == _STRING:
+        return _string(m, pos, want)
+    if kind != _ARRAY:
+        raise ValueError(f"unknown GGUF value type {kind} at offset {pos}")
+    item, count = struct.unpack_from("<IQ", m, pos)
+    pos += 12
+    if item in _FIXED:
+        fmt = f"<{count}{_FIXED[item]}"
+        end = pos + struct.calcsize(fmt)
+        if end > len(m):
+            raise ValueError(f"an array of {count} values at offset {pos} runs past the end of the file")
+        return (list(struct.unpack_from(fmt, m, pos)) if want else None), end
+    values = []
+    for _ in range(count):
+        value, pos = _value(m, pos, item, want)
+        if want:
+            values.append(value)
+    return (values if want else None), pos
 
 
 def read_model_meta(path: str | Path) -> ModelMeta:
