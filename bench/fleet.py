@@ -8,7 +8,9 @@ Run from the repo root on a quiet machine (check `uptime` first):
 
 Everything is on 127.0.0.1, each server its own process: three replicas serving a model with
 SmolVLM-256M-Instruct's dimensions (``write_smolvlm_256m``; ``--quick``: the tiny test model), each
-with its own home and encoder cache (as separate machines), and a gateway (``vlmkit serve --config``)
+with its own home and encoder cache (as separate machines) and its share of this machine's cores
+(``--threads``: the cores divided among the three, at least one each, as an operator who puts three
+replicas on one machine sets them, rather than three times the cores in threads), and a gateway (``vlmkit serve --config``)
 naming them ``fleet``. For each routing mode the replicas are started fresh, so no mode finds caches
 the other warmed. The workload: ``chats`` conversations of ``turns`` turns, chat ``i`` about photo
 ``i % photos`` (the photos of examples/images, and mirrored or cropped copies of them for more), the
@@ -113,6 +115,7 @@ class Fleet:
     work: Path
     model: Path
     mmproj: Path
+    threads: int = 1
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     gateway: str = ""
 
@@ -125,7 +128,8 @@ class Fleet:
             home.mkdir(parents=True)
             config = home / "vlmkit.yaml"
             config.write_text(
-                f"models:\n  m: {{path: '{self.model}', mmproj: '{self.mmproj}'}}\nlimits: {{model_ttl: null}}\n"
+                f"models:\n  m: {{path: '{self.model}', mmproj: '{self.mmproj}', threads: {self.threads}}}\n"
+                "limits: {model_ttl: null}\n"
             )
             port = free_port()
             replica_env = {**env, "VLMKIT_HOME": str(home / "home"), "VLMKIT_CACHE_DIR": str(home / "cache")}
@@ -229,6 +233,12 @@ def main() -> None:
     parser.add_argument("--think", type=float, default=2.0, help="seconds a user reads before the next turn")
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--quick", action="store_true", help="the tiny test model and a small workload")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=max(1, len(os.sched_getaffinity(0)) // 3),
+        help="CPU threads of each replica (default: this machine's cores shared out among the three, at least 1)",
+    )
     args = parser.parse_args()
     from vlmkit.engine.synthetic import write_smolvlm_256m, write_test_model
 
@@ -241,11 +251,11 @@ def main() -> None:
         print(
             f"{'tiny test model' if args.quick else 'SmolVLM-256M-shaped model'}, 3 replicas, "
             f"{args.chats} chats x {args.turns} turns over {args.photos} photos, {args.concurrency} users at once, "
-            f"{args.think:g} s to read an answer"
+            f"{args.think:g} s to read an answer, {args.threads} thread(s) a replica"
         )
         results: dict[str, tuple[dict[str, list[float]], float]] = {}
         for routing in ("round_robin", "affinity"):
-            with Fleet(routing, work, model, mmproj) as fleet:
+            with Fleet(routing, work, model, mmproj, args.threads) as fleet:
                 t0 = time.perf_counter()
                 times = asyncio.run(
                     workload(

@@ -57,7 +57,13 @@ class LoadOptions:
 
 
 def default_threads() -> int:
-    n = os.cpu_count() or 4
+    """The cores this process may run on (its CPU affinity: a container's or ``taskset``'s share, not
+    the machine's count, which would put more threads than cores and make llama.cpp's spinning
+    threads wait on each other), at most 8."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # no affinity on this platform (macOS, Windows)
+        n = os.cpu_count() or 4
     return max(1, min(n, 8))
 
 

@@ -116,6 +116,8 @@ class LocalModel:
     mmproj: str | None = None
     gpu: GpuSetting | None = None
     """Where it runs (``LoadOptions.gpu``); ``None``: the server's ``gpu``."""
+    threads: int | None = None
+    """CPU threads for it (``LoadOptions.cpu_threads``); ``None``: the cores this process may use."""
 
 
 @dataclass(frozen=True)
@@ -253,7 +255,13 @@ def parse_config(raw: Any, base: ServerSettings | None = None, *, where: str = "
         here = f"{where}: models.{name}"
         if isinstance(spec, Mapping) and "path" in spec:
             gpu = _gpu(spec["gpu"], f"{here}.gpu") if spec.get("gpu") is not None else None
-            local[str(name)] = LocalModel(str(name), str(spec["path"]), _opt_str(spec.get("mmproj")), gpu)
+            threads = spec.get("threads")
+            if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+                raise ConfigError(
+                    f"{here}.threads must be a whole number of CPU threads, at least 1 (got {threads!r}); "
+                    "leave it out to use every core this process may use"
+                )
+            local[str(name)] = LocalModel(str(name), str(spec["path"]), _opt_str(spec.get("mmproj")), gpu, threads)
         else:
             gateway[str(name)] = _gateway_model(str(name), spec, here)
     changes["gateway"] = gateway

@@ -67,7 +67,10 @@ class LocalModels:
                 entry = "mmproj" if m.mmproj is not None and not Path(m.mmproj).expanduser().is_file() else "path"
                 raise ConfigError(f"the config entry models.{m.name}.{entry}: {exc.detail}") from None
             self.lease.register(
-                m.name, files.model, files.mmproj, options=LoadOptions(gpu=settings.gpu if m.gpu is None else m.gpu)
+                m.name,
+                files.model,
+                files.mmproj,
+                options=LoadOptions(gpu=settings.gpu if m.gpu is None else m.gpu, cpu_threads=m.threads),
             )
             vision = has_vision_encoder(files.mmproj)
             size = sum(p.stat().st_size for p in (files.model, files.mmproj) if p is not None)
