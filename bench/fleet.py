@@ -10,18 +10,18 @@ Everything is on 127.0.0.1, each server its own process: three replicas serving 
 SmolVLM-256M-Instruct's dimensions (``write_smolvlm_256m``; ``--quick``: the tiny test model), each
 with its own home and encoder cache (as separate machines) and its share of this machine's cores
 (``--threads``: the cores divided among the three, at least one each, as an operator who puts three
-replicas on one machine sets them, rather than three times the cores in threads), and a gateway (``vlmkit serve --config``)
-naming them ``fleet``. For each routing mode the replicas are started fresh, so no mode finds caches
-the other warmed. The workload: ``chats`` conversations of ``turns`` turns, chat ``i`` about photo
-``i % photos`` (the photos of examples/images, and mirrored or cropped copies of them for more), the
-first turn with the image, the next ones follow-ups in the same history. ``concurrency`` users chat
-at once, each taking the next chat when done with one; a user reads an answer before asking the
-follow-up, and pauses before starting a chat, ``think`` seconds on average (0.5 to 1.5 times it, the
-same pauses in both modes), so chats interleave as real ones do rather than arriving back to back.
-A second chat about a photo is a new chat about an image some replica has seen. Figures: TTFT
-P50/P95 of first turns and of follow-ups, and the whole run's time, per mode; the target is a
-follow-up TTFT P50 under affinity at least 5x lower than under round robin.
-"""
+replicas on one machine sets them, rather than three times the cores in threads), and a gateway
+(``vlmkit serve --config``) naming them ``fleet``. For each routing mode the replicas are started
+fresh, so no mode finds caches the other warmed. The workload: ``chats`` conversations of ``turns``
+turns, chat ``i`` about photo ``i % photos`` (the photos of examples/images, and mirrored or cropped
+copies of them for more), the first turn with the image, the next ones follow-ups in the same
+history. ``concurrency`` users chat at once, each taking the next chat when done with one; a user
+reads an answer before asking the follow-up, and pauses before starting a chat, ``think`` seconds on
+average (0.5 to 1.5 times it, the same pauses in both modes), so chats interleave as real ones do
+rather than arriving back to back. A second chat about a photo is a new chat about an image some
+replica has seen. Figures: TTFT P50/P95 of first turns and of follow-ups, and the whole run's time,
+per mode; the target is a follow-up TTFT P50 under affinity at least 5x lower than under round
+robin."""
 
 from __future__ import annotations
 
