@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,6 +82,28 @@ def start(
     return _launch(Served("", None, upstream, config, environ, files_dir, models_dir))  # type: ignore[arg-type]
 
 
+def wait_healthy(
+    proc: subprocess.Popen[bytes],
+    url: str,
+    *,
+    timeout: float = 60,
+    output: Callable[[], str] | None = None,
+) -> httpx.Response:
+    """Wait until ``vlmkit serve`` at ``url`` answers ``/health``, and return that answer. It fails with
+    the process's output (``output``: where to read it; default: its stdout) if it exits first, and
+    says it did not start if ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            out = output() if output else (proc.stdout.read().decode() if proc.stdout else "")
+            raise AssertionError(f"vlmkit serve exited ({proc.returncode}):\n{out}")
+        try:
+            return httpx.get(url + "/health", timeout=1)
+        except httpx.TransportError:
+            assert time.monotonic() < deadline, "vlmkit serve did not start"
+            time.sleep(0.1)
+
+
 def _launch(served: Served) -> Served:
     port = _free_port()
     cmd = [sys.executable, "-m", "vlmkit.cli", "serve", "--port", str(port), "--config", str(served.config)]
@@ -89,16 +111,7 @@ def _launch(served: Served) -> Served:
         [*cmd, "--log-level", "warning"], env=served.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None:
-            raise AssertionError("vlmkit serve exited: " + (proc.stdout.read().decode() if proc.stdout else ""))
-        try:
-            httpx.get(url + "/health", timeout=1)
-            break
-        except httpx.TransportError:
-            assert time.monotonic() < deadline, "vlmkit serve did not start"
-            time.sleep(0.1)
+    wait_healthy(proc, url)
     served.url, served.proc = url, proc
     return served
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.server.served import wait_healthy
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -30,15 +32,7 @@ def test_serve_command(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "vlmkit.cli", "serve", "--port", str(port), "--config", str(config)]
     proc = subprocess.Popen([*cmd, "--api-key", "sk-cli"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-            try:
-                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "vlmkit serve did not start"
-                time.sleep(0.1)
+        health = wait_healthy(proc, f"http://127.0.0.1:{port}", timeout=30)
         assert health.json()["status"] == "ok"
         assert httpx.get(f"http://127.0.0.1:{port}/v1/models").status_code == 401
         models = httpx.get(f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": "Bearer sk-cli"}).json()

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import pytest
 
 from tests.server.conftest import Running, Upstream, data_url, error_of, image_message, start_server
 from tests.server.replicas import ROOT, free_port
+from tests.server.served import wait_healthy
 from vlmkit.server import Deployment, GatewayModel, ServerSettings
 from vlmkit.server.config import ConfigError, parse_config
 from vlmkit.server.keys import KeyPolicy
@@ -232,15 +232,8 @@ def _serve(tmp_path: Path, name: str, config: str) -> tuple[subprocess.Popen[byt
     cmd = [sys.executable, "-m", "vlmkit.cli", "serve", "--port", str(port), "--config", str(path)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-        try:
-            httpx.get(url + "/health", timeout=1)
-            return proc, url
-        except httpx.TransportError:
-            assert time.monotonic() < deadline, "vlmkit serve did not start"
-            time.sleep(0.1)
+    wait_healthy(proc, url, timeout=30)
+    return proc, url
 
 
 def test_two_gateway_processes_share_usage_over_postgresql(

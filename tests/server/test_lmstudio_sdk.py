@@ -16,12 +16,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import lmstudio as lms
 import pytest
 from lmstudio.json_api import ChatResponseEndpoint
@@ -30,6 +28,7 @@ from pydantic import BaseModel, Field
 
 import vlmkit
 from tests.conftest import photo_path
+from tests.server.served import wait_healthy
 from vlmkit.engine.synthetic import TEST_TEXT, TEST_VISION, write_mmproj, write_text_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,17 +70,8 @@ def start_serve(
     env.pop("VLMKIT_API_KEY", None)
     cmd = [sys.executable, "-m", "vlmkit.cli", "serve", "--port", str(port), "--config", str(config), *args]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None:
-            out = proc.stdout.read().decode() if proc.stdout else ""
-            raise AssertionError(f"vlmkit serve exited ({proc.returncode}):\n{out}")
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-            return proc, port
-        except httpx.TransportError:
-            assert time.monotonic() < deadline, "vlmkit serve did not start"
-            time.sleep(0.1)
+    wait_healthy(proc, f"http://127.0.0.1:{port}")
+    return proc, port
 
 
 def stop_serve(proc: subprocess.Popen[bytes]) -> str:

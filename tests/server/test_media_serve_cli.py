@@ -9,14 +9,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import openai
 import pytest
 
 from tests.media import PageSpec, make_pdf, make_video
+from tests.server.served import wait_healthy
 from tests.server.test_cli import ROOT, _free_port
 
 
@@ -34,15 +33,7 @@ def test_vlmkit_serve_reads_an_uploaded_pdf_and_a_video_url_and_refuses_too_many
     cmd = [sys.executable, "-m", "vlmkit.cli", "serve", "--port", str(port), "--config", str(config)]
     proc = subprocess.Popen([*cmd, "--api-key", "sk-cli"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "vlmkit serve did not start"
-                time.sleep(0.1)
+        wait_healthy(proc, f"http://127.0.0.1:{port}")
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-cli", max_retries=0, timeout=120)
         pdf = client.files.create(
             file=("notes.pdf", make_pdf([PageSpec(text="One"), PageSpec(text="Two")]), "application/pdf"),

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.server.conftest import API_KEY, Running, data_url, image_message
 from tests.server.replicas import ROOT, free_port, metric, metric_samples
+from tests.server.served import wait_healthy
 from vlmkit.images import OPENAI, prepare_image
 from vlmkit.images.tokens import openai_tokens
 
@@ -137,7 +137,7 @@ def test_json_logs_name_images_by_identity_and_never_hold_their_bytes(
     cmd = [sys.executable, "-m", "vlmkit.cli", "serve", "--port", str(port), "--config", str(config)]
     proc = subprocess.Popen([*cmd, "--log-format", "json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        _wait(proc, port)
+        wait_healthy(proc, f"http://127.0.0.1:{port}", timeout=30)
         body = {"model": "gw", "messages": image_message(url), "max_tokens": 5}
         r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=60)
         assert r.status_code == 200, r.text
@@ -162,15 +162,3 @@ def test_json_logs_name_images_by_identity_and_never_hold_their_bytes(
         }
     ]
     assert (request["model"], request["deployment"], request["status"], request["attempts"]) == ("gw", "good", 200, 2)
-
-
-def _wait(proc: subprocess.Popen[bytes], port: int) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-            return
-        except httpx.TransportError:
-            assert time.monotonic() < deadline, "vlmkit serve did not start"
-            time.sleep(0.1)

@@ -33,6 +33,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from tests.conftest import ImageServer, encode, photo_path
 from tests.server.conftest import Upstream, _start_upstream
+from tests.server.served import wait_healthy
 from vlmkit.engine.synthetic import write_test_model, write_test_text_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,15 +89,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         proc = subprocess.Popen([*cmd, "--api-key", KEY], env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                httpx.get(url + "/health", timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "vlmkit serve did not start"
-                time.sleep(0.1)
+        wait_healthy(proc, url, output=log.read_text)
         yield Served(url, log, upstream)
     finally:
         proc.send_signal(signal.SIGTERM)
